@@ -1,0 +1,69 @@
+/**
+ * The daemon's HTTP control plane (JSON). Every `rebound` command other than `serve` is a client
+ * of these routes. Routes are versioned under /v1; errors always have the shape
+ * `{error: {code, message}}` (api/error-map.ts).
+ */
+import Fastify, { type FastifyInstance } from 'fastify';
+import { ReboundError } from '../errors.js';
+import type { ExportRegistry } from '../exports/registry.js';
+import type { Logger } from '../util/log.js';
+import { toApiError } from './error-map.js';
+
+export interface ApiContext {
+  registry: ExportRegistry;
+  log: Logger;
+  version: string;
+  startedAt: Date;
+  /** Where the daemon listens, for clients building URIs. */
+  endpoints: () => { nbd: string[]; nbdSocket: string[]; http: string | undefined };
+  /** The effective configuration (`rebound config`). */
+  config: () => Record<string, unknown>;
+}
+
+export function createApi(ctx: ApiContext): FastifyInstance {
+  const app = Fastify({ logger: false });
+
+  app.setErrorHandler((err, req, reply) => {
+    const { status, body } = toApiError(err);
+    if (status >= 500) ctx.log.error('API request failed', { method: req.method, url: req.url, err: body.error.message });
+    void reply.status(status).send(body);
+  });
+  app.setNotFoundHandler((req, reply) => {
+    const { status, body } = toApiError(new ReboundError('ERR_NOT_FOUND', `no route ${req.method} ${req.url}`));
+    void reply.status(status).send(body);
+  });
+
+  app.get('/v1/health', async () => ({
+    status: 'ok',
+    version: ctx.version,
+    pid: process.pid,
+    startedAt: ctx.startedAt.toISOString(),
+    uptimeSeconds: Math.round((Date.now() - ctx.startedAt.getTime()) / 1000),
+    endpoints: ctx.endpoints(),
+    exports: ctx.registry.list().length,
+  }));
+
+  app.get('/v1/exports', async () => ({
+    defaultExport: ctx.registry.defaultName ?? null,
+    exports: ctx.registry.list().map((e) => ({ ...e.toJSON(), uris: nbdUris(e.name, ctx.endpoints()) })),
+  }));
+
+  app.get<{ Params: { name: string } }>('/v1/exports/:name', async (req) => {
+    const e = ctx.registry.get(req.params.name);
+    if (!e || req.params.name === '') throw new ReboundError('ERR_EXPORT_NOT_FOUND', `no export named '${req.params.name}'`);
+    return { ...e.toJSON(), uris: nbdUris(e.name, ctx.endpoints()) };
+  });
+
+  app.get('/v1/config', async () => ctx.config());
+
+  return app;
+}
+
+/** NBD URIs (RFC-style, as libnbd and QEMU accept them) under which an export is reachable. */
+export function nbdUris(name: string, ep: { nbd: string[]; nbdSocket: string[] }): string[] {
+  const enc = encodeURI(name);
+  return [
+    ...ep.nbd.map((a) => `nbd://${a}/${enc}`),
+    ...ep.nbdSocket.map((p) => `nbd+unix:///${enc}?socket=${encodeURIComponent(p)}`),
+  ];
+}

@@ -1,0 +1,126 @@
+/**
+ * The daemon's configuration: one schema with defaults, units and docs (`rebound serve --help`
+ * and `rebound config` are generated from it). Sources, later ones winning: defaults,
+ * `<data>/config.json`, environment (REBOUND_DATA), command-line flags. Validated once at start-up.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { ReboundError } from '../errors.js';
+import { parseTcpAddress } from '../util/address.js';
+import type { LogLevel } from '../util/log.js';
+import { parseExportSpec, type ExportSpec } from './export-spec.js';
+
+export interface DaemonConfig {
+  /** Directory that holds all state. Default ./rebound-data (or $REBOUND_DATA). */
+  dataDir: string;
+  /** NBD TCP listen addresses (HOST:PORT). Default 127.0.0.1:10809. */
+  nbd: string[];
+  /** NBD Unix socket paths. Default none. */
+  nbdSocket: string[];
+  /** HTTP API listen address (HOST:PORT), or 'off'. Default 127.0.0.1:10810. */
+  http: string;
+  /** Exports given as NAME=SOURCE[,OPTION...]. */
+  exports: string[];
+  /** Create and export demo images (a raw disk image and a memory scratch disk). */
+  demo: boolean;
+  /** Requests processed concurrently per NBD connection. Unit: requests. Default 256. */
+  nbdMaxInflight: number;
+  /** How long a graceful shutdown waits for in-flight I/O. Unit: ms. Default 10000. */
+  shutdownTimeoutMs: number;
+  logLevel: LogLevel;
+  logFormat: 'text' | 'json';
+}
+
+export interface FieldDoc {
+  key: keyof DaemonConfig;
+  unit?: string;
+  default: unknown;
+  doc: string;
+}
+
+export const DEFAULT_NBD_PORT = 10809;
+export const DEFAULT_HTTP_PORT = 10810;
+
+export function defaultConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfig {
+  return {
+    dataDir: env.REBOUND_DATA || './rebound-data',
+    nbd: [`127.0.0.1:${DEFAULT_NBD_PORT}`],
+    nbdSocket: [],
+    http: `127.0.0.1:${DEFAULT_HTTP_PORT}`,
+    exports: [],
+    demo: false,
+    nbdMaxInflight: 256,
+    shutdownTimeoutMs: 10_000,
+    logLevel: 'info',
+    logFormat: 'text',
+  };
+}
+
+export const CONFIG_FIELDS: FieldDoc[] = [
+  { key: 'dataDir', default: './rebound-data', doc: 'data directory (all state lives here); env REBOUND_DATA' },
+  { key: 'nbd', default: [`127.0.0.1:${DEFAULT_NBD_PORT}`], doc: 'NBD TCP listen addresses, HOST:PORT (port 0 = any free port)' },
+  { key: 'nbdSocket', default: [], doc: 'NBD Unix socket paths' },
+  { key: 'http', default: `127.0.0.1:${DEFAULT_HTTP_PORT}`, doc: "HTTP API listen address, HOST:PORT, or 'off'" },
+  { key: 'exports', default: [], doc: 'exports, NAME=SOURCE[,OPTION...]' },
+  { key: 'demo', default: false, doc: 'create and export demo images' },
+  { key: 'nbdMaxInflight', unit: 'requests', default: 256, doc: 'requests processed concurrently per NBD connection' },
+  { key: 'shutdownTimeoutMs', unit: 'ms', default: 10_000, doc: 'how long a graceful shutdown waits for in-flight I/O' },
+  { key: 'logLevel', default: 'info', doc: 'debug | info | warn | error' },
+  { key: 'logFormat', default: 'text', doc: 'text | json' },
+];
+
+const LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'silent'];
+
+/** Reads `<dataDir>/config.json` if present (only keys of the schema are allowed). */
+export function readConfigFile(dataDir: string): Partial<DaemonConfig> {
+  const file = path.join(dataDir, 'config.json');
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch {
+    return {};
+  }
+  let obj: unknown;
+  try {
+    obj = JSON.parse(text);
+  } catch (err) {
+    throw new ReboundError('ERR_INVALID_ARGUMENT', `${file}: not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) {
+    throw new ReboundError('ERR_INVALID_ARGUMENT', `${file}: expected a JSON object`);
+  }
+  const known = new Set(CONFIG_FIELDS.map((f) => f.key as string));
+  for (const key of Object.keys(obj)) {
+    if (!known.has(key)) throw new ReboundError('ERR_INVALID_ARGUMENT', `${file}: unknown setting '${key}'`);
+  }
+  return obj as Partial<DaemonConfig>;
+}
+
+export interface ValidatedConfig extends DaemonConfig {
+  exportSpecs: ExportSpec[];
+}
+
+/** Checks every field; throws ERR_INVALID_* naming the field. */
+export function validateConfig(c: DaemonConfig, cwd = process.cwd()): ValidatedConfig {
+  const fail = (key: string, why: string): never => {
+    throw new ReboundError('ERR_INVALID_ARGUMENT', `invalid setting ${key}: ${why}`);
+  };
+  if (typeof c.dataDir !== 'string' || !c.dataDir) fail('dataDir', 'expected a directory path');
+  for (const key of ['nbd', 'nbdSocket', 'exports'] as const) {
+    if (!Array.isArray(c[key]) || c[key].some((v) => typeof v !== 'string')) fail(key, 'expected a list of strings');
+  }
+  c.nbd.forEach((a) => parseTcpAddress(a));
+  if (c.http !== 'off') parseTcpAddress(c.http);
+  for (const key of ['nbdMaxInflight', 'shutdownTimeoutMs'] as const) {
+    if (!Number.isSafeInteger(c[key]) || c[key] < 1) fail(key, 'expected a positive integer');
+  }
+  if (!LOG_LEVELS.includes(c.logLevel)) fail('logLevel', `expected one of ${LOG_LEVELS.join(', ')}`);
+  if (c.logFormat !== 'text' && c.logFormat !== 'json') fail('logFormat', 'expected text or json');
+  const exportSpecs = c.exports.map((e) => parseExportSpec(e, cwd));
+  const names = new Set<string>();
+  for (const s of exportSpecs) {
+    if (names.has(s.name)) fail('exports', `export name '${s.name}' is given twice`);
+    names.add(s.name);
+  }
+  return { ...c, dataDir: path.resolve(cwd, c.dataDir), exportSpecs };
+}

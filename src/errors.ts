@@ -1,0 +1,87 @@
+/**
+ * The one registry of rebound's errors.
+ *
+ * Three kinds of failure exist (DESIGN.md §4):
+ *  - programmer mistakes: plain TypeError/RangeError/assert, never sent to a client;
+ *  - block I/O errors: `BlockError` with a POSIX code; every front end maps them with its
+ *    one mapping function (nbd/error-map.ts, api/error-map.ts, ...);
+ *  - domain errors: `ReboundError` with a stable `ERR_*` code from `ERROR_CODES` below.
+ *
+ * `docs/errors.md` lists every code; a unit test keeps the two in step.
+ */
+
+export const BLOCK_ERROR_CODES = [
+  'EPERM',
+  'EIO',
+  'EINVAL',
+  'ENOSPC',
+  'EROFS',
+  'EOVERFLOW',
+  'ENOTSUP',
+  'ESHUTDOWN',
+] as const;
+export type BlockErrorCode = (typeof BLOCK_ERROR_CODES)[number];
+
+/** A failed block I/O request. The message is short: front ends may send it to clients. */
+export class BlockError extends Error {
+  readonly code: BlockErrorCode;
+  constructor(code: BlockErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'BlockError';
+    this.code = code;
+  }
+}
+
+export function isBlockError(err: unknown): err is BlockError {
+  return err instanceof BlockError;
+}
+
+interface ErrorSpec {
+  /** HTTP status the API answers with. */
+  status: number;
+  /** One-line description for docs/errors.md; the thrown message carries the specifics. */
+  summary: string;
+}
+
+export const ERROR_CODES = {
+  ERR_INVALID_ARGUMENT: { status: 400, summary: 'A command-line option, config value or API field is malformed.' },
+  ERR_INVALID_SIZE: { status: 400, summary: 'A size is not a number with an optional K/M/G/T suffix.' },
+  ERR_INVALID_ADDRESS: { status: 400, summary: 'A listen address is not HOST:PORT, [IPv6]:PORT or PORT.' },
+  ERR_INVALID_EXPORT_SPEC: { status: 400, summary: 'An --export value is not NAME=SOURCE[,OPTION...].' },
+  ERR_EXPORT_EXISTS: { status: 409, summary: 'An export with that name is already registered.' },
+  ERR_EXPORT_NOT_FOUND: { status: 404, summary: 'No export has that name.' },
+  ERR_SOURCE_OPEN_FAILED: { status: 400, summary: 'An export source (image file, device) could not be opened.' },
+  ERR_DATA_DIR_LOCKED: { status: 409, summary: 'Another rebound daemon owns the data directory.' },
+  ERR_DATA_DIR_UNUSABLE: { status: 500, summary: 'The data directory cannot be created or written.' },
+  ERR_LISTEN_FAILED: { status: 500, summary: 'A listener (NBD, HTTP) could not bind its address.' },
+  ERR_SERVER_UNREACHABLE: { status: 503, summary: 'The CLI could not reach the daemon\'s HTTP API.' },
+  ERR_NOT_FOUND: { status: 404, summary: 'No API route matches the request.' },
+  ERR_INTERNAL: { status: 500, summary: 'An unexpected failure; the log has details.' },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** A domain error with a stable code. */
+export class ReboundError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Record<string, unknown> | undefined;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; details?: Record<string, unknown> }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'ReboundError';
+    this.code = code;
+    this.details = options?.details;
+  }
+  get status(): number {
+    return ERROR_CODES[this.code].status;
+  }
+}
+
+export function isReboundError(err: unknown): err is ReboundError {
+  return err instanceof ReboundError;
+}
+
+/** Best-effort text of any thrown value, for logs. */
+export function errorText(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}

@@ -1,0 +1,292 @@
+/**
+ * Fixed-newstyle handshake and option haggling (proto.md §Handshake).
+ *
+ * Implemented options: EXPORT_NAME, ABORT, LIST, INFO, GO, STRUCTURED_REPLY, LIST_META_CONTEXT and
+ * SET_META_CONTEXT (base:allocation). Every other option (STARTTLS, EXTENDED_HEADERS, PEEK_EXPORT,
+ * unknown numbers) is answered ERR_UNSUP after its data is consumed, and haggling goes on.
+ *
+ * Hard disconnects happen only where the spec allows them: unknown client flags, a bad option
+ * magic, an EXPORT_NAME we cannot answer, absurdly large options, or too many options (DoS).
+ * Everything else gets an error reply and the client may try again.
+ */
+import type { Export } from '../exports/registry.js';
+import type { Logger } from '../util/log.js';
+import type { ByteReader } from './byte-reader.js';
+import {
+  encodeExportNameReply,
+  encodeGreeting,
+  encodeInfoBlockSize,
+  encodeInfoDescription,
+  encodeInfoExport,
+  encodeInfoName,
+  encodeMetaContextReply,
+  encodeOptionReply,
+  encodeServerReply,
+} from './messages.js';
+import {
+  BASE_ALLOCATION,
+  CLIENT_FLAG_FIXED_NEWSTYLE,
+  CLIENT_FLAG_NO_ZEROES,
+  FLAG_FIXED_NEWSTYLE,
+  FLAG_NO_ZEROES,
+  IHAVEOPT,
+  Info,
+  KNOWN_CLIENT_FLAGS,
+  MAX_NAME_BYTES,
+  MAX_OPTION_BYTES,
+  MAX_OPTION_DISCARD_BYTES,
+  MAX_PAYLOAD,
+  Opt,
+  optionName,
+  Rep,
+  TFlag,
+} from './protocol.js';
+import type { Capabilities } from '../blockdev/types.js';
+
+/** Context id of base:allocation in BLOCK_STATUS replies. */
+export const BASE_ALLOCATION_ID = 1;
+const MAX_OPTIONS_PER_CONNECTION = 4096;
+
+/** What the front end needs from the registry. */
+export interface ExportLookup {
+  get(name: string): Export | undefined;
+  list(): Export[];
+}
+
+export interface Session {
+  export: Export;
+  structuredReplies: boolean;
+  /** Selected meta context ids -> names. */
+  metaContexts: Map<number, string>;
+  transmissionFlags: number;
+}
+
+/** The client broke a MUST of the protocol; the connection is dropped. */
+export class ProtocolViolation extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ProtocolViolation';
+  }
+}
+
+export function transmissionFlags(caps: Capabilities, structuredReplies: boolean): number {
+  let f = TFlag.HAS_FLAGS;
+  if (!caps.canWrite) f |= TFlag.READ_ONLY;
+  if (caps.canFlush) f |= TFlag.SEND_FLUSH;
+  if (caps.canFua) f |= TFlag.SEND_FUA;
+  if (caps.canWrite && caps.canTrim) f |= TFlag.SEND_TRIM;
+  if (caps.canWrite && caps.canZero) {
+    f |= TFlag.SEND_WRITE_ZEROES;
+    if (caps.canFastZero) f |= TFlag.SEND_FAST_ZERO;
+  }
+  if (structuredReplies) f |= TFlag.SEND_DF;
+  if (caps.canMultiConn) f |= TFlag.CAN_MULTI_CONN;
+  return f;
+}
+
+export interface HandshakeContext {
+  reader: ByteReader;
+  send: (b: Buffer) => void;
+  exports: ExportLookup;
+  log: Logger;
+  shuttingDown: () => boolean;
+}
+
+/**
+ * Runs the handshake. Resolves with the negotiated session, or undefined when the client sent
+ * NBD_OPT_ABORT. Rejects with ProtocolViolation (drop the connection) or ConnectionClosed.
+ */
+export async function negotiate(ctx: HandshakeContext): Promise<Session | undefined> {
+  const { reader, send, log } = ctx;
+  send(encodeGreeting(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES));
+  const clientFlags = (await reader.readExact(4)).readUInt32BE(0);
+  if (clientFlags & ~KNOWN_CLIENT_FLAGS) {
+    throw new ProtocolViolation(`unknown client flags 0x${clientFlags.toString(16)}`);
+  }
+  const fixed = (clientFlags & CLIENT_FLAG_FIXED_NEWSTYLE) !== 0;
+  const noZeroes = (clientFlags & CLIENT_FLAG_NO_ZEROES) !== 0;
+
+  let structuredReplies = false;
+  // Contexts chosen by SET_META_CONTEXT, and the export they were chosen for.
+  let selected: { exportName: string; contexts: Map<number, string> } | undefined;
+
+  for (let count = 0; ; count++) {
+    if (count >= MAX_OPTIONS_PER_CONNECTION) throw new ProtocolViolation('too many options');
+    const head = await reader.readExact(16);
+    if (head.readBigUInt64BE(0) !== IHAVEOPT) throw new ProtocolViolation('bad option magic');
+    const option = head.readUInt32BE(8);
+    const length = head.readUInt32BE(12);
+    const reply = (type: number, data?: Uint8Array): void => send(encodeOptionReply(option, type, data));
+    const fail = (type: number, message: string): void => {
+      log.debug('option refused', { option: optionName(option), reply: type >>> 0, message });
+      reply(type, Buffer.from(message, 'utf8'));
+    };
+
+    if (!fixed && option !== Opt.EXPORT_NAME) {
+      throw new ProtocolViolation(`option ${optionName(option)} from a client without fixed newstyle`);
+    }
+    if (option === Opt.EXPORT_NAME ? length > MAX_NAME_BYTES : length > MAX_OPTION_BYTES) {
+      if (option === Opt.EXPORT_NAME || length > MAX_OPTION_DISCARD_BYTES) {
+        throw new ProtocolViolation(`option ${optionName(option)} with ${length} bytes of data`);
+      }
+      await reader.skip(length);
+      fail(Rep.ERR_TOO_BIG, 'option data too large');
+      continue;
+    }
+    const data = length > 0 ? await reader.readExact(length) : Buffer.alloc(0);
+    log.debug('option', { option: optionName(option), length });
+
+    switch (option) {
+      case Opt.EXPORT_NAME: {
+        const name = data.toString('utf8');
+        const exp = ctx.exports.get(name);
+        if (!exp || ctx.shuttingDown()) {
+          // EXPORT_NAME has no error reply: the spec says close.
+          throw new ProtocolViolation(ctx.shuttingDown() ? 'server is shutting down' : `unknown export '${name}'`);
+        }
+        const flags = transmissionFlags(exp.device.capabilities(), structuredReplies);
+        send(encodeExportNameReply(exp.device.size, flags, noZeroes));
+        return { export: exp, structuredReplies, metaContexts: metaFor(selected, exp, ctx), transmissionFlags: flags };
+      }
+
+      case Opt.ABORT:
+        reply(Rep.ACK);
+        return undefined;
+
+      case Opt.LIST: {
+        if (length !== 0) {
+          fail(Rep.ERR_INVALID, 'LIST takes no data');
+          break;
+        }
+        for (const exp of ctx.exports.list()) reply(Rep.SERVER, encodeServerReply(exp.name, exp.description));
+        reply(Rep.ACK);
+        break;
+      }
+
+      case Opt.STRUCTURED_REPLY:
+        if (length !== 0) {
+          fail(Rep.ERR_INVALID, 'STRUCTURED_REPLY takes no data');
+          break;
+        }
+        structuredReplies = true;
+        reply(Rep.ACK);
+        break;
+
+      case Opt.INFO:
+      case Opt.GO: {
+        const req = parseGoData(data);
+        if (!req) {
+          fail(Rep.ERR_INVALID, 'malformed INFO/GO request');
+          break;
+        }
+        if (ctx.shuttingDown()) {
+          fail(Rep.ERR_SHUTDOWN, 'server is shutting down');
+          break;
+        }
+        const exp = ctx.exports.get(req.name);
+        if (!exp) {
+          fail(Rep.ERR_UNKNOWN, `unknown export '${clip(req.name)}'`);
+          break;
+        }
+        const caps = exp.device.capabilities();
+        const flags = transmissionFlags(caps, structuredReplies);
+        reply(Rep.INFO, encodeInfoExport(exp.device.size, flags));
+        if (req.infos.includes(Info.NAME)) reply(Rep.INFO, encodeInfoName(exp.name));
+        if (req.infos.includes(Info.DESCRIPTION) && exp.description) reply(Rep.INFO, encodeInfoDescription(exp.description));
+        if (req.infos.includes(Info.BLOCK_SIZE) || caps.blockSize.min > 1) {
+          const { min, preferred, max } = caps.blockSize;
+          reply(Rep.INFO, encodeInfoBlockSize(min, Math.max(preferred, min, 512), Math.min(max, MAX_PAYLOAD)));
+        }
+        reply(Rep.ACK);
+        if (option === Opt.GO) {
+          return { export: exp, structuredReplies, metaContexts: metaFor(selected, exp, ctx), transmissionFlags: flags };
+        }
+        break;
+      }
+
+      case Opt.LIST_META_CONTEXT:
+      case Opt.SET_META_CONTEXT: {
+        const isSet = option === Opt.SET_META_CONTEXT;
+        if (isSet && !structuredReplies) {
+          fail(Rep.ERR_INVALID, 'negotiate structured replies first');
+          break;
+        }
+        const q = parseMetaQuery(data);
+        if (!q) {
+          fail(Rep.ERR_INVALID, 'malformed meta context request');
+          break;
+        }
+        if (!ctx.exports.get(q.exportName)) {
+          fail(Rep.ERR_UNKNOWN, `unknown export '${clip(q.exportName)}'`);
+          break;
+        }
+        const matches = q.queries.length === 0 && !isSet
+          ? [BASE_ALLOCATION]
+          : q.queries.some((s) => s === BASE_ALLOCATION || (!isSet && s === 'base:'))
+            ? [BASE_ALLOCATION]
+            : [];
+        for (const name of matches) reply(Rep.META_CONTEXT, encodeMetaContextReply(BASE_ALLOCATION_ID, name));
+        if (isSet) {
+          selected = { exportName: q.exportName, contexts: new Map(matches.map((n) => [BASE_ALLOCATION_ID, n])) };
+        }
+        reply(Rep.ACK);
+        break;
+      }
+
+      default:
+        // STARTTLS (no TLS yet), EXTENDED_HEADERS, PEEK_EXPORT and unknown options.
+        fail(Rep.ERR_UNSUP, `option ${optionName(option)} is not supported`);
+    }
+  }
+}
+
+/** Contexts apply only to the export they were selected for. */
+function metaFor(
+  selected: { exportName: string; contexts: Map<number, string> } | undefined,
+  exp: Export,
+  ctx: HandshakeContext,
+): Map<number, string> {
+  if (!selected) return new Map();
+  return ctx.exports.get(selected.exportName) === exp ? selected.contexts : new Map();
+}
+
+function parseGoData(data: Buffer): { name: string; infos: number[] } | undefined {
+  if (data.length < 6) return undefined;
+  const nameLen = data.readUInt32BE(0);
+  if (nameLen > MAX_NAME_BYTES || 4 + nameLen + 2 > data.length) return undefined;
+  const name = data.toString('utf8', 4, 4 + nameLen);
+  const n = data.readUInt16BE(4 + nameLen);
+  if (data.length !== 4 + nameLen + 2 + 2 * n) return undefined;
+  const infos: number[] = [];
+  for (let i = 0; i < n; i++) infos.push(data.readUInt16BE(6 + nameLen + 2 * i));
+  return { name, infos };
+}
+
+function parseMetaQuery(data: Buffer): { exportName: string; queries: string[] } | undefined {
+  let pos = 0;
+  const str = (): string | undefined => {
+    if (pos + 4 > data.length) return undefined;
+    const len = data.readUInt32BE(pos);
+    pos += 4;
+    if (len > MAX_NAME_BYTES || pos + len > data.length) return undefined;
+    const s = data.toString('utf8', pos, pos + len);
+    pos += len;
+    return s;
+  };
+  const exportName = str();
+  if (exportName === undefined || pos + 4 > data.length) return undefined;
+  const n = data.readUInt32BE(pos);
+  pos += 4;
+  const queries: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const q = str();
+    if (q === undefined) return undefined;
+    queries.push(q);
+  }
+  if (pos !== data.length) return undefined;
+  return { exportName, queries };
+}
+
+function clip(name: string): string {
+  return name.length > 64 ? name.slice(0, 61) + '...' : name;
+}

@@ -1,0 +1,318 @@
+/**
+ * Encoders and decoders for NBD messages, both directions (the server uses one half, rebound's
+ * NBD client for ingest and the raw-protocol tests use the other). Pure functions over Buffers;
+ * no I/O. Read replies are allocated with room for the payload so a device reads straight into
+ * the reply buffer and the socket gets one write per reply.
+ */
+import {
+  ChunkType,
+  CHUNK_HEADER_BYTES,
+  IHAVEOPT,
+  Info,
+  NBDMAGIC,
+  OPTION_REPLY_MAGIC,
+  ReplyFlag,
+  REQUEST_HEADER_BYTES,
+  REQUEST_MAGIC,
+  SIMPLE_REPLY_HEADER_BYTES,
+  SIMPLE_REPLY_MAGIC,
+  STRUCTURED_REPLY_MAGIC,
+  MAX_ERROR_MESSAGE_BYTES,
+} from './protocol.js';
+
+// ---- handshake, server side ---------------------------------------------------------------
+
+export function encodeGreeting(handshakeFlags: number): Buffer {
+  const b = Buffer.allocUnsafe(18);
+  b.writeBigUInt64BE(NBDMAGIC, 0);
+  b.writeBigUInt64BE(IHAVEOPT, 8);
+  b.writeUInt16BE(handshakeFlags, 16);
+  return b;
+}
+
+export function encodeOptionReply(option: number, replyType: number, data: Uint8Array = EMPTY): Buffer {
+  const b = Buffer.allocUnsafe(20 + data.length);
+  b.writeBigUInt64BE(OPTION_REPLY_MAGIC, 0);
+  b.writeUInt32BE(option, 8);
+  b.writeUInt32BE(replyType, 12);
+  b.writeUInt32BE(data.length, 16);
+  b.set(data, 20);
+  return b;
+}
+
+export function encodeInfoExport(size: number, transmissionFlags: number): Buffer {
+  const b = Buffer.allocUnsafe(12);
+  b.writeUInt16BE(Info.EXPORT, 0);
+  writeU64(b, size, 2);
+  b.writeUInt16BE(transmissionFlags, 10);
+  return b;
+}
+
+export function encodeInfoName(name: string): Buffer {
+  return Buffer.concat([u16(Info.NAME), Buffer.from(name, 'utf8')]);
+}
+
+export function encodeInfoDescription(description: string): Buffer {
+  return Buffer.concat([u16(Info.DESCRIPTION), Buffer.from(description, 'utf8')]);
+}
+
+export function encodeInfoBlockSize(min: number, preferred: number, max: number): Buffer {
+  const b = Buffer.allocUnsafe(14);
+  b.writeUInt16BE(Info.BLOCK_SIZE, 0);
+  b.writeUInt32BE(min, 2);
+  b.writeUInt32BE(preferred, 6);
+  b.writeUInt32BE(max, 10);
+  return b;
+}
+
+/** Payload of NBD_REP_SERVER: u32 name length, name, optional description. */
+export function encodeServerReply(name: string, description = ''): Buffer {
+  const n = Buffer.from(name, 'utf8');
+  return Buffer.concat([u32(n.length), n, Buffer.from(description, 'utf8')]);
+}
+
+/** Payload of NBD_REP_META_CONTEXT: u32 context id, name. */
+export function encodeMetaContextReply(id: number, name: string): Buffer {
+  return Buffer.concat([u32(id), Buffer.from(name, 'utf8')]);
+}
+
+/** Reply to NBD_OPT_EXPORT_NAME: size, flags and (unless NO_ZEROES) 124 zero bytes. */
+export function encodeExportNameReply(size: number, transmissionFlags: number, noZeroes: boolean): Buffer {
+  const b = Buffer.alloc(noZeroes ? 10 : 134);
+  writeU64(b, size, 0);
+  b.writeUInt16BE(transmissionFlags, 8);
+  return b;
+}
+
+// ---- handshake, client side ---------------------------------------------------------------
+
+export function encodeOption(option: number, data: Uint8Array = EMPTY): Buffer {
+  const b = Buffer.allocUnsafe(16 + data.length);
+  b.writeBigUInt64BE(IHAVEOPT, 0);
+  b.writeUInt32BE(option, 8);
+  b.writeUInt32BE(data.length, 12);
+  b.set(data, 16);
+  return b;
+}
+
+/** Data of NBD_OPT_GO / NBD_OPT_INFO: name and the info types asked for. */
+export function encodeGoData(name: string, infos: number[] = []): Buffer {
+  const n = Buffer.from(name, 'utf8');
+  const b = Buffer.allocUnsafe(4 + n.length + 2 + infos.length * 2);
+  b.writeUInt32BE(n.length, 0);
+  b.set(n, 4);
+  b.writeUInt16BE(infos.length, 4 + n.length);
+  infos.forEach((t, i) => b.writeUInt16BE(t, 6 + n.length + i * 2));
+  return b;
+}
+
+/** Data of NBD_OPT_LIST_META_CONTEXT / NBD_OPT_SET_META_CONTEXT. */
+export function encodeMetaContextQuery(exportName: string, queries: string[]): Buffer {
+  const parts = [lengthPrefixed(exportName), u32(queries.length), ...queries.map(lengthPrefixed)];
+  return Buffer.concat(parts);
+}
+
+export interface OptionReplyHeader {
+  option: number;
+  replyType: number;
+  length: number;
+}
+
+export function decodeOptionReplyHeader(b: Buffer): OptionReplyHeader {
+  if (b.readBigUInt64BE(0) !== OPTION_REPLY_MAGIC) throw new Error('bad option reply magic');
+  return { option: b.readUInt32BE(8), replyType: b.readUInt32BE(12), length: b.readUInt32BE(16) };
+}
+
+// ---- transmission -------------------------------------------------------------------------
+
+export interface RequestHeader {
+  flags: number;
+  type: number;
+  cookie: bigint;
+  /** Byte offset; -1 if the wire value is beyond 2^53 (answered with EINVAL). */
+  offset: number;
+  length: number;
+}
+
+/** Decodes a 28-byte request header. Returns undefined on a bad magic (the caller disconnects). */
+export function decodeRequestHeader(b: Buffer, at = 0): RequestHeader | undefined {
+  if (b.readUInt32BE(at) !== REQUEST_MAGIC) return undefined;
+  const hi = b.readUInt32BE(at + 16);
+  const lo = b.readUInt32BE(at + 20);
+  return {
+    flags: b.readUInt16BE(at + 4),
+    type: b.readUInt16BE(at + 6),
+    cookie: b.readBigUInt64BE(at + 8),
+    offset: hi < 0x200000 ? hi * 0x100000000 + lo : -1,
+    length: b.readUInt32BE(at + 24),
+  };
+}
+
+export function encodeRequest(flags: number, type: number, cookie: bigint, offset: number, length: number): Buffer {
+  const b = Buffer.allocUnsafe(REQUEST_HEADER_BYTES);
+  b.writeUInt32BE(REQUEST_MAGIC, 0);
+  b.writeUInt16BE(flags, 4);
+  b.writeUInt16BE(type, 6);
+  b.writeBigUInt64BE(cookie, 8);
+  writeU64(b, offset, 16);
+  b.writeUInt32BE(length, 24);
+  return b;
+}
+
+export function encodeSimpleReply(errno: number, cookie: bigint): Buffer {
+  const b = Buffer.allocUnsafe(SIMPLE_REPLY_HEADER_BYTES);
+  writeSimpleHeader(b, errno, cookie);
+  return b;
+}
+
+/** A simple READ reply with room for `length` bytes of data: read into `data`, then send `buf`. */
+export function allocSimpleReadReply(cookie: bigint, length: number): { buf: Buffer; data: Buffer } {
+  const buf = Buffer.allocUnsafe(SIMPLE_REPLY_HEADER_BYTES + length);
+  writeSimpleHeader(buf, 0, cookie);
+  return { buf, data: buf.subarray(SIMPLE_REPLY_HEADER_BYTES) };
+}
+
+/** An OFFSET_DATA chunk with room for `length` bytes: read into `data`, then send `buf`. */
+export function allocDataChunk(cookie: bigint, offset: number, length: number, done: boolean): { buf: Buffer; data: Buffer } {
+  const buf = Buffer.allocUnsafe(CHUNK_HEADER_BYTES + 8 + length);
+  writeChunkHeader(buf, done ? ReplyFlag.DONE : 0, ChunkType.OFFSET_DATA, cookie, 8 + length);
+  writeU64(buf, offset, CHUNK_HEADER_BYTES);
+  return { buf, data: buf.subarray(CHUNK_HEADER_BYTES + 8) };
+}
+
+export function encodeHoleChunk(cookie: bigint, offset: number, length: number, done: boolean): Buffer {
+  const buf = Buffer.allocUnsafe(CHUNK_HEADER_BYTES + 12);
+  writeChunkHeader(buf, done ? ReplyFlag.DONE : 0, ChunkType.OFFSET_HOLE, cookie, 12);
+  writeU64(buf, offset, CHUNK_HEADER_BYTES);
+  buf.writeUInt32BE(length, CHUNK_HEADER_BYTES + 8);
+  return buf;
+}
+
+export function encodeNoneChunk(cookie: bigint): Buffer {
+  const buf = Buffer.allocUnsafe(CHUNK_HEADER_BYTES);
+  writeChunkHeader(buf, ReplyFlag.DONE, ChunkType.NONE, cookie, 0);
+  return buf;
+}
+
+/** A final ERROR chunk with a short message (clipped: QEMU refuses long non-data chunks). */
+export function encodeErrorChunk(cookie: bigint, errno: number, message: string): Buffer {
+  const msg = clipUtf8(message, MAX_ERROR_MESSAGE_BYTES);
+  const buf = Buffer.allocUnsafe(CHUNK_HEADER_BYTES + 6 + msg.length);
+  writeChunkHeader(buf, ReplyFlag.DONE, ChunkType.ERROR, cookie, 6 + msg.length);
+  buf.writeUInt32BE(errno, CHUNK_HEADER_BYTES);
+  buf.writeUInt16BE(msg.length, CHUNK_HEADER_BYTES + 4);
+  buf.set(msg, CHUNK_HEADER_BYTES + 6);
+  return buf;
+}
+
+export interface StatusDescriptor {
+  length: number;
+  flags: number;
+}
+
+export function encodeBlockStatusChunk(cookie: bigint, contextId: number, descriptors: StatusDescriptor[], done: boolean): Buffer {
+  const len = 4 + descriptors.length * 8;
+  const buf = Buffer.allocUnsafe(CHUNK_HEADER_BYTES + len);
+  writeChunkHeader(buf, done ? ReplyFlag.DONE : 0, ChunkType.BLOCK_STATUS, cookie, len);
+  buf.writeUInt32BE(contextId, CHUNK_HEADER_BYTES);
+  descriptors.forEach((d, i) => {
+    buf.writeUInt32BE(d.length, CHUNK_HEADER_BYTES + 4 + i * 8);
+    buf.writeUInt32BE(d.flags, CHUNK_HEADER_BYTES + 8 + i * 8);
+  });
+  return buf;
+}
+
+export interface ReplyHeader {
+  structured: boolean;
+  /** Simple replies: the error. */
+  error: number;
+  /** Structured chunks: flags, type and payload length. */
+  flags: number;
+  type: number;
+  length: number;
+  cookie: bigint;
+}
+
+/**
+ * Decodes a reply header (16 bytes simple, 20 bytes structured; pass at least the 4 magic bytes
+ * and then the rest). Returns undefined on an unknown magic.
+ */
+export function replyHeaderBytes(magic: number): number | undefined {
+  if (magic === SIMPLE_REPLY_MAGIC) return SIMPLE_REPLY_HEADER_BYTES;
+  if (magic === STRUCTURED_REPLY_MAGIC) return CHUNK_HEADER_BYTES;
+  return undefined;
+}
+
+export function decodeReplyHeader(b: Buffer): ReplyHeader | undefined {
+  const magic = b.readUInt32BE(0);
+  if (magic === SIMPLE_REPLY_MAGIC) {
+    return { structured: false, error: b.readUInt32BE(4), cookie: b.readBigUInt64BE(8), flags: 0, type: 0, length: 0 };
+  }
+  if (magic === STRUCTURED_REPLY_MAGIC) {
+    return {
+      structured: true,
+      error: 0,
+      flags: b.readUInt16BE(4),
+      type: b.readUInt16BE(6),
+      cookie: b.readBigUInt64BE(8),
+      length: b.readUInt32BE(16),
+    };
+  }
+  return undefined;
+}
+
+// ---- helpers ------------------------------------------------------------------------------
+
+const EMPTY = new Uint8Array(0);
+
+function writeSimpleHeader(b: Buffer, errno: number, cookie: bigint): void {
+  b.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
+  b.writeUInt32BE(errno, 4);
+  b.writeBigUInt64BE(cookie, 8);
+}
+
+function writeChunkHeader(b: Buffer, flags: number, type: number, cookie: bigint, length: number): void {
+  b.writeUInt32BE(STRUCTURED_REPLY_MAGIC, 0);
+  b.writeUInt16BE(flags, 4);
+  b.writeUInt16BE(type, 6);
+  b.writeBigUInt64BE(cookie, 8);
+  b.writeUInt32BE(length, 16);
+}
+
+/** Writes a safe integer as u64 without going through BigInt. */
+export function writeU64(b: Buffer, value: number, at: number): void {
+  b.writeUInt32BE(Math.floor(value / 0x100000000), at);
+  b.writeUInt32BE(value >>> 0, at + 4);
+}
+
+/** Reads a u64 as a number; values beyond 2^53 give -1. */
+export function readU64(b: Buffer, at: number): number {
+  const hi = b.readUInt32BE(at);
+  return hi < 0x200000 ? hi * 0x100000000 + b.readUInt32BE(at + 4) : -1;
+}
+
+function u16(v: number): Buffer {
+  const b = Buffer.allocUnsafe(2);
+  b.writeUInt16BE(v, 0);
+  return b;
+}
+
+function u32(v: number): Buffer {
+  const b = Buffer.allocUnsafe(4);
+  b.writeUInt32BE(v, 0);
+  return b;
+}
+
+function lengthPrefixed(s: string): Buffer {
+  const d = Buffer.from(s, 'utf8');
+  return Buffer.concat([u32(d.length), d]);
+}
+
+/** UTF-8 bytes of `s`, cut at a character boundary to at most `max` bytes. */
+export function clipUtf8(s: string, max: number): Buffer {
+  const b = Buffer.from(s, 'utf8');
+  if (b.length <= max) return b;
+  let end = max;
+  while (end > 0 && (b[end]! & 0xc0) === 0x80) end--;
+  return b.subarray(0, end);
+}

@@ -1,0 +1,211 @@
+/**
+ * NbdServer: accepts NBD clients on TCP and Unix sockets and serves the exports of an
+ * ExportRegistry. One NbdConnection per socket: handshake (handshake.ts), then transmission
+ * (transmission.ts). A failure on one connection is logged and closes only that connection.
+ *
+ * Lifecycle: listen*() may be called several times; close() stops accepting, lets every
+ * connection finish its in-flight requests (new ones get ESHUTDOWN) and then closes the sockets,
+ * destroying whatever is left after the timeout; destroy() cuts everything at once.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import { errorText, ReboundError } from '../errors.js';
+import type { Logger } from '../util/log.js';
+import { silentLogger } from '../util/log.js';
+import { ByteReader, ConnectionClosed } from './byte-reader.js';
+import { negotiate, ProtocolViolation, type ExportLookup } from './handshake.js';
+import { StopRequested, Transmission } from './transmission.js';
+
+export interface NbdServerOptions {
+  exports: ExportLookup;
+  log?: Logger;
+  /** Requests processed concurrently per connection (default 256). */
+  maxInflight?: number;
+  /** A client that has not finished the handshake after this long is dropped (default 30 s). */
+  handshakeTimeoutMs?: number;
+}
+
+export type NbdListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
+
+export class NbdServer {
+  readonly #opts: Required<Omit<NbdServerOptions, 'log'>>;
+  readonly #log: Logger;
+  readonly #listeners: net.Server[] = [];
+  readonly #connections = new Set<NbdConnection>();
+  #nextId = 1;
+  #shuttingDown = false;
+
+  constructor(opts: NbdServerOptions) {
+    this.#opts = { maxInflight: 256, handshakeTimeoutMs: 30_000, ...opts };
+    this.#log = opts.log ?? silentLogger;
+  }
+
+  get connectionCount(): number {
+    return this.#connections.size;
+  }
+
+  get shuttingDown(): boolean {
+    return this.#shuttingDown;
+  }
+
+  /** Listens on TCP; port 0 picks a free port. Resolves with the bound address. */
+  listenTcp(host: string, port: number): Promise<NbdListenAddress> {
+    return this.#listen((srv, cb) => srv.listen({ host, port }, cb), `${host}:${port}`).then((srv) => {
+      const a = srv.address() as net.AddressInfo;
+      return { kind: 'tcp', host: a.address, port: a.port };
+    });
+  }
+
+  /** Listens on a Unix socket, replacing a stale socket file left by a killed daemon. */
+  async listenUnix(path: string): Promise<NbdListenAddress> {
+    try {
+      if (fs.statSync(path).isSocket()) fs.unlinkSync(path);
+    } catch {
+      // absent: fine
+    }
+    await this.#listen((srv, cb) => srv.listen({ path }, cb), path);
+    return { kind: 'unix', path };
+  }
+
+  #listen(start: (srv: net.Server, cb: () => void) => void, label: string): Promise<net.Server> {
+    return new Promise((resolve, reject) => {
+      const srv = net.createServer({ noDelay: true }, (socket) => this.handleSocket(socket));
+      srv.once('error', (err) =>
+        reject(new ReboundError('ERR_LISTEN_FAILED', `cannot listen for NBD on ${label}: ${err.message}`, { cause: err })),
+      );
+      start(srv, () => {
+        srv.on('error', (err) => this.#log.error('NBD listener error', { err: err.message }));
+        this.#listeners.push(srv);
+        this.#log.info('NBD listening', { address: label });
+        resolve(srv);
+      });
+    });
+  }
+
+  /** Serves one already-connected socket (listeners, socket activation, tests). */
+  handleSocket(socket: net.Socket): void {
+    if (this.#shuttingDown) {
+      socket.destroy();
+      return;
+    }
+    const conn = new NbdConnection(this.#nextId++, socket, this, this.#log, this.#opts);
+    this.#connections.add(conn);
+    conn.serve().finally(() => this.#connections.delete(conn));
+  }
+
+  /** Graceful shutdown: stop accepting, drain every connection, close. */
+  async close(timeoutMs = 10_000): Promise<void> {
+    this.#shuttingDown = true;
+    const closing = this.#listeners.map((l) => new Promise<void>((r) => l.close(() => r())));
+    const draining = Promise.all([...this.#connections].map((c) => c.stop()));
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)));
+    await Promise.race([draining, timeout]);
+    clearTimeout(timer);
+    for (const c of this.#connections) c.destroy();
+    await Promise.all(closing);
+  }
+
+  destroy(): void {
+    this.#shuttingDown = true;
+    for (const l of this.#listeners) l.close();
+    for (const c of this.#connections) c.destroy();
+  }
+}
+
+class NbdConnection {
+  readonly #socket: net.Socket;
+  readonly #server: NbdServer;
+  readonly #log: Logger;
+  readonly #opts: Required<Omit<NbdServerOptions, 'log'>>;
+  #transmission: Transmission | undefined;
+
+  constructor(id: number, socket: net.Socket, server: NbdServer, log: Logger, opts: Required<Omit<NbdServerOptions, 'log'>>) {
+    this.#socket = socket;
+    this.#server = server;
+    this.#opts = opts;
+    const peer = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unix';
+    this.#log = log.child({ conn: id, peer });
+    socket.setNoDelay(true);
+    socket.on('error', () => undefined); // reported through ByteReader / close
+  }
+
+  async serve(): Promise<void> {
+    const socket = this.#socket;
+    const reader = new ByteReader(socket);
+    const send = (b: Buffer): void => {
+      if (!socket.destroyed) socket.write(b);
+    };
+    const timer = setTimeout(() => {
+      this.#log.warn('handshake timed out; closing');
+      socket.destroy();
+    }, this.#opts.handshakeTimeoutMs);
+    let exportName: string | undefined;
+    try {
+      const session = await negotiate({
+        reader,
+        send,
+        exports: this.#opts.exports,
+        log: this.#log,
+        shuttingDown: () => this.#server.shuttingDown,
+      });
+      clearTimeout(timer);
+      if (!session) {
+        this.#log.debug('client aborted the handshake');
+        socket.end();
+        return;
+      }
+      const exp = session.export;
+      exportName = exp.name;
+      exp.connections++;
+      this.#log.info('client connected', {
+        export: exp.name,
+        structured: session.structuredReplies,
+        flags: '0x' + session.transmissionFlags.toString(16),
+      });
+      this.#transmission = new Transmission(socket, reader, session, this.#log.child({ export: exp.name }), {
+        maxInflight: this.#opts.maxInflight,
+      });
+      try {
+        await this.#transmission.run();
+      } finally {
+        exp.connections--;
+      }
+      await endGracefully(socket);
+    } catch (err) {
+      if (err instanceof ProtocolViolation) {
+        this.#log.warn('protocol violation; closing connection', { reason: err.message });
+        await endGracefully(socket);
+      } else if (err instanceof StopRequested) {
+        await endGracefully(socket);
+      } else if (!(err instanceof ConnectionClosed)) {
+        this.#log.error('connection failed', { err: errorText(err) });
+        socket.destroy();
+      }
+    } finally {
+      clearTimeout(timer);
+      if (exportName !== undefined) this.#log.info('client disconnected', { export: exportName });
+    }
+  }
+
+  /** Finish in-flight requests, then close. */
+  async stop(): Promise<void> {
+    const t = this.#transmission;
+    if (t) await t.stop();
+    await endGracefully(this.#socket);
+  }
+
+  destroy(): void {
+    this.#socket.destroy();
+  }
+}
+
+/** Sends what is queued, then closes both directions (a client that keeps its side open is cut). */
+function endGracefully(socket: net.Socket): Promise<void> {
+  return new Promise((resolve) => {
+    if (socket.destroyed) return resolve();
+    socket.once('close', () => resolve());
+    socket.end(() => socket.destroy());
+    setTimeout(() => socket.destroy(), 2000).unref();
+  });
+}

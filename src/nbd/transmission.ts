@@ -1,0 +1,320 @@
+/**
+ * The transmission phase of one NBD connection: read requests, run them against the export's
+ * device concurrently, send replies as they complete (out of order).
+ *
+ * Invariants:
+ *  - Each reply is handed to the socket in one synchronous step (a single write, or several
+ *    inside cork/uncork), so bytes of two replies never interleave.
+ *  - At most `maxInflight` requests run at once; the read loop waits for a slot, and also while the
+ *    socket's send buffer is over its limit (a client that does not read its replies is not fed).
+ *  - A failed request gets an error reply and the connection carries on. Only framing errors
+ *    (bad magic, a WRITE payload over 32 MiB) drop the connection, since the stream cannot be resynced.
+ *  - After structured replies are negotiated, READ and BLOCK_STATUS never get simple replies, and
+ *    errors carry a short message in an ERROR chunk.
+ *  - DISC and graceful stop: no new requests are started; in-flight ones finish and are answered,
+ *    then the socket is closed. Requests that arrive during a stop get ESHUTDOWN.
+ */
+import type { Socket } from 'node:net';
+import type { CheckedDevice } from '../blockdev/checked.js';
+import type { Extent } from '../blockdev/types.js';
+import type { Logger } from '../util/log.js';
+import type { ByteReader } from './byte-reader.js';
+import { toNbdError } from './error-map.js';
+import type { Session } from './handshake.js';
+import {
+  allocDataChunk,
+  allocSimpleReadReply,
+  decodeRequestHeader,
+  encodeBlockStatusChunk,
+  encodeErrorChunk,
+  encodeHoleChunk,
+  encodeSimpleReply,
+  type RequestHeader,
+  type StatusDescriptor,
+} from './messages.js';
+import {
+  Cmd,
+  CmdFlag,
+  commandName,
+  MAX_EXTENT_DESCRIPTORS,
+  MAX_PAYLOAD,
+  NbdErrno,
+  REQUEST_HEADER_BYTES,
+  STATE_HOLE,
+  STATE_ZERO,
+  TFlag,
+} from './protocol.js';
+import { ProtocolViolation } from './handshake.js';
+import { BlockError } from '../errors.js';
+
+/** Reads at least this long are answered sparsely (hole chunks for zero extents). */
+const SPARSE_READ_MIN = 64 * 1024;
+/** Stop reading requests while this much reply data waits in the socket. */
+const SEND_BUFFER_LIMIT = 64 * 1024 * 1024;
+
+export interface TransmissionOptions {
+  maxInflight: number;
+}
+
+export class Transmission {
+  readonly #socket: Socket;
+  readonly #reader: ByteReader;
+  readonly #session: Session;
+  readonly #device: CheckedDevice;
+  readonly #log: Logger;
+  readonly #maxInflight: number;
+  readonly #flags: number;
+  #inflight = 0;
+  #stopping = false;
+  #wake: (() => void) | undefined;
+  #idle: (() => void) | undefined;
+
+  constructor(socket: Socket, reader: ByteReader, session: Session, log: Logger, opts: TransmissionOptions) {
+    this.#socket = socket;
+    this.#reader = reader;
+    this.#session = session;
+    this.#device = session.export.device;
+    this.#log = log;
+    this.#maxInflight = opts.maxInflight;
+    this.#flags = session.transmissionFlags;
+    socket.on('drain', () => this.#wakeUp());
+  }
+
+  get inflight(): number {
+    return this.#inflight;
+  }
+
+  /** Runs until the client disconnects, sends DISC, or stop() is called. Then drains in-flight requests. */
+  async run(): Promise<void> {
+    try {
+      for (;;) {
+        await this.#waitForSlot();
+        const head = await this.#reader.readExact(REQUEST_HEADER_BYTES);
+        const req = decodeRequestHeader(head);
+        if (!req) throw new ProtocolViolation('bad request magic');
+        let payload: Buffer | undefined;
+        if (req.type === Cmd.WRITE) {
+          if (req.length > MAX_PAYLOAD) throw new ProtocolViolation(`WRITE payload of ${req.length} bytes exceeds 32 MiB`);
+          payload = await this.#reader.readExact(req.length);
+        }
+        if (req.type === Cmd.DISC) {
+          this.#log.debug('client sent DISC');
+          break;
+        }
+        this.#start(req, payload);
+      }
+    } finally {
+      await this.#drain();
+    }
+  }
+
+  /**
+   * Graceful stop: no new requests start. Resolves once in-flight requests are answered; the
+   * caller then closes the socket, which ends run().
+   */
+  stop(): Promise<void> {
+    this.#stopping = true;
+    this.#wakeUp();
+    return this.#drain();
+  }
+
+  #start(req: RequestHeader, payload: Buffer | undefined): void {
+    this.#inflight++;
+    this.#execute(req, payload)
+      .catch((err) => this.#log.error('reply failed', { err: String(err) }))
+      .finally(() => {
+        this.#inflight--;
+        this.#wakeUp();
+        if (this.#inflight === 0) {
+          const idle = this.#idle;
+          this.#idle = undefined;
+          idle?.();
+        }
+      });
+  }
+
+  async #execute(req: RequestHeader, payload: Buffer | undefined): Promise<void> {
+    try {
+      if (this.#stopping) throw new BlockError('ESHUTDOWN', 'server is shutting down');
+      this.#checkFlags(req);
+      if (req.offset < 0) throw new BlockError('EINVAL', 'offset beyond 2^53');
+      switch (req.type) {
+        case Cmd.READ:
+          return await this.#read(req);
+        case Cmd.WRITE:
+          await this.#device.write(payload!, req.offset, { fua: (req.flags & CmdFlag.FUA) !== 0 });
+          break;
+        case Cmd.FLUSH:
+          await this.#device.flush();
+          break;
+        case Cmd.TRIM:
+          await this.#device.trim(req.offset, req.length, { fua: (req.flags & CmdFlag.FUA) !== 0 });
+          break;
+        case Cmd.WRITE_ZEROES:
+          await this.#device.zero(req.offset, req.length, {
+            fua: (req.flags & CmdFlag.FUA) !== 0,
+            noHole: (req.flags & CmdFlag.NO_HOLE) !== 0,
+            fast: (req.flags & CmdFlag.FAST_ZERO) !== 0,
+          });
+          break;
+        case Cmd.CACHE:
+          // Advisory prefetch: check the range, nothing else to do for now.
+          if (req.offset + req.length > this.#device.size) throw new BlockError('EINVAL', 'cache request past the end');
+          break;
+        case Cmd.BLOCK_STATUS:
+          return await this.#blockStatus(req);
+        default:
+          throw new BlockError('EINVAL', `unknown command ${req.type}`);
+      }
+      this.#send(encodeSimpleReply(NbdErrno.OK, req.cookie));
+    } catch (err) {
+      this.#sendError(req, err);
+    }
+  }
+
+  #checkFlags(req: RequestHeader): void {
+    let allowed = 0;
+    if (this.#flags & TFlag.SEND_FUA) allowed |= CmdFlag.FUA;
+    switch (req.type) {
+      case Cmd.READ:
+        if (this.#session.structuredReplies) allowed |= CmdFlag.DF;
+        break;
+      case Cmd.WRITE_ZEROES:
+        allowed |= CmdFlag.NO_HOLE;
+        if (this.#flags & TFlag.SEND_FAST_ZERO) allowed |= CmdFlag.FAST_ZERO;
+        break;
+      case Cmd.BLOCK_STATUS:
+        allowed |= CmdFlag.REQ_ONE;
+        break;
+    }
+    if (req.flags & ~allowed) {
+      throw new BlockError('EINVAL', `flags 0x${req.flags.toString(16)} not valid for ${commandName(req.type)}`);
+    }
+  }
+
+  async #read(req: RequestHeader): Promise<void> {
+    const { cookie, offset, length } = req;
+    if (!this.#session.structuredReplies) {
+      const { buf, data } = allocSimpleReadReply(cookie, this.#checkReadLength(length));
+      await this.#device.read(data, offset);
+      this.#send(buf);
+      return;
+    }
+    const caps = this.#device.capabilities();
+    if (length < SPARSE_READ_MIN || (req.flags & CmdFlag.DF) || !caps.canExtents) {
+      const { buf, data } = allocDataChunk(cookie, offset, this.#checkReadLength(length), true);
+      await this.#device.read(data, offset);
+      this.#send(buf);
+      return;
+    }
+    // Sparse read: hole chunks where the device knows the range reads as zero.
+    this.#checkReadLength(length);
+    const extents = await this.#allExtents(offset, length);
+    const chunks = await Promise.all(
+      extents.map(async (e, i) => {
+        const last = i === extents.length - 1;
+        if (e.zero) return encodeHoleChunk(cookie, e.offset, e.length, last);
+        const { buf, data } = allocDataChunk(cookie, e.offset, e.length, last);
+        await this.#device.read(data, e.offset);
+        return buf;
+      }),
+    );
+    this.#send(...chunks);
+  }
+
+  #checkReadLength(length: number): number {
+    // Checked here, before allocating the reply buffer; CheckedDevice checks again.
+    if (length > this.#device.capabilities().blockSize.max) {
+      throw new BlockError('EOVERFLOW', `read of ${length} bytes exceeds the maximum request size`);
+    }
+    if (length === 0) throw new BlockError('EINVAL', 'zero-length read');
+    return length;
+  }
+
+  async #allExtents(offset: number, length: number): Promise<Extent[]> {
+    const out: Extent[] = [];
+    let pos = offset;
+    const end = offset + length;
+    while (pos < end) {
+      const answer = await this.#device.extents(pos, end - pos);
+      for (const e of answer) {
+        const last = out[out.length - 1];
+        if (last && last.zero === e.zero) last.length += e.length;
+        else out.push({ ...e });
+      }
+      pos = answer[answer.length - 1]!.offset + answer[answer.length - 1]!.length;
+    }
+    return out;
+  }
+
+  async #blockStatus(req: RequestHeader): Promise<void> {
+    const contexts = this.#session.metaContexts;
+    if (contexts.size === 0) throw new BlockError('EINVAL', 'no metadata context was negotiated');
+    if (req.length === 0) throw new BlockError('EINVAL', 'zero-length block status request');
+    const extents = await this.#device.extents(req.offset, req.length);
+    const reqOne = (req.flags & CmdFlag.REQ_ONE) !== 0;
+    const take = reqOne ? extents.slice(0, 1) : extents.slice(0, MAX_EXTENT_DESCRIPTORS);
+    const descriptors: StatusDescriptor[] = take.map((e) => ({
+      length: e.length,
+      flags: (e.hole ? STATE_HOLE : 0) | (e.zero ? STATE_ZERO : 0),
+    }));
+    const ids = [...contexts.keys()];
+    this.#send(...ids.map((id, i) => encodeBlockStatusChunk(req.cookie, id, descriptors, i === ids.length - 1)));
+  }
+
+  #sendError(req: RequestHeader, err: unknown): void {
+    const { errno, message } = toNbdError(err);
+    const fields = { cmd: commandName(req.type), offset: req.offset, length: req.length, errno, message };
+    if (errno === NbdErrno.EIO) this.#log.warn('request failed', fields);
+    else this.#log.debug('request refused', fields);
+    if (this.#session.structuredReplies) this.#send(encodeErrorChunk(req.cookie, errno, message));
+    else this.#send(encodeSimpleReply(errno, req.cookie));
+  }
+
+  #send(...buffers: Buffer[]): void {
+    const s = this.#socket;
+    if (s.destroyed) return;
+    if (buffers.length === 1) {
+      s.write(buffers[0]!);
+      return;
+    }
+    s.cork();
+    for (const b of buffers) s.write(b);
+    s.uncork();
+  }
+
+  async #waitForSlot(): Promise<void> {
+    while (
+      !this.#stopping &&
+      (this.#inflight >= this.#maxInflight || this.#socket.writableLength > SEND_BUFFER_LIMIT)
+    ) {
+      await new Promise<void>((resolve) => (this.#wake = resolve));
+    }
+    if (this.#stopping) throw new StopRequested();
+  }
+
+  #wakeUp(): void {
+    const w = this.#wake;
+    this.#wake = undefined;
+    w?.();
+  }
+
+  #drain(): Promise<void> {
+    if (this.#inflight === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const previous = this.#idle;
+      this.#idle = () => {
+        previous?.();
+        resolve();
+      };
+    });
+  }
+}
+
+/** Thrown inside run() when stop() was called while waiting; ends the loop quietly. */
+export class StopRequested extends Error {
+  constructor() {
+    super('stop requested');
+    this.name = 'StopRequested';
+  }
+}
