@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs everything rebound and its tests need on Debian 12, then the npm dependencies and the
+# build. Idempotent: packages already present are not touched; run it as often as you like.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: runtime (FUSE) and the real peers the tests and benchmarks run against.
+PACKAGES=(
+  libfuse2 fuse            # FUSE mounts (fuse-native)
+  qemu-utils               # qemu-img, qemu-io, qemu-nbd
+  qemu-system-x86          # boot tests (TCG)
+  libnbd-bin python3-libnbd  # nbdinfo, nbdcopy, nbdsh
+  nbdkit                   # reference server for benchmarks
+  fio                      # fio with the nbd engine
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if ((node_major < 20)); then
+  echo "setup: rebound needs Node.js 20 or newer (found $(node --version 2>/dev/null || echo none))" >&2
+  exit 1
+fi
+
+if [[ ! -d node_modules ]] || ! cmp -s package-lock.json node_modules/.package-lock.json.copy 2>/dev/null; then
+  echo "setup: installing npm dependencies (npm ci)"
+  npm ci --no-audit --no-fund --loglevel=error
+  cp package-lock.json node_modules/.package-lock.json.copy
+fi
+
+echo "setup: building"
+npm run --silent build
+echo "setup: done"
