@@ -16,6 +16,9 @@ export interface LockInfo {
 
 export const LOCK_FILE = 'daemon.lock';
 
+/** Lock files held by this process: a lock naming our own pid is only stale if we do not hold it. */
+const HELD = new Set<string>();
+
 export class DataDirLock {
   readonly dir: string;
   readonly #file: string;
@@ -50,6 +53,7 @@ export class DataDirLock {
   release(): void {
     if (!this.#held) return;
     this.#held = false;
+    HELD.delete(this.#file);
     const info = readLock(this.#file);
     if (info?.pid === process.pid) fs.rmSync(this.#file, { force: true });
   }
@@ -60,6 +64,7 @@ export class DataDirLock {
       try {
         fs.writeFileSync(this.#file, JSON.stringify(info) + '\n', { flag: 'wx' });
         this.#held = true;
+        HELD.add(this.#file);
         return;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
@@ -67,7 +72,8 @@ export class DataDirLock {
         }
       }
       const owner = readLock(this.#file);
-      if (owner && owner.pid !== process.pid && isAlive(owner.pid)) {
+      const live = owner && (owner.pid === process.pid ? HELD.has(this.#file) : isAlive(owner.pid));
+      if (owner && live) {
         throw new ReboundError(
           'ERR_DATA_DIR_LOCKED',
           `data directory ${this.dir} is in use by another rebound daemon (pid ${owner.pid}` +

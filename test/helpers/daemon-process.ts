@@ -1,0 +1,63 @@
+/**
+ * Runs the built `rebound serve` as a real child process (dist/ must be built: tools/test.sh does).
+ * Waits for its banner and parses the listen addresses from it.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const CLI = path.join(REPO, 'dist/cli/main.js');
+
+export function assertBuilt(): void {
+  if (!fs.existsSync(CLI)) throw new Error(`${CLI} is missing: run 'npm run build' (tools/test.sh does it)`);
+}
+
+export interface DaemonProcess {
+  child: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  /** First NBD TCP address (HOST:PORT) and HTTP address from the banner. */
+  nbd: string;
+  http: string | undefined;
+  /** Sends a signal and resolves with the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+  exited: Promise<number | null>;
+}
+
+export async function startDaemonProcess(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<DaemonProcess> {
+  assertBuilt();
+  const child = spawn(process.execPath, [CLI, 'serve', ...args], {
+    cwd: opts.cwd,
+    env: { ...process.env, ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const deadline = Date.now() + (opts.timeoutMs ?? 15_000);
+  while (!out.includes('Press Ctrl-C')) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`daemon did not start (exit ${child.exitCode}):\n${out}\n${err}`);
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  const nbd = /nbd:\/\/([^/\s]+)\//.exec(out)?.[1] ?? '';
+  const http = /HTTP API: http:\/\/([^/\s]+)\//.exec(out)?.[1];
+  return {
+    child,
+    stdout: () => out,
+    stderr: () => err,
+    nbd,
+    http,
+    exited,
+    stop: async (signal = 'SIGTERM') => {
+      if (child.exitCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}

@@ -1,0 +1,87 @@
+import { describe, expect, it } from 'vitest';
+import { MemoryDevice } from '../../../src/blockdev/base/memory.js';
+import { checked, validateExtents } from '../../../src/blockdev/checked.js';
+import type { BlockDevice, Capabilities } from '../../../src/blockdev/types.js';
+import { BlockError } from '../../../src/errors.js';
+
+/** Delegates every call to `dev`, with some methods or capabilities replaced. */
+function wrap(dev: BlockDevice, patch: Partial<BlockDevice> = {}, caps: Partial<Capabilities> = {}): BlockDevice {
+  return {
+    name: dev.name,
+    size: dev.size,
+    capabilities: () => ({ ...dev.capabilities(), ...caps }),
+    read: (b, o, x) => dev.read(b, o, x),
+    write: (b, o, x) => dev.write(b, o, x),
+    flush: (x) => dev.flush(x),
+    trim: (o, l, x) => dev.trim(o, l, x),
+    zero: (o, l, x) => dev.zero(o, l, x),
+    extents: (o, l, x) => dev.extents(o, l, x),
+    close: () => dev.close(),
+    ...patch,
+  };
+}
+const withCaps = (dev: BlockDevice, caps: Partial<Capabilities>): BlockDevice => wrap(dev, {}, caps);
+
+const code = (p: Promise<unknown>): Promise<string> => p.then(() => 'ok', (e: BlockError) => e.code);
+
+describe('checked()', () => {
+  it('enforces the minimum block size alignment, allowing the tail', async () => {
+    const dev = checked(withCaps(new MemoryDevice(8192 + 512), { blockSize: { min: 512, preferred: 4096, max: 65536 } }));
+    expect(await code(dev.read(Buffer.alloc(512), 1))).toBe('EINVAL');
+    expect(await code(dev.read(Buffer.alloc(100), 0))).toBe('EINVAL');
+    expect(await code(dev.read(Buffer.alloc(512), 8192))).toBe('ok');
+    expect(await code(dev.read(Buffer.alloc(65536 + 512), 0))).toBe('EINVAL');
+  });
+  it('checks FUA, trim, zero and fast-zero capabilities', async () => {
+    const dev = checked(withCaps(new MemoryDevice(65536), { canFua: false, canTrim: false, canFastZero: false }));
+    expect(await code(dev.write(Buffer.alloc(1), 0, { fua: true }))).toBe('EINVAL');
+    expect(await code(dev.trim(0, 512))).toBe('EINVAL');
+    expect(await code(dev.zero(0, 512, { fast: true }))).toBe('ENOTSUP');
+    expect(await code(dev.zero(0, 512))).toBe('ok');
+  });
+  it('turns a stray exception into EIO and reports it', async () => {
+    const broken = wrap(new MemoryDevice(4096), { read: () => Promise.reject(new TypeError('oops')) });
+    const seen: string[] = [];
+    const dev = checked(broken, { onUnexpectedError: (err, op) => seen.push(`${op}: ${(err as Error).message}`) });
+    const err = await dev.read(Buffer.alloc(1), 0).catch((e: BlockError) => e);
+    expect(err).toBeInstanceOf(BlockError);
+    expect((err as BlockError).code).toBe('EIO');
+    expect(seen).toEqual(['read: oops']);
+  });
+  it('rejects malformed extents from a device with EIO, and clips long ones', () => {
+    expect(() => validateExtents([{ offset: 10, length: 5, hole: false, zero: false }], 0, 100, 'x')).toThrow(/malformed/);
+    expect(() => validateExtents([], 0, 100, 'x')).toThrow(/no extents/);
+    expect(() => validateExtents([{ offset: 0, length: 0, hole: false, zero: false }], 0, 100, 'x')).toThrow(/malformed/);
+    expect(
+      validateExtents(
+        [
+          { offset: 0, length: 50, hole: true, zero: true },
+          { offset: 50, length: 50, hole: true, zero: true },
+          { offset: 100, length: 500, hole: false, zero: false },
+        ],
+        0,
+        120,
+        'x',
+      ),
+    ).toEqual([
+      { offset: 0, length: 100, hole: true, zero: true },
+      { offset: 100, length: 20, hole: false, zero: false },
+    ]);
+  });
+  it('drain() waits for in-flight requests', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const slow = wrap(new MemoryDevice(4096), { read: () => gate });
+    const dev = checked(slow);
+    const p = dev.read(Buffer.alloc(1), 0);
+    expect(dev.inflight).toBe(1);
+    let drained = false;
+    const d = dev.drain().then(() => (drained = true));
+    await new Promise((r) => setTimeout(r, 10));
+    expect(drained).toBe(false);
+    release();
+    await p;
+    await d;
+    expect(drained).toBe(true);
+  });
+});
