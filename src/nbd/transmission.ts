@@ -47,6 +47,8 @@ import {
 import { ProtocolViolation } from './handshake.js';
 import { BlockError } from '../errors.js';
 
+const WRITE_COMMANDS = new Set<number>([Cmd.WRITE, Cmd.TRIM, Cmd.WRITE_ZEROES]);
+
 /** Reads at least this long are answered sparsely (hole chunks for zero extents). */
 const SPARSE_READ_MIN = 64 * 1024;
 /** Stop reading requests while this much reply data waits in the socket. */
@@ -136,6 +138,11 @@ export class Transmission {
   async #execute(req: RequestHeader, payload: Buffer | undefined): Promise<void> {
     try {
       if (this.#stopping) throw new BlockError('ESHUTDOWN', 'server is shutting down');
+      // On a read-only export the write path is refused for that reason first (EPERM), whatever
+      // its flags: it is the answer that tells the client what is wrong.
+      if (this.#flags & TFlag.READ_ONLY && WRITE_COMMANDS.has(req.type)) {
+        throw new BlockError('EROFS', `${commandName(req.type)} refused: the export is read-only`);
+      }
       this.#checkFlags(req);
       if (req.offset < 0) throw new BlockError('EINVAL', 'offset beyond 2^53');
       switch (req.type) {

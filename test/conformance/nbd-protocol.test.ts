@@ -228,6 +228,11 @@ describe('transmission', () => {
     expect((await c.reply()).error).toBe(NbdErrno.EPERM);
     c.request(Cmd.WRITE, { cookie: 4n, offset: SIZE * 2, payload: Buffer.alloc(16) });
     expect((await c.reply()).error).toBe(NbdErrno.EPERM);
+    // FUA is not advertised on this export, but read-only is the reason that matters.
+    c.request(Cmd.WRITE, { cookie: 6n, flags: CmdFlag.FUA, offset: 0, payload: Buffer.alloc(16) });
+    expect((await c.reply()).error).toBe(NbdErrno.EPERM);
+    c.request(Cmd.WRITE_ZEROES, { cookie: 7n, flags: CmdFlag.FUA | CmdFlag.NO_HOLE, offset: 0, length: 512 });
+    expect((await c.reply()).error).toBe(NbdErrno.EPERM);
     c.request(Cmd.READ, { cookie: 5n, offset: 0, length: 4096 });
     const r = await c.reply(4096);
     expect(r.error).toBe(0);
