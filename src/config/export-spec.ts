@@ -3,7 +3,11 @@
  *
  *   SOURCE   a path to a raw image file or block device (exported read-only), or
  *            `memory:SIZE` for a volatile writable scratch device (testing clients).
- *   OPTIONS  `desc=TEXT`: description shown by `nbdinfo --list` and `qemu-nbd -L`; it must come
+ *   OPTIONS  `cow` or `cow=DIR`: writable; writes land in a persistent copy-on-write overlay
+ *            (default DATA/overlays/NAME) and the source is never written.
+ *            `quota=SIZE`: most data the overlay may hold (writes past it fail with ENOSPC).
+ *            `cow-block-size=SIZE`: block size of a new overlay (default 4K).
+ *            `desc=TEXT`: description shown by `nbdinfo --list` and `qemu-nbd -L`; it must come
  *            last and takes the rest of the spec, commas included.
  */
 import path from 'node:path';
@@ -12,15 +16,26 @@ import { parseSize } from '../util/size.js';
 
 export type ExportSource = { kind: 'file'; path: string } | { kind: 'memory'; size: number };
 
+export interface CowSpec {
+  /** Overlay directory; undefined = the default under the data directory. */
+  dir?: string;
+  quota?: number;
+  blockSize?: number;
+}
+
 export interface ExportSpec {
   name: string;
   source: ExportSource;
+  cow?: CowSpec;
   description?: string;
   /** The text it was parsed from, for messages. */
   text: string;
 }
 
 export const EXPORT_OPTIONS: Record<string, string> = {
+  cow: 'cow[=DIR]  writable through a persistent copy-on-write overlay (default DIR: DATA/overlays/NAME)',
+  quota: 'quota=SIZE  most data the overlay may hold; writes beyond fail with ENOSPC',
+  'cow-block-size': 'cow-block-size=SIZE  block size of a new overlay (default 4K)',
   desc: 'desc=TEXT  description shown to NBD clients (nbdinfo --list, qemu-nbd -L); last, may contain commas',
 };
 
@@ -54,8 +69,37 @@ export function parseExportSpec(text: string, cwd = process.cwd()): ExportSpec {
   const spec: ExportSpec = { name, source, text };
   if (description !== undefined) spec.description = description;
   for (const opt of options) {
-    const key = opt.split('=')[0]!;
-    throw bad(`unknown option '${key}' (known: ${Object.keys(EXPORT_OPTIONS).join(', ')})`);
+    const eqAt = opt.indexOf('=');
+    const key = eqAt < 0 ? opt : opt.slice(0, eqAt);
+    const value = eqAt < 0 ? undefined : opt.slice(eqAt + 1);
+    const size = (): number => {
+      if (!value) throw bad(`${key} needs a value: ${key}=SIZE`);
+      try {
+        return parseSize(value);
+      } catch (err) {
+        throw bad((err as Error).message);
+      }
+    };
+    switch (key) {
+      case 'cow':
+        spec.cow = { ...spec.cow, ...(value ? { dir: path.resolve(cwd, value) } : {}) };
+        break;
+      case 'quota':
+        spec.cow = { ...spec.cow, quota: size() };
+        break;
+      case 'cow-block-size': {
+        const bs = size();
+        if (bs < 512 || bs > 1024 * 1024 || (bs & (bs - 1)) !== 0) throw bad('cow-block-size must be a power of two from 512 to 1M');
+        spec.cow = { ...spec.cow, blockSize: bs };
+        break;
+      }
+      default:
+        throw bad(`unknown option '${key}' (known: ${Object.keys(EXPORT_OPTIONS).join(', ')})`);
+    }
   }
+  if (spec.cow && !options.includes('cow') && !options.some((o) => o.startsWith('cow='))) {
+    throw bad('quota and cow-block-size need the cow option');
+  }
+  if (spec.cow && spec.source.kind === 'memory') throw bad('memory exports are writable already; cow is for image files');
   return spec;
 }

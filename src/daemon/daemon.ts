@@ -5,7 +5,9 @@
  * close, the lock is released.
  */
 import type { FastifyInstance } from 'fastify';
+import path from 'node:path';
 import { RawFileDevice } from '../blockdev/base/raw-file.js';
+import { CowOverlay } from '../blockdev/layers/cow/cow-overlay.js';
 import { MemoryDevice } from '../blockdev/base/memory.js';
 import type { BlockDevice } from '../blockdev/types.js';
 import type { ExportSpec } from '../config/export-spec.js';
@@ -67,14 +69,20 @@ export class Daemon {
 
   async #open(): Promise<void> {
     for (const spec of this.config.exportSpecs) {
-      const device = await openSource(spec);
+      const { device, overlay } = await this.#openExport(spec);
       this.registry.add({
         name: spec.name,
         device,
         description: spec.description,
         source: spec.source.kind === 'file' ? spec.source.path : `memory:${spec.source.size}`,
+        details: overlay ? () => ({ overlay: overlay.stats() }) : undefined,
       });
-      this.#log.info('export added', { export: spec.name, size: device.size, source: spec.source.kind });
+      this.#log.info('export added', {
+        export: spec.name,
+        size: device.size,
+        source: spec.source.kind,
+        ...(overlay ? { overlay: overlay.dir, overlayBytes: overlay.stats().allocatedBytes } : {}),
+      });
     }
     for (const a of this.config.nbd) {
       const { host, port } = parseTcpAddress(a);
@@ -110,6 +118,24 @@ export class Daemon {
     }
   }
 
+  async #openExport(spec: ExportSpec): Promise<{ device: BlockDevice; overlay?: CowOverlay }> {
+    if (spec.source.kind === 'memory') return { device: new MemoryDevice(spec.source.size) };
+    const base = await RawFileDevice.open(spec.source.path);
+    if (!spec.cow) return { device: base };
+    try {
+      const overlay = await CowOverlay.open(base, {
+        dir: spec.cow.dir ?? defaultOverlayDir(this.config.dataDir, spec.name),
+        baseId: spec.source.path,
+        maxBytes: spec.cow.quota,
+        blockSize: spec.cow.blockSize,
+      });
+      return { device: overlay, overlay };
+    } catch (err) {
+      await base.close();
+      throw err;
+    }
+  }
+
   /** Graceful shutdown; idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
@@ -123,11 +149,7 @@ export class Daemon {
   }
 }
 
-async function openSource(spec: ExportSpec): Promise<BlockDevice> {
-  switch (spec.source.kind) {
-    case 'file':
-      return RawFileDevice.open(spec.source.path);
-    case 'memory':
-      return new MemoryDevice(spec.source.size);
-  }
+/** Where an export's overlay lives unless `cow=DIR` says otherwise. */
+export function defaultOverlayDir(dataDir: string, exportName: string): string {
+  return path.join(dataDir, 'overlays', encodeURIComponent(exportName));
 }
