@@ -12,6 +12,9 @@ PACKAGES=(
   libnbd-bin python3-libnbd  # nbdinfo, nbdcopy, nbdsh
   nbdkit                   # reference server for benchmarks
   fio                      # fio with the nbd engine
+  e2fsprogs                # mkfs.ext4 -d, e2fsck, debugfs (test guest disks)
+  busybox-static cpio      # the test guest's initramfs
+  linux-image-cloud-amd64  # the test guest's kernel (boot tests under TCG)
 )
 
 missing=()
