@@ -16,7 +16,7 @@
  *
  * Everything (servers, temp dir) is cleaned up on success, failure and Ctrl-C, and every step
  * has a time limit. The rebound process inherits the environment (e.g. UV_THREADPOOL_SIZE);
- * --rebound-node-args passes flags to its node (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+ * "--rebound-node-args=--cpu-prof --cpu-prof-dir=/tmp/prof" passes flags to its node.
  *
  * Targets (issue): rebound 4 KiB random read IOPS >= 0.8x nbdkit; sequential throughput >= 0.9x nbdkit.
  */
@@ -42,7 +42,7 @@ const USAGE = `usage: node tools/bench/nbd-read.mjs [options]
   --check                   exit 1 when a target is not met
   --servers LIST            comma-separated subset of ${SERVER_NAMES.join(',')} (default all)
   --tmpdir DIR              parent of the temp dir (default ${os.tmpdir()})
-  --rebound-node-args ARGS  extra node flags for the rebound process (space-separated)
+  --rebound-node-args=ARGS  extra node flags for the rebound process (space-separated)
   -h, --help`;
 
 // ---- cleanup --------------------------------------------------------------------------------
@@ -383,7 +383,12 @@ async function main() {
   writeImage(image, size);
   log(`  written and synced in ${((Date.now() - t) / 1000).toFixed(1)} s`);
   t = Date.now();
-  await run('cat', [image], { stdout: fs.openSync('/dev/null', 'w'), timeoutMs: 120_000 });
+  const devNull = fs.openSync('/dev/null', 'w');
+  try {
+    await run('cat', [image], { stdout: devNull, timeoutMs: 120_000 });
+  } finally {
+    fs.closeSync(devNull);
+  }
   log(`  warmed the page cache in ${((Date.now() - t) / 1000).toFixed(1)} s`);
 
   const servers = [];
@@ -462,7 +467,7 @@ async function main() {
     };
 
     if (values.json) {
-      console.log(JSON.stringify(out, null, 2));
+      console.log(JSON.stringify(out, (_k, v) => (typeof v === 'number' && !Number.isInteger(v) ? Number(v.toFixed(3)) : v), 2));
     } else {
       const cols = ['rebound', 'nbdkit', 'qemu-nbd'];
       const val = (name, m) => (results[name] ? fmt(m.pick(results[name]), m.digits) : 'n/a');
