@@ -165,16 +165,26 @@ export function encodeSimpleReply(errno: number, cookie: bigint): Buffer {
   return b;
 }
 
+/** Allocates reply buffers (Buffer.allocUnsafe, or a ReplyBufferPool). */
+export type Allocate = (size: number) => Buffer;
+const allocUnsafe: Allocate = (size) => Buffer.allocUnsafe(size);
+
 /** A simple READ reply with room for `length` bytes of data: read into `data`, then send `buf`. */
-export function allocSimpleReadReply(cookie: bigint, length: number): { buf: Buffer; data: Buffer } {
-  const buf = Buffer.allocUnsafe(SIMPLE_REPLY_HEADER_BYTES + length);
+export function allocSimpleReadReply(cookie: bigint, length: number, alloc: Allocate = allocUnsafe): { buf: Buffer; data: Buffer } {
+  const buf = alloc(SIMPLE_REPLY_HEADER_BYTES + length);
   writeSimpleHeader(buf, 0, cookie);
   return { buf, data: buf.subarray(SIMPLE_REPLY_HEADER_BYTES) };
 }
 
 /** An OFFSET_DATA chunk with room for `length` bytes: read into `data`, then send `buf`. */
-export function allocDataChunk(cookie: bigint, offset: number, length: number, done: boolean): { buf: Buffer; data: Buffer } {
-  const buf = Buffer.allocUnsafe(CHUNK_HEADER_BYTES + 8 + length);
+export function allocDataChunk(
+  cookie: bigint,
+  offset: number,
+  length: number,
+  done: boolean,
+  alloc: Allocate = allocUnsafe,
+): { buf: Buffer; data: Buffer } {
+  const buf = alloc(CHUNK_HEADER_BYTES + 8 + length);
   writeChunkHeader(buf, done ? ReplyFlag.DONE : 0, ChunkType.OFFSET_DATA, cookie, 8 + length);
   writeU64(buf, offset, CHUNK_HEADER_BYTES);
   return { buf, data: buf.subarray(CHUNK_HEADER_BYTES + 8) };

@@ -14,6 +14,7 @@ import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
 import { ByteReader, ConnectionClosed } from './byte-reader.js';
 import { negotiate, ProtocolViolation, type ExportLookup } from './handshake.js';
+import { ReplyBufferPool } from './reply-buffers.js';
 import { StopRequested, Transmission } from './transmission.js';
 
 export interface NbdServerOptions {
@@ -32,6 +33,7 @@ export class NbdServer {
   readonly #log: Logger;
   readonly #listeners: net.Server[] = [];
   readonly #connections = new Set<NbdConnection>();
+  readonly #buffers = new ReplyBufferPool();
   #nextId = 1;
   #shuttingDown = false;
 
@@ -88,7 +90,7 @@ export class NbdServer {
       socket.destroy();
       return;
     }
-    const conn = new NbdConnection(this.#nextId++, socket, this, this.#log, this.#opts);
+    const conn = new NbdConnection(this.#nextId++, socket, this, this.#log, this.#opts, this.#buffers);
     this.#connections.add(conn);
     conn.serve().finally(() => this.#connections.delete(conn));
   }
@@ -118,10 +120,19 @@ class NbdConnection {
   readonly #server: NbdServer;
   readonly #log: Logger;
   readonly #opts: Required<Omit<NbdServerOptions, 'log'>>;
+  readonly #buffers: ReplyBufferPool;
   #transmission: Transmission | undefined;
 
-  constructor(id: number, socket: net.Socket, server: NbdServer, log: Logger, opts: Required<Omit<NbdServerOptions, 'log'>>) {
+  constructor(
+    id: number,
+    socket: net.Socket,
+    server: NbdServer,
+    log: Logger,
+    opts: Required<Omit<NbdServerOptions, 'log'>>,
+    buffers: ReplyBufferPool,
+  ) {
     this.#socket = socket;
+    this.#buffers = buffers;
     this.#server = server;
     this.#opts = opts;
     const peer = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unix';
@@ -165,6 +176,7 @@ class NbdConnection {
       });
       this.#transmission = new Transmission(socket, reader, session, this.#log.child({ export: exp.name }), {
         maxInflight: this.#opts.maxInflight,
+        buffers: this.#buffers,
       });
       try {
         await this.#transmission.run();

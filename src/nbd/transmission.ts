@@ -46,6 +46,7 @@ import {
 } from './protocol.js';
 import { ProtocolViolation } from './handshake.js';
 import { BlockError } from '../errors.js';
+import type { ReplyBufferPool } from './reply-buffers.js';
 
 const WRITE_COMMANDS = new Set<number>([Cmd.WRITE, Cmd.TRIM, Cmd.WRITE_ZEROES]);
 
@@ -56,6 +57,8 @@ const SEND_BUFFER_LIMIT = 64 * 1024 * 1024;
 
 export interface TransmissionOptions {
   maxInflight: number;
+  /** Where READ reply buffers come from and go back to (shared by the server's connections). */
+  buffers: ReplyBufferPool;
 }
 
 export class Transmission {
@@ -66,6 +69,9 @@ export class Transmission {
   readonly #log: Logger;
   readonly #maxInflight: number;
   readonly #flags: number;
+  readonly #buffers: ReplyBufferPool;
+  readonly #alloc: (size: number) => Buffer;
+  #corked = false;
   #inflight = 0;
   #stopping = false;
   #wake: (() => void) | undefined;
@@ -79,6 +85,8 @@ export class Transmission {
     this.#log = log;
     this.#maxInflight = opts.maxInflight;
     this.#flags = session.transmissionFlags;
+    this.#buffers = opts.buffers;
+    this.#alloc = (size) => this.#buffers.acquire(size);
     socket.on('drain', () => this.#wakeUp());
   }
 
@@ -201,32 +209,43 @@ export class Transmission {
 
   async #read(req: RequestHeader): Promise<void> {
     const { cookie, offset, length } = req;
-    if (!this.#session.structuredReplies) {
-      const { buf, data } = allocSimpleReadReply(cookie, this.#checkReadLength(length));
-      await this.#device.read(data, offset);
-      this.#send(buf);
-      return;
-    }
     const caps = this.#device.capabilities();
-    if (length < SPARSE_READ_MIN || (req.flags & CmdFlag.DF) || !caps.canExtents) {
-      const { buf, data } = allocDataChunk(cookie, offset, this.#checkReadLength(length), true);
-      await this.#device.read(data, offset);
-      this.#send(buf);
+    const structured = this.#session.structuredReplies;
+    if (!structured || length < SPARSE_READ_MIN || (req.flags & CmdFlag.DF) || !caps.canExtents) {
+      this.#checkReadLength(length);
+      const { buf, data } = structured
+        ? allocDataChunk(cookie, offset, length, true, this.#alloc)
+        : allocSimpleReadReply(cookie, length, this.#alloc);
+      try {
+        await this.#device.read(data, offset);
+      } catch (err) {
+        this.#buffers.release(buf);
+        throw err;
+      }
+      this.#sendPooled([buf]);
       return;
     }
     // Sparse read: hole chunks where the device knows the range reads as zero.
     this.#checkReadLength(length);
     const extents = await this.#allExtents(offset, length);
-    const chunks = await Promise.all(
+    const pooled: Buffer[] = [];
+    // allSettled, not all: a buffer goes back to the pool only when no read still fills it.
+    const settled = await Promise.allSettled(
       extents.map(async (e, i) => {
         const last = i === extents.length - 1;
         if (e.zero) return encodeHoleChunk(cookie, e.offset, e.length, last);
-        const { buf, data } = allocDataChunk(cookie, e.offset, e.length, last);
+        const { buf, data } = allocDataChunk(cookie, e.offset, e.length, last, this.#alloc);
+        pooled.push(buf);
         await this.#device.read(data, e.offset);
         return buf;
       }),
     );
-    this.#send(...chunks);
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
+      for (const b of pooled) this.#buffers.release(b);
+      throw failed.reason;
+    }
+    this.#sendPooled(settled.map((r) => (r as PromiseFulfilledResult<Buffer>).value), pooled);
   }
 
   #checkReadLength(length: number): number {
@@ -278,16 +297,39 @@ export class Transmission {
     else this.#send(encodeSimpleReply(errno, req.cookie));
   }
 
+  /**
+   * Queues one reply. Replies completed in the same tick go out together: the socket is corked on
+   * the first and uncorked on the next tick (one writev instead of a write per reply).
+   */
   #send(...buffers: Buffer[]): void {
     const s = this.#socket;
     if (s.destroyed) return;
-    if (buffers.length === 1) {
-      s.write(buffers[0]!);
+    this.#cork();
+    for (const b of buffers) s.write(b);
+  }
+
+  /** Like #send; `pooled` buffers (default: all) return to the pool once the kernel has them. */
+  #sendPooled(buffers: Buffer[], pooled: Buffer[] = buffers): void {
+    const s = this.#socket;
+    if (s.destroyed) {
+      for (const b of pooled) this.#buffers.release(b);
       return;
     }
-    s.cork();
-    for (const b of buffers) s.write(b);
-    s.uncork();
+    this.#cork();
+    for (const b of buffers) {
+      if (pooled.includes(b)) s.write(b, () => this.#buffers.release(b));
+      else s.write(b);
+    }
+  }
+
+  #cork(): void {
+    if (this.#corked) return;
+    this.#corked = true;
+    this.#socket.cork();
+    process.nextTick(() => {
+      this.#corked = false;
+      this.#socket.uncork();
+    });
   }
 
   async #waitForSlot(): Promise<void> {

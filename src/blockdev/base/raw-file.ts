@@ -7,13 +7,14 @@
  * every range is reported as data. That is always correct, only less efficient for sparse images
  * (clients read zeroes instead of skipping holes).
  *
- * Reads use the callback form of fs.read (cheaper than FileHandle promises on the 4 KiB path) and
- * run on libuv's thread pool, so many requests proceed in parallel.
+ * Reads go through util/file-io.ts: small ones synchronously while the page cache serves them,
+ * everything else on libuv's thread pool, so many requests proceed in parallel.
  */
 import fs from 'node:fs';
 import { BlockError, ReboundError } from '../../errors.js';
 import type { BlockDevice, Capabilities, Extent } from '../types.js';
 import { readOnlyCapabilities } from '../types.js';
+import { pread } from '../../util/file-io.js';
 
 export class RawFileDevice implements BlockDevice {
   readonly name = 'raw-file';
@@ -50,22 +51,16 @@ export class RawFileDevice implements BlockDevice {
     return readOnlyCapabilities();
   }
 
-  read(dst: Uint8Array, offset: number): Promise<void> {
+  async read(dst: Uint8Array, offset: number): Promise<void> {
     const fd = this.#fd;
-    if (fd === undefined) return Promise.reject(new BlockError('ESHUTDOWN', 'image is closed'));
-    return new Promise((resolve, reject) => {
-      let done = 0;
-      const step = (): void => {
-        fs.read(fd, dst, done, dst.length - done, offset + done, (err, n) => {
-          if (err) return reject(new BlockError('EIO', `read of ${this.path} failed: ${err.code ?? err.message}`, { cause: err }));
-          if (n === 0) return reject(new BlockError('EIO', `${this.path} is shorter than expected (truncated while exported?)`));
-          done += n;
-          if (done < dst.length) step();
-          else resolve();
-        });
-      };
-      step();
-    });
+    if (fd === undefined) throw new BlockError('ESHUTDOWN', 'image is closed');
+    let n: number;
+    try {
+      n = await pread(fd, dst, offset);
+    } catch (err) {
+      throw new BlockError('EIO', `read of ${this.path} failed: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+    }
+    if (n < dst.length) throw new BlockError('EIO', `${this.path} is shorter than expected (truncated while exported?)`);
   }
 
   async write(): Promise<void> {

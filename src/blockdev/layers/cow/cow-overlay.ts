@@ -25,6 +25,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { BlockError, ReboundError } from '../../../errors.js';
+import { fdatasync, pread, pwrite } from '../../../util/file-io.js';
 import { Mutex } from '../../../util/mutex.js';
 import { RangeLock } from '../../../util/range-lock.js';
 import { Layer } from '../../layer.js';
@@ -192,7 +193,7 @@ export class CowOverlay extends Layer {
   }
 
   #readRun(state: number, dst: Uint8Array, offset: number, opts?: IoOptions): Promise<void> {
-    if (state === DATA) return pread(this.#dataFd, dst, offset);
+    if (state === DATA) return readData(this.#dataFd, dst, offset);
     if (state === ZERO) {
       dst.fill(0);
       return Promise.resolve();
@@ -262,12 +263,12 @@ export class CowOverlay extends Layer {
       if (!this.#dataDirty && dirty.length === 0) return;
       this.#dataDirty = false;
       try {
-        await fdatasync(this.#dataFd);
+        await sync(this.#dataFd);
         for (const { page, bytes } of dirty) {
           await this.#mapPagesReady.get(page);
-          await pwrite(this.#mapFd, bytes, page * PAGE_BYTES);
+          await writeData(this.#mapFd, bytes, page * PAGE_BYTES);
         }
-        if (dirty.length) await fdatasync(this.#mapFd);
+        if (dirty.length) await sync(this.#mapFd);
         this.#flushes++;
       } catch (err) {
         this.#dataDirty = true;
@@ -317,7 +318,7 @@ export class CowOverlay extends Layer {
           merged.set(src, offset - alignedStart);
           buf = merged;
         }
-        await pwrite(this.#dataFd, buf, alignedStart);
+        await writeData(this.#dataFd, buf, alignedStart);
         this.#dataDirty = true;
         this.#map.setRange(first, count, DATA);
       } finally {
@@ -367,7 +368,7 @@ export class CowOverlay extends Layer {
     for (let p = firstPage; p <= lastPage; p++) {
       let ready = this.#mapPagesReady.get(p);
       if (!ready) {
-        ready = pwrite(this.#mapFd, new Uint8Array(PAGE_BYTES), p * PAGE_BYTES);
+        ready = writeData(this.#mapFd, new Uint8Array(PAGE_BYTES), p * PAGE_BYTES);
         this.#mapPagesReady.set(p, ready);
         ready.catch(() => this.#mapPagesReady.delete(p));
       }
@@ -404,39 +405,29 @@ function ioError(err: NodeJS.ErrnoException, what: string): BlockError {
   return new BlockError(code, `overlay ${what} failed: ${err.code ?? err.message}`, { cause: err });
 }
 
-function pread(fd: number, dst: Uint8Array, position: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let done = 0;
-    const step = (): void =>
-      fs.read(fd, dst, done, dst.length - done, position + done, (err, n) => {
-        if (err) return reject(ioError(err, 'read'));
-        if (n === 0) {
-          // Past the end of a data file shorter than the device (never expected): zeroes.
-          dst.fill(0, done);
-          return resolve();
-        }
-        done += n;
-        if (done < dst.length) step();
-        else resolve();
-      });
-    step();
-  });
+async function readData(fd: number, dst: Uint8Array, position: number): Promise<void> {
+  let n: number;
+  try {
+    n = await pread(fd, dst, position);
+  } catch (err) {
+    throw ioError(err as NodeJS.ErrnoException, 'read');
+  }
+  // Past the end of a data file shorter than the device (never expected): zeroes.
+  if (n < dst.length) dst.fill(0, n);
 }
 
-function pwrite(fd: number, src: Uint8Array, position: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let done = 0;
-    const step = (): void =>
-      fs.write(fd, src, done, src.length - done, position + done, (err, n) => {
-        if (err) return reject(ioError(err, 'write'));
-        done += n;
-        if (done < src.length) step();
-        else resolve();
-      });
-    step();
-  });
+async function writeData(fd: number, src: Uint8Array, position: number): Promise<void> {
+  try {
+    await pwrite(fd, src, position);
+  } catch (err) {
+    throw ioError(err as NodeJS.ErrnoException, 'write');
+  }
 }
 
-function fdatasync(fd: number): Promise<void> {
-  return new Promise((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(ioError(err, 'sync')) : resolve())));
+async function sync(fd: number): Promise<void> {
+  try {
+    await fdatasync(fd);
+  } catch (err) {
+    throw ioError(err as NodeJS.ErrnoException, 'sync');
+  }
 }
