@@ -8,14 +8,20 @@
  * SLOW_READ_MS (a page-cache miss: the disk answered), synchronous reads are switched off for
  * BACKOFF_MS process-wide, so a cold device stalls the event loop for at most one disk read per
  * back-off period, and the thread pool serves reads in parallel in between.
+ *
+ * Small writes get the same treatment with their own switch: a write into the page cache is cheap,
+ * but the kernel may throttle a writer (dirty-page limits, allocation), and then the thread pool
+ * takes over for a while.
  */
 import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 
 export const SYNC_READ_MAX = 64 * 1024;
+/** A synchronous call slower than this did not come from (or go to) the page cache alone. */
 const SLOW_READ_MS = 0.5;
 const BACKOFF_MS = 1000;
 let syncReadsAllowedAt = 0;
+let syncWritesAllowedAt = 0;
 
 /** Whether the synchronous fast path is currently on (for tests and stats). */
 export function syncReadsEnabled(): boolean {
@@ -58,8 +64,21 @@ export function pread(fd: number, dst: Uint8Array, position: number): Promise<nu
   });
 }
 
-/** Writes all of `src` at `position` (through the thread pool: writes may allocate and block). */
+/** Writes all of `src` at `position`; rejects with the system error (e.g. ENOSPC). */
 export function pwrite(fd: number, src: Uint8Array, position: number): Promise<void> {
+  if (src.length <= SYNC_READ_MAX) {
+    const start = performance.now();
+    if (start >= syncWritesAllowedAt) {
+      try {
+        for (let done = 0; done < src.length; ) done += fs.writeSync(fd, src, done, src.length - done, position + done);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+      const end = performance.now();
+      if (end - start > SLOW_READ_MS) syncWritesAllowedAt = end + BACKOFF_MS;
+      return Promise.resolve();
+    }
+  }
   return new Promise((resolve, reject) => {
     let done = 0;
     const step = (): void =>

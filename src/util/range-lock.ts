@@ -13,6 +13,7 @@ interface Entry {
 
 export class RangeLock {
   #entries: Entry[] = []; // held and waiting, in arrival order
+  #waiting = 0;
 
   /** Number of held and waiting requests. */
   get size(): number {
@@ -21,15 +22,20 @@ export class RangeLock {
 
   async run<T>(start: number, end: number, fn: () => Promise<T>): Promise<T> {
     const entry: Entry = { start, end, grant: () => undefined, granted: false };
-    const granted = new Promise<void>((resolve) => (entry.grant = resolve));
+    // Fast path (the common case): nothing held or waiting overlaps, so no waiting at all.
+    const free = this.#entries.every((o) => o.end <= start || end <= o.start);
     this.#entries.push(entry);
-    this.#schedule();
-    await granted;
+    if (free) {
+      entry.granted = true;
+    } else {
+      this.#waiting++;
+      await new Promise<void>((resolve) => (entry.grant = resolve));
+    }
     try {
       return await fn();
     } finally {
       this.#entries.splice(this.#entries.indexOf(entry), 1);
-      this.#schedule();
+      if (this.#waiting > 0) this.#schedule();
     }
   }
 
@@ -47,6 +53,7 @@ export class RangeLock {
       }
       if (!blocked) {
         e.granted = true;
+        this.#waiting--;
         e.grant();
       }
     }

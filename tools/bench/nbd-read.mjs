@@ -20,18 +20,16 @@
  *
  * Targets (issue): rebound 4 KiB random read IOPS >= 0.8x nbdkit; sequential throughput >= 0.9x nbdkit.
  */
-import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import {
+  cpuSeconds, firstLine, fmt, GiB, killAllSync, log, measureFio, MiB, REBOUND_MAIN, removeTmpSync, ROOT, run,
+  setTmpDir, startServer, stopServer, table, which, writeImage,
+} from './lib.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const REBOUND_MAIN = path.join(ROOT, 'dist/cli/main.js');
 const EXPORT_NAME = 'bench';
-const MiB = 1024 * 1024;
-const GiB = 1024 * MiB;
 const SERVER_NAMES = ['rebound', 'nbdkit', 'qemu-nbd'];
 const TARGETS = { randIops: 0.8, seq: 0.9 };
 
@@ -44,150 +42,6 @@ const USAGE = `usage: node tools/bench/nbd-read.mjs [options]
   --tmpdir DIR              parent of the temp dir (default ${os.tmpdir()})
   --rebound-node-args=ARGS  extra node flags for the rebound process (space-separated)
   -h, --help`;
-
-// ---- cleanup --------------------------------------------------------------------------------
-
-/** Every child we started and have not yet seen exit. */
-const children = new Set();
-let tmpDir;
-
-function killAllSync() {
-  for (const c of children) {
-    try {
-      c.kill('SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-}
-
-function removeTmpSync() {
-  if (tmpDir) {
-    fs.rmSync(tmpDir, { recursive: true, force: true });
-    tmpDir = undefined;
-  }
-}
-
-process.on('exit', () => {
-  killAllSync();
-  removeTmpSync();
-});
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-  process.on(sig, () => {
-    process.stderr.write(`\n${sig}: cleaning up\n`);
-    process.exit(130);
-  });
-}
-
-// ---- helpers --------------------------------------------------------------------------------
-
-function log(msg) {
-  process.stderr.write(`[bench] ${msg}\n`);
-}
-
-function which(cmd) {
-  const r = spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
-  return r.status === 0 ? r.stdout.trim() : undefined;
-}
-
-function firstLine(cmd, args) {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 10_000 });
-  return (r.stdout || r.stderr || '').split('\n')[0].trim();
-}
-
-/** Runs a command to completion; rejects on a non-zero exit or when it outlives timeoutMs. */
-function run(cmd, args, { timeoutMs, stdout = 'pipe' } = {}) {
-  return new Promise((resolve, reject) => {
-    const t0 = process.hrtime.bigint();
-    const child = spawn(cmd, args, { stdio: ['ignore', stdout, 'pipe'] });
-    children.add(child);
-    let out = '';
-    let err = '';
-    child.stdout?.setEncoding('utf8').on('data', (d) => (out += d));
-    child.stderr.setEncoding('utf8').on('data', (d) => (err += d));
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, timeoutMs);
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      children.delete(child);
-      reject(e);
-    });
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      children.delete(child);
-      const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-      if (timedOut) return reject(new Error(`${cmd} timed out after ${timeoutMs / 1000} s\n${err.slice(-2000)}`));
-      if (code !== 0) return reject(new Error(`${cmd} ${args.join(' ')} failed (${signal ?? code})\n${err.slice(-2000)}`));
-      resolve({ stdout: out, stderr: err, seconds });
-    });
-  });
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-const CLK_TCK = Number(firstLine('getconf', ['CLK_TCK'])) || 100;
-
-/** User+system CPU seconds of a process (all its threads), or NaN when unavailable. */
-function cpuSeconds(pid) {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK; // utime, stime (fields 14, 15)
-  } catch {
-    return NaN;
-  }
-}
-
-// ---- image ----------------------------------------------------------------------------------
-
-const TEXT = Buffer.from(
-  Array.from({ length: 200 }, (_, i) =>
-    `2026-01-${String((i % 28) + 1).padStart(2, '0')}T12:${String(i % 60).padStart(2, '0')}:00Z host${i % 7} ` +
-    `kernel: [${(i * 7919) % 100000}.${i % 1000}] eth0: link up, 1000 Mbps, full duplex, lpa 0x${(i * 2654435761 >>> 0).toString(16)}\n`,
-  ).join(''),
-);
-
-/**
- * Writes a fully allocated image: a 4 MiB template (3/4 xorshift random, 1/4 log text, in 64 KiB
- * pieces), each copy stamped with its block and sector number so no two 4 KiB sectors are equal.
- */
-function writeImage(file, size) {
-  const BLOCK = 4 * MiB;
-  const tmpl = Buffer.allocUnsafe(BLOCK);
-  const words = new Uint32Array(tmpl.buffer, tmpl.byteOffset, BLOCK / 4);
-  let x = 0x9e3779b9;
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    words[i] = x >>> 0;
-  }
-  for (let off = 0; off < BLOCK; off += 64 * 1024) {
-    if ((off / (64 * 1024)) % 4 === 3) {
-      for (let p = off; p < off + 64 * 1024; p += TEXT.length) TEXT.copy(tmpl, p, 0, Math.min(TEXT.length, off + 64 * 1024 - p));
-    }
-  }
-  const fd = fs.openSync(file, 'w');
-  try {
-    for (let pos = 0, block = 0; pos < size; pos += BLOCK, block++) {
-      for (let s = 0; s < BLOCK; s += 4096) {
-        tmpl.writeUInt32LE(block, s);
-        tmpl.writeUInt32LE(s >>> 12, s + 4);
-      }
-      const n = Math.min(BLOCK, size - pos);
-      let done = 0;
-      while (done < n) done += fs.writeSync(fd, tmpl, done, n - done, pos + done);
-    }
-    fs.fsyncSync(fd); // no writeback of a GiB of dirty pages during the measurements
-  } finally {
-    fs.closeSync(fd);
-  }
-  const st = fs.statSync(file);
-  if (st.blocks * 512 < size) throw new Error(`image is sparse (${st.blocks * 512} of ${size} bytes allocated)`);
-}
 
 // ---- servers --------------------------------------------------------------------------------
 
@@ -222,52 +76,6 @@ function uriFor(sock) {
   return `nbd+unix:///${EXPORT_NAME}?socket=${encodeURIComponent(sock)}`;
 }
 
-async function startServer(name, opts) {
-  const sock = path.join(opts.dir, `${name}.sock`);
-  const [cmd, args] = serverCommand(name, { ...opts, sock });
-  const logFile = path.join(opts.dir, `${name}.log`);
-  const logFd = fs.openSync(logFile, 'w');
-  const child = spawn(cmd, args, { stdio: ['ignore', logFd, logFd], env: process.env });
-  fs.closeSync(logFd);
-  children.add(child);
-  let exited;
-  child.on('exit', (code, signal) => {
-    exited = signal ?? code;
-    children.delete(child);
-  });
-  child.on('error', (e) => (exited = e.message));
-  const server = { name, child, pid: child.pid, sock, uri: uriFor(sock), logFile, commandLine: [cmd, ...args].join(' ') };
-  const logTail = () => fs.readFileSync(logFile, 'utf8').slice(-2000);
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (exited !== undefined) throw new Error(`${name} exited (${exited}) before serving:\n${logTail()}`);
-    if (fs.existsSync(sock)) {
-      try {
-        const r = await run('nbdinfo', ['--size', server.uri], { timeoutMs: 5_000 });
-        server.exportSize = Number(r.stdout.trim());
-        break;
-      } catch {
-        // not ready yet
-      }
-    }
-    if (Date.now() > deadline) throw new Error(`${name} did not accept connections within 30 s:\n${logTail()}`);
-    await sleep(100);
-  }
-  const info = await run('nbdinfo', [server.uri], { timeoutMs: 10_000 });
-  server.canMultiConn = /can_multi_conn:\s*true/.test(info.stdout);
-  return server;
-}
-
-async function stopServer(server) {
-  const { child } = server;
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const gone = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-  await gone;
-  clearTimeout(timer);
-}
-
 // ---- measurements ---------------------------------------------------------------------------
 
 async function measureNbdcopy(server, size) {
@@ -276,57 +84,6 @@ async function measureNbdcopy(server, size) {
   const { seconds } = await run('nbdcopy', [server.uri, 'null:'], { timeoutMs });
   const cpu = cpuSeconds(server.pid) - cpu0;
   return { seconds, mibps: size / MiB / seconds, serverCpuSecPerGiB: cpu / (size / GiB) };
-}
-
-async function measureFio(server, { name, rw, bs, iodepth, runtime }) {
-  const args = [
-    `--name=${name}`,
-    '--ioengine=nbd',
-    `--uri=${server.uri}`,
-    `--rw=${rw}`,
-    `--bs=${bs}`,
-    `--iodepth=${iodepth}`,
-    `--runtime=${runtime}`,
-    '--time_based',
-    '--output-format=json',
-  ];
-  const cpu0 = cpuSeconds(server.pid);
-  const r = await run('fio', args, { timeoutMs: (runtime + 60) * 1000 });
-  const cpu = cpuSeconds(server.pid) - cpu0;
-  const json = JSON.parse(r.stdout.slice(r.stdout.indexOf('{')));
-  const job = json.jobs[0];
-  if (job.error !== 0) throw new Error(`fio ${name} against ${server.name}: error ${job.error}`);
-  const rd = job.read;
-  if (!(rd.total_ios > 0)) throw new Error(`fio ${name} against ${server.name}: no I/O completed`);
-  const pct = rd.clat_ns?.percentile ?? {};
-  return {
-    iops: rd.iops,
-    mibps: rd.bw_bytes / MiB,
-    totalIos: rd.total_ios,
-    clatP50Us: (pct['50.000000'] ?? NaN) / 1000,
-    clatP99Us: (pct['99.000000'] ?? NaN) / 1000,
-    clientCpuPct: job.usr_cpu + job.sys_cpu,
-    serverCpuPct: (100 * cpu) / (job.elapsed || runtime),
-    serverCpuUsPerIo: (1e6 * cpu) / rd.total_ios,
-    command: ['fio', ...args].join(' '),
-  };
-}
-
-// ---- output ---------------------------------------------------------------------------------
-
-function fmt(v, digits = 0) {
-  if (v === undefined || Number.isNaN(v)) return 'n/a';
-  return v.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
-}
-
-function table(rows) {
-  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => String(r[c]).length)));
-  return rows
-    .map((r, i) => {
-      const line = r.map((cell, c) => (c === 0 ? String(cell).padEnd(widths[c]) : String(cell).padStart(widths[c]))).join('  ');
-      return i === 0 ? `${line}\n${widths.map((w) => '-'.repeat(w)).join('  ')}` : line;
-    })
-    .join('\n');
 }
 
 // ---- main -----------------------------------------------------------------------------------
@@ -376,7 +133,8 @@ async function main() {
     process.exit(3);
   }, budgetMs);
 
-  tmpDir = fs.mkdtempSync(path.join(values.tmpdir, 'rebound-bench-'));
+  const tmpDir = fs.mkdtempSync(path.join(values.tmpdir, 'rebound-bench-'));
+  setTmpDir(tmpDir);
   const image = path.join(tmpDir, 'image.raw');
   log(`writing a ${fmt(size / MiB)} MiB image to ${image}`);
   let t = Date.now();
@@ -395,7 +153,9 @@ async function main() {
   try {
     for (const name of names) {
       log(`starting ${name}`);
-      const s = await startServer(name, { image, dir: tmpDir, reboundNodeArgs });
+      const sock = path.join(tmpDir, `${name}.sock`);
+      const [cmd, args] = serverCommand(name, { sock, image, dir: tmpDir, reboundNodeArgs });
+      const s = await startServer({ name, cmd, args, sock, uri: uriFor(sock), dir: tmpDir });
       if (s.exportSize !== size) throw new Error(`${name} reports size ${s.exportSize}, expected ${size}`);
       log(`  ${s.commandLine}`);
       servers.push(s);
