@@ -5,6 +5,7 @@ import type { CliIo } from '../io.js';
 
 interface ExportRow {
   name: string;
+  overlay?: { allocatedBytes: number; maxBytes: number | null };
   size: number;
   readOnly: boolean;
   connections: number;
@@ -29,11 +30,14 @@ export function registerExports(program: Command, io: CliIo): void {
       }
       io.stdout(
         table(
-          ['NAME', 'SIZE', 'MODE', 'CONN', 'URI'],
+          ['NAME', 'SIZE', 'MODE', 'OVERLAY', 'CONN', 'URI'],
           res.exports.map((e) => [
             e.name + (e.name === res.defaultExport ? ' *' : ''),
             formatSize(e.size),
-            e.readOnly ? 'ro' : 'rw',
+            e.readOnly ? 'ro' : e.overlay ? 'cow' : 'rw',
+            e.overlay
+              ? formatSize(e.overlay.allocatedBytes) + (e.overlay.maxBytes !== null ? ` / ${formatSize(e.overlay.maxBytes)}` : '')
+              : '-',
             String(e.connections),
             e.uris[0] ?? '',
           ]),

@@ -21,7 +21,7 @@ beforeAll(async () => {
     dataDir: path.join(dir, 'data'),
     nbd: ['127.0.0.1:0'],
     http: '127.0.0.1:0',
-    exports: [`a=${path.join(dir, 'a.img')},desc=image a`, 'm=memory:2M'],
+    exports: [`a=${path.join(dir, 'a.img')},desc=image a`, 'm=memory:2M', `c=${path.join(dir, 'a.img')},cow,quota=512K`],
   });
   daemon = await Daemon.start(config, silentLogger);
   server = `http://${daemon.endpoints.http}`;
@@ -35,20 +35,23 @@ describe('rebound CLI', () => {
   it('exports: a table with names, sizes, modes and URIs', async () => {
     const r = await cli(['--server', server, 'exports']);
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/^NAME\s+SIZE\s+MODE\s+CONN\s+URI/);
-    expect(r.stdout).toMatch(new RegExp(`a \\*\\s+1 MiB\\s+ro\\s+0\\s+nbd://${daemon.endpoints.nbd[0]}/a`));
+    expect(r.stdout).toMatch(/^NAME\s+SIZE\s+MODE\s+OVERLAY\s+CONN\s+URI/);
+    expect(r.stdout).toMatch(new RegExp(`a \\*\\s+1 MiB\\s+ro\\s+-\\s+0\\s+nbd://${daemon.endpoints.nbd[0]}/a`));
     expect(r.stdout).toMatch(/m\s+2 MiB\s+rw/);
+    expect(r.stdout).toMatch(/c\s+1 MiB\s+cow\s+0 B \/ 512 KiB\s+0/);
   });
   it('exports --json, with the server from REBOUND_SERVER', async () => {
     const r = await cli(['exports', '--json'], { env: { REBOUND_SERVER: server } });
     const body = JSON.parse(r.stdout);
-    expect(body.exports.map((e: { name: string }) => e.name)).toEqual(['a', 'm']);
+    expect(body.exports.map((e: { name: string }) => e.name)).toEqual(['a', 'm', 'c']);
     expect(body.exports[0].description).toBe('image a');
+    expect(body.exports[2].overlay).toMatchObject({ allocatedBytes: 0, maxBytes: 512 * 1024, blockSize: 4096, dataBlocks: 0 });
+    expect(body.exports[2].overlay.dir).toBe(path.join(dir, 'data', 'overlays', 'c'));
   });
   it('status and config', async () => {
     const s = await cli(['--server', server, 'status']);
     expect(s.stdout).toContain(`pid ${process.pid}`);
-    expect(s.stdout).toContain('2 export(s)');
+    expect(s.stdout).toContain('3 export(s)');
     const c = await cli(['--server', server, 'config']);
     expect(JSON.parse(c.stdout).dataDir).toBe(path.join(dir, 'data'));
   });
