@@ -1,0 +1,66 @@
+/**
+ * ChunkCache: a size-bounded LRU of uncompressed chunks in front of a ChunkReader, shared by every
+ * image of a repository (chunks are keyed by digest, so data shared between restore points and
+ * VMs is cached once). Concurrent loads of one chunk share a single read. Failed loads are not
+ * cached: a chunk repaired on disk is read again.
+ */
+import { LRUCache } from 'lru-cache';
+import type { ChunkReader } from './repo-image.js';
+
+export interface ChunkCacheStats {
+  maxBytes: number;
+  bytes: number;
+  chunks: number;
+  hits: number;
+  misses: number;
+}
+
+export class ChunkCache implements ChunkReader {
+  readonly #reader: ChunkReader;
+  readonly #lru: LRUCache<string, Uint8Array>;
+  readonly #loading = new Map<string, Promise<Uint8Array>>();
+  readonly #maxBytes: number;
+  #hits = 0;
+  #misses = 0;
+
+  constructor(reader: ChunkReader, maxBytes: number) {
+    this.#reader = reader;
+    this.#maxBytes = maxBytes;
+    this.#lru = new LRUCache<string, Uint8Array>({ maxSize: Math.max(1, maxBytes), sizeCalculation: (v) => Math.max(1, v.length) });
+  }
+
+  readChunk(digest: Uint8Array): Promise<Uint8Array> {
+    const key = Buffer.from(digest.buffer, digest.byteOffset, digest.byteLength).toString('hex');
+    const hit = this.#lru.get(key);
+    if (hit) {
+      this.#hits++;
+      return Promise.resolve(hit);
+    }
+    let pending = this.#loading.get(key);
+    if (!pending) {
+      this.#misses++;
+      pending = this.#reader.readChunk(Uint8Array.from(digest)).then(
+        (chunk) => {
+          this.#loading.delete(key);
+          if (chunk.length <= this.#maxBytes) this.#lru.set(key, chunk);
+          return chunk;
+        },
+        (err: unknown) => {
+          this.#loading.delete(key);
+          throw err;
+        },
+      );
+      this.#loading.set(key, pending);
+    }
+    return pending;
+  }
+
+  /** Drops everything (tests; after a repair). */
+  clear(): void {
+    this.#lru.clear();
+  }
+
+  stats(): ChunkCacheStats {
+    return { maxBytes: this.#maxBytes, bytes: this.#lru.calculatedSize, chunks: this.#lru.size, hits: this.#hits, misses: this.#misses };
+  }
+}

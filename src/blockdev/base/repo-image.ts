@@ -1,0 +1,129 @@
+/**
+ * RepoImage: a read-only BlockDevice over one disk of a restore point. It knows the disk through a
+ * ChunkMap (chunk i -> digest, or none for an all-zero chunk) and reads chunks through a
+ * ChunkReader; it never imports repo/ (DESIGN.md §2).
+ *
+ * Design notes:
+ *  - A read touching several chunks fetches them concurrently; zero chunks are filled locally.
+ *  - Sequential access (a read starting where the previous one ended) triggers readahead of the
+ *    next READAHEAD_CHUNKS chunks through the same reader (so through the shared cache).
+ *  - Extents come from the map: zero chunks are holes that read as zero; everything else is data.
+ *  - A chunk that is missing or fails its digest check fails the read with EIO and a message
+ *    naming the chunk: never wrong data.
+ */
+import { BlockError, errorText } from '../../errors.js';
+import type { BlockDevice, Capabilities, Extent } from '../types.js';
+import { readOnlyCapabilities } from '../types.js';
+
+/** Fetches a chunk's uncompressed bytes by digest; rejects if it is missing or corrupt. */
+export interface ChunkReader {
+  readChunk(digest: Uint8Array): Promise<Uint8Array>;
+}
+
+/** The disk layout: fixed-size chunks, each with a digest or none (all zero). */
+export interface ChunkMap {
+  readonly size: number;
+  readonly chunkSize: number;
+  readonly count: number;
+  digest(i: number): Uint8Array | undefined;
+}
+
+const READAHEAD_CHUNKS = 4;
+
+export class RepoImage implements BlockDevice {
+  readonly name = 'repo-image';
+  readonly size: number;
+  readonly #map: ChunkMap;
+  readonly #reader: ChunkReader;
+  readonly #onClose: (() => void) | undefined;
+  #lastEnd = -1;
+  #closed = false;
+
+  constructor(map: ChunkMap, reader: ChunkReader, opts: { onClose?: () => void } = {}) {
+    this.#map = map;
+    this.#reader = reader;
+    this.size = map.size;
+    this.#onClose = opts.onClose;
+  }
+
+  capabilities(): Capabilities {
+    return readOnlyCapabilities({
+      canExtents: true,
+      blockSize: { min: 1, preferred: Math.min(Math.max(this.#map.chunkSize, 4096), 1024 * 1024), max: 32 * 1024 * 1024 },
+    });
+  }
+
+  async read(dst: Uint8Array, offset: number): Promise<void> {
+    if (this.#closed) throw new BlockError('ESHUTDOWN', 'image is closed');
+    const cs = this.#map.chunkSize;
+    const end = offset + dst.length;
+    const first = Math.floor(offset / cs);
+    const last = Math.floor((end - 1) / cs);
+    const jobs: Promise<void>[] = [];
+    for (let i = first; i <= last; i++) {
+      const s = Math.max(offset, i * cs);
+      const e = Math.min(end, (i + 1) * cs);
+      const part = dst.subarray(s - offset, e - offset);
+      const digest = this.#map.digest(i);
+      if (!digest) {
+        part.fill(0);
+        continue;
+      }
+      jobs.push(this.#chunk(i, digest).then((chunk) => part.set(chunk.subarray(s - i * cs, e - i * cs))));
+    }
+    if (offset === this.#lastEnd) this.#readahead(last + 1);
+    this.#lastEnd = end;
+    await Promise.all(jobs);
+  }
+
+  async extents(offset: number, length: number): Promise<Extent[]> {
+    const cs = this.#map.chunkSize;
+    const end = offset + length;
+    const out: Extent[] = [];
+    for (let i = Math.floor(offset / cs); i * cs < end && out.length < 4096; i++) {
+      const s = Math.max(offset, i * cs);
+      const e = Math.min(end, (i + 1) * cs);
+      const zero = this.#map.digest(i) === undefined;
+      const last = out[out.length - 1];
+      if (last && last.zero === zero) last.length += e - s;
+      else out.push({ offset: s, length: e - s, hole: zero, zero });
+    }
+    return out;
+  }
+
+  async write(): Promise<void> {
+    throw new BlockError('EROFS', 'restore points are read-only');
+  }
+  async flush(): Promise<void> {}
+  async trim(): Promise<void> {
+    throw new BlockError('EROFS', 'restore points are read-only');
+  }
+  async zero(): Promise<void> {
+    throw new BlockError('EROFS', 'restore points are read-only');
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#onClose?.();
+  }
+
+  async #chunk(i: number, digest: Uint8Array): Promise<Uint8Array> {
+    try {
+      const chunk = await this.#reader.readChunk(digest);
+      if (chunk.length !== Math.min(this.#map.chunkSize, this.size - i * this.#map.chunkSize)) {
+        throw new Error(`chunk ${i} has ${chunk.length} bytes`);
+      }
+      return chunk;
+    } catch (err) {
+      throw new BlockError('EIO', `chunk ${i} of the restore point is unreadable: ${errorText(err)}`, { cause: err });
+    }
+  }
+
+  #readahead(from: number): void {
+    for (let i = from; i < Math.min(from + READAHEAD_CHUNKS, this.#map.count); i++) {
+      const d = this.#map.digest(i);
+      if (d) this.#reader.readChunk(d).catch(() => undefined);
+    }
+  }
+}

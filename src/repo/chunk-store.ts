@@ -1,0 +1,176 @@
+/**
+ * ChunkStore: content-addressed chunk files under repo/chunks (format.ts). Implements the
+ * ChunkReader that RepoImage reads through.
+ *
+ * Design notes:
+ *  - A chunk's name is the sha256 of its uncompressed bytes; every read re-hashes and compares, so
+ *    a damaged or swapped file is ERR_CHUNK_CORRUPT, never wrong data.
+ *  - Writes go to a temp name in the same directory and are renamed into place: a chunk file is
+ *    either complete or absent. Durability is batched: `syncAll()` (one syncfs of the filesystem)
+ *    runs before a restore point that references new chunks is committed.
+ *  - Garbage collection races with backups (a backup may decide a chunk exists and skip writing it
+ *    while gc deletes it). Backups therefore claim every digest they reference *before* checking
+ *    for it (`ClaimSet`), and gc deletes only unclaimed chunks, announcing each deletion in
+ *    `#deleting` so a claim that arrives during the unlink waits and then writes the chunk again.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import type { ChunkReader } from '../blockdev/base/repo-image.js';
+import { ReboundError } from '../errors.js';
+import { codecById, NONE, type Codec } from './codec.js';
+import { CHUNK_HEADER_BYTES, decodeChunkHeader, digestHex, encodeChunkHeader } from './format.js';
+
+/** Digests a backup (or another user) references and must not lose to gc. */
+export type ClaimSet = Set<string>;
+
+export interface PutResult {
+  /** False when the chunk was already stored (deduplicated). */
+  stored: boolean;
+  /** Bytes written to disk (compressed, with header); 0 if deduplicated. */
+  bytes: number;
+}
+
+export class ChunkStore implements ChunkReader {
+  readonly dir: string;
+  codec: Codec;
+  readonly #claims = new Set<ClaimSet>();
+  readonly #deleting = new Map<string, Promise<void>>();
+
+  constructor(dir: string, codec: Codec) {
+    this.dir = dir;
+    this.codec = codec;
+    fs.mkdirSync(dir, { recursive: true });
+  }
+
+  pathOf(hex: string): string {
+    return path.join(this.dir, hex.slice(0, 2), hex.slice(2, 4), hex);
+  }
+
+  /** Registers a claim set; gc keeps every chunk in it. Call `release` when done. */
+  claim(): { set: ClaimSet; release: () => void } {
+    const set: ClaimSet = new Set();
+    this.#claims.add(set);
+    return { set, release: () => this.#claims.delete(set) };
+  }
+
+  isClaimed(hex: string): boolean {
+    for (const s of this.#claims) if (s.has(hex)) return true;
+    return false;
+  }
+
+  /** Stores a chunk unless present. `claims` gets the digest first (see the design notes). */
+  async put(digest: Uint8Array, raw: Uint8Array, claims?: ClaimSet): Promise<PutResult> {
+    const hex = digestHex(digest);
+    claims?.add(hex);
+    await this.#deleting.get(hex);
+    const file = this.pathOf(hex);
+    if (await exists(file)) return { stored: false, bytes: 0 };
+    let codec = this.codec;
+    let payload = await codec.compress(raw);
+    if (payload.length >= raw.length) {
+      codec = NONE;
+      payload = raw;
+    }
+    const header = encodeChunkHeader(codec.id, raw.length);
+    await fs.promises.mkdir(path.dirname(file), { recursive: true });
+    const tmp = `${file}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
+    const fh = await fs.promises.open(tmp, 'w');
+    try {
+      await fh.writev([header, payload]);
+    } catch (err) {
+      await fh.close();
+      await fs.promises.rm(tmp, { force: true });
+      throw storeError(err, `writing chunk ${hex}`);
+    }
+    await fh.close();
+    await fs.promises.rename(tmp, file);
+    return { stored: true, bytes: header.length + payload.length };
+  }
+
+  /** Reads, decompresses and verifies a chunk. */
+  async readChunk(digest: Uint8Array): Promise<Uint8Array> {
+    const hex = digestHex(digest);
+    let data: Buffer;
+    try {
+      data = await fs.promises.readFile(this.pathOf(hex));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new ReboundError('ERR_CHUNK_MISSING', `chunk ${hex} is missing from the repository`, { details: { chunk: hex } });
+      }
+      throw storeError(err, `reading chunk ${hex}`);
+    }
+    const { codecId, rawLength } = decodeChunkHeader(data, hex);
+    let raw: Uint8Array;
+    try {
+      raw = await codecById(codecId).decompress(data.subarray(CHUNK_HEADER_BYTES), rawLength);
+    } catch (err) {
+      if (err instanceof ReboundError) throw err;
+      throw new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${hex} does not decompress`, { cause: err, details: { chunk: hex } });
+    }
+    const actual = crypto.createHash('sha256').update(raw).digest();
+    if (raw.length !== rawLength || !actual.equals(digest)) {
+      throw new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${hex} is corrupt (content does not match its digest)`, { details: { chunk: hex } });
+    }
+    return raw;
+  }
+
+  /** Every stored chunk (hex digest and file mtime), for gc and verify. */
+  async *list(): AsyncGenerator<{ hex: string; mtimeMs: number; size: number }> {
+    for (const a of await readdirSafe(this.dir)) {
+      for (const b of await readdirSafe(path.join(this.dir, a))) {
+        const d = path.join(this.dir, a, b);
+        for (const name of await readdirSafe(d)) {
+          if (!/^[0-9a-f]{64}$/.test(name)) continue;
+          const st = await fs.promises.stat(path.join(d, name)).catch(() => undefined);
+          if (st) yield { hex: name, mtimeMs: st.mtimeMs, size: st.size };
+        }
+      }
+    }
+  }
+
+  /** Deletes a chunk unless claimed; resolves with whether it was deleted. */
+  async remove(hex: string): Promise<boolean> {
+    if (this.isClaimed(hex)) return false;
+    const unlink = fs.promises.rm(this.pathOf(hex), { force: true });
+    this.#deleting.set(hex, unlink);
+    try {
+      await unlink;
+    } finally {
+      this.#deleting.delete(hex);
+    }
+    return true;
+  }
+
+  /** Makes every chunk written so far durable (one syncfs of the repository's filesystem). */
+  async syncAll(): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      const p = spawn('sync', ['-f', this.dir], { stdio: 'ignore' });
+      p.on('error', reject);
+      p.on('close', (code) => (code === 0 ? resolve() : reject(new ReboundError('ERR_REPO_IO', `sync -f ${this.dir} failed (${code})`))));
+    });
+  }
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await fs.promises.access(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function readdirSafe(dir: string): Promise<string[]> {
+  try {
+    return await fs.promises.readdir(dir);
+  } catch {
+    return [];
+  }
+}
+
+function storeError(err: unknown, what: string): ReboundError {
+  const code = (err as NodeJS.ErrnoException).code;
+  return new ReboundError(code === 'ENOSPC' ? 'ERR_REPO_FULL' : 'ERR_REPO_IO', `${what}: ${(err as Error).message}`, { cause: err });
+}
