@@ -1,0 +1,248 @@
+/**
+ * Ingest: `rebound backup` — reads disks from their sources into a new restore point.
+ *
+ * Per disk, every chunk is classified first:
+ *  - clean: a dirty bitmap says it did not change since the previous restore point -> that
+ *    point's digest is reused without reading (incremental);
+ *  - zero: the source says the whole chunk reads as zero (NBD base:allocation) -> not read;
+ *  - read: everything else is read (several chunks in flight), hashed; an all-zero chunk is
+ *    recorded as zero, any other is stored unless the repository already has it (dedup).
+ * Every restore point is still a complete map. The backup is built in repo/tmp and committed
+ * atomically (Repository.commitPoint); an error or abort removes the temp directory, so an
+ * interrupted backup leaves no half restore point. Progress is reported per chunk.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ReboundError } from '../errors.js';
+import { checkName, FixedIndex, pointIdFor } from './format.js';
+import { LABELS, POINT_FORMAT, POINT_VERSION, type BackupLabel, type DiskManifest, type PointManifest } from './manifest.js';
+import type { Repository } from './repository.js';
+import { writeFileDurable } from './repository.js';
+import { openSource, type BackupSource, type Range } from './sources.js';
+
+export interface BackupRequest {
+  vm: string;
+  disks: Array<{ name: string; source: string }>;
+  label?: BackupLabel;
+  tags?: string[];
+  /** Paths of VM configuration files to store with the point. */
+  configs?: string[];
+  /** Read only the ranges this QEMU dirty bitmap marks (NBD sources). */
+  dirtyBitmap?: string;
+  /** Chunks read concurrently per disk. */
+  concurrency?: number;
+}
+
+export interface BackupProgress {
+  disk: string;
+  totalBytes: number;
+  doneBytes: number;
+  readBytes: number;
+  storedBytes: number;
+}
+
+export interface BackupOptions {
+  signal?: AbortSignal;
+  onProgress?: (p: BackupProgress) => void;
+}
+
+export async function backup(repo: Repository, req: BackupRequest, opts: BackupOptions = {}): Promise<PointManifest> {
+  checkName('VM', req.vm);
+  if (req.disks.length === 0) throw new ReboundError('ERR_INVALID_ARGUMENT', 'a backup needs at least one --disk NAME=SOURCE');
+  const seen = new Set<string>();
+  for (const d of req.disks) {
+    checkName('disk', d.name);
+    if (seen.has(d.name)) throw new ReboundError('ERR_INVALID_ARGUMENT', `disk '${d.name}' is given twice`);
+    seen.add(d.name);
+  }
+  const label = req.label ?? 'crash';
+  if (!LABELS.includes(label)) throw new ReboundError('ERR_INVALID_ARGUMENT', `label must be one of ${LABELS.join(', ')}`);
+  for (const c of req.configs ?? []) {
+    if (!fs.existsSync(c)) throw new ReboundError('ERR_INVALID_ARGUMENT', `config file ${c} does not exist`);
+  }
+
+  const started = Date.now();
+  const previous = (await repo.points(req.vm)).at(-1);
+  const tmp = repo.tempDir();
+  const claims = repo.store.claim();
+  try {
+    const disks: DiskManifest[] = [];
+    for (const d of req.disks) {
+      opts.signal?.throwIfAborted();
+      const source = await openSource(d.source, { dirtyBitmap: req.dirtyBitmap });
+      try {
+        disks.push(await backupDisk(repo, source, d.name, previous, req, tmp, claims.set, opts));
+      } finally {
+        await source.close().catch(() => undefined);
+      }
+    }
+    const configs: string[] = [];
+    if (req.configs?.length) {
+      fs.mkdirSync(path.join(tmp, 'config'));
+      for (const c of req.configs) {
+        const name = path.basename(c);
+        writeFileDurable(path.join(tmp, 'config', name), fs.readFileSync(c));
+        configs.push(name);
+      }
+    }
+    opts.signal?.throwIfAborted();
+    await repo.store.syncAll();
+    const manifest: PointManifest = {
+      format: POINT_FORMAT,
+      version: POINT_VERSION,
+      vm: req.vm,
+      id: await uniqueId(repo, req.vm, new Date()),
+      createdAt: new Date().toISOString(),
+      label,
+      tags: req.tags ?? [],
+      disks,
+      configs,
+      durationMs: Date.now() - started,
+    };
+    await repo.commitPoint(tmp, manifest);
+    return manifest;
+  } catch (err) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw err;
+  } finally {
+    claims.release();
+  }
+}
+
+async function backupDisk(
+  repo: Repository,
+  source: BackupSource,
+  name: string,
+  previous: PointManifest | undefined,
+  req: BackupRequest,
+  tmp: string,
+  claims: Set<string>,
+  opts: BackupOptions,
+): Promise<DiskManifest> {
+  const cs = repo.chunkSize;
+  const index = new FixedIndex(source.size, cs);
+  const prevDisk = previous?.disks.find((x) => x.name === name && x.size === source.size && x.chunkSize === cs);
+  const prevIndex = prevDisk && previous ? await repo.readIndex(previous, name) : undefined;
+
+  // Classify chunks: clean (reuse), zero (skip), or to read.
+  const toRead = new Uint8Array(index.count).fill(1);
+  let incremental: DiskManifest['incremental'];
+  if (req.dirtyBitmap && source.dirtyRanges && prevIndex) {
+    const dirty = chunkFlags(await source.dirtyRanges(), index, 'any');
+    let dirtyChunks = 0;
+    for (let i = 0; i < index.count; i++) {
+      if (dirty[i]) dirtyChunks++;
+      else {
+        toRead[i] = 0;
+        const d = prevIndex.digest(i);
+        if (d) claims.add(Buffer.from(d).toString('hex'));
+        index.setDigest(i, d);
+      }
+    }
+    incremental = { bitmap: req.dirtyBitmap, basePoint: previous!.id, dirtyChunks };
+  }
+  if (source.zeroRanges) {
+    const zero = chunkFlags(await source.zeroRanges(), index, 'all');
+    for (let i = 0; i < index.count; i++) {
+      if (toRead[i] && zero[i]) {
+        toRead[i] = 0;
+        index.setDigest(i, undefined);
+      }
+    }
+  }
+
+  const progress: BackupProgress = { disk: name, totalBytes: source.size, doneBytes: 0, readBytes: 0, storedBytes: 0 };
+  let zeroChunks = 0;
+  let newChunks = 0;
+  for (let i = 0; i < index.count; i++) if (!toRead[i]) progress.doneBytes += index.chunkLength(i);
+  opts.onProgress?.({ ...progress });
+
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    for (;;) {
+      while (next < index.count && !toRead[next]) next++;
+      if (next >= index.count) return;
+      const i = next++;
+      opts.signal?.throwIfAborted();
+      const len = index.chunkLength(i);
+      const buf = Buffer.allocUnsafe(len);
+      await source.read(buf, i * cs);
+      progress.readBytes += len;
+      if (isZero(buf)) {
+        index.setDigest(i, undefined);
+      } else {
+        const digest = crypto.createHash('sha256').update(buf).digest();
+        const put = await repo.store.put(digest, buf, claims);
+        if (put.stored) {
+          newChunks++;
+          progress.storedBytes += put.bytes;
+        }
+        index.setDigest(i, digest);
+      }
+      progress.doneBytes += len;
+      opts.onProgress?.({ ...progress });
+    }
+  };
+  await Promise.all(Array.from({ length: req.concurrency ?? 4 }, worker));
+  for (let i = 0; i < index.count; i++) if (!index.digest(i)) zeroChunks++;
+
+  const indexFile = `${name}.fidx`;
+  writeFileDurable(path.join(tmp, indexFile), index.encode());
+  return {
+    name,
+    size: source.size,
+    chunkSize: cs,
+    index: indexFile,
+    source: source.description,
+    chunks: index.count,
+    zeroChunks,
+    newChunks,
+    newBytes: progress.storedBytes,
+    readBytes: progress.readBytes,
+    ...(incremental ? { incremental } : {}),
+  };
+}
+
+/** Per chunk: does `ranges` touch it ('any') or cover it entirely ('all')? */
+function chunkFlags(ranges: Range[], index: FixedIndex, mode: 'any' | 'all'): Uint8Array {
+  const cs = index.chunkSize;
+  const flags = new Uint8Array(index.count);
+  if (mode === 'any') {
+    for (const [off, len] of ranges) {
+      for (let i = Math.floor(off / cs); i <= Math.floor((off + len - 1) / cs) && i < index.count; i++) flags[i] = 1;
+    }
+    return flags;
+  }
+  const covered = new Float64Array(index.count);
+  for (const [off, len] of ranges) {
+    let pos = off;
+    while (pos < off + len) {
+      const i = Math.floor(pos / cs);
+      const e = Math.min(off + len, (i + 1) * cs);
+      covered[i]! += e - pos;
+      pos = e;
+    }
+  }
+  for (let i = 0; i < index.count; i++) flags[i] = covered[i]! >= index.chunkLength(i) ? 1 : 0;
+  return flags;
+}
+
+function isZero(b: Buffer): boolean {
+  // Compare 8 bytes at a time through a BigUint64 view when aligned; fall back to bytes.
+  const words = b.byteOffset % 8 === 0 ? new BigUint64Array(b.buffer, b.byteOffset, Math.floor(b.length / 8)) : undefined;
+  if (words) {
+    for (let i = 0; i < words.length; i++) if (words[i] !== 0n) return false;
+    for (let i = words.length * 8; i < b.length; i++) if (b[i] !== 0) return false;
+    return true;
+  }
+  for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false;
+  return true;
+}
+
+async function uniqueId(repo: Repository, vm: string, now: Date): Promise<string> {
+  const base = pointIdFor(now);
+  const taken = new Set((await repo.points(vm)).map((p) => p.id));
+  if (!taken.has(base)) return base;
+  for (let n = 2; ; n++) if (!taken.has(`${base}-${n}`)) return `${base}-${n}`;
+}
