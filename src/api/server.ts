@@ -8,8 +8,9 @@ import { ReboundError } from '../errors.js';
 import type { ExportRegistry } from '../exports/registry.js';
 import type { Logger } from '../util/log.js';
 import { toApiError } from './error-map.js';
+import { registerRepoRoutes, type RepoRouteContext } from './repo-routes.js';
 
-export interface ApiContext {
+export interface ApiContext extends Partial<RepoRouteContext> {
   registry: ExportRegistry;
   log: Logger;
   version: string;
@@ -55,6 +56,8 @@ export function createApi(ctx: ApiContext): FastifyInstance {
   });
 
   app.get('/v1/config', async () => ctx.config());
+
+  if (ctx.repo && ctx.jobs && ctx.repoChanged) registerRepoRoutes(app, { repo: ctx.repo, jobs: ctx.jobs, repoChanged: ctx.repoChanged });
 
   return app;
 }

@@ -14,6 +14,7 @@ import { VERSION } from '../version.js';
 import { registerServe } from './commands/serve.js';
 import { registerExports } from './commands/exports.js';
 import { registerStatus } from './commands/status.js';
+import { registerRepo } from './commands/repo.js';
 import type { CliIo } from './io.js';
 import { processIo } from './io.js';
 
@@ -44,6 +45,7 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
   registerServe(program, io, setExit);
   registerExports(program, io);
   registerStatus(program, io);
+  registerRepo(program, io);
 
   try {
     await program.parseAsync(argv, { from: 'user' });

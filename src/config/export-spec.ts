@@ -1,7 +1,8 @@
 /**
  * Parses `--export NAME=SOURCE[,OPTION[=VALUE]...]`.
  *
- *   SOURCE   a path to a raw image file or block device (exported read-only), or
+ *   SOURCE   a path to a raw image file or block device (exported read-only),
+ *            `repo:VM[@POINT]/DISK` for a disk of a restore point (POINT: an id or latest), or
  *            `memory:SIZE` for a volatile writable scratch device (testing clients).
  *   OPTIONS  `cow` or `cow=DIR`: writable; writes land in a persistent copy-on-write overlay
  *            (default DATA/overlays/NAME) and the source is never written.
@@ -14,7 +15,11 @@ import path from 'node:path';
 import { ReboundError } from '../errors.js';
 import { parseSize } from '../util/size.js';
 
-export type ExportSource = { kind: 'file'; path: string } | { kind: 'memory'; size: number };
+export type ExportSource =
+  | { kind: 'file'; path: string }
+  | { kind: 'memory'; size: number }
+  /** A disk of a restore point in the repository: repo:VM[@POINT]/DISK (POINT defaults to latest). */
+  | { kind: 'repo'; vm: string; point: string; disk: string };
 
 export interface CowSpec {
   /** Overlay directory; undefined = the default under the data directory. */
@@ -56,7 +61,11 @@ export function parseExportSpec(text: string, cwd = process.cwd()): ExportSpec {
   if (!sourceText) throw bad('missing SOURCE after NAME=');
 
   let source: ExportSource;
-  if (sourceText.startsWith('memory:')) {
+  const repoSource = /^repo:([^@/]+)(?:@([^/]+))?\/(.+)$/.exec(sourceText);
+  if (sourceText.startsWith('repo:')) {
+    if (!repoSource) throw bad('a repository source is repo:VM[@POINT]/DISK');
+    source = { kind: 'repo', vm: repoSource[1]!, point: repoSource[2] ?? 'latest', disk: repoSource[3]! };
+  } else if (sourceText.startsWith('memory:')) {
     try {
       source = { kind: 'memory', size: parseSize(sourceText.slice('memory:'.length)) };
     } catch (err) {

@@ -23,6 +23,12 @@ export interface DaemonConfig {
   exports: string[];
   /** Create and export demo images (a raw disk image and a memory scratch disk). */
   demo: boolean;
+  /** Publish every restore point as a read-only export VM@POINT/DISK (and VM@latest/DISK). Default true. */
+  exportPoints: boolean;
+  /** Size of the shared cache of uncompressed chunks. Unit: bytes. Default 256 MiB. */
+  cacheSize: number;
+  /** Chunk size of a new repository (fixed once created). Unit: bytes. Default 1 MiB. */
+  chunkSize: number;
   /** Requests processed concurrently per NBD connection. Unit: requests. Default 256. */
   nbdMaxInflight: number;
   /** How long a graceful shutdown waits for in-flight I/O. Unit: ms. Default 10000. */
@@ -49,6 +55,9 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfi
     http: `127.0.0.1:${DEFAULT_HTTP_PORT}`,
     exports: [],
     demo: false,
+    exportPoints: true,
+    cacheSize: 256 * 1024 * 1024,
+    chunkSize: 1024 * 1024,
     nbdMaxInflight: 256,
     shutdownTimeoutMs: 10_000,
     logLevel: 'info',
@@ -63,6 +72,9 @@ export const CONFIG_FIELDS: FieldDoc[] = [
   { key: 'http', default: `127.0.0.1:${DEFAULT_HTTP_PORT}`, doc: "HTTP API listen address, HOST:PORT, or 'off'" },
   { key: 'exports', default: [], doc: 'exports, NAME=SOURCE[,OPTION...]' },
   { key: 'demo', default: false, doc: 'create and export demo images' },
+  { key: 'exportPoints', default: true, doc: 'publish every restore point as a read-only export VM@POINT/DISK and VM@latest/DISK' },
+  { key: 'cacheSize', unit: 'bytes', default: 256 * 1024 * 1024, doc: 'shared cache of uncompressed chunks (restore point reads)' },
+  { key: 'chunkSize', unit: 'bytes', default: 1024 * 1024, doc: 'chunk size of a new repository (fixed once created)' },
   { key: 'nbdMaxInflight', unit: 'requests', default: 256, doc: 'requests processed concurrently per NBD connection' },
   { key: 'shutdownTimeoutMs', unit: 'ms', default: 10_000, doc: 'how long a graceful shutdown waits for in-flight I/O' },
   { key: 'logLevel', default: 'info', doc: 'debug | info | warn | error' },
@@ -111,7 +123,7 @@ export function validateConfig(c: DaemonConfig, cwd = process.cwd()): ValidatedC
   }
   c.nbd.forEach((a) => parseTcpAddress(a));
   if (c.http !== 'off') parseTcpAddress(c.http);
-  for (const key of ['nbdMaxInflight', 'shutdownTimeoutMs'] as const) {
+  for (const key of ['nbdMaxInflight', 'shutdownTimeoutMs', 'cacheSize', 'chunkSize'] as const) {
     if (!Number.isSafeInteger(c[key]) || c[key] < 1) fail(key, 'expected a positive integer');
   }
   if (!LOG_LEVELS.includes(c.logLevel)) fail('logLevel', `expected one of ${LOG_LEVELS.join(', ')}`);

@@ -20,6 +20,9 @@ import type { Logger } from '../util/log.js';
 import { VERSION } from '../version.js';
 import { DataDirLock } from './data-dir.js';
 import { ReboundError } from '../errors.js';
+import { JobRegistry } from '../api/jobs.js';
+import { Repository } from '../repo/repository.js';
+import { PointExporter } from '../recovery/point-exports.js';
 
 export interface DaemonEndpoints {
   nbd: string[];
@@ -32,6 +35,9 @@ export class Daemon {
   readonly registry: ExportRegistry;
   readonly nbd: NbdServer;
   readonly startedAt = new Date();
+  readonly jobs: JobRegistry;
+  #repo: Repository | undefined;
+  #exporter: PointExporter | undefined;
   readonly #log: Logger;
   readonly #lock: DataDirLock;
   #api: FastifyInstance | undefined;
@@ -43,6 +49,7 @@ export class Daemon {
     this.#log = log;
     this.#lock = lock;
     this.registry = new ExportRegistry(log);
+    this.jobs = new JobRegistry(log.child({ component: 'jobs' }));
     this.nbd = new NbdServer({
       exports: this.registry,
       log: log.child({ component: 'nbd' }),
@@ -67,14 +74,21 @@ export class Daemon {
     return this.#endpoints;
   }
 
+  get repo(): Repository {
+    if (!this.#repo) throw new ReboundError('ERR_INTERNAL', 'the repository is not open');
+    return this.#repo;
+  }
+
   async #open(): Promise<void> {
+    this.#repo = await Repository.open(this.config.dataDir, { chunkSize: this.config.chunkSize, cacheBytes: this.config.cacheSize });
+    this.#exporter = new PointExporter(this.#repo, this.registry, this.#log.child({ component: 'exports' }));
     for (const spec of this.config.exportSpecs) {
       const { device, overlay } = await this.#openExport(spec);
       this.registry.add({
         name: spec.name,
         device,
         description: spec.description,
-        source: spec.source.kind === 'file' ? spec.source.path : `memory:${spec.source.size}`,
+        source: sourceText(spec),
         details: overlay ? () => ({ overlay: overlay.stats() }) : undefined,
       });
       this.#log.info('export added', {
@@ -84,6 +98,7 @@ export class Daemon {
         ...(overlay ? { overlay: overlay.dir, overlayBytes: overlay.stats().allocatedBytes } : {}),
       });
     }
+    if (this.config.exportPoints) await this.#exporter.sync();
     for (const a of this.config.nbd) {
       const { host, port } = parseTcpAddress(a);
       const bound = await this.nbd.listenTcp(host, port);
@@ -105,6 +120,9 @@ export class Daemon {
           const { exportSpecs: _specs, ...plain } = this.config;
           return plain;
         },
+        repo: this.#repo,
+        jobs: this.jobs,
+        repoChanged: () => (this.config.exportPoints ? this.#exporter!.sync() : Promise.resolve()),
       });
       try {
         await this.#api.listen({ host, port });
@@ -119,13 +137,24 @@ export class Daemon {
   }
 
   async #openExport(spec: ExportSpec): Promise<{ device: BlockDevice; overlay?: CowOverlay }> {
-    if (spec.source.kind === 'memory') return { device: new MemoryDevice(spec.source.size) };
-    const base = await RawFileDevice.open(spec.source.path);
+    const src = spec.source;
+    if (src.kind === 'memory') return { device: new MemoryDevice(src.size) };
+    let base: BlockDevice;
+    let baseId: string;
+    if (src.kind === 'repo') {
+      // The overlay is tied to the resolved point: after a new backup, VM@latest means another base.
+      const m = await this.repo.point(src.vm, src.point);
+      base = await this.repo.openImage(m, src.disk);
+      baseId = `repo:${m.vm}@${m.id}/${src.disk}`;
+    } else {
+      base = await RawFileDevice.open(src.path);
+      baseId = src.path;
+    }
     if (!spec.cow) return { device: base };
     try {
       const overlay = await CowOverlay.open(base, {
         dir: spec.cow.dir ?? defaultOverlayDir(this.config.dataDir, spec.name),
-        baseId: spec.source.path,
+        baseId,
         maxBytes: spec.cow.quota,
         blockSize: spec.cow.blockSize,
       });
@@ -140,13 +169,21 @@ export class Daemon {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#log.info('shutting down');
-      await Promise.allSettled([this.#api?.close(), this.nbd.close(this.config.shutdownTimeoutMs)]);
+      await Promise.allSettled([this.#api?.close(), this.nbd.close(this.config.shutdownTimeoutMs), this.jobs.closeAll()]);
       await this.registry.closeAll();
+      await this.#repo?.close();
       this.#lock.release();
       this.#log.info('stopped');
     })();
     return this.#closing;
   }
+}
+
+function sourceText(spec: ExportSpec): string {
+  const s = spec.source;
+  if (s.kind === 'file') return s.path;
+  if (s.kind === 'memory') return `memory:${s.size}`;
+  return `repo:${s.vm}@${s.point}/${s.disk}`;
 }
 
 /** Where an export's overlay lives unless `cow=DIR` says otherwise. */

@@ -1,7 +1,12 @@
 /**
  * ExportRegistry: export name -> device + metadata. The only thing front ends (NBD, NFS, FUSE)
- * look up. The registry owns the devices registered with it: removing an export or closing the
- * registry closes them (after in-flight requests drain, through CheckedDevice.close()).
+ * look up. The registry owns the devices registered with it.
+ *
+ * Front ends `attach()` an export when a client starts using it and `detach()` when it leaves.
+ * `remove()` unregisters at once (new clients no longer find the name) and closes the device
+ * after in-flight requests drain; `retire()` (used when a name moves to a new device, like
+ * VM@latest/DISK after a backup) unregisters at once but closes the device only when its last
+ * attached client has gone, so open connections keep working.
  */
 import { EventEmitter } from 'node:events';
 import { checked, type CheckedDevice } from '../blockdev/checked.js';
@@ -31,8 +36,8 @@ export class Export {
   readonly device: CheckedDevice;
   readonly createdAt = new Date();
   readonly #details: (() => Record<string, unknown>) | undefined;
-  /** Open front-end connections (NBD clients, ...), maintained by the front ends. */
-  connections = 0;
+  #connections = 0;
+  #retired = false;
 
   constructor(opts: ExportOptions, log: Logger) {
     this.name = opts.name;
@@ -42,6 +47,28 @@ export class Export {
     this.device = checked(opts.device, {
       onUnexpectedError: (err, op) => log.error('unexpected device error', { export: opts.name, op, err }),
     });
+  }
+
+  /** Open front-end connections (NBD clients, ...). */
+  get connections(): number {
+    return this.#connections;
+  }
+
+  /** A front end starts using this export. */
+  attach(): void {
+    this.#connections++;
+  }
+
+  /** A front end stops using it; a retired export closes when the last one leaves. */
+  detach(): void {
+    this.#connections--;
+    if (this.#retired && this.#connections === 0) void this.device.close().catch(() => undefined);
+  }
+
+  /** Marks the export as replaced: close now if unused, else when the last client detaches. */
+  retire(): Promise<void> {
+    this.#retired = true;
+    return this.#connections === 0 ? this.device.close() : Promise.resolve();
   }
 
   get readOnly(): boolean {
@@ -119,12 +146,26 @@ export class ExportRegistry extends EventEmitter<{ added: [Export]; removed: [Ex
 
   /** Unregisters an export and closes its device once in-flight requests have drained. */
   async remove(name: string): Promise<void> {
+    const exp = this.#unregister(name);
+    await exp.device.close();
+  }
+
+  /** Unregisters an export; its device closes when its last client detaches (see above). */
+  async retire(name: string): Promise<void> {
+    await this.#unregister(name).retire();
+  }
+
+  has(name: string): boolean {
+    return this.#exports.has(name);
+  }
+
+  #unregister(name: string): Export {
     const exp = this.#exports.get(name);
     if (!exp) throw new ReboundError('ERR_EXPORT_NOT_FOUND', `no export named '${name}'`);
     this.#exports.delete(name);
     if (this.#defaultName === name) this.#defaultName = this.#exports.keys().next().value;
     this.emit('removed', exp);
-    await exp.device.close();
+    return exp;
   }
 
   async closeAll(): Promise<void> {

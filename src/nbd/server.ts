@@ -168,7 +168,7 @@ class NbdConnection {
       }
       const exp = session.export;
       exportName = exp.name;
-      exp.connections++;
+      exp.attach();
       this.#log.info('client connected', {
         export: exp.name,
         structured: session.structuredReplies,
@@ -181,7 +181,7 @@ class NbdConnection {
       try {
         await this.#transmission.run();
       } finally {
-        exp.connections--;
+        exp.detach();
       }
       await endGracefully(socket);
     } catch (err) {

@@ -30,6 +30,14 @@ export interface ChunkMap {
 
 const READAHEAD_CHUNKS = 4;
 
+/** What a RepoImage with this chunk size offers (known before its index is loaded). */
+export function repoImageCapabilities(chunkSize: number): Capabilities {
+  return readOnlyCapabilities({
+    canExtents: true,
+    blockSize: { min: 1, preferred: Math.min(Math.max(chunkSize, 4096), 1024 * 1024), max: 32 * 1024 * 1024 },
+  });
+}
+
 export class RepoImage implements BlockDevice {
   readonly name = 'repo-image';
   readonly size: number;
@@ -47,10 +55,7 @@ export class RepoImage implements BlockDevice {
   }
 
   capabilities(): Capabilities {
-    return readOnlyCapabilities({
-      canExtents: true,
-      blockSize: { min: 1, preferred: Math.min(Math.max(this.#map.chunkSize, 4096), 1024 * 1024), max: 32 * 1024 * 1024 },
-    });
+    return repoImageCapabilities(this.#map.chunkSize);
   }
 
   async read(dst: Uint8Array, offset: number): Promise<void> {

@@ -99,6 +99,9 @@ function banner(daemon: Daemon): string {
     const uri = nbdUris(e.name, ep)[0] ?? '(no NBD listener)';
     lines.push(`  ${e.name.padEnd(12)} ${formatSize(e.device.size).padStart(9)}  ${e.readOnly ? 'read-only ' : 'read-write'}  ${uri}`);
   }
+  if (exports.length === 0) lines.push('  (no exports yet: back up a VM with `rebound backup`, or start with --export NAME=PATH)');
+  const listeners = [...ep.nbd.map((a) => `nbd://${a}/`), ...ep.nbdSocket.map((p) => `nbd+unix:///?socket=${p}`)];
+  lines.push(`NBD: ${listeners.join('  ') || 'no listener'}`);
   const first = exports[0] && nbdUris(exports[0].name, ep)[0];
   if (first) {
     lines.push('Try:', `  qemu-img info ${first}`, `  nbdinfo --map ${first}`);

@@ -1,0 +1,116 @@
+/**
+ * Repository and job routes of the HTTP API. Long operations (backup, restore, verify, gc) start a
+ * job and answer 202 with it; clients poll GET /v1/jobs/ID. Quick ones (list, show, prune,
+ * reindex) answer directly. Request bodies are validated by JSON schema (400 ERR_INVALID_ARGUMENT).
+ */
+import type { FastifyInstance } from 'fastify';
+import { ReboundError } from '../errors.js';
+import { backup, type BackupRequest } from '../repo/ingest.js';
+import { restore, type RestoreRequest } from '../repo/restore.js';
+import type { Repository } from '../repo/repository.js';
+import type { JobRegistry } from './jobs.js';
+import { pointExportName } from '../recovery/point-exports.js';
+
+export interface RepoRouteContext {
+  repo: Repository;
+  jobs: JobRegistry;
+  /** Called after the repository's set of restore points changed (exports follow). */
+  repoChanged: () => Promise<void>;
+}
+
+const name = { type: 'string', minLength: 1, maxLength: 128 } as const;
+
+export function registerRepoRoutes(app: FastifyInstance, ctx: RepoRouteContext): void {
+  const { repo, jobs } = ctx;
+
+  app.get('/v1/repo', async () => ({ dir: repo.dir, ...repo.config, cache: repo.cache.stats() }));
+
+  app.post('/v1/repo/reindex', async () => {
+    const points = await repo.reindex();
+    await ctx.repoChanged();
+    return { points };
+  });
+
+  app.get('/v1/vms', async () => ({ vms: await repo.vms() }));
+
+  app.get<{ Params: { vm: string } }>('/v1/vms/:vm/points', async (req) => {
+    const points = await repo.points(req.params.vm);
+    if (points.length === 0) throw new ReboundError('ERR_VM_NOT_FOUND', `no backups of VM '${req.params.vm}'`);
+    return { vm: req.params.vm, points };
+  });
+
+  app.get<{ Params: { vm: string; point: string } }>('/v1/vms/:vm/points/:point', async (req) => {
+    const m = await repo.point(req.params.vm, req.params.point);
+    return {
+      ...m,
+      pinned: repo.isPinned(m.vm, m.id),
+      exports: m.disks.map((d) => pointExportName(m.vm, m.id, d.name)),
+    };
+  });
+
+  app.post<{ Body: BackupRequest }>(
+    '/v1/backups',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          required: ['vm', 'disks'],
+          additionalProperties: false,
+          properties: {
+            vm: name,
+            disks: {
+              type: 'array',
+              minItems: 1,
+              items: { type: 'object', required: ['name', 'source'], additionalProperties: false, properties: { name, source: { type: 'string', minLength: 1 } } },
+            },
+            label: { type: 'string', enum: ['crash', 'fs', 'app'] },
+            tags: { type: 'array', items: { type: 'string', minLength: 1, maxLength: 64 } },
+            configs: { type: 'array', items: { type: 'string', minLength: 1 } },
+            dirtyBitmap: { type: 'string', minLength: 1 },
+            concurrency: { type: 'integer', minimum: 1, maximum: 64 },
+          },
+        },
+      },
+    },
+    async (req, reply) => {
+      const job = jobs.start(
+        'backup',
+        { ...req.body },
+        (signal, progress) => backup(repo, req.body, { signal, onProgress: (p) => progress({ ...p }) }),
+        async (info) => {
+          if (info.state === 'succeeded') await ctx.repoChanged();
+        },
+      );
+      return reply.status(202).send(job);
+    },
+  );
+
+  app.post<{ Body: RestoreRequest }>(
+    '/v1/restores',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          required: ['vm', 'disk', 'to'],
+          additionalProperties: false,
+          properties: { vm: name, point: { type: 'string', minLength: 1 }, disk: name, to: { type: 'string', minLength: 1 }, concurrency: { type: 'integer', minimum: 1, maximum: 64 } },
+        },
+      },
+    },
+    async (req, reply) => {
+      // Resolve now, so a bad VM/point/disk is a 404 rather than a failed job.
+      const m = await repo.point(req.body.vm, req.body.point ?? 'latest');
+      if (!m.disks.some((d) => d.name === req.body.disk)) {
+        throw new ReboundError('ERR_DISK_NOT_FOUND', `restore point ${m.vm}@${m.id} has no disk '${req.body.disk}'`);
+      }
+      const job = jobs.start('restore', { ...req.body, point: m.id }, (signal, progress) =>
+        restore(repo, { ...req.body, point: m.id }, { signal, onProgress: (p) => progress({ ...p }) }),
+      );
+      return reply.status(202).send(job);
+    },
+  );
+
+  app.get('/v1/jobs', async () => ({ jobs: jobs.list() }));
+  app.get<{ Params: { id: string } }>('/v1/jobs/:id', async (req) => jobs.get(req.params.id));
+  app.delete<{ Params: { id: string } }>('/v1/jobs/:id', async (req) => jobs.cancel(req.params.id));
+}

@@ -1,0 +1,146 @@
+import { Command, Option } from 'commander';
+import path from 'node:path';
+import type { JobInfo } from '../../api/jobs.js';
+import type { PointManifest } from '../../repo/manifest.js';
+import { formatSize } from '../../util/size.js';
+import { apiClient, table } from '../api.js';
+import type { CliIo } from '../io.js';
+import { followJob } from '../jobs.js';
+import { isNbdUri } from '../../repo/sources.js';
+
+const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
+
+/** Splits VM[@POINT] into its parts (POINT defaults to latest). */
+export function parsePointRef(ref: string): { vm: string; point: string } {
+  const at = ref.indexOf('@');
+  return at < 0 ? { vm: ref, point: 'latest' } : { vm: ref.slice(0, at), point: ref.slice(at + 1) || 'latest' };
+}
+
+export function registerRepo(program: Command, io: CliIo): void {
+  const absolute = (p: string): string => (isNbdUri(p) ? p : path.resolve(io.cwd, p));
+
+  program
+    .command('backup')
+    .description('back up a VM\'s disks into the repository as a new restore point (deduplicated; incremental with --dirty-bitmap)')
+    .argument('<vm>', 'VM name (letters, digits, . _ + -)')
+    .requiredOption('--disk <name=source>', 'a disk: NAME=SOURCE, SOURCE being a raw file, a block device, nbd://HOST:PORT/EXPORT or nbd+unix:///EXPORT?socket=PATH; repeatable', collect)
+    .addOption(new Option('--label <label>', 'consistency of the backup').choices(['crash', 'fs', 'app']).default('crash'))
+    .option('--tag <tag>', 'a tag to attach, repeatable', collect)
+    .option('--config <file>', 'a VM configuration file (.vmx, libvirt XML) to store with the backup, repeatable', collect)
+    .option('--dirty-bitmap <name>', 'read only what the NBD source\'s qemu:dirty-bitmap:NAME marks as changed since the previous restore point')
+    .option('--json', 'print the finished job (with the new restore point) as JSON')
+    .action(async (vm: string, opts: { disk: string[]; label: string; tag?: string[]; config?: string[]; dirtyBitmap?: string; json?: boolean }, cmd: Command) => {
+      const disks = opts.disk.map((d) => {
+        const eq = d.indexOf('=');
+        if (eq <= 0) throw new Error(`--disk ${d}: expected NAME=SOURCE`);
+        return { name: d.slice(0, eq), source: absolute(d.slice(eq + 1)) };
+      });
+      const client = apiClient(cmd);
+      const job = await client.post<JobInfo>('/v1/backups', {
+        vm,
+        disks,
+        label: opts.label,
+        tags: opts.tag ?? [],
+        configs: (opts.config ?? []).map((c) => path.resolve(io.cwd, c)),
+        ...(opts.dirtyBitmap ? { dirtyBitmap: opts.dirtyBitmap } : {}),
+      });
+      const done = await followJob(client, job, io);
+      if (opts.json) return io.stdout(JSON.stringify(done, null, 2) + '\n');
+      const m = done.result as PointManifest;
+      io.stdout(`backed up ${m.vm}@${m.id} in ${(m.durationMs / 1000).toFixed(1)} s\n`);
+      for (const d of m.disks) {
+        io.stdout(
+          `  ${d.name}: ${formatSize(d.size)}, read ${formatSize(d.readBytes)}, ${d.newChunks} new chunks (${formatSize(d.newBytes)} stored)` +
+            (d.incremental ? `, incremental from ${d.incremental.basePoint} (${d.incremental.dirtyChunks} dirty chunks)` : '') +
+            '\n',
+        );
+      }
+    });
+
+  program
+    .command('list')
+    .description('list backed-up VMs, or the restore points of one VM')
+    .argument('[vm]', 'a VM name')
+    .option('--json', 'print JSON')
+    .action(async (vm: string | undefined, opts: { json?: boolean }, cmd: Command) => {
+      const client = apiClient(cmd);
+      if (!vm) {
+        const r = await client.get<{ vms: Array<{ vm: string; points: number; latest: string }> }>('/v1/vms');
+        if (opts.json) return io.stdout(JSON.stringify(r, null, 2) + '\n');
+        if (r.vms.length === 0) return io.stdout('no backups yet (rebound backup VM --disk NAME=SOURCE)\n');
+        return io.stdout(table(['VM', 'POINTS', 'LATEST'], r.vms.map((v) => [v.vm, String(v.points), v.latest])));
+      }
+      const r = await client.get<{ points: PointManifest[] }>(`/v1/vms/${encodeURIComponent(vm)}/points`);
+      if (opts.json) return io.stdout(JSON.stringify(r, null, 2) + '\n');
+      io.stdout(
+        table(
+          ['POINT', 'CREATED', 'LABEL', 'DISKS', 'SIZE', 'TAGS'],
+          r.points.map((p) => [
+            p.id,
+            p.createdAt.replace(/\.\d+Z$/, 'Z'),
+            p.label,
+            p.disks.map((d) => d.name).join(','),
+            formatSize(p.disks.reduce((a, d) => a + d.size, 0)),
+            p.tags.join(','),
+          ]),
+        ),
+      );
+    });
+
+  program
+    .command('show')
+    .description('show one restore point: disks, sizes, chunks, config files and its export names')
+    .argument('<vm@point>', 'VM@POINT (POINT is an id or latest)')
+    .option('--json', 'print JSON')
+    .action(async (ref: string, opts: { json?: boolean }, cmd: Command) => {
+      const { vm, point } = parsePointRef(ref);
+      const m = await apiClient(cmd).get<PointManifest & { exports: string[]; pinned: boolean }>(
+        `/v1/vms/${encodeURIComponent(vm)}/points/${encodeURIComponent(point)}`,
+      );
+      if (opts.json) return io.stdout(JSON.stringify(m, null, 2) + '\n');
+      io.stdout(`${m.vm}@${m.id}  ${m.createdAt}  ${m.label}-consistent${m.tags.length ? `  tags: ${m.tags.join(', ')}` : ''}${m.pinned ? '  (pinned)' : ''}\n`);
+      io.stdout(
+        table(
+          ['DISK', 'SIZE', 'CHUNKS', 'ZERO', 'NEW', 'STORED', 'EXPORT'],
+          m.disks.map((d, i) => [d.name, formatSize(d.size), String(d.chunks), String(d.zeroChunks), String(d.newChunks), formatSize(d.newBytes), m.exports[i] ?? '']),
+        ),
+      );
+      if (m.configs.length) io.stdout(`config files: ${m.configs.join(', ')}\n`);
+    });
+
+  program
+    .command('restore')
+    .description('restore one disk of a restore point in full to a file, block device or NBD export')
+    .argument('<vm@point>', 'VM[@POINT] (POINT is an id or latest, the default)')
+    .requiredOption('--disk <name>', 'which disk')
+    .requiredOption('--to <target>', 'a file path (created or overwritten), a block device, or an NBD URI')
+    .option('--json', 'print the finished job as JSON')
+    .action(async (ref: string, opts: { disk: string; to: string; json?: boolean }, cmd: Command) => {
+      const { vm, point } = parsePointRef(ref);
+      const client = apiClient(cmd);
+      const job = await client.post<JobInfo>('/v1/restores', { vm, point, disk: opts.disk, to: absolute(opts.to) });
+      const done = await followJob(client, job, io);
+      if (opts.json) return io.stdout(JSON.stringify(done, null, 2) + '\n');
+      const r = done.result as { totalBytes: number; writtenBytes: number; seconds: number; point: string };
+      io.stdout(
+        `restored ${vm}@${r.point} ${opts.disk} to ${opts.to}: ${formatSize(r.totalBytes)} ` +
+          `(${formatSize(r.writtenBytes)} of data) in ${r.seconds.toFixed(1)} s, ${formatSize(r.totalBytes / Math.max(r.seconds, 0.001))}/s\n`,
+      );
+    });
+
+  const repo = program.command('repo').description('repository maintenance');
+  repo
+    .command('reindex')
+    .description('rebuild the catalog from the restore point files (the files are the source of truth)')
+    .action(async (_o: unknown, cmd: Command) => {
+      const r = await apiClient(cmd).post<{ points: number }>('/v1/repo/reindex');
+      io.stdout(`catalog rebuilt: ${r.points} restore point(s)\n`);
+    });
+  repo
+    .command('info')
+    .description('show the repository as JSON: location, format, chunk size, codec, cache statistics')
+    .action(async (_o: unknown, cmd: Command) => {
+      const r = await apiClient(cmd).get<Record<string, unknown>>('/v1/repo');
+      io.stdout(JSON.stringify(r, null, 2) + '\n');
+    });
+}
