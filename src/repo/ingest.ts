@@ -18,7 +18,7 @@ import { ReboundError } from '../errors.js';
 import { checkName, FixedIndex, pointIdFor } from './format.js';
 import { LABELS, POINT_FORMAT, POINT_VERSION, type BackupLabel, type DiskManifest, type PointManifest } from './manifest.js';
 import type { Repository } from './repository.js';
-import { writeFileDurable } from './repository.js';
+import { writeFileDurable } from '../util/durable-file.js';
 import { openSource, type BackupSource, type Range } from './sources.js';
 
 export interface BackupRequest {

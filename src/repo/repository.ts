@@ -15,6 +15,7 @@ import { ChunkStore } from './chunk-store.js';
 import { codecByName, DEFLATE, type Codec } from './codec.js';
 import { checkName, FixedIndex, REPO_FORMAT, REPO_VERSION } from './format.js';
 import { parseManifest, type PointManifest } from './manifest.js';
+import { fsyncDir, writeFileDurable } from '../util/durable-file.js';
 
 export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
 
@@ -208,26 +209,5 @@ export class Repository {
 
   async close(): Promise<void> {
     await this.catalog.close();
-  }
-}
-
-export function writeFileDurable(file: string, text: string | Uint8Array): void {
-  const tmp = `${file}.tmp`;
-  const fd = fs.openSync(tmp, 'w');
-  try {
-    fs.writeSync(fd, typeof text === 'string' ? Buffer.from(text) : text);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
-}
-
-export function fsyncDir(dir: string): void {
-  const fd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
   }
 }

@@ -23,6 +23,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ReboundError } from '../../../errors.js';
+import { fsyncDir, writeFileDurable } from '../../../util/durable-file.js';
 
 export const FORMAT_NAME = 'rebound-cow-overlay';
 export const FORMAT_VERSION = 1;
@@ -83,23 +84,6 @@ export function createOverlayFiles(dir: string, header: OverlayHeader): void {
       fs.closeSync(fd);
     }
   }
-  const tmp = path.join(dir, HEADER_FILE + '.tmp');
-  const fd = fs.openSync(tmp, 'w');
-  try {
-    fs.writeSync(fd, JSON.stringify(header, null, 2) + '\n');
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, path.join(dir, HEADER_FILE));
+  writeFileDurable(path.join(dir, HEADER_FILE), JSON.stringify(header, null, 2) + '\n');
   fsyncDir(dir);
-}
-
-export function fsyncDir(dir: string): void {
-  const fd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
 }
