@@ -7,6 +7,9 @@ import type { FastifyInstance } from 'fastify';
 import { ReboundError } from '../errors.js';
 import { backup, type BackupRequest } from '../repo/ingest.js';
 import { restore, type RestoreRequest } from '../repo/restore.js';
+import { gc } from '../repo/gc.js';
+import { prune, type RetentionPolicy } from '../repo/prune.js';
+import { verify } from '../repo/verify.js';
 import type { Repository } from '../repo/repository.js';
 import type { JobRegistry } from './jobs.js';
 import { pointExportName } from '../recovery/point-exports.js';
@@ -105,6 +108,51 @@ export function registerRepoRoutes(app: FastifyInstance, ctx: RepoRouteContext):
       }
       const job = jobs.start('restore', { ...req.body, point: m.id }, (signal, progress) =>
         restore(repo, { ...req.body, point: m.id }, { signal, onProgress: (p) => progress({ ...p }) }),
+      );
+      return reply.status(202).send(job);
+    },
+  );
+
+  app.post<{ Body: { vm?: string; point?: string } }>(
+    '/v1/verify',
+    { schema: { body: { type: 'object', additionalProperties: false, properties: { vm: name, point: { type: 'string', minLength: 1 } } } } },
+    async (req, reply) => {
+      if (req.body?.point && !req.body.vm) throw new ReboundError('ERR_INVALID_ARGUMENT', 'a point needs its VM');
+      if (req.body?.vm) await repo.point(req.body.vm, req.body.point ?? 'latest'); // 404 now, not a failed job
+      const job = jobs.start('verify', { ...req.body }, (signal, progress) =>
+        verify(repo, { ...req.body, signal, onProgress: (p) => progress({ ...p }) }),
+      );
+      return reply.status(202).send(job);
+    },
+  );
+
+  const count = { type: 'integer', minimum: 0, maximum: 100000 } as const;
+  app.post<{ Body: { vm: string; dryRun?: boolean } & RetentionPolicy }>(
+    '/v1/prune',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          required: ['vm'],
+          additionalProperties: false,
+          properties: { vm: name, dryRun: { type: 'boolean' }, keepLast: count, keepDaily: count, keepWeekly: count, keepMonthly: count },
+        },
+      },
+    },
+    async (req) => {
+      const { vm, dryRun, ...policy } = req.body;
+      const result = await prune(repo, vm, policy, { dryRun: dryRun ?? false });
+      if (!dryRun && result.removed.length) await ctx.repoChanged();
+      return result;
+    },
+  );
+
+  app.post<{ Body: { graceMs?: number } }>(
+    '/v1/gc',
+    { schema: { body: { type: 'object', additionalProperties: false, properties: { graceMs: { type: 'integer', minimum: 0 } } } } },
+    async (req, reply) => {
+      const job = jobs.start('gc', { ...req.body }, (signal, progress) =>
+        gc(repo, { graceMs: req.body?.graceMs, signal, onProgress: (p) => progress({ ...p }) }),
       );
       return reply.status(202).send(job);
     },

@@ -64,6 +64,9 @@ export async function backup(repo: Repository, req: BackupRequest, opts: BackupO
 
   const started = Date.now();
   const previous = (await repo.points(req.vm)).at(-1);
+  // An incremental reuses the previous point's chunks without reading them: keep that point
+  // (and so its chunks) from being pruned and collected while this backup runs.
+  const unpin = previous && req.dirtyBitmap ? repo.pin(previous.vm, previous.id) : undefined;
   const tmp = repo.tempDir();
   const claims = repo.store.claim();
   try {
@@ -107,6 +110,7 @@ export async function backup(repo: Repository, req: BackupRequest, opts: BackupO
     throw err;
   } finally {
     claims.release();
+    unpin?.();
   }
 }
 

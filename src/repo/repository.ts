@@ -184,11 +184,15 @@ export class Repository {
   /** Deletes a restore point (its chunks stay until gc). Refuses a pinned point. */
   async deletePoint(vm: string, id: string): Promise<void> {
     if (this.isPinned(vm, id)) throw new ReboundError('ERR_INVALID_ARGUMENT', `restore point ${vm}@${id} is in use by a recovery session`);
-    await this.catalog.delete(vm, id);
     const d = this.pointDir(vm, id);
+    if (!fs.existsSync(d)) {
+      await this.catalog.delete(vm, id);
+      throw new ReboundError('ERR_POINT_NOT_FOUND', `restore point ${vm}@${id} is already gone from the repository`);
+    }
     // Rename first so a crash never leaves a half-deleted point that still looks complete.
     const trash = path.join(this.dir, 'tmp', `deleted-${vm}-${id}-${crypto.randomBytes(4).toString('hex')}`);
     fs.renameSync(d, trash);
+    await this.catalog.delete(vm, id);
     fs.rmSync(trash, { recursive: true, force: true });
   }
 

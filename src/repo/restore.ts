@@ -56,7 +56,8 @@ export async function restore(
   const index = await repo.readIndex(m, req.disk);
   const target = await openTarget(req.to, index.size);
   const progress: RestoreProgress = { totalBytes: index.size, doneBytes: 0, writtenBytes: 0 };
-  const claims = repo.store.claim(); // gc must not take chunks away mid-restore
+  const unpin = repo.pin(m.vm, m.id); // prune and gc must not take the point away mid-restore
+  const claims = repo.store.claim();
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < index.count) {
@@ -84,6 +85,7 @@ export async function restore(
     throw err;
   } finally {
     claims.release();
+    unpin();
   }
   return { vm: m.vm, point: m.id, disk: req.disk, to: req.to, ...progress, seconds: (Date.now() - started) / 1000 };
 }

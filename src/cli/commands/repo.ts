@@ -7,6 +7,10 @@ import { apiClient, table } from '../api.js';
 import type { CliIo } from '../io.js';
 import { followJob } from '../jobs.js';
 import { isNbdUri } from '../../repo/sources.js';
+import type { VerifyReport } from '../../repo/verify.js';
+import type { PruneResult } from '../../repo/prune.js';
+import type { GcResult } from '../../repo/gc.js';
+import { ReboundError } from '../../errors.js';
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 
@@ -126,6 +130,66 @@ export function registerRepo(program: Command, io: CliIo): void {
         `restored ${vm}@${r.point} ${opts.disk} to ${opts.to}: ${formatSize(r.totalBytes)} ` +
           `(${formatSize(r.writtenBytes)} of data) in ${r.seconds.toFixed(1)} s, ${formatSize(r.totalBytes / Math.max(r.seconds, 0.001))}/s\n`,
       );
+    });
+
+  program
+    .command('verify')
+    .description('re-read and re-hash every chunk the selected restore points use; report bad chunks with every point they break')
+    .argument('[vm@point]', 'VM, or VM@POINT; default: the whole repository')
+    .option('--json', 'print the report as JSON')
+    .action(async (ref: string | undefined, opts: { json?: boolean }, cmd: Command) => {
+      const target = ref ? (ref.includes('@') ? parsePointRef(ref) : { vm: ref }) : {};
+      const client = apiClient(cmd);
+      const job = await followJob(client, await client.post<JobInfo>('/v1/verify', target), io, { total: 'total', done: 'done' });
+      const r = job.result as VerifyReport;
+      if (opts.json) io.stdout(JSON.stringify(r, null, 2) + '\n');
+      else {
+        io.stdout(`${r.ok ? 'OK' : 'DAMAGED'}: ${r.points} restore point(s), ${r.chunks} chunks, ${formatSize(r.bytes)} verified in ${(r.durationMs / 1000).toFixed(1)} s\n`);
+        for (const p of r.problems) {
+          io.stdout(`  chunk ${p.chunk}: ${p.error} (${p.message})\n`);
+          for (const a of p.affected) io.stdout(`    breaks ${a.vm}@${a.point} disk ${a.disk} (chunk ${a.chunkIndexes.join(', ')})\n`);
+        }
+        for (const p of r.indexProblems) io.stdout(`  index of ${JSON.stringify(p)}\n`);
+      }
+      if (!r.ok) throw new ReboundError('ERR_CHUNK_CORRUPT', `verify found ${r.problems.length} bad chunk(s)`);
+    });
+
+  program
+    .command('prune')
+    .description('delete restore points of a VM that the retention policy does not keep (pinned points are kept); run gc afterwards to free space')
+    .argument('<vm>', 'VM name')
+    .option('--keep-last <n>', 'keep the N newest points')
+    .option('--keep-daily <n>', 'keep the newest point of each of the last N days with backups')
+    .option('--keep-weekly <n>', 'same for ISO weeks')
+    .option('--keep-monthly <n>', 'same for months')
+    .option('--dry-run', 'only show what would be deleted')
+    .option('--json', 'print the plan and result as JSON')
+    .action(async (vm: string, opts: Record<string, string | boolean | undefined>, cmd: Command) => {
+      const policy: Record<string, number> = {};
+      for (const [flag, key] of [['keepLast', 'keepLast'], ['keepDaily', 'keepDaily'], ['keepWeekly', 'keepWeekly'], ['keepMonthly', 'keepMonthly']] as const) {
+        if (opts[flag] !== undefined) {
+          const n = Number(opts[flag]);
+          if (!Number.isInteger(n) || n < 0) throw new ReboundError('ERR_INVALID_ARGUMENT', `--${flag.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} needs a whole number`);
+          policy[key] = n;
+        }
+      }
+      const r = await apiClient(cmd).post<PruneResult>('/v1/prune', { vm, dryRun: Boolean(opts.dryRun), ...policy });
+      if (opts.json) return io.stdout(JSON.stringify(r, null, 2) + '\n');
+      for (const k of r.keep) io.stdout(`keep    ${vm}@${k.id}  (${k.reasons.join(', ')})\n`);
+      for (const x of r.remove) io.stdout(`${r.dryRun ? 'would remove' : 'remove'}  ${vm}@${x.id}\n`);
+      io.stdout(r.dryRun ? `dry run: ${r.remove.length} point(s) would be removed\n` : `${r.removed.length} point(s) removed; run 'rebound gc' to free their chunks\n`);
+    });
+
+  program
+    .command('gc')
+    .description('delete chunks no restore point, export or running backup uses (mark and sweep; safe while serving)')
+    .option('--json', 'print the result as JSON')
+    .action(async (opts: { json?: boolean }, cmd: Command) => {
+      const client = apiClient(cmd);
+      const job = await followJob(client, await client.post<JobInfo>('/v1/gc', {}), io, { total: 'total', done: 'done' });
+      const r = job.result as GcResult;
+      if (opts.json) return io.stdout(JSON.stringify(r, null, 2) + '\n');
+      io.stdout(`gc: ${r.scannedChunks} chunks scanned, ${r.markedChunks} in use, ${r.removedChunks} removed (${formatSize(r.removedBytes)} freed) in ${(r.durationMs / 1000).toFixed(1)} s\n`);
     });
 
   const repo = program.command('repo').description('repository maintenance');
