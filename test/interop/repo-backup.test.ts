@@ -83,6 +83,19 @@ describe.skipIf(missing.length > 0)('repository backups with real peers', () => 
     expect(fs.readFileSync(restored).equals(fs.readFileSync(img))).toBe(true);
     expect(fs.statSync(restored).blocks * 512).toBeLessThan(12 * MiB); // sparse: zero chunks not written
 
+    // Restore into production storage served over NBD (a writable qemu-nbd over stale data).
+    const target = path.join(dir, 'prod.img');
+    fs.writeFileSync(target, Buffer.alloc(24 * MiB + 4096, 0xee));
+    const sock = path.join(dir, 'prod.sock');
+    const q = await qemuNbd(['-f', 'raw', '-x', 'prod', target], sock);
+    try {
+      const rn = await cli(['--server', server, 'restore', `web1@${m.id}`, '--disk', 'disk0', '--to', `nbd+unix:///prod?socket=${sock}`]);
+      expect(rn.code, rn.stderr).toBe(0);
+    } finally {
+      await stop(q);
+    }
+    expect(fs.readFileSync(target).equals(fs.readFileSync(img))).toBe(true); // zero chunks were zeroed too
+
     const show = await cli(['--server', server, 'show', 'web1@latest']);
     expect(show.stdout).toContain(`web1@${m.id}/disk0`);
     expect(show.stdout).toContain('config files: vm.xml');
