@@ -23,6 +23,8 @@ import { ReboundError } from '../errors.js';
 import { JobRegistry } from '../api/jobs.js';
 import { Repository } from '../repo/repository.js';
 import { PointExporter } from '../recovery/point-exports.js';
+import { backup } from '../repo/ingest.js';
+import { DEMO_DISK, DEMO_VM, prepareDemoImage } from './demo.js';
 
 export interface DaemonEndpoints {
   nbd: string[];
@@ -82,6 +84,11 @@ export class Daemon {
   async #open(): Promise<void> {
     this.#repo = await Repository.open(this.config.dataDir, { chunkSize: this.config.chunkSize, cacheBytes: this.config.cacheSize });
     this.#exporter = new PointExporter(this.#repo, this.registry, this.#log.child({ component: 'exports' }));
+    if (this.config.demo && (await this.#repo.points(DEMO_VM)).length === 0) {
+      const image = prepareDemoImage(this.config.dataDir);
+      const m = await backup(this.#repo, { vm: DEMO_VM, disks: [{ name: DEMO_DISK, source: image }], tags: ['demo'] });
+      this.#log.info('demo disk backed up', { point: `${m.vm}@${m.id}` });
+    }
     for (const spec of this.config.exportSpecs) {
       const { device, overlay } = await this.#openExport(spec);
       this.registry.add({

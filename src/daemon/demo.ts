@@ -1,17 +1,34 @@
 /**
  * Demo data for `rebound serve --demo`: a small raw disk image with an MBR partition table and
- * recognisable content (written sparsely, so it costs little disk), plus a writable memory scratch
- * disk. Lets a new user try real clients (qemu-img, nbdinfo, qemu-io) at once.
+ * recognisable content (written sparsely, so it costs little disk). The daemon backs it up into the
+ * repository as VM `demo` (once) and publishes what instant recovery gives an operator: the restore
+ * point read-only (demo@latest/disk0) and a writable copy-on-write export of it (`recovered`), plus
+ * a memory scratch disk. Lets a new user try real clients (qemu-img, nbdinfo, qemu-io) at once.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 
 export const DEMO_IMAGE_SIZE = 64 * 1024 * 1024;
 
-/** Creates `<dataDir>/demo/demo-disk.img` if missing; returns export specs for it and a scratch disk. */
-export function prepareDemo(dataDir: string): string[] {
+export const DEMO_VM = 'demo';
+export const DEMO_DISK = 'disk0';
+
+/** Export specs of the demo (the daemon backs up `demoImagePath()` first if the VM has no backup). */
+export function demoExports(): string[] {
+  return [
+    `recovered=repo:${DEMO_VM}/${DEMO_DISK},cow,desc=the demo VM recovered from its latest backup (writable, copy-on-write)`,
+    'scratch=memory:64M,desc=volatile scratch disk (writable, in RAM)',
+  ];
+}
+
+export function demoImagePath(dataDir: string): string {
+  return path.join(dataDir, 'demo', 'demo-disk.img');
+}
+
+/** Creates the demo disk image if missing and returns its path. */
+export function prepareDemoImage(dataDir: string): string {
   const dir = path.join(dataDir, 'demo');
-  const image = path.join(dir, 'demo-disk.img');
+  const image = demoImagePath(dataDir);
   if (!fs.existsSync(image)) {
     fs.mkdirSync(dir, { recursive: true });
     const tmp = image + '.tmp';
@@ -31,7 +48,7 @@ export function prepareDemo(dataDir: string): string[] {
     }
     fs.renameSync(tmp, image);
   }
-  return [`demo=${image},desc=rebound demo disk (read-only raw image)`, 'scratch=memory:64M,desc=volatile scratch disk (writable, in RAM)'];
+  return image;
 }
 
 /** An MBR with one Linux partition from 1 MiB to the end of the disk. */

@@ -14,23 +14,33 @@ import { run, runOk } from '../helpers/run.js';
 const dir = tempDir();
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-const missing = missingPeers('qemu-img', 'nbdinfo');
+const missing = missingPeers('qemu-img', 'qemu-io', 'nbdinfo');
 
 describe.skipIf(missing.length > 0)('rebound serve as a process', () => {
-  it('quick start: --demo serves a read-only disk and a writable scratch disk that real clients use', async () => {
+  it('quick start: --demo backs up a demo disk and serves it recovered (writable) and as a read-only restore point', async () => {
     const data = path.join(dir, 'demo-data');
     const d = await startDaemonProcess(['--demo', '--data', data, '--nbd', '127.0.0.1:0', '--http', '127.0.0.1:0']);
     try {
-      expect(d.stdout()).toMatch(/demo\s+64 MiB\s+read-only\s+nbd:\/\//);
+      expect(d.stdout()).toMatch(/recovered\s+64 MiB\s+read-write\s+nbd:\/\//);
+      expect(d.stdout()).toMatch(/demo@latest\/disk0\s+64 MiB\s+read-only/);
       expect(d.stdout()).toMatch(/scratch\s+64 MiB\s+read-write/);
-      const info = await runOk('qemu-img', ['info', '--output=json', `nbd://${d.nbd}/demo`]);
+      const image = path.join(data, 'demo', 'demo-disk.img');
+      const info = await runOk('qemu-img', ['info', '--output=json', `nbd://${d.nbd}/recovered`]);
       expect(JSON.parse(info.stdout)['virtual-size']).toBe(64 * 1024 * 1024);
-      const cmp = await run('qemu-img', ['compare', `nbd://${d.nbd}/demo`, path.join(data, 'demo', 'demo-disk.img')]);
+      const cmp = await run('qemu-img', ['compare', `nbd://${d.nbd}/demo@latest/disk0`, image]);
       expect(cmp.stdout).toContain('Images are identical');
-      const ro = await run('nbdinfo', ['--is', 'read-only', `nbd://${d.nbd}/demo`]);
+      const ro = await run('nbdinfo', ['--is', 'read-only', `nbd://${d.nbd}/demo@latest/disk0`]);
       expect(ro.code).toBe(0);
+      // The recovered VM's disk takes writes; the restore point does not change.
+      await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x42 1M 64k', `nbd://${d.nbd}/recovered`]);
+      const changed = await run('qemu-img', ['compare', `nbd://${d.nbd}/recovered`, image]);
+      expect(changed.stdout).toContain('Content mismatch');
+      const still = await run('qemu-img', ['compare', `nbd://${d.nbd}/demo@latest/disk0`, image]);
+      expect(still.stdout).toContain('Images are identical');
       const exps = await runOk(process.execPath, [CLI, '--server', `http://${d.http}`, 'exports', '--json']);
-      expect(JSON.parse(exps.stdout).exports.map((e: { name: string }) => e.name)).toEqual(['demo', 'scratch']);
+      expect(JSON.parse(exps.stdout).exports.map((e: { name: string }) => e.name).sort()).toEqual(
+        expect.arrayContaining(['recovered', 'scratch', 'demo@latest/disk0']),
+      );
 
       const second = await run(process.execPath, [CLI, 'serve', '--data', data, '--nbd', '127.0.0.1:0', '--http', 'off']);
       expect(second.code).toBe(1);

@@ -3,7 +3,7 @@ import { nbdUris } from '../../api/server.js';
 import { defaultConfig, readConfigFile, validateConfig, type DaemonConfig } from '../../config/schema.js';
 import { EXPORT_OPTIONS } from '../../config/export-spec.js';
 import { Daemon } from '../../daemon/daemon.js';
-import { prepareDemo } from '../../daemon/demo.js';
+import { demoExports } from '../../daemon/demo.js';
 import { createLogger, type LogLevel } from '../../util/log.js';
 import { formatSize } from '../../util/size.js';
 import type { CliIo } from '../io.js';
@@ -41,7 +41,7 @@ export function registerServe(program: Command, io: CliIo, setExit: (code: numbe
         Object.values(EXPORT_OPTIONS).join('; '),
       collect,
     )
-    .option('--demo', 'create demo images under DATA/demo and export them (demo, scratch)')
+    .option('--demo', 'back up a demo disk into the repository (VM demo) and publish it: demo@latest/disk0 (read-only) and recovered (writable, copy-on-write)')
     .option('--max-inflight <n>', `requests processed at once per NBD connection (default ${d.nbdMaxInflight})`)
     .option('--shutdown-timeout <ms>', `how long shutdown waits for in-flight I/O, in ms (default ${d.shutdownTimeoutMs})`)
     .addOption(new Option('--log-level <level>', 'log verbosity').choices(['debug', 'info', 'warn', 'error']))
@@ -87,7 +87,7 @@ function buildConfig(opts: ServeOptions, io: CliIo) {
   if (opts.shutdownTimeout) merged.shutdownTimeoutMs = Number(opts.shutdownTimeout);
   if (opts.logLevel) merged.logLevel = opts.logLevel;
   if (opts.logFormat) merged.logFormat = opts.logFormat;
-  if (merged.demo) merged.exports = [...prepareDemo(dataDir), ...merged.exports];
+  if (merged.demo) merged.exports = [...demoExports(), ...merged.exports];
   return validateConfig(merged, io.cwd);
 }
 
@@ -95,9 +95,10 @@ function banner(daemon: Daemon): string {
   const ep = daemon.endpoints;
   const exports = daemon.registry.list();
   const lines = [`rebound is serving ${exports.length} export(s) from ${daemon.config.dataDir}`];
+  const width = Math.max(12, ...exports.map((e) => e.name.length));
   for (const e of exports) {
     const uri = nbdUris(e.name, ep)[0] ?? '(no NBD listener)';
-    lines.push(`  ${e.name.padEnd(12)} ${formatSize(e.device.size).padStart(9)}  ${e.readOnly ? 'read-only ' : 'read-write'}  ${uri}`);
+    lines.push(`  ${e.name.padEnd(width)} ${formatSize(e.device.size).padStart(9)}  ${e.readOnly ? 'read-only ' : 'read-write'}  ${uri}`);
   }
   if (exports.length === 0) lines.push('  (no exports yet: back up a VM with `rebound backup`, or start with --export NAME=PATH)');
   const listeners = [...ep.nbd.map((a) => `nbd://${a}/`), ...ep.nbdSocket.map((p) => `nbd+unix:///?socket=${p}`)];
