@@ -103,3 +103,18 @@ export function readOnlyCapabilities(overrides: Partial<Capabilities> = {}): Cap
     ...overrides,
   };
 }
+
+/** Capabilities of a device with a full, cheap write path (memory, overlays): every feature on. */
+export function writableCapabilities(blockSize: BlockSizeConstraints = DEFAULT_BLOCK_SIZE): Capabilities {
+  return {
+    canWrite: true,
+    canFlush: true,
+    canFua: true,
+    canTrim: true,
+    canZero: true,
+    canFastZero: true,
+    canExtents: true,
+    canMultiConn: true,
+    blockSize,
+  };
+}

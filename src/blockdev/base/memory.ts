@@ -5,7 +5,7 @@
  */
 import { BlockError } from '../../errors.js';
 import type { BlockDevice, Capabilities, Extent, ZeroOptions } from '../types.js';
-import { DEFAULT_BLOCK_SIZE } from '../types.js';
+import { writableCapabilities } from '../types.js';
 
 const PAGE = 64 * 1024;
 
@@ -26,17 +26,7 @@ export class MemoryDevice implements BlockDevice {
   }
 
   capabilities(): Capabilities {
-    return {
-      canWrite: true,
-      canFlush: true,
-      canFua: true,
-      canTrim: true,
-      canZero: true,
-      canFastZero: true,
-      canExtents: true,
-      canMultiConn: true,
-      blockSize: DEFAULT_BLOCK_SIZE,
-    };
+    return writableCapabilities();
   }
 
   async read(dst: Uint8Array, offset: number): Promise<void> {

@@ -30,7 +30,7 @@ import { Mutex } from '../../../util/mutex.js';
 import { RangeLock } from '../../../util/range-lock.js';
 import { Layer } from '../../layer.js';
 import type { BlockDevice, Capabilities, Extent, IoOptions, WriteOptions, ZeroOptions } from '../../types.js';
-import { MAX_REQUEST_BYTES } from '../../types.js';
+import { MAX_REQUEST_BYTES, writableCapabilities } from '../../types.js';
 import { BASE, BlockMap, DATA, PAGE_BYTES, BLOCKS_PER_PAGE, ZERO } from './block-map.js';
 import {
   createOverlayFiles,
@@ -141,17 +141,7 @@ export class CowOverlay extends Layer {
   }
 
   override capabilities(): Capabilities {
-    return {
-      canWrite: true,
-      canFlush: true,
-      canFua: true,
-      canTrim: true,
-      canZero: true,
-      canFastZero: true,
-      canExtents: true,
-      canMultiConn: true,
-      blockSize: { min: 1, preferred: Math.max(this.#bs, 4096), max: MAX_REQUEST_BYTES },
-    };
+    return writableCapabilities({ min: 1, preferred: Math.max(this.#bs, 4096), max: MAX_REQUEST_BYTES });
   }
 
   stats(): OverlayStats {
