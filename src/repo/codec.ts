@@ -1,10 +1,16 @@
 /**
  * Chunk compression codecs. A chunk file names its codec by id, so a repository can change its
- * codec for new chunks and still read old ones. Compression runs off the event loop (zlib's thread
- * pool), so a backup never stalls the exports the daemon serves.
+ * codec for new chunks and still read old ones. Compression runs off the event loop (libuv's
+ * thread pool), so a backup never stalls the exports the daemon serves.
+ *
+ * Default: zstd level 1 (@mongodb-js/zstd 1.2.2, a prebuilt binary in a registry package, no
+ * install script). Measured on a VM-disk-like corpus at 1 MiB chunks: ratio 2.00 vs 1.95 for
+ * deflate level 1, compression ~220-290 MB/s per core vs ~50, decompression ~500-880 vs ~190-265.
+ * The raw binding is used because the package's public API ignores the level.
  */
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
+import zstd from '@mongodb-js/zstd/bindings.js';
 import { ReboundError } from '../errors.js';
 
 export interface Codec {
@@ -31,8 +37,16 @@ export const DEFLATE: Codec = {
   decompress: (data, rawLength) => inflateRaw(data, { maxOutputLength: Math.max(rawLength, 1) }),
 };
 
-const CODECS = new Map<number, Codec>([NONE, DEFLATE].map((c) => [c.id, c]));
-const BY_NAME = new Map<string, Codec>([NONE, DEFLATE].map((c) => [c.name, c]));
+export const ZSTD: Codec = {
+  id: 2,
+  name: 'zstd',
+  compress: (raw) => zstd.compress(raw, 1),
+  decompress: (data) => zstd.decompress(data),
+};
+
+const ALL = [NONE, DEFLATE, ZSTD];
+const CODECS = new Map<number, Codec>(ALL.map((c) => [c.id, c]));
+const BY_NAME = new Map<string, Codec>(ALL.map((c) => [c.name, c]));
 
 export function codecById(id: number): Codec {
   const c = CODECS.get(id);

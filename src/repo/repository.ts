@@ -12,7 +12,7 @@ import { RepoImage } from '../blockdev/base/repo-image.js';
 import { ReboundError } from '../errors.js';
 import { Catalog } from './catalog.js';
 import { ChunkStore } from './chunk-store.js';
-import { codecByName, DEFLATE, type Codec } from './codec.js';
+import { codecByName, ZSTD, type Codec } from './codec.js';
 import { checkName, FixedIndex, REPO_FORMAT, REPO_VERSION } from './format.js';
 import { parseManifest, type PointManifest } from './manifest.js';
 import { fsyncDir, writeFileDurable } from '../util/durable-file.js';
@@ -71,7 +71,7 @@ export class Repository {
       if (chunkSize < 4096 || chunkSize > 16 * 1024 * 1024 || (chunkSize & (chunkSize - 1)) !== 0) {
         throw new ReboundError('ERR_INVALID_ARGUMENT', `invalid chunk size ${chunkSize}: a power of two from 4K to 16M`);
       }
-      config = { format: REPO_FORMAT, version: REPO_VERSION, chunkSize, codec: (opts.codec ?? DEFLATE).name, createdAt: new Date().toISOString() };
+      config = { format: REPO_FORMAT, version: REPO_VERSION, chunkSize, codec: (opts.codec ?? ZSTD).name, createdAt: new Date().toISOString() };
       for (const sub of ['chunks', 'vms', 'tmp']) fs.mkdirSync(path.join(dir, sub), { recursive: true });
       writeFileDurable(cfgFile, JSON.stringify(config, null, 2) + '\n');
     }

@@ -6,7 +6,7 @@ import { ChunkCache } from '../../../src/blockdev/base/chunk-cache.js';
 import { RepoImage } from '../../../src/blockdev/base/repo-image.js';
 import { checked } from '../../../src/blockdev/checked.js';
 import { ChunkStore } from '../../../src/repo/chunk-store.js';
-import { DEFLATE } from '../../../src/repo/codec.js';
+import { DEFLATE, ZSTD } from '../../../src/repo/codec.js';
 import { FixedIndex } from '../../../src/repo/format.js';
 import { ReboundError, BlockError } from '../../../src/errors.js';
 import { tempDir } from '../../helpers/images.js';
@@ -36,6 +36,20 @@ describe('ChunkStore', () => {
     const all = [];
     for await (const c of store.list()) all.push(c.hex);
     expect(all.sort()).toEqual([sha(text).toString('hex'), sha(random).toString('hex')].sort());
+  });
+
+  it('stores zstd chunks and still reads chunks an older codec wrote', async () => {
+    const d = path.join(dir(), 'chunks');
+    const old = new ChunkStore(d, DEFLATE);
+    const a = Buffer.from('written with deflate '.repeat(5000));
+    await old.put(sha(a), a);
+    const store = new ChunkStore(d, ZSTD);
+    const b = Buffer.from('written with zstd '.repeat(5000));
+    const put = await store.put(sha(b), b);
+    expect(put.bytes).toBeLessThan(b.length / 10);
+    expect(fs.readFileSync(store.pathOf(sha(b).toString('hex')))[5]).toBe(ZSTD.id);
+    expect(Buffer.from(await store.readChunk(sha(a))).equals(a)).toBe(true);
+    expect(Buffer.from(await store.readChunk(sha(b))).equals(b)).toBe(true);
   });
 
   it('detects corrupt and missing chunks', async () => {
