@@ -162,14 +162,200 @@ export function writeImage(file, size) {
   if (st.blocks * 512 < size) throw new Error(`image is sparse (${st.blocks * 512} of ${size} bytes allocated)`);
 }
 
+/** Reads a file once so the page cache holds it (every server then starts from the same state). */
+export async function warmPageCache(file, { timeoutMs = 120_000 } = {}) {
+  const devNull = fs.openSync('/dev/null', 'w');
+  try {
+    return (await run('cat', [file], { stdout: devNull, timeoutMs })).seconds;
+  } finally {
+    fs.closeSync(devNull);
+  }
+}
+
+/** Files under `dir` (recursively): count, apparent bytes and bytes allocated on disk. */
+export function dirUsage(dir) {
+  let files = 0;
+  let bytes = 0;
+  let allocated = 0;
+  const walk = (d) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile()) {
+        const st = fs.statSync(p);
+        files++;
+        bytes += st.size;
+        allocated += st.blocks * 512;
+      }
+    }
+  };
+  walk(dir);
+  return { files, bytes, allocated };
+}
+
+/** A small seeded PRNG (xorshift32): the same seed gives the same images and changes on every run. */
+export function makeRng(seed = 0x2545f491) {
+  let x = seed >>> 0 || 1;
+  const next = () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>>= 0);
+  };
+  return {
+    next,
+    /** [0, 1) */
+    float: () => next() / 4294967296,
+    /** integer in [0, n) */
+    int: (n) => Math.floor((next() / 4294967296) * n),
+    /** Fills `buf` with pseudo-random bytes (fast: 4 bytes per step). */
+    fill(buf) {
+      const n = buf.length >>> 2;
+      const words = buf.byteOffset % 4 === 0 ? new Uint32Array(buf.buffer, buf.byteOffset, n) : undefined;
+      if (words) for (let i = 0; i < n; i++) words[i] = next();
+      else for (let i = 0; i < n; i++) buf.writeUInt32LE(next(), i * 4);
+      for (let i = n * 4; i < buf.length; i++) buf[i] = next() & 0xff;
+      return buf;
+    },
+  };
+}
+
+/** ~1 MiB of varied text: syslog lines, JSON and INI configuration, source code (compresses ~3-5x). */
+function textCorpus(rng) {
+  const words = ['systemd', 'nginx', 'postgres', 'sshd', 'kernel', 'cron', 'dockerd', 'app', 'worker', 'redis', 'session', 'request',
+    'connection', 'timeout', 'started', 'stopped', 'accepted', 'user', 'disk', 'eth0', 'cache', 'index', 'table', 'query', 'GET', 'POST'];
+  const w = () => words[rng.int(words.length)];
+  const lines = [];
+  let len = 0;
+  while (len < MiB + 8192) {
+    let line;
+    switch (rng.int(5)) {
+      case 0:
+        line = `2026-0${1 + rng.int(9)}-${String(1 + rng.int(28)).padStart(2, '0')}T${String(rng.int(24)).padStart(2, '0')}:${String(rng.int(60)).padStart(2, '0')}:${String(rng.int(60)).padStart(2, '0')}Z host${rng.int(9)} ${w()}[${rng.int(65536)}]: ${w()} ${w()} from 10.${rng.int(256)}.${rng.int(256)}.${rng.int(256)} port ${rng.int(65536)}`;
+        break;
+      case 1:
+        line = `  {"id": ${rng.int(1e6)}, "${w()}": "${w()}-${rng.int(1e4)}", "enabled": ${rng.int(2) ? 'true' : 'false'}, "weight": ${(rng.float() * 100).toFixed(2)}},`;
+        break;
+      case 2:
+        line = `${w()}_${w()} = ${rng.int(2) ? rng.int(100000) : `"/var/lib/${w()}/${w()}"`}`;
+        break;
+      case 3:
+        line = `    if (${w()}.${w()}(${rng.int(100)}) != NULL) { ${w()}_${w()}(ctx, ${rng.int(4096)}); return -E${w().toUpperCase()}; }`;
+        break;
+      default:
+        line = `${w()} ${w()} ${w()} ${w()} ${rng.int(1e9).toString(16)} ${w()} ${w()}.`;
+    }
+    lines.push(line);
+    len += line.length + 1;
+  }
+  return Buffer.from(lines.join('\n') + '\n');
+}
+
+/**
+ * ~1 MiB of structured binary data: 64-byte records (ids, counters, timestamps, low-entropy
+ * fields, names from a small dictionary, padding), like database pages or program data (~2x).
+ */
+function structCorpus(rng) {
+  const names = Array.from({ length: 64 }, (_, i) => Buffer.from(`obj_${i.toString(36)}_${'abcdefghijklmnop'.slice(0, 4 + (i % 12))}`));
+  const buf = Buffer.alloc(MiB + 8192);
+  for (let off = 0, r = rng.int(1e6); off + 64 <= buf.length; off += 64, r++) {
+    buf.writeUInt32LE(r, off);
+    buf.writeUInt32LE(rng.int(1000), off + 4);
+    buf.writeUInt32LE(1_700_000_000 + r * 17, off + 8);
+    buf.writeUInt32LE(rng.next() & 0x0f0f0f0f, off + 12);
+    buf.writeUInt32LE(rng.next() & 0x00ff00ff, off + 16);
+    buf.writeUInt32LE(rng.next(), off + 20);
+    names[rng.int(names.length)].copy(buf, off + 24, 0, 24);
+  }
+  return buf;
+}
+
+export const VM_IMAGE_MIX = { zero: 0.2, text: 0.25, struct: 0.25, random: 0.22, dup: 0.08 };
+
+/**
+ * Writes a sparse raw image laid out like a used VM disk: extents of 16 KiB to 4 MiB (log-uniform,
+ * 4 KiB-aligned) of
+ *   zero    never written (holes),
+ *   text    logs, configuration and source code (compressible),
+ *   struct  binary records (database pages, program data; partly compressible),
+ *   random  incompressible (compressed archives, media, encrypted data),
+ *   dup     a copy of earlier data at the same offset modulo 64 KiB (files stored twice; found by
+ *           fixed-size chunking only where the copies line up with the chunk grid),
+ * in proportions `mix` (default VM_IMAGE_MIX, by bytes on average). Every non-zero 4 KiB sector
+ * outside dup extents is distinct (stamped with its offset). Deterministic for a seed.
+ * Returns the bytes per class.
+ */
+export function writeVmImage(file, size, { seed = 1, mix = VM_IMAGE_MIX } = {}) {
+  const S = 4096;
+  if (size % S !== 0) throw new Error('image size must be a multiple of 4 KiB');
+  const rng = makeRng(seed);
+  const text = textCorpus(rng);
+  const struct = structCorpus(rng);
+  const classes = Object.keys(mix);
+  const total = classes.reduce((a, c) => a + mix[c], 0);
+  const pick = () => {
+    let r = rng.float() * total;
+    for (const c of classes) if ((r -= mix[c]) < 0) return c;
+    return classes[classes.length - 1];
+  };
+  const bytes = Object.fromEntries(classes.map((c) => [c, 0]));
+  const MAX = 4 * MiB;
+  const buf = Buffer.allocUnsafe(MAX);
+  const fd = fs.openSync(file, 'w+');
+  try {
+    fs.ftruncateSync(fd, size);
+    for (let off = 0; off < size; ) {
+      const len = Math.min(size - off, S * Math.round(Math.exp(Math.log(4) + rng.float() * Math.log(256))));
+      let cls = pick();
+      const G = 64 * 1024;
+      if (cls === 'dup' && off - len - (off % G) < 0) cls = 'text';
+      const b = buf.subarray(0, len);
+      if (cls === 'zero') {
+        bytes.zero += len;
+        off += len;
+        continue;
+      }
+      if (cls === 'dup') {
+        // Same position within a 64 KiB granule as the target; entirely before it.
+        const src = rng.int(Math.floor((off - len - (off % G)) / G) + 1) * G + (off % G);
+        let done = 0;
+        while (done < len) done += fs.readSync(fd, b, done, len - done, src + done);
+      } else {
+        for (let s = 0; s < len; s += S) {
+          const sec = b.subarray(s, s + S);
+          if (cls === 'random') rng.fill(sec);
+          else {
+            const corpus = cls === 'text' ? text : struct;
+            const start = rng.int(corpus.length - S) & ~63;
+            corpus.copy(sec, 0, start, start + S);
+            if (cls === 'text') sec.write(`#${((off + s) / S).toString(16).padStart(14, '0')}\n`, 0, 'latin1');
+            else sec.writeBigUInt64LE(BigInt(off + s) | (1n << 62n), 0);
+          }
+        }
+      }
+      let done = 0;
+      while (done < len) done += fs.writeSync(fd, b, done, len - done, off + done);
+      bytes[cls] += len;
+      off += len;
+    }
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return bytes;
+}
+
 // ---- servers -------------------------------------------------------------------------------
 
 /**
- * Starts a server that listens on `sock` and waits until `nbdinfo --size uri` answers.
- * Resolves with { name, child, pid, sock, uri, logFile, commandLine, exportSize, canMultiConn }.
+ * Starts a server that listens on `sock` and waits until it is ready: by default until
+ * `nbdinfo --size uri` answers; with `ready`, until `await ready(server, logText)` is truthy (for
+ * servers that have no export yet, e.g. a daemon that prints its HTTP address; the value is kept
+ * as `server.ready`). The server's stdout and stderr go to DIR/NAME.log (`logName` overrides NAME).
+ * Resolves with { name, child, pid, sock, uri, logFile, commandLine, exportSize, canMultiConn, ready }.
  */
-export async function startServer({ name, cmd, args, sock, uri, dir }) {
-  const logFile = path.join(dir, `${name}.log`);
+export async function startServer({ name, cmd, args, sock, uri, dir, ready, logName = name, timeoutMs = 30_000 }) {
+  const logFile = path.join(dir, `${logName}.log`);
   const logFd = fs.openSync(logFile, 'w');
   const child = spawn(cmd, args, { stdio: ['ignore', logFd, logFd], env: process.env });
   fs.closeSync(logFd);
@@ -181,11 +367,17 @@ export async function startServer({ name, cmd, args, sock, uri, dir }) {
   });
   child.on('error', (e) => (exited = e.message));
   const server = { name, child, pid: child.pid, sock, uri, logFile, commandLine: [cmd, ...args].join(' ') };
-  const logTail = () => fs.readFileSync(logFile, 'utf8').slice(-2000);
-  const deadline = Date.now() + 30_000;
+  const logText = () => fs.readFileSync(logFile, 'utf8');
+  const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (exited !== undefined) throw new Error(`${name} exited (${exited}) before serving:\n${logTail()}`);
-    if (fs.existsSync(sock)) {
+    if (exited !== undefined) throw new Error(`${name} exited (${exited}) before serving:\n${logText().slice(-2000)}`);
+    if (ready) {
+      const v = await ready(server, logText());
+      if (v) {
+        server.ready = v;
+        return server;
+      }
+    } else if (fs.existsSync(sock)) {
       try {
         const r = await run('nbdinfo', ['--size', server.uri], { timeoutMs: 5_000 });
         server.exportSize = Number(r.stdout.trim());
@@ -194,12 +386,26 @@ export async function startServer({ name, cmd, args, sock, uri, dir }) {
         // not ready yet
       }
     }
-    if (Date.now() > deadline) throw new Error(`${name} did not accept connections within 30 s:\n${logTail()}`);
+    if (Date.now() > deadline) throw new Error(`${name} did not become ready within ${timeoutMs / 1000} s:\n${logText().slice(-2000)}`);
     await sleep(100);
   }
   const info = await run('nbdinfo', [server.uri], { timeoutMs: 10_000 });
   server.canMultiConn = /can_multi_conn:\s*true/.test(info.stdout);
   return server;
+}
+
+/** Waits until `nbdinfo --size uri` answers (e.g. an export that appears later); resolves with the size. */
+export async function waitNbd(uri, { timeoutMs = 30_000 } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const r = await run('nbdinfo', ['--size', uri], { timeoutMs: 5_000 });
+      return Number(r.stdout.trim());
+    } catch (err) {
+      if (Date.now() > deadline) throw new Error(`${uri} did not answer within ${timeoutMs / 1000} s: ${err.message}`);
+    }
+    await sleep(100);
+  }
 }
 
 export async function stopServer(server) {
@@ -243,11 +449,23 @@ export async function measureFio(server, { name, rw, bs, iodepth, runtime, extra
     totalIos: rd.total_ios,
     clatP50Us: (pct['50.000000'] ?? NaN) / 1000,
     clatP99Us: (pct['99.000000'] ?? NaN) / 1000,
+    clatMeanUs: (rd.clat_ns?.mean ?? NaN) / 1000,
     clientCpuPct: job.usr_cpu + job.sys_cpu,
     serverCpuPct: (100 * cpu) / (job.elapsed || runtime),
     serverCpuUsPerIo: (1e6 * cpu) / rd.total_ios,
     command: ['fio', ...args].join(' '),
   };
+}
+
+/**
+ * Copies a whole export to `null:` with nbdcopy (its defaults: multi-conn, 256 KiB requests).
+ * `server` is { uri, pid } (pid for the server's CPU time, optional).
+ */
+export async function measureNbdcopy(server, size, { timeoutMs = 60_000 + (size / (20 * MiB)) * 1000 } = {}) {
+  const cpu0 = server.pid ? cpuSeconds(server.pid) : NaN;
+  const { seconds } = await run('nbdcopy', [server.uri, 'null:'], { timeoutMs });
+  const cpu = server.pid ? cpuSeconds(server.pid) - cpu0 : NaN;
+  return { seconds, mibps: size / MiB / seconds, serverCpuSecPerGiB: cpu / (size / GiB), command: `nbdcopy ${server.uri} null:` };
 }
 
 // ---- output ---------------------------------------------------------------------------------
