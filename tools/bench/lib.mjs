@@ -449,6 +449,7 @@ export async function measureFio(server, { name, rw, bs, iodepth, runtime, extra
     totalIos: rd.total_ios,
     clatP50Us: (pct['50.000000'] ?? NaN) / 1000,
     clatP99Us: (pct['99.000000'] ?? NaN) / 1000,
+    clatMaxUs: (rd.clat_ns?.max ?? NaN) / 1000,
     clatMeanUs: (rd.clat_ns?.mean ?? NaN) / 1000,
     clientCpuPct: job.usr_cpu + job.sys_cpu,
     serverCpuPct: (100 * cpu) / (job.elapsed || runtime),
