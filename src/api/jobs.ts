@@ -52,18 +52,21 @@ export class JobRegistry {
     const controller = new AbortController();
     this.#log.info('job started', { job: info.id, kind });
     const done = run(controller.signal, (p) => (info.progress = p)).then(
-      (result) => {
-        info.state = 'succeeded';
-        info.result = result;
-      },
-      (err: unknown) => {
-        info.state = controller.signal.aborted ? 'cancelled' : 'failed';
-        info.error = { code: isReboundError(err) ? err.code : ((err as { code?: string }).code ?? 'ERR_INTERNAL'), message: errorText(err) };
-      },
-    ).then(async () => {
+      (result) => ({ state: 'succeeded' as JobState, result, error: null }),
+      (err: unknown) => ({
+        state: (controller.signal.aborted ? 'cancelled' : 'failed') as JobState,
+        result: null,
+        error: { code: isReboundError(err) ? err.code : ((err as { code?: string }).code ?? 'ERR_INTERNAL'), message: errorText(err) },
+      }),
+    ).then(async (end) => {
+      // Follow-up work (e.g. publishing a new restore point's exports) runs before clients can
+      // see the job as finished, so "succeeded" means the result is usable.
+      await onDone?.({ ...info, ...end });
+      info.result = end.result;
+      info.error = end.error;
+      info.state = end.state;
       info.finishedAt = new Date().toISOString();
       this.#log.info('job finished', { job: info.id, kind, state: info.state, ...(info.error ? { error: info.error.message } : {}) });
-      await onDone?.(info);
       this.#prune();
     });
     this.#jobs.set(info.id, { info, controller, done });

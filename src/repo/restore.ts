@@ -117,7 +117,7 @@ async function openTarget(to: string, size: number): Promise<Target> {
       }
     },
     finish: async () => {
-      fs.fsyncSync(fd);
+      await new Promise<void>((resolve, reject) => fs.fsync(fd, (err) => (err ? reject(targetError(err, to)) : resolve())));
       fs.closeSync(fd);
     },
     abort: async () => fs.closeSync(fd),
