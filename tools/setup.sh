@@ -15,6 +15,10 @@ PACKAGES=(
   e2fsprogs                # mkfs.ext4 -d, e2fsck, debugfs (test guest disks)
   busybox-static cpio      # the test guest's initramfs
   linux-image-cloud-amd64  # the test guest's kernel (boot tests under TCG)
+  fdisk                    # sfdisk: partitioned test disks (file-level restore)
+  libnfs-utils             # nfs-ls, nfs-cat, nfs-cp (NFS interop)
+  nfs-ganesha nfs-ganesha-vfs  # reference NFS server for benchmarks
+  tshark                   # decodes captured NFS test traffic
 )
 
 missing=()
