@@ -23,6 +23,8 @@ import { ReboundError } from '../errors.js';
 import { JobRegistry } from '../api/jobs.js';
 import { Repository } from '../repo/repository.js';
 import { PointExporter } from '../recovery/point-exports.js';
+import { RepoPointSource } from '../recovery/point-view.js';
+import { StaticSessionSource, type SessionSource } from '../exports/views.js';
 import { backup } from '../repo/ingest.js';
 import { DEMO_DISK, DEMO_VM, prepareDemoImage } from './demo.js';
 
@@ -40,6 +42,8 @@ export class Daemon {
   readonly jobs: JobRegistry;
   #repo: Repository | undefined;
   #exporter: PointExporter | undefined;
+  #points: RepoPointSource | undefined;
+  #sessions: SessionSource = new StaticSessionSource();
   readonly #log: Logger;
   readonly #lock: DataDirLock;
   #api: FastifyInstance | undefined;
@@ -81,8 +85,26 @@ export class Daemon {
     return this.#repo;
   }
 
+  /** Restore points as seen by the file front ends (FUSE, NFS). */
+  get points(): RepoPointSource {
+    if (!this.#points) throw new ReboundError('ERR_INTERNAL', 'the repository is not open');
+    return this.#points;
+  }
+
+  /** Recovery sessions as seen by the file front ends (FUSE, NFS). */
+  get sessions(): SessionSource {
+    return this.#sessions;
+  }
+
+  /** After backups, prunes and deletes: exports and file views follow the repository. */
+  async #repoChanged(): Promise<void> {
+    this.#points?.notify();
+    if (this.config.exportPoints) await this.#exporter!.sync();
+  }
+
   async #open(): Promise<void> {
     this.#repo = await Repository.open(this.config.dataDir, { chunkSize: this.config.chunkSize, cacheBytes: this.config.cacheSize });
+    this.#points = new RepoPointSource(this.#repo);
     this.#exporter = new PointExporter(this.#repo, this.registry, this.#log.child({ component: 'exports' }));
     if (this.config.demo && (await this.#repo.points(DEMO_VM)).length === 0) {
       const image = prepareDemoImage(this.config.dataDir);
@@ -129,7 +151,7 @@ export class Daemon {
         },
         repo: this.#repo,
         jobs: this.jobs,
-        repoChanged: () => (this.config.exportPoints ? this.#exporter!.sync() : Promise.resolve()),
+        repoChanged: () => this.#repoChanged(),
       });
       try {
         await this.#api.listen({ host, port });
