@@ -22,6 +22,14 @@ import { ReboundError } from '../errors.js';
 import { codecById, NONE, type Codec } from './codec.js';
 import { CHUNK_HEADER_BYTES, decodeChunkHeader, digestHex, encodeChunkHeader } from './format.js';
 
+/**
+ * sha256 on libuv's thread pool (WebCrypto digest jobs run there), so verifying chunks spreads
+ * over the cores instead of holding the event loop that serves the exports.
+ */
+export async function sha256(data: Uint8Array): Promise<Buffer> {
+  return Buffer.from(await crypto.subtle.digest('SHA-256', data));
+}
+
 /** Digests a backup (or another user) references and must not lose to gc. */
 export type ClaimSet = Set<string>;
 
@@ -109,7 +117,7 @@ export class ChunkStore implements ChunkReader {
       if (err instanceof ReboundError) throw err;
       throw new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${hex} does not decompress`, { cause: err, details: { chunk: hex } });
     }
-    const actual = crypto.createHash('sha256').update(raw).digest();
+    const actual = await sha256(raw);
     if (raw.length !== rawLength || !actual.equals(digest)) {
       throw new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${hex} is corrupt (content does not match its digest)`, { details: { chunk: hex } });
     }

@@ -78,7 +78,7 @@ export async function restore(
     }
   };
   try {
-    await Promise.all(Array.from({ length: req.concurrency ?? 4 }, worker));
+    await Promise.all(Array.from({ length: req.concurrency ?? 8 }, worker));
     await target.finish();
   } catch (err) {
     await target.abort();
