@@ -23,7 +23,10 @@ import { openSource, type BackupSource, type Range } from './sources.js';
 
 export interface BackupRequest {
   vm: string;
-  disks: Array<{ name: string; source: string }>;
+  /** SOURCE: a path or NBD URI, or an open BackupSource (closed by the backup). */
+  disks: Array<{ name: string; source: string | BackupSource }>;
+  /** The point unchanged ranges come from (sources with changedRanges); default the VM's latest. */
+  basePoint?: string;
   label?: BackupLabel;
   tags?: string[];
   /** Paths of VM configuration files to store with the point. */
@@ -63,7 +66,7 @@ export async function backup(repo: Repository, req: BackupRequest, opts: BackupO
   }
 
   const started = Date.now();
-  const previous = (await repo.points(req.vm)).at(-1);
+  const previous = req.basePoint ? await repo.point(req.vm, req.basePoint) : (await repo.points(req.vm)).at(-1);
   // An incremental reuses the previous point's chunks without reading them: keep that point
   // (and so its chunks) from being pruned and collected while this backup runs.
   const unpin = previous && req.dirtyBitmap ? repo.pin(previous.vm, previous.id) : undefined;
@@ -73,7 +76,7 @@ export async function backup(repo: Repository, req: BackupRequest, opts: BackupO
     const disks: DiskManifest[] = [];
     for (const d of req.disks) {
       opts.signal?.throwIfAborted();
-      const source = await openSource(d.source, { dirtyBitmap: req.dirtyBitmap });
+      const source = typeof d.source === 'string' ? await openSource(d.source, { dirtyBitmap: req.dirtyBitmap }) : d.source;
       try {
         disks.push(await backupDisk(repo, source, d.name, previous, req, tmp, claims.set, opts));
       } finally {
@@ -132,8 +135,9 @@ async function backupDisk(
   // Classify chunks: clean (reuse), zero (skip), or to read.
   const toRead = new Uint8Array(index.count).fill(1);
   let incremental: DiskManifest['incremental'];
-  if (req.dirtyBitmap && source.dirtyRanges && prevIndex) {
-    const dirty = chunkFlags(await source.dirtyRanges(), index, 'any');
+  const changed = req.dirtyBitmap && source.dirtyRanges ? () => source.dirtyRanges!() : source.changedRanges ? () => source.changedRanges!() : undefined;
+  if (changed && prevIndex) {
+    const dirty = chunkFlags(await changed(), index, 'any');
     let dirtyChunks = 0;
     for (let i = 0; i < index.count; i++) {
       if (dirty[i]) dirtyChunks++;
@@ -144,7 +148,7 @@ async function backupDisk(
         index.setDigest(i, d);
       }
     }
-    incremental = { bitmap: req.dirtyBitmap, basePoint: previous!.id, dirtyChunks };
+    incremental = { bitmap: req.dirtyBitmap ?? 'session-overlay', basePoint: previous!.id, dirtyChunks };
   }
   if (source.zeroRanges) {
     const zero = chunkFlags(await source.zeroRanges(), index, 'all');
@@ -232,15 +236,13 @@ function chunkFlags(ranges: Range[], index: FixedIndex, mode: 'any' | 'all'): Ui
   return flags;
 }
 
+const ZEROES = Buffer.alloc(1024 * 1024);
+
 function isZero(b: Buffer): boolean {
-  // Compare 8 bytes at a time through a BigUint64 view when aligned; fall back to bytes.
-  const words = b.byteOffset % 8 === 0 ? new BigUint64Array(b.buffer, b.byteOffset, Math.floor(b.length / 8)) : undefined;
-  if (words) {
-    for (let i = 0; i < words.length; i++) if (words[i] !== 0n) return false;
-    for (let i = words.length * 8; i < b.length; i++) if (b[i] !== 0) return false;
-    return true;
+  for (let pos = 0; pos < b.length; pos += ZEROES.length) {
+    const n = Math.min(ZEROES.length, b.length - pos);
+    if (!b.subarray(pos, pos + n).equals(ZEROES.subarray(0, n))) return false;
   }
-  for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false;
   return true;
 }
 

@@ -19,6 +19,11 @@ export interface BackupSource {
   zeroRanges?(): Promise<Range[]>;
   /** Ranges changed since the dirty bitmap started, if a bitmap was asked for. */
   dirtyRanges?(): Promise<Range[]>;
+  /**
+   * Ranges that may differ from the restore point the source was made from (`BackupRequest.basePoint`),
+   * for sources that know (a recovery session's overlay). Everything else reuses that point's chunks.
+   */
+  changedRanges?(): Promise<Range[]>;
   close(): Promise<void>;
 }
 

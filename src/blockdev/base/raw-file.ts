@@ -91,7 +91,7 @@ export class RawFileDevice implements BlockDevice {
 }
 
 /** Size of a regular file, or of a block device (from sysfs; fstat reports 0 for devices). */
-async function deviceSize(fd: number, path: string): Promise<number> {
+export async function deviceSize(fd: number, path: string): Promise<number> {
   const st = await new Promise<fs.Stats>((resolve, reject) => fs.fstat(fd, (e, s) => (e ? reject(e) : resolve(s))));
   if (st.isFile()) return st.size;
   if (st.isBlockDevice()) {

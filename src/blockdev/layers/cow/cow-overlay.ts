@@ -165,6 +165,20 @@ export class CowOverlay extends Layer {
     };
   }
 
+  /** Byte ranges this overlay shadows (written, trimmed or zeroed), in order. */
+  changedRanges(): Array<[offset: number, length: number]> {
+    const out: Array<[number, number]> = [];
+    for (const r of this.#map.runs(0, this.#map.blocks)) {
+      if (r.state === BASE) continue;
+      const off = r.first * this.#bs;
+      const len = Math.min(this.size, (r.first + r.count) * this.#bs) - off;
+      const last = out[out.length - 1];
+      if (last && last[0] + last[1] === off) last[1] += len;
+      else out.push([off, len]);
+    }
+    return out;
+  }
+
   // ---- read side --------------------------------------------------------------------------
 
   override async read(dst: Uint8Array, offset: number, opts?: IoOptions): Promise<void> {

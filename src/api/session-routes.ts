@@ -1,0 +1,182 @@
+/**
+ * Recovery session routes of the HTTP API: recover, the sessions report, QoS (per session and
+ * global, changeable live), migrate / switch / finish, commit, discard. Migration and commit run
+ * as jobs (progress through /v1/jobs/ID); the session's own report also shows migration progress.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { QosLimits } from '../blockdev/layers/qos.js';
+import type { SessionManager, RecoverRequest } from '../recovery/sessions.js';
+import { sessionExportName } from '../recovery/session.js';
+import { nbdUri } from '../recovery/session-report.js';
+import type { JobRegistry } from './jobs.js';
+
+export interface SessionRouteContext {
+  sessions: SessionManager;
+  jobs: JobRegistry;
+  endpoints: () => { nbd: string[]; nbdSocket: string[] };
+  /** After a commit added a restore point. */
+  repoChanged: () => Promise<void>;
+}
+
+const name = { type: 'string', minLength: 1, maxLength: 128 } as const;
+const limit = { type: 'integer', minimum: 0 } as const;
+const qosSchema = { type: 'object', additionalProperties: false, properties: { iops: limit, bps: limit } } as const;
+
+/** Ready-to-paste ways to attach the session's disks: NBD URIs, QEMU options, libvirt XML. */
+export function connectionInfo(ctx: SessionRouteContext, session: string, disks: string[]): Record<string, unknown> {
+  const ep = ctx.endpoints();
+  const tcp = ep.nbd[0];
+  const out = disks.map((disk, i) => {
+    const exp = sessionExportName(session, disk);
+    const uri = nbdUri({ tcp: ep.nbd, sockets: ep.nbdSocket }, exp);
+    const node = `${session}-${disk}`.replace(/[^A-Za-z0-9_-]/g, '_');
+    const [host, port] = tcp ? splitHostPort(tcp) : [undefined, undefined];
+    const server = tcp ? `server.type=inet,server.host=${host},server.port=${port}` : `server.type=unix,server.path=${ep.nbdSocket[0]}`;
+    const dev = `vd${String.fromCharCode(97 + i)}`;
+    const source = tcp
+      ? `<source protocol='nbd' name='${exp}'><host name='${host}' port='${port}'/></source>`
+      : `<source protocol='nbd' name='${exp}'><host transport='unix' socket='${ep.nbdSocket[0]}'/></source>`;
+    return {
+      disk,
+      export: exp,
+      nbdUri: uri,
+      qemuDrive: uri ? `-drive file=${uri},format=raw,if=virtio,cache=none,discard=unmap` : null,
+      qemuBlockdev: `-blockdev driver=nbd,${server},export=${exp},node-name=${node} -device virtio-blk-pci,drive=${node}`,
+      libvirt: `<disk type='network' device='disk'><driver name='qemu' type='raw' cache='none' discard='unmap'/>${source}<target dev='${dev}' bus='virtio'/></disk>`,
+    };
+  });
+  return { disks: out };
+}
+
+function splitHostPort(a: string): [string, string] {
+  const i = a.lastIndexOf(':');
+  return [a.slice(0, i).replace(/^\[|\]$/g, ''), a.slice(i + 1)];
+}
+
+export function registerSessionRoutes(app: FastifyInstance, ctx: SessionRouteContext): void {
+  const { sessions, jobs } = ctx;
+  const withConnection = (n: string): Record<string, unknown> => {
+    const [report] = sessions.report(n);
+    return { ...report, connect: report!.publish.nbd ? connectionInfo(ctx, n, report!.disks.map((d) => d.name)) : null };
+  };
+
+  app.get('/v1/sessions', async () => ({ sessions: sessions.report(), broken: sessions.broken }));
+
+  app.get<{ Params: { name: string } }>('/v1/sessions/:name', async (req) => withConnection(req.params.name));
+
+  app.post<{ Body: RecoverRequest }>(
+    '/v1/sessions',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          required: ['vm'],
+          additionalProperties: false,
+          properties: {
+            vm: name,
+            point: { type: 'string', minLength: 1 },
+            name,
+            quota: { type: 'integer', minimum: 1 },
+            qos: qosSchema,
+            publish: { type: 'object', additionalProperties: false, properties: { nbd: { type: 'boolean' }, nfs: { type: 'boolean' } } },
+          },
+        },
+      },
+    },
+    async (req, reply) => {
+      const s = await sessions.recover(req.body);
+      return reply.status(201).send(withConnection(s.name));
+    },
+  );
+
+  app.delete<{ Params: { name: string } }>('/v1/sessions/:name', async (req) => {
+    await sessions.discard(req.params.name);
+    return { discarded: req.params.name };
+  });
+
+  app.put<{ Params: { name: string }; Body: QosLimits }>('/v1/sessions/:name/qos', { schema: { body: qosSchema } }, async (req) => {
+    const s = sessions.setQos(req.params.name, req.body ?? {});
+    return { session: s.name, qos: s.limiter.limits };
+  });
+
+  app.get('/v1/qos', async () => ({ qos: sessions.shared.limits }));
+  app.put<{ Body: QosLimits }>('/v1/qos', { schema: { body: qosSchema } }, async (req) => {
+    sessions.setGlobalQos(req.body ?? {});
+    return { qos: sessions.shared.limits };
+  });
+
+  app.post<{ Params: { name: string }; Body: { to: string; disks?: string[]; rate?: number; switch?: boolean } }>(
+    '/v1/sessions/:name/migrate',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          required: ['to'],
+          additionalProperties: false,
+          properties: { to: { type: 'string', minLength: 1 }, disks: { type: 'array', items: name }, rate: limit, switch: { type: 'boolean' } },
+        },
+      },
+    },
+    async (req, reply) => {
+      const n = req.params.name;
+      const migs = sessions.migrate(n, req.body);
+      const job = jobs.start('migrate', { session: n, ...req.body }, async (signal, progress) => {
+        const tick = setInterval(() => progress(sumProgress(migs.map((m) => m.progress()))), 250);
+        try {
+          const stop = new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true }));
+          await Promise.race([Promise.all(migs.map((m) => m.waitFor(['synced', 'switched']))), stop]);
+          const switched = req.body.switch ? await sessions.switchOver(n) : null;
+          progress(sumProgress(migs.map((m) => m.progress())));
+          return { session: n, disks: migs.map((m) => m.progress()), switched };
+        } finally {
+          clearInterval(tick);
+        }
+      });
+      return reply.status(202).send(job);
+    },
+  );
+
+  app.delete<{ Params: { name: string }; Querystring: { disk?: string } }>('/v1/sessions/:name/migrate', async (req) => {
+    await sessions.cancelMigration(req.params.name, req.query.disk ? [req.query.disk] : undefined);
+    return withConnection(req.params.name);
+  });
+
+  app.post<{ Params: { name: string } }>('/v1/sessions/:name/switch', async (req) => {
+    const verified = await sessions.switchOver(req.params.name);
+    return { ...withConnection(req.params.name), verified };
+  });
+
+  app.post<{ Params: { name: string } }>('/v1/sessions/:name/finish', async (req) => {
+    await sessions.finish(req.params.name);
+    return { finished: req.params.name };
+  });
+
+  app.post<{ Params: { name: string }; Body: { tags?: string[] } }>(
+    '/v1/sessions/:name/commit',
+    { schema: { body: { type: 'object', additionalProperties: false, properties: { tags: { type: 'array', items: { type: 'string', minLength: 1, maxLength: 64 } } } } } },
+    async (req, reply) => {
+      const n = req.params.name;
+      sessions.require(n);
+      const job = jobs.start(
+        'commit',
+        { session: n },
+        (signal, progress) => sessions.commit(n, req.body ?? {}, { signal, onProgress: (p) => progress({ ...p }) }),
+        async (info) => {
+          if (info.state === 'succeeded') await ctx.repoChanged();
+        },
+      );
+      return reply.status(202).send(job);
+    },
+  );
+}
+
+function sumProgress(ps: Array<{ totalBytes: number; doneBytes: number; rate: number; dirtyBytes: number; state: string }>): Record<string, unknown> {
+  return {
+    totalBytes: ps.reduce((a, p) => a + p.totalBytes, 0),
+    doneBytes: ps.reduce((a, p) => a + p.doneBytes, 0),
+    dirtyBytes: ps.reduce((a, p) => a + p.dirtyBytes, 0),
+    rate: ps.reduce((a, p) => a + p.rate, 0),
+    states: ps.map((p) => p.state),
+    disks: ps,
+  };
+}

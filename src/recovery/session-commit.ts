@@ -1,0 +1,82 @@
+/**
+ * `rebound commit SESSION`: stores what the session's disks hold now (base + overlay, or the
+ * production copy after a switch) as a new restore point of the VM, while the VM keeps running.
+ *
+ * Every disk is frozen at once (FreezeLayer: copy-before-write), so the point is crash-consistent
+ * across disks. Chunks the overlay never touched are taken from the session's restore point
+ * without reading them; the rest is read from the frozen view and deduplicated as in any backup.
+ */
+import { backup, type BackupOptions } from '../repo/ingest.js';
+import type { PointManifest } from '../repo/manifest.js';
+import type { Repository } from '../repo/repository.js';
+import type { BackupSource, Range } from '../repo/sources.js';
+import type { Session, SessionDisk } from './session.js';
+
+export interface CommitRequest {
+  tags?: string[];
+}
+
+function frozenSource(s: Session, d: SessionDisk, unit: number, changed: Range[] | undefined): BackupSource {
+  return {
+    description: `session:${s.name}/${d.name}`,
+    size: d.size,
+    async read(dst: Uint8Array, offset: number): Promise<void> {
+      // The ingest reads whole chunks at chunk boundaries; the freeze unit is the chunk size.
+      for (let pos = 0; pos < dst.length; ) {
+        const u = Math.floor((offset + pos) / unit);
+        const data = await d.freeze.readFrozen(u);
+        const from = offset + pos - u * unit;
+        const n = Math.min(dst.length - pos, data.length - from);
+        dst.set(data.subarray(from, from + n), pos);
+        pos += n;
+      }
+    },
+    ...(changed ? { changedRanges: () => Promise.resolve(changed) } : {}),
+    close: () => Promise.resolve(),
+  };
+}
+
+/** Units outside the changed ranges are not read (their chunks are reused): nothing to save for them. */
+function releaseUnchanged(d: SessionDisk, unit: number, changed: Range[]): void {
+  const units = Math.ceil(d.size / unit);
+  const touched = new Uint8Array(units);
+  for (const [off, len] of changed) for (let u = Math.floor(off / unit); u <= Math.floor((off + len - 1) / unit); u++) touched[u] = 1;
+  for (let u = 0; u < units; u++) if (!touched[u]) d.freeze.release(u);
+}
+
+export async function commitSession(repo: Repository, s: Session, req: CommitRequest, opts: BackupOptions = {}): Promise<PointManifest> {
+  const unit = repo.chunkSize;
+  // Freeze every disk (each freeze waits for that disk's writes in flight), then collect sources.
+  const frozen: SessionDisk[] = [];
+  try {
+    for (const d of s.disks) {
+      await d.freeze.freeze(unit);
+      frozen.push(d);
+    }
+    // Ranges the overlays shadow, taken after the freeze: every write before it is included.
+    // After a switch there is no overlay: the whole disk is read (and deduplicated).
+    const allOverlay = s.disks.every((d) => d.overlay);
+    const sources = s.disks.map((d) => {
+      if (!allOverlay) return frozenSource(s, d, unit, undefined);
+      const changed = d.overlay!.changedRanges();
+      releaseUnchanged(d, unit, changed);
+      return frozenSource(s, d, unit, changed);
+    });
+    const m = await backup(
+      repo,
+      {
+        vm: s.vm,
+        disks: s.disks.map((d, i) => ({ name: d.name, source: sources[i]! })),
+        label: 'crash',
+        tags: ['session-commit', `session:${s.name}`, ...(req.tags ?? [])],
+        ...(allOverlay ? { basePoint: s.pointId } : {}),
+      },
+      opts,
+    );
+    s.record.commits.push({ pointId: m.id, at: m.createdAt });
+    await s.save();
+    return m;
+  } finally {
+    for (const d of frozen) d.freeze.thaw();
+  }
+}
