@@ -23,6 +23,8 @@ export class SwitchableDevice implements BlockDevice {
   #current: BlockDevice;
   #inflight = 0;
   #gate: Promise<void> | undefined;
+  #openGate: (() => void) | undefined;
+  #pending = 0;
   #drained: (() => void) | undefined;
   #exclusive: Promise<unknown> = Promise.resolve();
 
@@ -46,15 +48,17 @@ export class SwitchableDevice implements BlockDevice {
    * serialised.
    */
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    // The gate closes now, synchronously: a request issued after this call never slips in.
+    if (this.#pending++ === 0) this.#gate = new Promise<void>((r) => (this.#openGate = r));
     const run = this.#exclusive.then(async () => {
-      let open!: () => void;
-      this.#gate = new Promise<void>((r) => (open = r));
       try {
         if (this.#inflight > 0) await new Promise<void>((r) => (this.#drained = r));
         return await fn();
       } finally {
-        this.#gate = undefined;
-        open();
+        if (--this.#pending === 0) {
+          this.#gate = undefined;
+          this.#openGate!();
+        }
       }
     });
     this.#exclusive = run.catch(() => undefined);

@@ -1,0 +1,208 @@
+/**
+ * The layers a recovery session stacks: qos (token buckets), stats, switch (drain + re-point),
+ * dirty tracker, freeze (copy-before-write).
+ */
+import { describe, expect, it } from 'vitest';
+import { MemoryDevice } from '../../../src/blockdev/base/memory.js';
+import { DirtyTracker } from '../../../src/blockdev/layers/dirty-tracker.js';
+import { FaultLayer } from '../../../src/blockdev/layers/fault.js';
+import { FreezeLayer } from '../../../src/blockdev/layers/freeze.js';
+import { QosLayer, QosLimiter } from '../../../src/blockdev/layers/qos.js';
+import { StatsLayer } from '../../../src/blockdev/layers/stats.js';
+import { SwitchableDevice } from '../../../src/blockdev/layers/switchable.js';
+import { TokenBucket } from '../../../src/util/token-bucket.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+async function timed(fn: () => Promise<void>): Promise<number> {
+  const t = performance.now();
+  await fn();
+  return (performance.now() - t) / 1000;
+}
+
+describe('TokenBucket', () => {
+  it('holds a long-run rate and serves waiters in order', async () => {
+    const b = new TokenBucket(1000, 0.05); // 1000 tokens/s, burst 50
+    const order: number[] = [];
+    const s = await timed(() => Promise.all(Array.from({ length: 10 }, (_, i) => b.take(55).then(() => order.push(i)))).then(() => undefined));
+    // 550 tokens, 50 of them burst: about 0.5 s.
+    expect(s).toBeGreaterThan(0.45);
+    expect(s).toBeLessThan(0.8);
+    expect(order).toEqual([...order].sort((a, c) => a - c));
+  });
+
+  it('is free at rate 0 and applies a new rate at once', async () => {
+    const b = new TokenBucket(0);
+    expect(await timed(() => b.take(1e9))).toBeLessThan(0.05);
+    b.setRate(100);
+    expect(await timed(() => b.take(30))).toBeGreaterThan(0.15);
+  });
+});
+
+describe('QosLayer', () => {
+  it('limits IOPS within 10% of the limit', async () => {
+    const dev = new QosLayer(new MemoryDevice(MiB), new QosLimiter({ iops: 200 }));
+    const buf = Buffer.alloc(4096);
+    let ops = 0;
+    const s = await timed(async () => {
+      const end = performance.now() + 1500;
+      await Promise.all(Array.from({ length: 8 }, async () => {
+        while (performance.now() < end) {
+          await dev.read(buf, 0);
+          ops++;
+        }
+      }));
+    });
+    const rate = ops / s;
+    expect(rate).toBeGreaterThan(180);
+    expect(rate).toBeLessThan(220 + 20 / s); // the burst (0.1 s worth) on top
+  });
+
+  it('limits bandwidth within 10%, and a shared limiter caps two exports together', async () => {
+    const shared = new QosLimiter({ bps: 4 * MiB });
+    const a = new QosLayer(new MemoryDevice(MiB), new QosLimiter({}), shared);
+    const b = new QosLayer(new MemoryDevice(MiB), new QosLimiter({}), shared);
+    const buf = Buffer.alloc(64 * KiB);
+    let bytes = 0;
+    const s = await timed(async () => {
+      const end = performance.now() + 1500;
+      await Promise.all([a, b, a, b].map(async (dev) => {
+        while (performance.now() < end) {
+          await dev.write(buf, 0);
+          bytes += buf.length;
+        }
+      }));
+    });
+    const rate = bytes / s;
+    expect(rate).toBeGreaterThan(0.9 * 4 * MiB);
+    expect(rate).toBeLessThan(1.1 * 4 * MiB + (0.4 * MiB + 4 * 64 * KiB) / s);
+  });
+
+  it('changes limits live', async () => {
+    const limiter = new QosLimiter({ iops: 10 });
+    const dev = new QosLayer(new MemoryDevice(MiB), limiter);
+    limiter.set({});
+    expect(await timed(() => Promise.all(Array.from({ length: 100 }, () => dev.read(Buffer.alloc(512), 0))).then(() => undefined))).toBeLessThan(0.2);
+    expect(limiter.limits).toEqual({});
+  });
+});
+
+describe('StatsLayer', () => {
+  it('counts operations, bytes and errors', async () => {
+    let fail = false;
+    const fault = new FaultLayer(new MemoryDevice(MiB), { error: () => (fail ? 'EIO' : undefined) });
+    const s = new StatsLayer(fault);
+    await s.write(Buffer.alloc(4096), 0);
+    await s.read(Buffer.alloc(512), 0);
+    await s.flush();
+    fail = true;
+    await expect(s.read(Buffer.alloc(512), 0)).rejects.toThrow();
+    const c = s.counters();
+    expect(c).toMatchObject({ reads: 2, writes: 1, readBytes: 1024, writeBytes: 4096, flushes: 1, errors: 1 });
+    expect(c.writeRate).toBeGreaterThan(0);
+  });
+});
+
+describe('SwitchableDevice', () => {
+  it('drains requests in flight, holds new ones, and sends later ones to the new device', async () => {
+    const a = new FaultLayer(new MemoryDevice(MiB), { delayMs: () => 50 });
+    const b = new MemoryDevice(MiB);
+    const sw = new SwitchableDevice(a);
+    const early = Promise.all(Array.from({ length: 16 }, (_, i) => sw.write(Buffer.alloc(512, i + 1), i * 512)));
+    await new Promise((r) => setTimeout(r, 5));
+    let lateDone = false;
+    let switchedAt = 0;
+    const switching = sw.exclusive(async () => {
+      // Every early write finished before we run: copy A to B, then re-point.
+      const buf = Buffer.alloc(16 * 512);
+      await a.read(buf, 0);
+      for (let i = 0; i < 16; i++) expect(buf[i * 512]).toBe(i + 1);
+      await b.write(buf, 0);
+      expect(lateDone).toBe(false);
+      switchedAt = performance.now();
+      sw.switchTo(b);
+    });
+    const late = sw.write(Buffer.alloc(512, 0xee), 8192).then(() => (lateDone = true));
+    await Promise.all([early, switching, late]);
+    const check = Buffer.alloc(512);
+    await b.read(check, 8192);
+    expect(check[0]).toBe(0xee); // the late write went to B only
+    await a.read(check, 8192);
+    expect(check[0]).toBe(0);
+    expect(switchedAt).toBeGreaterThan(0);
+    expect(sw.inner).toBe(b);
+  });
+
+  it('adapts requests the new device cannot do', async () => {
+    const mem = new MemoryDevice(MiB);
+    const plain = { ...mem, name: 'plain', size: mem.size, capabilities: () => ({ ...mem.capabilities(), canTrim: false, canZero: false, canFua: false }),
+      read: mem.read.bind(mem), write: mem.write.bind(mem), flush: mem.flush.bind(mem), trim: () => Promise.reject(new Error('no trim')),
+      zero: () => Promise.reject(new Error('no zero')), extents: mem.extents.bind(mem), close: mem.close.bind(mem) };
+    await mem.write(Buffer.alloc(8192, 1), 0);
+    const sw = new SwitchableDevice(new MemoryDevice(MiB));
+    await sw.exclusive(async () => void sw.switchTo(plain));
+    await sw.zero(0, 4096);
+    await sw.trim(4096, 4096);
+    await sw.write(Buffer.alloc(512, 2), 0, { fua: true });
+    await expect(sw.zero(0, 4096, { fast: true })).rejects.toMatchObject({ code: 'ENOTSUP' });
+    const buf = Buffer.alloc(4096);
+    await mem.read(buf, 0);
+    expect(buf[0]).toBe(2);
+    expect(buf[600]).toBe(0);
+  });
+});
+
+describe('DirtyTracker', () => {
+  it('marks written units when writes complete, only while tracking', async () => {
+    const t = new DirtyTracker(new MemoryDevice(8 * MiB), MiB);
+    await t.write(Buffer.alloc(4096), 0);
+    expect(t.dirtyUnits).toBe(0);
+    t.start();
+    await t.write(Buffer.alloc(4096), MiB - 2048); // spans units 0 and 1
+    await t.zero(5 * MiB, MiB);
+    expect(t.snapshot()).toEqual([0, 1, 5]);
+    expect(t.clear(1)).toBe(true);
+    expect(t.snapshot()).toEqual([0, 5]);
+    t.stop();
+    expect(t.dirtyUnits).toBe(0);
+  });
+});
+
+describe('FreezeLayer', () => {
+  it('reads the disk as it was at the freeze while writes continue', async () => {
+    const mem = new MemoryDevice(4 * MiB);
+    await mem.write(Buffer.alloc(4 * MiB, 1), 0);
+    const f = new FreezeLayer(mem);
+    await f.freeze(MiB);
+    await f.write(Buffer.alloc(4096, 2), 10); // unit 0 saved first
+    await f.write(Buffer.alloc(2 * MiB, 3), MiB + 5); // units 1..3 saved
+    const u0 = await f.readFrozen(0);
+    const u2 = await f.readFrozen(2);
+    expect(u0.every((b) => b === 1)).toBe(true);
+    expect(u2.every((b) => b === 1)).toBe(true);
+    // After the reader took a unit, writes to it need no copy.
+    const before = f.savedBytes;
+    await f.write(Buffer.alloc(512, 4), 0);
+    expect(f.savedBytes).toBe(before);
+    f.release(3);
+    expect(f.savedBytes).toBe(before - MiB);
+    f.thaw();
+    const now = Buffer.alloc(16);
+    await f.read(now, 0);
+    expect(now[0]).toBe(4);
+  });
+
+  it('waits for writes that started before the freeze', async () => {
+    let delay = 60;
+    const slow = new FaultLayer(new MemoryDevice(MiB), { delayMs: () => delay });
+    const f = new FreezeLayer(slow);
+    const w = f.write(Buffer.alloc(512, 9), 0);
+    await new Promise((r) => setTimeout(r, 5));
+    await f.freeze(64 * KiB);
+    delay = 0;
+    await w;
+    const u0 = await f.readFrozen(0);
+    expect(u0[0]).toBe(9); // the view includes the write in flight at the freeze
+  });
+});
