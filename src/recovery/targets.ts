@@ -48,7 +48,8 @@ class FileTarget implements MigrationTarget {
     this.fresh = fresh;
   }
 
-  static async open(spec: string, size: number, reuse: boolean): Promise<FileTarget> {
+  /** `startOver`: a regular file is emptied first (a new copy); otherwise its content is kept (a resumed copy). */
+  static async open(spec: string, size: number, startOver: boolean): Promise<FileTarget> {
     let st: fs.Stats | undefined;
     try {
       st = fs.statSync(spec);
@@ -65,8 +66,8 @@ class FileTarget implements MigrationTarget {
     try {
       const have = await deviceSize(fd, spec);
       if (isDevice && have < size) throw new ReboundError('ERR_INVALID_ARGUMENT', `migration target ${spec} has ${have} bytes; the disk needs ${size}`);
-      // A new file, or one we restart into from the beginning, starts as all holes.
-      const fresh = !isDevice && (!st || !reuse);
+      // A new file, or one a new copy starts into, begins as all holes.
+      const fresh = !isDevice && (!st || startOver);
       if (fresh) fs.ftruncateSync(fd, 0);
       if (!isDevice && (fresh || have < size)) fs.ftruncateSync(fd, size);
       return new FileTarget(spec, fd, size, fresh);
