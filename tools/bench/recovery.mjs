@@ -1,0 +1,219 @@
+#!/usr/bin/env node
+/**
+ * Instant recovery benchmark, rebound against the references in one run:
+ *
+ *   node tools/bench/recovery.mjs [--size 1G] [--sparse-size 1T] [--boots 2] [--json] [--check]
+ *
+ *   1. time to a usable export: POST /v1/sessions (rebound recover) until the first 4 KiB read of
+ *      the session export answers, for a --size restore point with VM-like content and for a
+ *      --sparse-size (sparse) one. Target < 1 s for both.
+ *   2. guest boot (tools/guest: kernel + busybox initramfs + ext4 disk, QEMU TCG, mount, unmount,
+ *      power off) with its disk on a session export vs on `nbdkit --filter=cow file` of the same raw
+ *      image. Best of --boots each, interleaved. Target rebound <= 1.2x nbdkit.
+ *   3. migration of the --size session to a file (rebound migrate, until in step) vs
+ *      `qemu-img convert -O raw` of the same raw image. Best of 2 each. Target >= 0.8x.
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import {
+  fmt, GiB, killAllSync, log, MiB, REBOUND_MAIN, removeTmpSync, ROOT, run, setTmpDir, sleep, startServer, stopServer, table, which, writeVmImage,
+} from './lib.mjs';
+
+const USAGE = `usage: node tools/bench/recovery.mjs [options]
+  --size SIZE          restore point size for recover time and migration (default 1G)
+  --sparse-size SIZE   the sparse restore point (default 1T)
+  --boots N            guest boots per server (default 2)
+  --json               print JSON
+  --check              exit 1 when a target is missed
+  -h, --help`;
+
+
+
+async function api(http, method, url, body) {
+  const res = await fetch(`${http}${url}`, {
+    method,
+    headers: body ? { 'content-type': 'application/json' } : {},
+    body: body ? JSON.stringify(body) : undefined,
+    signal: AbortSignal.timeout(600_000),
+  });
+  const j = await res.json();
+  if (!res.ok) throw new Error(`${method} ${url}: ${JSON.stringify(j)}`);
+  return j;
+}
+
+async function rebound(http, args, timeoutMs = 3_600_000) {
+  const r = await run(process.execPath, [REBOUND_MAIN, '--server', http, ...args, '--json'], { timeoutMs });
+  return JSON.parse(r.stdout);
+}
+
+/** POST /v1/sessions, then the first 4 KiB read through NBD; milliseconds of each. */
+async function timeRecover(ctx, vm, name) {
+  const { NbdClient } = await import(path.join(ROOT, 'dist/nbd/client.js'));
+  const t0 = performance.now();
+  await api(ctx.http, 'POST', '/v1/sessions', { vm, name });
+  const t1 = performance.now();
+  const c = await NbdClient.connect(`nbd+unix:///session/${name}/disk0?socket=${ctx.sock}`);
+  await c.read(Buffer.alloc(4096), 0);
+  const t2 = performance.now();
+  await c.close();
+  return { recoverMs: t1 - t0, firstReadMs: t2 - t1, usableMs: t2 - t0 };
+}
+
+/** One guest boot (action boot); resolves with wall ms from QEMU start to exit. */
+async function bootOnce(guestDir, drive) {
+  const args = ['-accel', 'tcg', '-m', '256', '-nodefaults', '-no-user-config', '-display', 'none', '-serial', 'stdio', '-no-reboot',
+    '-kernel', path.join(guestDir, 'vmlinuz'), '-initrd', path.join(guestDir, 'initramfs.cpio.gz'),
+    '-append', 'console=ttyS0 panic=-1 quiet mitigations=off rebound.action=boot',
+    '-drive', `file=${drive.replaceAll(',', ',,')},format=raw,if=virtio,cache=writeback`];
+  const t0 = performance.now();
+  const child = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (d) => (out += d));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 300_000);
+  await new Promise((r) => child.once('exit', r));
+  clearTimeout(timer);
+  if (!out.includes('REBOUND-STATUS: ok')) throw new Error(`guest boot on ${drive} failed:\n${out.slice(-1500)}`);
+  return performance.now() - t0;
+}
+
+async function main() {
+  const { values } = parseArgs({
+    options: {
+      size: { type: 'string', default: '1G' },
+      'sparse-size': { type: 'string', default: '1T' },
+      boots: { type: 'string', default: '2' },
+      json: { type: 'boolean', default: false },
+      check: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) return void console.log(USAGE);
+  if (!fs.existsSync(REBOUND_MAIN)) throw new Error(`${REBOUND_MAIN} is missing: run 'npm run build' first`);
+  for (const t of ['nbdkit', 'qemu-img', 'qemu-nbd', 'qemu-system-x86_64', 'nbdinfo']) if (!which(t)) throw new Error(`${t} is not installed (tools/setup.sh)`);
+  const { parseSize } = await import(path.join(ROOT, 'dist/util/size.js'));
+  const size = parseSize(values.size);
+  const sparseSize = parseSize(values['sparse-size']);
+  const boots = Number(values.boots);
+
+  const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rebound-bench-recovery-'));
+  setTmpDir(tmpDir);
+  const R = { size, sparseSize };
+  const sock = path.join(tmpDir, 'rebound.sock');
+  const data = path.join(tmpDir, 'data');
+  const server = await startServer({
+    name: 'rebound', cmd: process.execPath, args: [REBOUND_MAIN, 'serve', '--data', data, '--nbd', 'none', '--nbd-socket', sock, '--http', '127.0.0.1:0'],
+    sock, uri: `nbd+unix:///?socket=${sock}`, dir: tmpDir,
+    ready: (_s, text) => /HTTP API: (http:\/\/[^/\s]+)\//.exec(text)?.[1],
+  });
+  const ctx = { http: server.ready, sock };
+  try {
+    // ---- 1. time to a usable export ------------------------------------------------------
+    const img = path.join(tmpDir, 'vm.raw');
+    log(`writing a ${fmt(size / MiB)} MiB VM-like image and backing it up`);
+    writeVmImage(img, size);
+    await rebound(ctx.http, ['backup', 'big', '--disk', `disk0=${img}`]);
+    const sparse = path.join(tmpDir, 'sparse.raw');
+    fs.writeFileSync(sparse, '');
+    fs.truncateSync(sparse, sparseSize);
+    const fd = fs.openSync(sparse, 'r+');
+    for (const off of [0, sparseSize / 2, sparseSize - MiB]) fs.writeSync(fd, Buffer.alloc(MiB, 0x5a), 0, MiB, off);
+    fs.closeSync(fd);
+    log(`backing up a ${fmt(sparseSize / GiB)} GiB sparse image through qemu-nbd (holes skipped by block status)`);
+    const qsock = path.join(tmpDir, 'q.sock');
+    const q = await startServer({ name: 'qemu-nbd', cmd: 'qemu-nbd', args: ['-r', '-f', 'raw', '-k', qsock, '-t', sparse], sock: qsock, uri: `nbd+unix:///?socket=${qsock}`, dir: tmpDir });
+    await rebound(ctx.http, ['backup', 'huge', '--disk', `disk0=nbd+unix:///?socket=${qsock}`]);
+    await stopServer(q);
+    R.recover = {};
+    for (const [vm, label] of [['big', values.size], ['huge', values['sparse-size']]]) {
+      const runs = [];
+      for (let i = 0; i < 3; i++) {
+        runs.push(await timeRecover(ctx, vm, `${vm}-${i}`));
+        await api(ctx.http, 'DELETE', `/v1/sessions/${vm}-${i}`);
+      }
+      R.recover[label] = runs.reduce((a, b) => (b.usableMs < a.usableMs ? b : a));
+      log(`recover ${label}: usable after ${fmt(R.recover[label].usableMs, 1)} ms`);
+    }
+
+    // ---- 2. guest boot: session export vs nbdkit cow -------------------------------------
+    const guestDir = path.join(ROOT, 'test-results/guest');
+    log('building the test guest if needed (tools/guest/build.sh)');
+    await run('bash', [path.join(ROOT, 'tools/guest/build.sh'), guestDir], { timeoutMs: 600_000 });
+    await rebound(ctx.http, ['backup', 'guest', '--disk', `disk0=${path.join(guestDir, 'disk.img')}`]);
+    R.boot = { rebound: [], nbdkit: [] };
+    for (let i = 0; i < boots; i++) {
+      await api(ctx.http, 'POST', '/v1/sessions', { vm: 'guest', name: `boot-${i}` });
+      R.boot.rebound.push(await bootOnce(guestDir, `nbd+unix:///session/boot-${i}/disk0?socket=${sock}`));
+      await api(ctx.http, 'DELETE', `/v1/sessions/boot-${i}`);
+      const ksock = path.join(tmpDir, `k${i}.sock`);
+      const k = await startServer({ name: 'nbdkit', cmd: 'nbdkit', args: ['-f', '-U', ksock, '--filter=cow', 'file', path.join(guestDir, 'disk.img')], sock: ksock, uri: `nbd+unix:///?socket=${ksock}`, dir: tmpDir });
+      R.boot.nbdkit.push(await bootOnce(guestDir, `nbd+unix:///?socket=${ksock}`));
+      await stopServer(k);
+      log(`boot #${i + 1}: rebound ${fmt(R.boot.rebound.at(-1) / 1000, 2)} s, nbdkit cow ${fmt(R.boot.nbdkit.at(-1) / 1000, 2)} s`);
+    }
+    R.boot.best = { rebound: Math.min(...R.boot.rebound), nbdkit: Math.min(...R.boot.nbdkit) };
+    R.boot.ratio = R.boot.best.rebound / R.boot.best.nbdkit;
+
+    // ---- 3. migration vs qemu-img convert ------------------------------------------------
+    R.migrate = { rebound: [], convert: [] };
+    const out = path.join(tmpDir, 'target.raw');
+    for (let i = 0; i < 2; i++) {
+      fs.rmSync(out, { force: true });
+      await api(ctx.http, 'POST', '/v1/sessions', { vm: 'big', name: `mig-${i}` });
+      const t0 = performance.now();
+      const job = await api(ctx.http, 'POST', `/v1/sessions/mig-${i}/migrate`, { to: out });
+      let j = job;
+      while (j.state === 'running') {
+        await sleep(20);
+        j = await api(ctx.http, 'GET', `/v1/jobs/${job.id}`);
+      }
+      if (j.state !== 'succeeded') throw new Error(`migration: ${JSON.stringify(j.error)}`);
+      const s = (performance.now() - t0) / 1000;
+      R.migrate.rebound.push({ seconds: s, mibps: size / MiB / s });
+      await api(ctx.http, 'DELETE', `/v1/sessions/mig-${i}`);
+      if (i === 0) await run('cmp', [out, img], { timeoutMs: 300_000 });
+      fs.rmSync(out, { force: true });
+      const c = await run('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', '-t', 'writeback', img, out], { timeoutMs: 600_000 });
+      R.migrate.convert.push({ seconds: c.seconds, mibps: size / MiB / c.seconds });
+      log(`migration #${i + 1}: rebound ${fmt(size / MiB / s)} MiB/s, qemu-img convert ${fmt(size / MiB / c.seconds)} MiB/s`);
+    }
+    const best = (xs) => xs.reduce((a, b) => (b.seconds < a.seconds ? b : a));
+    R.migrate.best = { rebound: best(R.migrate.rebound), convert: best(R.migrate.convert) };
+    R.migrate.ratio = R.migrate.best.rebound.mibps / R.migrate.best.convert.mibps;
+  } finally {
+    await stopServer(server);
+  }
+
+  R.targets = {
+    recoverUnder1s: Object.values(R.recover).every((r) => r.usableMs < 1000),
+    bootWithin1_2x: R.boot.ratio <= 1.2,
+    migrationAtLeast0_8x: R.migrate.ratio >= 0.8,
+  };
+  if (values.json) console.log(JSON.stringify(R, null, 2));
+  else {
+    console.log('\ntime to a usable export (POST /v1/sessions -> first 4 KiB read), best of 3');
+    console.log(table([['restore point', 'recover ms', 'first read ms', 'usable ms'],
+      ...Object.entries(R.recover).map(([k, r]) => [k, fmt(r.recoverMs, 1), fmt(r.firstReadMs, 1), fmt(r.usableMs, 1)])]));
+    console.log('\nguest boot to power-off (QEMU TCG), best of', boots);
+    console.log(table([['disk on', 'seconds'], ['rebound session export', fmt(R.boot.best.rebound / 1000, 2)], ['nbdkit --filter=cow file', fmt(R.boot.best.nbdkit / 1000, 2)], ['ratio (lower is better)', fmt(R.boot.ratio, 2)]]));
+    console.log(`\nmigration of ${fmt(size / MiB)} MiB, best of 2`);
+    console.log(table([['copy', 'MiB/s'], ['rebound migrate (until in step)', fmt(R.migrate.best.rebound.mibps)], ['qemu-img convert -O raw', fmt(R.migrate.best.convert.mibps)], ['ratio', fmt(R.migrate.ratio, 2)]]));
+    console.log(`\ntargets: recover < 1 s ${R.targets.recoverUnder1s ? 'met' : 'MISSED'}; boot <= 1.2x ${R.targets.bootWithin1_2x ? 'met' : 'MISSED'}; migration >= 0.8x ${R.targets.migrationAtLeast0_8x ? 'met' : 'MISSED'}`);
+  }
+  return values.check && Object.values(R.targets).some((t) => !t) ? 1 : 0;
+}
+
+main().then(
+  (code) => {
+    removeTmpSync();
+    process.exit(code);
+  },
+  (err) => {
+    console.error(`bench/recovery: ${err.stack ?? err}`);
+    killAllSync();
+    removeTmpSync();
+    process.exit(2);
+  },
+);
