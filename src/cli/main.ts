@@ -15,6 +15,7 @@ import { registerServe } from './commands/serve.js';
 import { registerExports } from './commands/exports.js';
 import { registerStatus } from './commands/status.js';
 import { registerRepo } from './commands/repo.js';
+import { registerSessions } from './commands/sessions.js';
 import type { CliIo } from './io.js';
 import { processIo } from './io.js';
 
@@ -46,6 +47,7 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
   registerExports(program, io);
   registerStatus(program, io);
   registerRepo(program, io);
+  registerSessions(program, io);
 
   try {
     await program.parseAsync(argv, { from: 'user' });

@@ -25,6 +25,14 @@ export interface DaemonConfig {
   demo: boolean;
   /** Publish every restore point as a read-only export VM@POINT/DISK (and VM@latest/DISK). Default true. */
   exportPoints: boolean;
+  /** IOPS limit for all recovery-session exports together (0: none). Unit: operations/s. Default 0. */
+  qosIops: number;
+  /** Bandwidth limit for all recovery-session exports together (0: none). Unit: bytes/s. Default 0. */
+  qosBandwidth: number;
+  /** The sessions report flags sessions older than this. Unit: hours. Default 168 (a week). */
+  sessionWarnAgeHours: number;
+  /** The sessions report flags sessions whose overlays hold more than this. Unit: bytes. Default 50 GiB. */
+  sessionWarnSize: number;
   /** Size of the shared cache of uncompressed chunks. Unit: bytes. Default 256 MiB. */
   cacheSize: number;
   /** Chunk size of a new repository (fixed once created). Unit: bytes. Default 1 MiB. */
@@ -56,6 +64,10 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfi
     exports: [],
     demo: false,
     exportPoints: true,
+    qosIops: 0,
+    qosBandwidth: 0,
+    sessionWarnAgeHours: 168,
+    sessionWarnSize: 50 * 1024 ** 3,
     cacheSize: 256 * 1024 * 1024,
     chunkSize: 1024 * 1024,
     nbdMaxInflight: 256,
@@ -73,6 +85,10 @@ export const CONFIG_FIELDS: FieldDoc[] = [
   { key: 'exports', default: [], doc: 'exports, NAME=SOURCE[,OPTION...]' },
   { key: 'demo', default: false, doc: 'create and export demo images' },
   { key: 'exportPoints', default: true, doc: 'publish every restore point as a read-only export VM@POINT/DISK and VM@latest/DISK' },
+  { key: 'qosIops', unit: 'operations/s', default: 0, doc: 'IOPS limit for all recovery-session exports together (0: none)' },
+  { key: 'qosBandwidth', unit: 'bytes/s', default: 0, doc: 'bandwidth limit for all recovery-session exports together (0: none)' },
+  { key: 'sessionWarnAgeHours', unit: 'hours', default: 168, doc: 'the sessions report flags sessions older than this' },
+  { key: 'sessionWarnSize', unit: 'bytes', default: 50 * 1024 ** 3, doc: 'the sessions report flags sessions whose overlays hold more than this' },
   { key: 'cacheSize', unit: 'bytes', default: 256 * 1024 * 1024, doc: 'shared cache of uncompressed chunks (restore point reads)' },
   { key: 'chunkSize', unit: 'bytes', default: 1024 * 1024, doc: 'chunk size of a new repository (fixed once created)' },
   { key: 'nbdMaxInflight', unit: 'requests', default: 256, doc: 'requests processed concurrently per NBD connection' },
@@ -125,6 +141,9 @@ export function validateConfig(c: DaemonConfig, cwd = process.cwd()): ValidatedC
   if (c.http !== 'off') parseTcpAddress(c.http);
   for (const key of ['nbdMaxInflight', 'shutdownTimeoutMs', 'cacheSize', 'chunkSize'] as const) {
     if (!Number.isSafeInteger(c[key]) || c[key] < 1) fail(key, 'expected a positive integer');
+  }
+  for (const key of ['qosIops', 'qosBandwidth', 'sessionWarnAgeHours', 'sessionWarnSize'] as const) {
+    if (!Number.isSafeInteger(c[key]) || c[key] < 0) fail(key, 'expected a non-negative integer');
   }
   if (!LOG_LEVELS.includes(c.logLevel)) fail('logLevel', `expected one of ${LOG_LEVELS.join(', ')}`);
   if (c.logFormat !== 'text' && c.logFormat !== 'json') fail('logFormat', 'expected text or json');

@@ -25,6 +25,7 @@ import { Repository } from '../repo/repository.js';
 import { PointExporter } from '../recovery/point-exports.js';
 import { RepoPointSource } from '../recovery/point-view.js';
 import { StaticSessionSource, type SessionSource } from '../exports/views.js';
+import { SessionManager } from '../recovery/sessions.js';
 import { backup } from '../repo/ingest.js';
 import { DEMO_DISK, DEMO_VM, prepareDemoImage } from './demo.js';
 
@@ -44,6 +45,7 @@ export class Daemon {
   #exporter: PointExporter | undefined;
   #points: RepoPointSource | undefined;
   #sessions: SessionSource = new StaticSessionSource();
+  #sessionManager: SessionManager | undefined;
   readonly #log: Logger;
   readonly #lock: DataDirLock;
   #api: FastifyInstance | undefined;
@@ -91,6 +93,11 @@ export class Daemon {
     return this.#points;
   }
 
+  /** The recovery session manager (undefined until the repository is open). */
+  get sessionManager(): SessionManager | undefined {
+    return this.#sessionManager;
+  }
+
   /** Recovery sessions as seen by the file front ends (FUSE, NFS). */
   get sessions(): SessionSource {
     return this.#sessions;
@@ -128,6 +135,19 @@ export class Daemon {
       });
     }
     if (this.config.exportPoints) await this.#exporter.sync();
+    this.#sessionManager = await SessionManager.open({
+      dataDir: this.config.dataDir,
+      repo: this.#repo,
+      registry: this.registry,
+      log: this.#log.child({ component: 'recovery' }),
+      globalQos: { iops: this.config.qosIops, bps: this.config.qosBandwidth },
+      report: {
+        warnAgeHours: this.config.sessionWarnAgeHours,
+        warnBytes: this.config.sessionWarnSize,
+        endpoints: () => ({ tcp: this.#endpoints.nbd, sockets: this.#endpoints.nbdSocket }),
+      },
+    });
+    this.#sessions = this.#sessionManager;
     for (const a of this.config.nbd) {
       const { host, port } = parseTcpAddress(a);
       const bound = await this.nbd.listenTcp(host, port);
@@ -152,6 +172,7 @@ export class Daemon {
         repo: this.#repo,
         jobs: this.jobs,
         repoChanged: () => this.#repoChanged(),
+        sessions: this.#sessionManager,
       });
       try {
         await this.#api.listen({ host, port });
@@ -199,6 +220,7 @@ export class Daemon {
     this.#closing ??= (async () => {
       this.#log.info('shutting down');
       await Promise.allSettled([this.#api?.close(), this.nbd.close(this.config.shutdownTimeoutMs), this.jobs.closeAll()]);
+      await this.#sessionManager?.close();
       await this.registry.closeAll();
       await this.#repo?.close();
       this.#lock.release();
