@@ -157,6 +157,9 @@ async function main() {
   writeImage(img, size);
 
   const args = [REBOUND_MAIN, 'serve', '--data', dataDir, '--nbd', 'none', '--nbd-socket', sock, '--http', '127.0.0.1:0', '--fuse', mnt];
+  // The daemon runs with the malloc settings bin/rebound gives it (see there).
+  process.env.MALLOC_ARENA_MAX ??= '2';
+  process.env.MALLOC_MMAP_THRESHOLD_ ??= '131072';
   let starts = 0;
   const start = async () => {
     const d = await startServer({
