@@ -110,6 +110,12 @@ describe.skipIf(missing.length > 0)('recovery sessions', () => {
     const second = await fio();
     expect(second).toBeGreaterThan(400 * 0.9);
     expect(second).toBeLessThan(400 * 1.1);
+    // The global limit caps all session exports together, on top of the per-session one.
+    expect((await rb('qos', '--global', '--iops', '200')).code).toBe(0);
+    const third = await fio();
+    expect(third).toBeGreaterThan(200 * 0.9);
+    expect(third).toBeLessThan(200 * 1.1);
+    expect((await rb('qos', '--global', '--iops', '0')).code).toBe(0);
     await rb('discard', 'qos');
   }, 60_000);
 
