@@ -1,0 +1,400 @@
+/**
+ * Datastore: the file tree the NFS server publishes, built from the views of src/exports/views.ts.
+ *
+ *   /sessions/<session>/<disk>-flat.vmdk   the session's writable disk (SessionDiskView.device())
+ *   /sessions/<session>/<anything else>    ordinary files under <session.dir>/nfs/: the descriptor
+ *                                          <disk>.vmdk and the VM's config files (copied there when
+ *                                          the folder is first used) and whatever the hypervisor
+ *                                          creates (.lck-*, vmware.log, .vswp, .nvram, snapshots)
+ *   /backups/<vm>/<point>/                 restore points, read-only: <disk>-flat.vmdk, <disk>.vmdk,
+ *                                          config files
+ *
+ * Design notes:
+ *  - Nodes are found through `#index` (file id -> node), filled by every lookup and listing. A
+ *    handle whose id is not there (after a restart) makes the datastore walk the whole tree once
+ *    and look again; a handle still not found is NFS3ERR_STALE (handles.ts explains the ids).
+ *  - Every resolve re-checks that the object still exists: the session is still listed and
+ *    published on NFS, the restore point still listed, a real file still has the same inode and
+ *    birth time. Objects of removed sessions therefore answer STALE at once.
+ *  - Attributes of virtual objects come from memory (no I/O): GETATTR of the root or a disk is
+ *    answered even while the thread pool is busy with slow backup reads.
+ *  - Left out: hard links, symlinks and device nodes (NOTSUPP); sizes of flat disks are fixed.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { PointSource, PointView, SessionSource, SessionView } from '../../exports/views.js';
+import type { Logger } from '../../util/log.js';
+import { Nfs3Stat, NfsError } from '../error-map.js';
+import type { HandleCodec } from './handles.js';
+import { isDir, msToNs, type DsNode, type NodeAttrs, type NodeKind } from './nodes.js';
+import { descriptorName, flatName, vmdkDescriptor } from './vmdk.js';
+
+export interface DatastoreOptions {
+  sessions: SessionSource;
+  points: PointSource;
+  codec: HandleCodec;
+  log: Logger;
+}
+
+const startNs = msToNs(Date.now());
+
+export class Datastore {
+  readonly codec: HandleCodec;
+  readonly #sessions: SessionSource;
+  readonly #points: PointSource;
+  readonly #log: Logger;
+  readonly #index = new Map<bigint, DsNode>();
+  readonly #mtimes = new Map<bigint, bigint>();
+  readonly #ready = new Map<string, Promise<void>>();
+  #pointList: Promise<PointView[]> | undefined;
+  /** The index holds everything since the last walk (nothing changed since): unknown ids are STALE. */
+  #complete = false;
+  #lastWalk = 0;
+  #walking: Promise<void> | undefined;
+  #sessionsChangedNs = startNs;
+  #pointsChangedNs = startNs;
+  readonly #unsubscribe: Array<() => void> = [];
+  readonly root: DsNode;
+  readonly #sessionsDir: DsNode;
+  readonly #backupsDir: DsNode;
+
+  constructor(opts: DatastoreOptions) {
+    this.codec = opts.codec;
+    this.#sessions = opts.sessions;
+    this.#points = opts.points;
+    this.#log = opts.log;
+    this.root = this.#node('root', '', undefined, { k: 'root' });
+    this.#sessionsDir = this.#node('sessions', 'sessions', this.root, { k: 'sessions' });
+    this.#backupsDir = this.#node('backups', 'backups', this.root, { k: 'backups' });
+    this.#unsubscribe.push(
+      this.#sessions.onChange(() => {
+        this.#sessionsChangedNs = msToNs(Date.now());
+        this.#complete = false;
+      }),
+      this.#points.onChange(() => {
+        this.#pointList = undefined;
+        this.#complete = false;
+        this.#pointsChangedNs = msToNs(Date.now());
+      }),
+    );
+  }
+
+  close(): void {
+    for (const u of this.#unsubscribe.splice(0)) u();
+  }
+
+  handle(n: DsNode): Buffer {
+    return this.codec.encode({ fileid: n.id, gen: n.gen });
+  }
+
+  /** File handle -> node, or NFS3ERR_BADHANDLE / NFS3ERR_STALE. */
+  async resolve(fh: Uint8Array): Promise<DsNode> {
+    const f = this.codec.decode(fh);
+    if (f === 'bad') throw new NfsError(Nfs3Stat.BADHANDLE, 'not a file handle of this server');
+    if (f === 'foreign') throw new NfsError(Nfs3Stat.STALE, 'file handle of another datastore');
+    const known = this.#index.get(f.fileid);
+    let n = known && (await this.#current(known));
+    if (!n) {
+      if (known) this.#index.delete(f.fileid);
+      await this.#rebuildIfUseful();
+      const again = this.#index.get(f.fileid);
+      n = again && (await this.#current(again));
+    }
+    if (!n || n.gen !== f.gen) throw new NfsError(Nfs3Stat.STALE, 'the object of this handle no longer exists');
+    return n;
+  }
+
+  /** The directory `dir`'s entry `name` ('.' and '..' included). */
+  async lookup(dir: DsNode, name: string): Promise<DsNode> {
+    if (!isDir(dir)) throw new NfsError(Nfs3Stat.NOTDIR, 'not a directory');
+    if (name === '.' || name === '') return dir;
+    if (name === '..') return this.#index.get(dir.parentId) ?? this.root;
+    const found = (await this.list(dir)).find((e) => e.name === name);
+    if (!found) throw new NfsError(Nfs3Stat.NOENT, `no such entry '${name}'`);
+    return found;
+  }
+
+  /** Resolves an absolute path (MOUNT's dirpath). */
+  async walk(p: string): Promise<DsNode> {
+    let n = this.root;
+    for (const part of p.split('/').filter((x) => x && x !== '.')) n = await this.lookup(n, part);
+    return n;
+  }
+
+  parent(n: DsNode): DsNode {
+    return this.#index.get(n.parentId) ?? this.root;
+  }
+
+  /** Entries of a directory, sorted by name (cookies index into this order). */
+  async list(dir: DsNode): Promise<DsNode[]> {
+    const k = dir.kind;
+    switch (k.k) {
+      case 'root':
+        return [this.#backupsDir, this.#sessionsDir];
+      case 'sessions':
+        return this.#publishedSessions().map((s) => this.#sessionNode(s));
+      case 'session': {
+        await this.ensureSessionDir(k.s);
+        const flats = k.s.disks.map((d) => this.#node(`flat:${sessionKey(k.s)}:${d.name}`, flatName(d.name), dir, { k: 'flat', s: k.s, disk: d }));
+        const real = await this.#listReal(dir, k.s, k.realDir);
+        const taken = new Set(flats.map((f) => f.name));
+        return [...flats, ...real.filter((r) => !taken.has(r.name))].sort(byName);
+      }
+      case 'real':
+        if (!k.dir) throw new NfsError(Nfs3Stat.NOTDIR, 'not a directory');
+        return (await this.#listReal(dir, k.s, k.path)).sort(byName);
+      case 'backups': {
+        const vms = [...new Set((await this.#pointsNow()).map((p) => p.vm))].sort();
+        return vms.map((vm) => this.#node(`vm:${vm}`, vm, dir, { k: 'vm', vm }));
+      }
+      case 'vm':
+        return (await this.#pointsNow()).filter((p) => p.vm === k.vm).map((p) => this.#pointNode(dir, p));
+      case 'point': {
+        const p = k.p;
+        const key = `${p.vm}:${p.id}`;
+        const out: DsNode[] = [];
+        for (const d of p.disks) {
+          out.push(this.#node(`pflat:${key}:${d.name}`, flatName(d.name), dir, { k: 'point-flat', p, disk: d }));
+          const text = Buffer.from(vmdkDescriptor(d.name, d.size, `${key}:${d.name}`));
+          out.push(this.#node(`pdesc:${key}:${d.name}`, descriptorName(d.name), dir, { k: 'point-desc', p, disk: d, text }));
+        }
+        for (const c of p.configs) out.push(this.#node(`pconf:${key}:${c}`, c, dir, { k: 'point-config', p, name: c }));
+        return out.sort(byName);
+      }
+      default:
+        throw new NfsError(Nfs3Stat.NOTDIR, 'not a directory');
+    }
+  }
+
+  /** Attributes; virtual objects need no I/O. */
+  async attrs(n: DsNode): Promise<NodeAttrs> {
+    const k = n.kind;
+    const dir = (mtimeNs: bigint, writable: boolean): NodeAttrs => ({
+      dir: true, mode: writable ? 0o755 : 0o555, nlink: 2, uid: 0, gid: 0, size: 4096n, used: 4096n, fileid: n.id,
+      atimeNs: mtimeNs, mtimeNs, ctimeNs: mtimeNs,
+    });
+    const file = (size: number, mtimeNs: bigint, writable: boolean): NodeAttrs => ({
+      dir: false, mode: writable ? 0o644 : 0o444, nlink: 1, uid: 0, gid: 0, size: BigInt(size), used: BigInt(size), fileid: n.id,
+      atimeNs: mtimeNs, mtimeNs, ctimeNs: mtimeNs,
+    });
+    switch (k.k) {
+      case 'root':
+        return dir(startNs, false);
+      case 'sessions':
+        return dir(this.#sessionsChangedNs, false);
+      case 'backups':
+      case 'vm':
+        return dir(this.#pointsChangedNs, false);
+      case 'point':
+        return dir(msToNs(k.p.createdAt.getTime()), false);
+      case 'point-flat':
+        return file(k.disk.size, msToNs(k.p.createdAt.getTime()), false);
+      case 'point-desc':
+        return file(k.text.length, msToNs(k.p.createdAt.getTime()), false);
+      case 'point-config':
+        return file((await k.p.readConfig(k.name)).length, msToNs(k.p.createdAt.getTime()), false);
+      case 'flat':
+        return file(k.disk.size, this.#mtimes.get(n.id) ?? msToNs(k.s.createdAt.getTime()), true);
+      case 'session': {
+        const base = dir(msToNs(k.s.createdAt.getTime()), true);
+        try {
+          const st = await fs.promises.stat(k.realDir, { bigint: true });
+          return { ...base, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, atimeNs: st.atimeNs };
+        } catch {
+          return base;
+        }
+      }
+      case 'real': {
+        const st = await fs.promises.lstat(k.path, { bigint: true });
+        return {
+          dir: st.isDirectory(), mode: Number(st.mode & 0o7777n), nlink: Number(st.nlink), uid: Number(st.uid), gid: Number(st.gid),
+          size: st.size, used: st.blocks * 512n, fileid: n.id, atimeNs: st.atimeNs, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs,
+        };
+      }
+    }
+  }
+
+  /** A flat disk was written: its mtime moves (clients use it to drop cached pages). */
+  touched(n: DsNode): void {
+    this.#mtimes.set(n.id, msToNs(Date.now()));
+  }
+
+  /** Makes `<session.dir>/nfs/` with descriptors and config files, once per session (atomic rename). */
+  ensureSessionDir(s: SessionView): Promise<void> {
+    const key = sessionKey(s);
+    let p = this.#ready.get(key);
+    if (!p) {
+      p = this.#prepareSessionDir(s);
+      this.#ready.set(key, p);
+      p.catch(() => this.#ready.delete(key));
+    }
+    return p;
+  }
+
+  /** A real file's node after it was created or renamed (by path). */
+  async realNode(parent: DsNode, s: SessionView, name: string, p: string): Promise<DsNode> {
+    const st = await fs.promises.lstat(p, { bigint: true });
+    // Only files and directories: a symlink or device node put there by hand is not published.
+    if (!st.isFile() && !st.isDirectory()) throw new NfsError(Nfs3Stat.NOENT, `${name} is not a regular file`);
+    return this.#node(`real:${sessionKey(s)}:${st.ino}`, name, parent, { k: 'real', s, path: p, dir: st.isDirectory() }, st.birthtimeNs);
+  }
+
+  /** Forgets real nodes at or under `p` (after a rename or remove; they are found again by walking). */
+  forgetPath(p: string): void {
+    this.#complete = false;
+    for (const [id, n] of this.#index) {
+      if (n.kind.k === 'real' && (n.kind.path === p || n.kind.path.startsWith(p + path.sep))) this.#index.delete(id);
+    }
+  }
+
+  // ---- internals -------------------------------------------------------------------------
+
+  #node(identity: string, name: string, parent: DsNode | undefined, kind: NodeKind, gen = 0n): DsNode {
+    const id = this.codec.fileid(identity);
+    const n: DsNode = { id, gen, name, parentId: parent?.id ?? id, kind };
+    this.#index.set(id, n);
+    return n;
+  }
+
+  #sessionNode(s: SessionView): DsNode {
+    return this.#node(`session:${sessionKey(s)}`, s.name, this.#sessionsDir, { k: 'session', s, realDir: path.join(s.dir, 'nfs') });
+  }
+
+  #pointNode(vmDir: DsNode, p: PointView): DsNode {
+    return this.#node(`point:${p.vm}:${p.id}`, p.id, vmDir, { k: 'point', p });
+  }
+
+  #publishedSessions(): SessionView[] {
+    return this.#sessions.list().filter((s) => s.publish.nfs);
+  }
+
+  #pointsNow(): Promise<PointView[]> {
+    this.#pointList ??= this.#points.list();
+    const p = this.#pointList;
+    p.catch(() => {
+      if (this.#pointList === p) this.#pointList = undefined;
+    });
+    return p;
+  }
+
+  async #listReal(dir: DsNode, s: SessionView, dirPath: string): Promise<DsNode[]> {
+    let names: string[];
+    try {
+      names = await fs.promises.readdir(dirPath);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+    const out: DsNode[] = [];
+    for (const name of names) {
+      try {
+        out.push(await this.realNode(dir, s, name, path.join(dirPath, name)));
+      } catch {
+        // removed while listing
+      }
+    }
+    return out;
+  }
+
+  /**
+   * The node if its object still exists (refreshed when the session source now hands out a new
+   * view of the same session), else undefined.
+   */
+  async #current(n: DsNode): Promise<DsNode | undefined> {
+    const k = n.kind;
+    switch (k.k) {
+      case 'root':
+      case 'sessions':
+      case 'backups':
+        return n;
+      case 'session':
+      case 'flat':
+      case 'real': {
+        const s = this.#sessions.get(k.s.name);
+        if (!s || !s.publish.nfs || sessionKey(s) !== sessionKey(k.s)) return undefined;
+        if (k.k === 'real') {
+          try {
+            const st = await fs.promises.lstat(k.path, { bigint: true });
+            if (this.codec.fileid(`real:${sessionKey(s)}:${st.ino}`) !== n.id || st.birthtimeNs !== n.gen) return undefined;
+          } catch {
+            return undefined;
+          }
+        }
+        if (s === k.s) return n;
+        let kind: NodeKind;
+        if (k.k === 'flat') {
+          const disk = s.disks.find((d) => d.name === k.disk.name);
+          if (!disk) return undefined;
+          kind = { ...k, s, disk };
+        } else kind = { ...k, s };
+        const fresh: DsNode = { ...n, kind };
+        this.#index.set(n.id, fresh);
+        return fresh;
+      }
+      case 'vm':
+        return (await this.#pointsNow()).some((p) => p.vm === k.vm) ? n : undefined;
+      case 'point':
+      case 'point-flat':
+      case 'point-desc':
+      case 'point-config':
+        return (await this.#pointsNow()).some((p) => p.vm === k.p.vm && p.id === k.p.id) ? n : undefined;
+    }
+  }
+
+  /**
+   * Walks the tree when a handle is unknown, unless a walk since the last change found everything
+   * (then the handle is simply gone); at most one walk at a time, and one per 10 s for the rest.
+   */
+  #rebuildIfUseful(): Promise<void> {
+    if (this.#complete && Date.now() - this.#lastWalk < 10_000) return Promise.resolve();
+    this.#walking ??= (async () => {
+      this.#complete = true;
+      try {
+        await this.#rebuild();
+      } catch {
+        this.#complete = false;
+      } finally {
+        this.#lastWalk = Date.now();
+        this.#walking = undefined;
+      }
+    })();
+    return this.#walking;
+  }
+
+  /** Walks the whole tree, refilling the index (after a restart, or when a handle is unknown). */
+  async #rebuild(): Promise<void> {
+    const walk = async (dir: DsNode): Promise<void> => {
+      for (const e of await this.list(dir)) if (isDir(e)) await walk(e);
+    };
+    try {
+      await walk(this.root);
+    } catch (err) {
+      this.#log.warn('datastore walk failed', { err: (err as Error).message });
+    }
+  }
+
+  async #prepareSessionDir(s: SessionView): Promise<void> {
+    const real = path.join(s.dir, 'nfs');
+    if (fs.existsSync(real)) return;
+    const tmp = path.join(s.dir, 'nfs.tmp');
+    await fs.promises.rm(tmp, { recursive: true, force: true });
+    // Not recursive: the session owns its directory; if it is gone, so is the session.
+    await fs.promises.mkdir(tmp);
+    for (const d of s.disks) {
+      await fs.promises.writeFile(path.join(tmp, descriptorName(d.name)), vmdkDescriptor(d.name, d.size, `${sessionKey(s)}:${d.name}`));
+    }
+    const point = (await this.#pointsNow().catch(() => [])).find((p) => p.vm === s.vm && p.id === s.pointId);
+    for (const c of point?.configs ?? []) {
+      if (s.disks.some((d) => flatName(d.name) === c)) continue;
+      await fs.promises.writeFile(path.join(tmp, c), await point!.readConfig(c));
+    }
+    await fs.promises.rename(tmp, real);
+    this.#log.info('session folder prepared', { session: s.name, dir: real });
+  }
+}
+
+export function sessionKey(s: SessionView): string {
+  return `${s.name}@${s.createdAt.getTime()}`;
+}
+
+const byName = (a: DsNode, b: DsNode): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);

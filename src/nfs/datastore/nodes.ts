@@ -1,0 +1,53 @@
+/** The objects of the datastore tree and their attributes. */
+import type { PointDiskView, PointView, SessionDiskView, SessionView } from '../../exports/views.js';
+
+export type NodeKind =
+  | { k: 'root' }
+  | { k: 'sessions' }
+  | { k: 'backups' }
+  /** `/sessions/<name>/`: virtual flat disks merged with the real files under `<session.dir>/nfs/`. */
+  | { k: 'session'; s: SessionView; realDir: string }
+  /** `/sessions/<name>/<disk>-flat.vmdk`: the session's writable device. */
+  | { k: 'flat'; s: SessionView; disk: SessionDiskView }
+  /** A file or directory the hypervisor (or session set-up) created, kept as an ordinary file. */
+  | { k: 'real'; s: SessionView; path: string; dir: boolean }
+  | { k: 'vm'; vm: string }
+  | { k: 'point'; p: PointView }
+  | { k: 'point-flat'; p: PointView; disk: PointDiskView }
+  | { k: 'point-desc'; p: PointView; disk: PointDiskView; text: Buffer }
+  | { k: 'point-config'; p: PointView; name: string };
+
+export interface DsNode {
+  readonly id: bigint;
+  readonly gen: bigint;
+  readonly name: string;
+  readonly parentId: bigint;
+  readonly kind: NodeKind;
+}
+
+export function isDir(n: DsNode): boolean {
+  const k = n.kind.k;
+  return k === 'root' || k === 'sessions' || k === 'backups' || k === 'session' || k === 'vm' || k === 'point' || (k === 'real' && n.kind.dir);
+}
+
+/** Objects whose contents or entries the client may change (before the export's read-only option). */
+export function isWritable(n: DsNode): boolean {
+  const k = n.kind.k;
+  return k === 'session' || k === 'flat' || k === 'real';
+}
+
+export interface NodeAttrs {
+  dir: boolean;
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  size: bigint;
+  used: bigint;
+  fileid: bigint;
+  atimeNs: bigint;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+}
+
+export const msToNs = (ms: number): bigint => BigInt(Math.round(ms)) * 1_000_000n;

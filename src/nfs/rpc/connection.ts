@@ -1,0 +1,168 @@
+/**
+ * One ONC RPC connection over TCP (RFC 5531 §11 record marking).
+ *
+ * Design notes:
+ *  - Records are decoded as bytes arrive (json-pack's RmRecordDecoder and RpcMessageDecoder) and
+ *    every call is dispatched at once, without waiting for earlier ones: replies go out by XID in
+ *    completion order. A slow READ of a backup never holds up a GETATTR or NULL behind it.
+ *  - Each reply is handed to the socket in one synchronous step (record mark + RPC header + body
+ *    parts); replies completed in the same tick go out in one writev (cork until next tick), like
+ *    src/nbd/transmission.ts. Body parts are written as given, so a READ reply's data buffer (filled
+ *    by the device) is never copied.
+ *  - Backpressure: at most `maxInflight` calls run at once and reading pauses while the socket has
+ *    more than SEND_BUFFER_LIMIT bytes queued. A record over MAX_RECORD_BYTES, or a stream that
+ *    cannot be decoded, drops the connection (the stream cannot be resynchronised).
+ *  - Graceful stop: reading stops, in-flight calls finish and are answered, then the socket ends.
+ */
+import type { Socket } from 'node:net';
+import { RmRecordDecoder } from '@jsonjoy.com/json-pack/lib/rm/RmRecordDecoder.js';
+import { errorText } from '../../errors.js';
+import type { Logger } from '../../util/log.js';
+import { MAX_RECORD_BYTES } from './constants.js';
+import { callProgram, decodeCall, encodeResult, type RpcCall, type RpcProgram, type RpcResult, type XdrReader } from './messages.js';
+
+const SEND_BUFFER_LIMIT = 32 * 1024 * 1024;
+
+export { success, type RpcCall, type RpcProgram, type RpcResult, type XdrReader } from './messages.js';
+
+export class RpcConnection {
+  readonly #socket: Socket;
+  readonly #programs: ReadonlyMap<number, RpcProgram>;
+  readonly #log: Logger;
+  readonly #maxInflight: number;
+  readonly #rm = new RmRecordDecoder();
+  readonly #peer: { address: string; port: number };
+  #inflight = 0;
+  #paused = false;
+  #stopping = false;
+  #corked = false;
+  #idle: Array<() => void> = [];
+  readonly closed: Promise<void>;
+
+  constructor(socket: Socket, programs: ReadonlyMap<number, RpcProgram>, log: Logger, maxInflight: number) {
+    this.#socket = socket;
+    this.#programs = programs;
+    this.#log = log;
+    this.#maxInflight = maxInflight;
+    this.#peer = { address: normaliseAddress(socket.remoteAddress ?? ''), port: socket.remotePort ?? 0 };
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('drain', () => this.#maybeResume());
+    socket.on('error', (err) => this.#log.debug('connection error', { err: err.message }));
+    this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
+  }
+
+  get inflight(): number {
+    return this.#inflight;
+  }
+
+  /** Graceful stop: read nothing more, answer what is in flight, end the socket. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    this.#socket.pause();
+    if (this.#inflight > 0) await new Promise<void>((r) => this.#idle.push(r));
+    this.#socket.end();
+  }
+
+  destroy(): void {
+    this.#socket.destroy();
+  }
+
+  #onData(chunk: Buffer): void {
+    if (this.#stopping) return;
+    this.#rm.push(chunk);
+    try {
+      for (;;) {
+        const before = this.#rm.reader.size();
+        const rec = this.#rm.readRecord();
+        if (rec) this.#onRecord(rec);
+        // A non-final fragment is consumed without a record: go on while bytes are being used.
+        else if (this.#rm.reader.size() === before) break;
+      }
+    } catch (err) {
+      this.#log.warn('undecodable RPC stream; closing the connection', { err: errorText(err) });
+      this.#socket.destroy();
+      return;
+    }
+    if (this.#rm.reader.size() > MAX_RECORD_BYTES + 4) {
+      this.#log.warn('RPC record too large; closing the connection', { limit: MAX_RECORD_BYTES });
+      this.#socket.destroy();
+    }
+  }
+
+  #onRecord(rec: XdrReader): void {
+    const d = decodeCall(rec, this.#peer);
+    if (d.kind === 'call') this.#dispatch(d.call);
+    else if (d.xid !== undefined) this.#sendResult(d.xid, d.result);
+  }
+
+  #dispatch(call: RpcCall): void {
+    const result = callProgram(this.#programs, call, this.#log);
+    if (!(result instanceof Promise)) {
+      this.#sendResult(call.xid, result);
+      return;
+    }
+    this.#inflight++;
+    if (this.#inflight >= this.#maxInflight) this.#pause();
+    result
+      .catch((err: unknown): RpcResult => {
+        this.#log.error('RPC handler failed', { prog: call.prog, proc: call.proc, err: errorText(err) });
+        return { kind: 'system-err' };
+      })
+      .then((r) => this.#sendResult(call.xid, r))
+      .finally(() => {
+        this.#inflight--;
+        this.#maybeResume();
+        if (this.#inflight === 0) for (const r of this.#idle.splice(0)) r();
+      });
+  }
+
+  #sendResult(xid: number, r: RpcResult): void {
+    const { head, body } = encodeResult(xid, r);
+    this.#send(head, body, r.kind === 'success' ? r.sent : undefined);
+  }
+
+  /** `head` starts with 4 bytes reserved for the record mark. */
+  #send(head: Buffer, body: Uint8Array[], sent?: () => void): void {
+    const s = this.#socket;
+    if (s.destroyed) {
+      sent?.();
+      return;
+    }
+    let len = head.length - 4;
+    for (const b of body) len += b.length;
+    head.writeUInt32BE((0x80000000 | len) >>> 0, 0);
+    if (!this.#corked) {
+      this.#corked = true;
+      s.cork();
+      process.nextTick(() => {
+        this.#corked = false;
+        s.uncork();
+      });
+    }
+    const parts = body.filter((b) => b.length > 0);
+    const done = sent && ((): void => sent());
+    s.write(head, parts.length === 0 ? done : undefined);
+    parts.forEach((b, i) => s.write(b, i === parts.length - 1 ? done : undefined));
+    if (s.writableLength > SEND_BUFFER_LIMIT) this.#pause();
+  }
+
+  #pause(): void {
+    if (this.#paused) return;
+    this.#paused = true;
+    this.#socket.pause();
+  }
+
+  #maybeResume(): void {
+    if (!this.#paused || this.#stopping) return;
+    if (this.#inflight < this.#maxInflight && this.#socket.writableLength <= SEND_BUFFER_LIMIT) {
+      this.#paused = false;
+      this.#socket.resume();
+    }
+  }
+}
+
+/** `::ffff:127.0.0.1` -> `127.0.0.1`, so IPv4 rules match dual-stack sockets. */
+export function normaliseAddress(a: string): string {
+  return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
+}
