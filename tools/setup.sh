@@ -17,6 +17,8 @@ PACKAGES=(
   linux-image-cloud-amd64  # the test guest's kernel (boot tests under TCG)
   fdisk                    # sfdisk: partitioned test disks (file-level restore)
   libnfs-utils             # nfs-ls, nfs-cat, nfs-cp (NFS interop)
+  qemu-block-extra         # QEMU's nfs:// driver (NFS interop, boot over NFS)
+  rpcbind                  # rpcinfo (NFS interop: portmapper checks)
   nfs-ganesha nfs-ganesha-vfs  # reference NFS server for benchmarks
   tshark                   # decodes captured NFS test traffic
 )

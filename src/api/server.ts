@@ -9,6 +9,7 @@ import type { ExportRegistry } from '../exports/registry.js';
 import type { Logger } from '../util/log.js';
 import { toApiError } from './error-map.js';
 import { registerRepoRoutes, type RepoRouteContext } from './repo-routes.js';
+import { registerFuseRoutes, type FuseRouteContext } from './fuse-routes.js';
 import { registerSessionRoutes, type SessionRouteContext } from './session-routes.js';
 
 export interface ApiContext extends Partial<RepoRouteContext> {
@@ -20,6 +21,8 @@ export interface ApiContext extends Partial<RepoRouteContext> {
   endpoints: () => { nbd: string[]; nbdSocket: string[]; http: string | undefined };
   /** The effective configuration (`rebound config`). */
   config: () => Record<string, unknown>;
+  /** FUSE mounts (`/v1/mounts`); absent when the daemon has no repository. */
+  fuse?: FuseRouteContext['fuse'];
   /** Recovery sessions (`/v1/sessions`); absent when the daemon has no repository. */
   sessions?: SessionRouteContext['sessions'];
 }
@@ -61,6 +64,7 @@ export function createApi(ctx: ApiContext): FastifyInstance {
   app.get('/v1/config', async () => ctx.config());
 
   if (ctx.repo && ctx.jobs && ctx.repoChanged) registerRepoRoutes(app, { repo: ctx.repo, jobs: ctx.jobs, repoChanged: ctx.repoChanged });
+  if (ctx.fuse) registerFuseRoutes(app, { fuse: ctx.fuse });
   if (ctx.sessions && ctx.jobs && ctx.repoChanged) {
     registerSessionRoutes(app, { sessions: ctx.sessions, jobs: ctx.jobs, endpoints: ctx.endpoints, repoChanged: ctx.repoChanged });
   }

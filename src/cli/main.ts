@@ -16,6 +16,7 @@ import { registerExports } from './commands/exports.js';
 import { registerStatus } from './commands/status.js';
 import { registerRepo } from './commands/repo.js';
 import { registerSessions } from './commands/sessions.js';
+import { registerMount } from './commands/mount.js';
 import type { CliIo } from './io.js';
 import { processIo } from './io.js';
 
@@ -48,6 +49,7 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
   registerStatus(program, io);
   registerRepo(program, io);
   registerSessions(program, io);
+  registerMount(program, io);
 
   try {
     await program.parseAsync(argv, { from: 'user' });

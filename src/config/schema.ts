@@ -4,6 +4,7 @@
  * `<data>/config.json`, environment (REBOUND_DATA), command-line flags. Validated once at start-up.
  */
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { ReboundError } from '../errors.js';
 import { parseTcpAddress } from '../util/address.js';
@@ -25,6 +26,8 @@ export interface DaemonConfig {
   demo: boolean;
   /** Publish every restore point as a read-only export VM@POINT/DISK (and VM@latest/DISK). Default true. */
   exportPoints: boolean;
+  /** Directory where the FUSE file tree (restore points, partitions, sessions) is mounted, or 'off'. Default off. */
+  fuse: string;
   /** IOPS limit for all recovery-session exports together (0: none). Unit: operations/s. Default 0. */
   qosIops: number;
   /** Bandwidth limit for all recovery-session exports together (0: none). Unit: bytes/s. Default 0. */
@@ -33,6 +36,14 @@ export interface DaemonConfig {
   sessionWarnAgeHours: number;
   /** The sessions report flags sessions whose overlays hold more than this. Unit: bytes. Default 50 GiB. */
   sessionWarnSize: number;
+  /** NFSv3 datastore listen addresses (HOST:PORT; MOUNT and NFS share the port). Default none (off). */
+  nfs: string[];
+  /** Portmapper listen address for the NFS datastore: PORT (on the first NFS host), HOST:PORT, or 'off'. Default 111. */
+  portmap: string;
+  /** Client addresses or subnets (ADDR/BITS) allowed to mount the NFS datastore; empty = all. Default all. */
+  nfsClients: string[];
+  /** Export the NFS datastore read-only. Default false. */
+  nfsReadOnly: boolean;
   /** Size of the shared cache of uncompressed chunks. Unit: bytes. Default 256 MiB. */
   cacheSize: number;
   /** Chunk size of a new repository (fixed once created). Unit: bytes. Default 1 MiB. */
@@ -64,10 +75,15 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfi
     exports: [],
     demo: false,
     exportPoints: true,
+    fuse: 'off',
     qosIops: 0,
     qosBandwidth: 0,
     sessionWarnAgeHours: 168,
     sessionWarnSize: 50 * 1024 ** 3,
+    nfs: [],
+    portmap: '111',
+    nfsClients: [],
+    nfsReadOnly: false,
     cacheSize: 256 * 1024 * 1024,
     chunkSize: 1024 * 1024,
     nbdMaxInflight: 256,
@@ -85,10 +101,15 @@ export const CONFIG_FIELDS: FieldDoc[] = [
   { key: 'exports', default: [], doc: 'exports, NAME=SOURCE[,OPTION...]' },
   { key: 'demo', default: false, doc: 'create and export demo images' },
   { key: 'exportPoints', default: true, doc: 'publish every restore point as a read-only export VM@POINT/DISK and VM@latest/DISK' },
+  { key: 'fuse', default: 'off', doc: "mount the read-only file tree (restore points, partitions, sessions) at this directory, or 'off'" },
   { key: 'qosIops', unit: 'operations/s', default: 0, doc: 'IOPS limit for all recovery-session exports together (0: none)' },
   { key: 'qosBandwidth', unit: 'bytes/s', default: 0, doc: 'bandwidth limit for all recovery-session exports together (0: none)' },
   { key: 'sessionWarnAgeHours', unit: 'hours', default: 168, doc: 'the sessions report flags sessions older than this' },
   { key: 'sessionWarnSize', unit: 'bytes', default: 50 * 1024 ** 3, doc: 'the sessions report flags sessions whose overlays hold more than this' },
+  { key: 'nfs', default: [], doc: 'NFSv3 datastore listen addresses, HOST:PORT (usually 0.0.0.0:2049); none = no NFS' },
+  { key: 'portmap', default: '111', doc: "portmapper for the NFS datastore: PORT (on the first NFS host), HOST:PORT, or 'off' (ESXi, QEMU and libnfs ask port 111)" },
+  { key: 'nfsClients', default: [], doc: 'client addresses or subnets (ADDR/BITS) allowed to mount the NFS datastore; empty = all' },
+  { key: 'nfsReadOnly', default: false, doc: 'export the NFS datastore read-only' },
   { key: 'cacheSize', unit: 'bytes', default: 256 * 1024 * 1024, doc: 'shared cache of uncompressed chunks (restore point reads)' },
   { key: 'chunkSize', unit: 'bytes', default: 1024 * 1024, doc: 'chunk size of a new repository (fixed once created)' },
   { key: 'nbdMaxInflight', unit: 'requests', default: 256, doc: 'requests processed concurrently per NBD connection' },
@@ -139,6 +160,15 @@ export function validateConfig(c: DaemonConfig, cwd = process.cwd()): ValidatedC
   }
   c.nbd.forEach((a) => parseTcpAddress(a));
   if (c.http !== 'off') parseTcpAddress(c.http);
+  if (!Array.isArray(c.nfs) || c.nfs.some((v) => typeof v !== 'string')) fail('nfs', 'expected a list of HOST:PORT');
+  c.nfs.forEach((a) => parseTcpAddress(a));
+  if (typeof c.portmap !== 'string' && typeof c.portmap !== 'number') fail('portmap', "expected PORT, HOST:PORT or 'off'");
+  if (String(c.portmap) !== 'off') parseTcpAddress(String(c.portmap));
+  if (!Array.isArray(c.nfsClients) || c.nfsClients.some((v) => typeof v !== 'string' || !(v === '*' || net.isIP(v.split('/')[0]!)))) {
+    fail('nfsClients', "expected a list of IP addresses, subnets ADDR/BITS or '*'");
+  }
+  if (typeof c.nfsReadOnly !== 'boolean') fail('nfsReadOnly', 'expected true or false');
+  if (typeof c.fuse !== 'string' || !c.fuse) fail('fuse', "expected a directory path or 'off'");
   for (const key of ['nbdMaxInflight', 'shutdownTimeoutMs', 'cacheSize', 'chunkSize'] as const) {
     if (!Number.isSafeInteger(c[key]) || c[key] < 1) fail(key, 'expected a positive integer');
   }
@@ -153,5 +183,5 @@ export function validateConfig(c: DaemonConfig, cwd = process.cwd()): ValidatedC
     if (names.has(s.name)) fail('exports', `export name '${s.name}' is given twice`);
     names.add(s.name);
   }
-  return { ...c, dataDir: path.resolve(cwd, c.dataDir), exportSpecs };
+  return { ...c, dataDir: path.resolve(cwd, c.dataDir), fuse: c.fuse === 'off' ? 'off' : path.resolve(cwd, c.fuse), exportSpecs };
 }

@@ -28,11 +28,16 @@ import { StaticSessionSource, type SessionSource } from '../exports/views.js';
 import { SessionManager } from '../recovery/sessions.js';
 import { backup } from '../repo/ingest.js';
 import { DEMO_DISK, DEMO_VM, prepareDemoImage } from './demo.js';
+import { FuseMounts } from '../fuse/manager.js';
+import { NfsServer } from '../nfs/server.js';
 
 export interface DaemonEndpoints {
   nbd: string[];
   nbdSocket: string[];
   http: string | undefined;
+  /** NFS datastore listeners (MOUNT + NFS v3) and portmapper listeners, HOST:PORT. */
+  nfs?: string[];
+  portmap?: string[];
 }
 
 export class Daemon {
@@ -46,6 +51,8 @@ export class Daemon {
   #points: RepoPointSource | undefined;
   #sessions: SessionSource = new StaticSessionSource();
   #sessionManager: SessionManager | undefined;
+  #fuse: FuseMounts | undefined;
+  #nfs: NfsServer | undefined;
   readonly #log: Logger;
   readonly #lock: DataDirLock;
   #api: FastifyInstance | undefined;
@@ -91,6 +98,11 @@ export class Daemon {
   get points(): RepoPointSource {
     if (!this.#points) throw new ReboundError('ERR_INTERNAL', 'the repository is not open');
     return this.#points;
+  }
+
+  /** The FUSE file-tree mounts (undefined until the repository is open). */
+  get fuse(): FuseMounts | undefined {
+    return this.#fuse;
   }
 
   /** The recovery session manager (undefined until the repository is open). */
@@ -148,6 +160,8 @@ export class Daemon {
       },
     });
     this.#sessions = this.#sessionManager;
+    this.#fuse = new FuseMounts({ sources: () => ({ points: this.points, sessions: this.sessions }), log: this.#log.child({ component: 'fuse' }) });
+    if (this.config.fuse !== 'off') await this.#fuse.mount(this.config.fuse);
     for (const a of this.config.nbd) {
       const { host, port } = parseTcpAddress(a);
       const bound = await this.nbd.listenTcp(host, port);
@@ -157,6 +171,7 @@ export class Daemon {
       await this.nbd.listenUnix(p);
       this.#endpoints.nbdSocket.push(p);
     }
+    if (this.config.nfs.length > 0) await this.#startNfs();
     if (this.config.http !== 'off') {
       const { host, port } = parseTcpAddress(this.config.http);
       this.#api = createApi({
@@ -172,6 +187,7 @@ export class Daemon {
         repo: this.#repo,
         jobs: this.jobs,
         repoChanged: () => this.#repoChanged(),
+        fuse: this.#fuse,
         sessions: this.#sessionManager,
       });
       try {
@@ -215,11 +231,36 @@ export class Daemon {
     }
   }
 
+  /** The NFS datastore (src/nfs/): sessions and restore points as files, after the repository opened. */
+  async #startNfs(): Promise<void> {
+    const c = this.config;
+    this.#nfs = new NfsServer({
+      sessions: this.sessions,
+      points: this.points,
+      stateDir: path.join(c.dataDir, 'nfs'),
+      log: this.#log.child({ component: 'nfs' }),
+      readOnly: c.nfsReadOnly,
+      allowedClients: c.nfsClients,
+      startedAt: this.startedAt,
+    });
+    for (const a of c.nfs) {
+      const { host, port } = parseTcpAddress(a);
+      await this.#nfs.listen(host, port);
+    }
+    if (String(c.portmap) !== 'off') {
+      const { host, port } = parseTcpAddress(String(c.portmap), parseTcpAddress(c.nfs[0]!).host);
+      await this.#nfs.listenPortmap(host, port);
+    }
+    this.#endpoints.nfs = this.#nfs.endpoints.nfs;
+    this.#endpoints.portmap = this.#nfs.endpoints.portmap;
+  }
+
   /** Graceful shutdown; idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#log.info('shutting down');
-      await Promise.allSettled([this.#api?.close(), this.nbd.close(this.config.shutdownTimeoutMs), this.jobs.closeAll()]);
+      await Promise.allSettled([this.#api?.close(), this.nbd.close(this.config.shutdownTimeoutMs), this.jobs.closeAll(), this.#nfs?.close(this.config.shutdownTimeoutMs)]);
+      await this.#fuse?.closeAll();
       await this.#sessionManager?.close();
       await this.registry.closeAll();
       await this.#repo?.close();

@@ -16,6 +16,11 @@ interface ServeOptions {
   http?: string;
   export?: string[];
   demo?: boolean;
+  fuse?: string;
+  nfs?: string[];
+  portmap?: string;
+  nfsClient?: string[];
+  nfsReadOnly?: boolean;
   maxInflight?: string;
   shutdownTimeout?: string;
   logLevel?: LogLevel;
@@ -42,6 +47,11 @@ export function registerServe(program: Command, io: CliIo, setExit: (code: numbe
       collect,
     )
     .option('--demo', 'back up a demo disk into the repository (VM demo) and publish it: demo@latest/disk0 (read-only) and recovered (writable, copy-on-write)')
+    .option('--fuse <dir>', 'mount the read-only file tree at DIR: DIR/vms/VM/POINT/DISK.raw, DISK.parts/N (partitions), config/, DIR/sessions/NAME/DISK.raw; loop-mount a partition to copy files out (default off)')
+    .option('--nfs <host:port>', 'NFSv3 datastore listener (MOUNT + NFS v3 on one port, e.g. 0.0.0.0:2049), repeatable: /sessions/NAME/ and /backups/VM/POINT/ for ESXi and any NFS client (default off)', collect)
+    .option('--portmap <port>', `portmapper for the NFS datastore: PORT, HOST:PORT or 'off' (default ${d.portmap}: ESXi, QEMU and libnfs ask port 111)`)
+    .option('--nfs-client <addr>', 'client address or subnet (ADDR/BITS) allowed to mount the NFS datastore, repeatable (default: all)', collect)
+    .option('--nfs-read-only', 'export the NFS datastore read-only')
     .option('--max-inflight <n>', `requests processed at once per NBD connection (default ${d.nbdMaxInflight})`)
     .option('--shutdown-timeout <ms>', `how long shutdown waits for in-flight I/O, in ms (default ${d.shutdownTimeoutMs})`)
     .addOption(new Option('--log-level <level>', 'log verbosity').choices(['debug', 'info', 'warn', 'error']))
@@ -83,6 +93,11 @@ function buildConfig(opts: ServeOptions, io: CliIo) {
   if (opts.http) merged.http = opts.http;
   if (opts.export) merged.exports = [...merged.exports, ...opts.export];
   if (opts.demo) merged.demo = true;
+  if (opts.fuse) merged.fuse = opts.fuse;
+  if (opts.nfs) merged.nfs = opts.nfs.filter((a) => a !== 'none');
+  if (opts.portmap) merged.portmap = opts.portmap;
+  if (opts.nfsClient) merged.nfsClients = opts.nfsClient;
+  if (opts.nfsReadOnly) merged.nfsReadOnly = true;
   if (opts.maxInflight) merged.nbdMaxInflight = Number(opts.maxInflight);
   if (opts.shutdownTimeout) merged.shutdownTimeoutMs = Number(opts.shutdownTimeout);
   if (opts.logLevel) merged.logLevel = opts.logLevel;
@@ -103,6 +118,10 @@ function banner(daemon: Daemon): string {
   if (exports.length === 0) lines.push('  (no exports yet: back up a VM with `rebound backup`, or start with --export NAME=PATH)');
   const listeners = [...ep.nbd.map((a) => `nbd://${a}/`), ...ep.nbdSocket.map((p) => `nbd+unix:///?socket=${p}`)];
   lines.push(`NBD: ${listeners.join('  ') || 'no listener'}`);
+  if (ep.nfs?.length) {
+    lines.push(`NFS: datastore at ${ep.nfs.join('  ')} (portmapper ${ep.portmap?.join('  ') || 'off'}): nfs://HOST/sessions/NAME/DISK-flat.vmdk, nfs://HOST/backups/VM/POINT/`);
+  }
+  if (daemon.config.fuse !== 'off') lines.push(`FUSE: file tree at ${daemon.config.fuse} (vms/VM/POINT/DISK.raw, DISK.parts/N, sessions/NAME/DISK.raw)`);
   const first = exports[0] && nbdUris(exports[0].name, ep)[0];
   if (first) {
     lines.push('Try:', `  qemu-img info ${first}`, `  nbdinfo --map ${first}`);

@@ -8,7 +8,7 @@ interface Health {
   pid: number;
   uptimeSeconds: number;
   exports: number;
-  endpoints: { nbd: string[]; nbdSocket: string[]; http?: string };
+  endpoints: { nbd: string[]; nbdSocket: string[]; http?: string; nfs?: string[]; portmap?: string[] };
 }
 
 export function registerStatus(program: Command, io: CliIo): void {
@@ -25,7 +25,8 @@ export function registerStatus(program: Command, io: CliIo): void {
       io.stdout(
         `rebound ${h.version}: ${h.status}, pid ${h.pid}, up ${h.uptimeSeconds}s, ${h.exports} export(s)\n` +
           `  NBD:  ${[...h.endpoints.nbd, ...h.endpoints.nbdSocket].join(', ') || 'none'}\n` +
-          `  HTTP: ${h.endpoints.http ?? 'off'}\n`,
+          `  HTTP: ${h.endpoints.http ?? 'off'}\n` +
+          (h.endpoints.nfs?.length ? `  NFS:  ${h.endpoints.nfs.join(', ')} (portmapper ${h.endpoints.portmap?.join(', ') || 'off'})\n` : ''),
       );
     });
 
