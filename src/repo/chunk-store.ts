@@ -24,7 +24,9 @@ import { CHUNK_HEADER_BYTES, decodeChunkHeader, digestHex, encodeChunkHeader } f
 
 /**
  * sha256 on libuv's thread pool (WebCrypto digest jobs run there), so verifying chunks spreads
- * over the cores instead of holding the event loop that serves the exports.
+ * over the cores instead of holding the event loop that serves the exports. It costs more CPU in
+ * total than `createHash` (the input is copied first) but measured faster where it counts:
+ * migration 235-280 vs 147-171 MiB/s, sequential restore-point reads 379 vs 335 MiB/s (2 cores).
  */
 export async function sha256(data: Uint8Array): Promise<Buffer> {
   return Buffer.from(await crypto.subtle.digest('SHA-256', data));
