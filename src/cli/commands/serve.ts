@@ -126,7 +126,13 @@ function banner(daemon: Daemon): string {
   if (first) {
     lines.push('Try:', `  qemu-img info ${first}`, `  nbdinfo --map ${first}`);
   }
-  if (ep.http) lines.push(`  rebound exports --server http://${ep.http}`, `HTTP API: http://${ep.http}/v1/exports`);
+  if (ep.http) {
+    lines.push(
+      `  rebound exports --server http://${ep.http}`,
+      `  rebound recover VM --server http://${ep.http}      (instant recovery of a backed-up VM, e.g. demo)`,
+      `HTTP API: http://${ep.http}/v1/exports`,
+    );
+  }
   lines.push('Press Ctrl-C to stop.');
   return lines.join('\n') + '\n';
 }
