@@ -29,7 +29,7 @@ import { SessionManager } from '../recovery/sessions.js';
 import { backup } from '../repo/ingest.js';
 import { DEMO_DISK, DEMO_VM, prepareDemoImage } from './demo.js';
 import { FuseMounts } from '../fuse/manager.js';
-import { NfsServer } from '../nfs/server.js';
+import type { NfsServer } from '../nfs/server.js';
 
 export interface DaemonEndpoints {
   nbd: string[];
@@ -234,6 +234,8 @@ export class Daemon {
   /** The NFS datastore (src/nfs/): sessions and restore points as files, after the repository opened. */
   async #startNfs(): Promise<void> {
     const c = this.config;
+    // Loaded only when NFS is on: the codecs cost ~15 MiB of memory a daemon without NFS need not pay.
+    const { NfsServer } = await import('../nfs/server.js');
     this.#nfs = new NfsServer({
       sessions: this.sessions,
       points: this.points,

@@ -3,6 +3,10 @@
  * image of a repository (chunks are keyed by digest, so data shared between restore points and
  * VMs is cached once). Concurrent loads of one chunk share a single read. Failed loads are not
  * cached: a chunk repaired on disk is read again.
+ *
+ * The budget covers chunks being loaded too: before a load starts, the least recently used chunks
+ * make room for it, so cached + in-flight chunk memory stays within `maxBytes` (the daemon's
+ * footprint follows the configured cache size; see tools/bench/fuse.mjs).
  */
 import { LRUCache } from 'lru-cache';
 import type { ChunkReader } from './repo-image.js';
@@ -20,6 +24,9 @@ export class ChunkCache implements ChunkReader {
   readonly #lru: LRUCache<string, Uint8Array>;
   readonly #loading = new Map<string, Promise<Uint8Array>>();
   readonly #maxBytes: number;
+  /** Bytes reserved by loads in flight (each counted at the largest chunk seen so far). */
+  #loadingBytes = 0;
+  #largest = 0;
   #hits = 0;
   #misses = 0;
 
@@ -39,14 +46,22 @@ export class ChunkCache implements ChunkReader {
     let pending = this.#loading.get(key);
     if (!pending) {
       this.#misses++;
+      const reserved = this.#largest;
+      this.#loadingBytes += reserved;
+      while (this.#lru.size > 0 && this.#lru.calculatedSize + this.#loadingBytes > this.#maxBytes) this.#lru.pop();
+      const done = (): void => {
+        this.#loading.delete(key);
+        this.#loadingBytes -= reserved;
+      };
       pending = this.#reader.readChunk(Uint8Array.from(digest)).then(
         (chunk) => {
-          this.#loading.delete(key);
+          done();
+          this.#largest = Math.max(this.#largest, chunk.length);
           if (chunk.length <= this.#maxBytes) this.#lru.set(key, chunk);
           return chunk;
         },
         (err: unknown) => {
-          this.#loading.delete(key);
+          done();
           throw err;
         },
       );

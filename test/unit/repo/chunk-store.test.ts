@@ -110,6 +110,20 @@ describe('RepoImage and ChunkCache', () => {
     expect(cache.stats()).toMatchObject({ chunks: 1, misses: 1 });
   });
 
+  it('counts chunks being loaded against its budget', async () => {
+    const MiB = 1024 * 1024;
+    const content = crypto.randomBytes(8 * MiB);
+    const { index, reader } = memoryChunks(content, MiB);
+    const cache = new ChunkCache(reader, 4 * MiB);
+    for (let i = 0; i < 4; i++) await cache.readChunk(index.digest(i)!);
+    expect(cache.stats()).toMatchObject({ chunks: 4, bytes: 4 * MiB });
+    // Three loads in flight: three cached chunks make room before the reads start.
+    const loads = [4, 5, 6].map((i) => cache.readChunk(index.digest(i)!));
+    expect(cache.stats()).toMatchObject({ chunks: 1, bytes: MiB });
+    await Promise.all(loads);
+    expect(cache.stats()).toMatchObject({ chunks: 4, bytes: 4 * MiB });
+  });
+
   it('reads ahead on sequential access', async () => {
     const content = crypto.randomBytes(8 * 1024 * 1024);
     const { index, reader } = memoryChunks(content, 1024 * 1024);
