@@ -29,7 +29,7 @@ import type { BlockDevice } from '../blockdev/types.js';
 import type { CowOverlay } from '../blockdev/layers/cow/cow-overlay.js';
 import { TokenBucket } from '../util/token-bucket.js';
 import type { Logger } from '../util/log.js';
-import { openTarget, type MigrationTarget } from './targets.js';
+import { openTarget, zeroRange, type WriteTarget } from '../repo/targets.js';
 
 export type MigrationState = 'copying' | 'synced' | 'paused' | 'switching' | 'switched' | 'cancelled';
 
@@ -73,7 +73,6 @@ export const MIGRATION_UNIT = 1024 * 1024;
 const INFLIGHT = 8;
 const PERSIST_MS = 1000;
 const SYNC_SLACK = 64 * 1024 * 1024;
-const IDLE_POLL_MS = 50;
 
 export interface DiskMigrationOptions {
   disk: string;
@@ -98,7 +97,7 @@ export class DiskMigration {
   readonly #log: Logger;
   readonly #unit: number;
   readonly #bucket: TokenBucket;
-  #target: MigrationTarget | undefined;
+  #target: WriteTarget | undefined;
   #run: Promise<void> | undefined;
   #stop: AbortController | undefined;
   #waiters: Waiter[] = [];
@@ -228,7 +227,7 @@ export class DiskMigration {
       r.cursor = 0;
       r.copiedBytes = 0;
     }
-    this.#target = await openTarget(r.target, this.size, { fresh: !resume || r.cursor === 0 });
+    this.#target = await openTarget(r.target, this.size, { startOver: !resume || r.cursor === 0 });
     const target = this.#target;
     this.#tracker.start();
     if (resume) for (const [off, len] of this.#overlay.changedRanges()) if (off < r.cursor) this.#tracker.mark(off, Math.min(len, r.cursor - off));
@@ -273,7 +272,7 @@ export class DiskMigration {
         this.#notify();
       }
       if (dirty.length === 0) {
-        await new Promise((res) => setTimeout(res, IDLE_POLL_MS));
+        await this.#tracker.whenDirty(signal);
         continue;
       }
       await this.#copyUnits(dirty, target, signal);
@@ -381,24 +380,13 @@ export class DiskMigration {
   }
 
   /** The target device (open while copying and after the switch). */
-  get target(): MigrationTarget | undefined {
+  get target(): WriteTarget | undefined {
     return this.#target;
   }
 
   /** Opens the target of a migration that was switched before a restart. */
-  async reopenSwitchedTarget(): Promise<MigrationTarget> {
-    this.#target = await openTarget(this.record.target, this.size, { fresh: false });
+  async reopenSwitchedTarget(): Promise<WriteTarget> {
+    this.#target = await openTarget(this.record.target, this.size);
     return this.#target;
   }
-}
-
-async function zeroRange(target: BlockDevice, off: number, len: number): Promise<void> {
-  if (target.capabilities().canZero) {
-    try {
-      return await target.zero(off, len);
-    } catch (err) {
-      if (!(err instanceof BlockError && err.code === 'ENOTSUP')) throw err;
-    }
-  }
-  await target.write(new Uint8Array(len), off);
 }

@@ -13,6 +13,7 @@ export class DirtyTracker extends Layer {
   readonly name = 'dirty-tracker';
   readonly granule: number;
   #dirty: Set<number> | undefined;
+  readonly #waiters = new Set<() => void>();
 
   constructor(next: BlockDevice, granule: number) {
     super(next);
@@ -39,6 +40,28 @@ export class DirtyTracker extends Layer {
     if (!this.#dirty || length <= 0) return;
     const last = Math.floor((offset + length - 1) / this.granule);
     for (let u = Math.floor(offset / this.granule); u <= last; u++) this.#dirty.add(u);
+    for (const w of [...this.#waiters]) w();
+  }
+
+  /** Resolves when some unit is dirty (at once if one is); rejects when `signal` aborts. */
+  whenDirty(signal?: AbortSignal): Promise<void> {
+    if (this.dirtyUnits > 0) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const cleanup = (): void => {
+        this.#waiters.delete(wake);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const wake = (): void => {
+        cleanup();
+        resolve();
+      };
+      const onAbort = (): void => {
+        cleanup();
+        reject(signal!.reason);
+      };
+      this.#waiters.add(wake);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
   }
 
   isDirty(unit: number): boolean {

@@ -167,6 +167,23 @@ describe('DirtyTracker', () => {
     t.stop();
     expect(t.dirtyUnits).toBe(0);
   });
+
+  it('wakes a waiter on the next completed write, and on abort', async () => {
+    const t = new DirtyTracker(new MemoryDevice(8 * MiB), MiB);
+    t.start();
+    let woke = false;
+    const waiting = t.whenDirty().then(() => (woke = true));
+    await new Promise((r) => setTimeout(r, 10));
+    expect(woke).toBe(false);
+    await t.write(Buffer.alloc(512), 3 * MiB);
+    await waiting;
+    expect(woke).toBe(true);
+    t.clear(3);
+    const ac = new AbortController();
+    const aborted = t.whenDirty(ac.signal);
+    ac.abort(new Error('stop'));
+    await expect(aborted).rejects.toThrow('stop');
+  });
 });
 
 describe('FreezeLayer', () => {

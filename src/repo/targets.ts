@@ -1,8 +1,9 @@
 /**
- * Migration targets: production storage a session's disk is copied to and, after the switch,
- * served from. A file path (created or reused, never shrunk), a block device, or an NBD URI of a
- * writable export (qemu-nbd or nbdkit on the production host). Each opens as a writable
- * BlockDevice; errors carry the target's name so a paused migration says what went wrong.
+ * Write targets: where `rebound restore` writes a disk, and the production storage a recovery
+ * session's disk is migrated to (and served from after the switch). A file path (created or
+ * reused, never shrunk), a block device, or an NBD URI of a writable export (qemu-nbd or nbdkit on
+ * the production host). Each opens as a writable BlockDevice; errors carry the target's name so a
+ * failed restore or a paused migration says what went wrong.
  */
 import fs from 'node:fs';
 import { BlockError, errorText, ReboundError } from '../errors.js';
@@ -10,19 +11,20 @@ import type { BlockDevice, Capabilities, Extent } from '../blockdev/types.js';
 import { writableCapabilities } from '../blockdev/types.js';
 import { NbdClient } from '../nbd/client.js';
 import { TFlag } from '../nbd/protocol.js';
-import { isNbdUri } from '../repo/sources.js';
+import { isNbdUri } from './sources.js';
 import { fdatasync, pread, pwrite } from '../util/file-io.js';
 import { deviceSize } from '../blockdev/base/raw-file.js';
 
-export interface MigrationTarget extends BlockDevice {
+export interface WriteTarget extends BlockDevice {
   /** The target as the user gave it. */
   readonly spec: string;
   /** True when the target was created empty by this open (zero ranges need no writes). */
   readonly fresh: boolean;
 }
 
-export async function openTarget(spec: string, size: number, opts: { fresh?: boolean } = {}): Promise<MigrationTarget> {
-  return isNbdUri(spec) ? NbdTarget.open(spec, size) : FileTarget.open(spec, size, opts.fresh ?? false);
+/** `startOver`: a regular file is emptied first (a new copy); without it its content is kept (a resumed copy). */
+export async function openTarget(spec: string, size: number, opts: { startOver?: boolean } = {}): Promise<WriteTarget> {
+  return isNbdUri(spec) ? NbdTarget.open(spec, size) : FileTarget.open(spec, size, opts.startOver ?? false);
 }
 
 /** Target I/O failures become BlockErrors naming the target (ENOSPC stays ENOSPC). */
@@ -33,7 +35,7 @@ function targetFailure(err: unknown, spec: string, what: string): BlockError {
   return new BlockError('EIO', `${what} ${spec}: ${errorText(err)}`, { cause: err });
 }
 
-class FileTarget implements MigrationTarget {
+class FileTarget implements WriteTarget {
   readonly name = 'file-target';
   readonly spec: string;
   readonly size: number;
@@ -48,7 +50,6 @@ class FileTarget implements MigrationTarget {
     this.fresh = fresh;
   }
 
-  /** `startOver`: a regular file is emptied first (a new copy); otherwise its content is kept (a resumed copy). */
   static async open(spec: string, size: number, startOver: boolean): Promise<FileTarget> {
     let st: fs.Stats | undefined;
     try {
@@ -61,11 +62,11 @@ class FileTarget implements MigrationTarget {
     try {
       fd = fs.openSync(spec, st ? 'r+' : 'w+');
     } catch (err) {
-      throw new ReboundError('ERR_INVALID_ARGUMENT', `cannot open migration target ${spec}: ${errorText(err)}`, { cause: err });
+      throw new ReboundError('ERR_INVALID_ARGUMENT', `cannot open target ${spec}: ${errorText(err)}`, { cause: err });
     }
     try {
       const have = await deviceSize(fd, spec);
-      if (isDevice && have < size) throw new ReboundError('ERR_INVALID_ARGUMENT', `migration target ${spec} has ${have} bytes; the disk needs ${size}`);
+      if (isDevice && have < size) throw new ReboundError('ERR_INVALID_ARGUMENT', `target ${spec} has ${have} bytes; the disk needs ${size}`);
       // A new file, or one a new copy starts into, begins as all holes.
       const fresh = !isDevice && (!st || startOver);
       if (fresh) fs.ftruncateSync(fd, 0);
@@ -121,7 +122,7 @@ class FileTarget implements MigrationTarget {
   }
 }
 
-class NbdTarget implements MigrationTarget {
+class NbdTarget implements WriteTarget {
   readonly name = 'nbd-target';
   readonly spec: string;
   readonly size: number;
@@ -139,11 +140,11 @@ class NbdTarget implements MigrationTarget {
     try {
       c = await NbdClient.connect(spec);
     } catch (err) {
-      throw new ReboundError('ERR_TARGET_IO', `cannot connect to migration target ${spec}: ${errorText(err)}`, { cause: err });
+      throw new ReboundError('ERR_TARGET_IO', `cannot connect to target ${spec}: ${errorText(err)}`, { cause: err });
     }
     const fail = (msg: string): never => {
       c.destroy();
-      throw new ReboundError('ERR_INVALID_ARGUMENT', `migration target ${spec} ${msg}`);
+      throw new ReboundError('ERR_INVALID_ARGUMENT', `target ${spec} ${msg}`);
     };
     if (c.readOnly) fail('is read-only');
     if (c.size < size) fail(`has ${c.size} bytes; the disk needs ${size}`);
@@ -194,4 +195,17 @@ class NbdTarget implements MigrationTarget {
   async close(): Promise<void> {
     await this.#c.close().catch(() => this.#c.destroy());
   }
+}
+
+/** Zeroes a range: WRITE_ZEROES where the target offers it, else written zeroes (in pieces). */
+export async function zeroRange(target: BlockDevice, off: number, len: number): Promise<void> {
+  if (target.capabilities().canZero) {
+    try {
+      return await target.zero(off, len);
+    } catch (err) {
+      if (!(err instanceof BlockError && err.code === 'ENOTSUP')) throw err;
+    }
+  }
+  const piece = new Uint8Array(Math.min(len, 4 * 1024 * 1024));
+  for (let pos = off; pos < off + len; pos += piece.length) await target.write(piece.subarray(0, Math.min(piece.length, off + len - pos)), pos);
 }
