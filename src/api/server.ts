@@ -7,6 +7,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { ReboundError } from '../errors.js';
 import type { ExportRegistry } from '../exports/registry.js';
 import type { Logger } from '../util/log.js';
+import { nbdUris } from '../nbd/client.js';
 import { toApiError } from './error-map.js';
 import { registerRepoRoutes, type RepoRouteContext } from './repo-routes.js';
 import { registerFuseRoutes, type FuseRouteContext } from './fuse-routes.js';
@@ -70,13 +71,4 @@ export function createApi(ctx: ApiContext): FastifyInstance {
   }
 
   return app;
-}
-
-/** NBD URIs (RFC-style, as libnbd and QEMU accept them) under which an export is reachable. */
-export function nbdUris(name: string, ep: { nbd: string[]; nbdSocket: string[] }): string[] {
-  const enc = encodeURI(name);
-  return [
-    ...ep.nbd.map((a) => `nbd://${a}/${enc}`),
-    ...ep.nbdSocket.map((p) => `nbd+unix:///${enc}?socket=${encodeURIComponent(p)}`),
-  ];
 }

@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import type { QosLimits } from '../blockdev/layers/qos.js';
 import type { SessionManager, RecoverRequest } from '../recovery/sessions.js';
 import { sessionExportName } from '../recovery/session.js';
-import { nbdUri } from '../recovery/session-report.js';
+import { nbdUris } from '../nbd/client.js';
 import type { JobRegistry } from './jobs.js';
 
 export interface SessionRouteContext {
@@ -28,7 +28,7 @@ export function connectionInfo(ctx: SessionRouteContext, session: string, disks:
   const tcp = ep.nbd[0];
   const out = disks.map((disk, i) => {
     const exp = sessionExportName(session, disk);
-    const uri = nbdUri({ tcp: ep.nbd, sockets: ep.nbdSocket }, exp);
+    const uri = nbdUris(exp, ep)[0] ?? null;
     const node = `${session}-${disk}`.replace(/[^A-Za-z0-9_-]/g, '_');
     const [host, port] = tcp ? splitHostPort(tcp) : [undefined, undefined];
     const server = tcp ? `server.type=inet,server.host=${host},server.port=${port}` : `server.type=unix,server.path=${ep.nbdSocket[0]}`;

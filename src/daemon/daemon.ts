@@ -156,7 +156,7 @@ export class Daemon {
       report: {
         warnAgeHours: this.config.sessionWarnAgeHours,
         warnBytes: this.config.sessionWarnSize,
-        endpoints: () => ({ tcp: this.#endpoints.nbd, sockets: this.#endpoints.nbdSocket }),
+        endpoints: () => this.#endpoints,
       },
     });
     this.#sessions = this.#sessionManager;

@@ -47,6 +47,15 @@ export function parseNbdUri(uri: string): NbdTarget {
   throw new TypeError(`${uri}: not an nbd:// or nbd+unix:// URI`);
 }
 
+/** NBD URIs (RFC-style, as libnbd and QEMU accept them) under which an export is reachable. */
+export function nbdUris(name: string, ep: { nbd: string[]; nbdSocket: string[] }): string[] {
+  const enc = encodeURI(name);
+  return [
+    ...ep.nbd.map((a) => `nbd://${a}/${enc}`),
+    ...ep.nbdSocket.map((p) => `nbd+unix:///${enc}?socket=${encodeURIComponent(p)}`),
+  ];
+}
+
 export interface NbdClientOptions {
   /** Meta contexts to negotiate, e.g. ['base:allocation', 'qemu:dirty-bitmap:b0']. */
   metaContexts?: string[];

@@ -5,6 +5,7 @@
  * snapshot problem of every instant-recovery product.
  */
 import type { QosLimits } from '../blockdev/layers/qos.js';
+import { nbdUris } from '../nbd/client.js';
 import type { IoCounters } from '../blockdev/layers/stats.js';
 import type { MigrationProgress } from './migration.js';
 import type { Session } from './session.js';
@@ -15,7 +16,7 @@ export interface ReportContext {
   warnAgeHours: number;
   warnBytes: number;
   /** NBD endpoints of the daemon, for connection strings. */
-  endpoints: () => { tcp: string[]; sockets: string[] };
+  endpoints: () => { nbd: string[]; nbdSocket: string[] };
 }
 
 export interface SessionDiskReport {
@@ -48,12 +49,6 @@ export interface SessionReport {
   commits: Array<{ pointId: string; at: string }>;
 }
 
-export function nbdUri(endpoints: { tcp: string[]; sockets: string[] }, exportName: string): string | null {
-  if (endpoints.tcp[0]) return `nbd://${endpoints.tcp[0]}/${exportName}`;
-  if (endpoints.sockets[0]) return `nbd+unix:///${exportName}?socket=${endpoints.sockets[0]}`;
-  return null;
-}
-
 export function describeSession(s: Session, ctx: ReportContext): SessionReport {
   const ep = ctx.endpoints();
   const disks: SessionDiskReport[] = s.disks.map((d) => {
@@ -63,7 +58,7 @@ export function describeSession(s: Session, ctx: ReportContext): SessionReport {
       name: d.name,
       size: d.size,
       export: exp,
-      nbdUri: exp ? nbdUri(ep, exp) : null,
+      nbdUri: exp ? (nbdUris(exp, ep)[0] ?? null) : null,
       overlayBytes: st?.allocatedBytes ?? 0,
       overlayDiskBytes: st?.diskBytes ?? 0,
       quota: s.record.quota,

@@ -42,7 +42,7 @@ describe.skipIf(missing.length > 0)('instant recovery end to end: boot from back
     await rb('backup', 'guest', '--disk', `disk0=${guest.disk}`);
     const rec = JSON.parse((await rb('recover', 'guest', '--name', 'vm', '--json')).stdout) as { disks: Array<{ nbdUri: string }> };
     const uri = rec.disks[0]!.nbdUri;
-    expect(uri).toBe(`nbd+unix:///session/vm/disk0?socket=${sock}`);
+    expect(uri).toBe(`nbd+unix:///session/vm/disk0?socket=${encodeURIComponent(sock)}`);
 
     const target = path.join(dir, 'production.raw');
     fs.writeFileSync(target, '');

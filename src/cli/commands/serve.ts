@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { nbdUris } from '../../api/server.js';
+import { nbdUris } from '../../nbd/client.js';
 import { defaultConfig, readConfigFile, validateConfig, type DaemonConfig } from '../../config/schema.js';
 import { EXPORT_OPTIONS } from '../../config/export-spec.js';
 import { Daemon } from '../../daemon/daemon.js';

@@ -27,7 +27,7 @@ function fakeSession(opts: { ageHours: number; overlayBytes: number; quota: numb
   } as unknown as Session;
 }
 
-const ctx = { now: Date.now(), warnAgeHours: 168, warnBytes: 50 * GiB, endpoints: () => ({ tcp: ['127.0.0.1:10809'], sockets: [] }) };
+const ctx = { now: Date.now(), warnAgeHours: 168, warnBytes: 50 * GiB, endpoints: () => ({ nbd: ['127.0.0.1:10809'], nbdSocket: [] }) };
 
 describe('sessions report', () => {
   it('is quiet for a young, small session and gives its NBD URI', () => {
