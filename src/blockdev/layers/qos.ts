@@ -38,8 +38,10 @@ export class QosLimiter {
     this.#bytes.setRate(limits.bps ?? 0);
   }
 
-  async charge(bytes: number, signal?: AbortSignal): Promise<void> {
-    await Promise.all([this.#ops.take(1, signal), bytes > 0 ? this.#bytes.take(bytes, signal) : undefined]);
+  /** Pays for one request of `bytes`; undefined when no limit is set (the common case costs nothing). */
+  charge(bytes: number, signal?: AbortSignal): Promise<unknown> | undefined {
+    if (!this.#limits.iops && !this.#limits.bps) return undefined;
+    return Promise.all([this.#ops.take(1, signal), bytes > 0 ? this.#bytes.take(bytes, signal) : undefined]);
   }
 }
 
@@ -54,28 +56,28 @@ export class QosLayer extends Layer {
     this.#shared = shared;
   }
 
-  async #charge(bytes: number, signal?: AbortSignal): Promise<void> {
-    await Promise.all([this.limiter.charge(bytes, signal), this.#shared?.charge(bytes, signal)]);
+  /** Runs `op` once this export's and the shared limits allow a request of `bytes`. */
+  #paced(bytes: number, signal: AbortSignal | undefined, op: () => Promise<void>): Promise<void> {
+    const own = this.limiter.charge(bytes, signal);
+    const shared = this.#shared?.charge(bytes, signal);
+    if (!own && !shared) return op();
+    return Promise.all([own, shared]).then(op);
   }
 
-  override async read(dst: Uint8Array, offset: number, opts?: IoOptions): Promise<void> {
-    await this.#charge(dst.length, opts?.signal);
-    return this.next.read(dst, offset, opts);
+  override read(dst: Uint8Array, offset: number, opts?: IoOptions): Promise<void> {
+    return this.#paced(dst.length, opts?.signal, () => this.next.read(dst, offset, opts));
   }
 
-  async write(src: Uint8Array, offset: number, opts?: WriteOptions): Promise<void> {
-    await this.#charge(src.length, opts?.signal);
-    return this.next.write(src, offset, opts);
+  write(src: Uint8Array, offset: number, opts?: WriteOptions): Promise<void> {
+    return this.#paced(src.length, opts?.signal, () => this.next.write(src, offset, opts));
   }
 
-  async trim(offset: number, length: number, opts?: WriteOptions): Promise<void> {
-    await this.#charge(0, opts?.signal);
-    return this.next.trim(offset, length, opts);
+  trim(offset: number, length: number, opts?: WriteOptions): Promise<void> {
+    return this.#paced(0, opts?.signal, () => this.next.trim(offset, length, opts));
   }
 
-  async zero(offset: number, length: number, opts?: ZeroOptions): Promise<void> {
-    await this.#charge(0, opts?.signal);
-    return this.next.zero(offset, length, opts);
+  zero(offset: number, length: number, opts?: ZeroOptions): Promise<void> {
+    return this.#paced(0, opts?.signal, () => this.next.zero(offset, length, opts));
   }
 
   flush(opts?: IoOptions): Promise<void> {
