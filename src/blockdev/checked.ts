@@ -25,27 +25,37 @@ import type {
 export interface CheckedOptions {
   /** Called with any non-BlockError thrown by the device (a bug or an unexpected system error). */
   onUnexpectedError?: (err: unknown, op: string) => void;
+  /**
+   * What `close()` does once in-flight requests have drained. Default: closes the device below. A
+   * shared device (a published disk opened by several front ends) passes a function that drops
+   * this opener's reference instead.
+   */
+  release?: () => Promise<void>;
 }
 
 export class CheckedDevice implements BlockDevice {
   readonly name: string;
   readonly size: number;
-  readonly inner: BlockDevice;
+  /** The device below (the stack this gate protects). */
+  readonly next: BlockDevice;
   readonly #caps: Capabilities;
   readonly #onUnexpected: (err: unknown, op: string) => void;
+  readonly #release: () => Promise<void>;
   #inflight = 0;
   #idleWaiters: Array<() => void> = [];
   #closing = false;
   #closed: Promise<void> | undefined;
 
-  constructor(inner: BlockDevice, options: CheckedOptions = {}) {
-    this.inner = inner;
-    this.name = inner.name;
-    this.size = inner.size;
-    this.#caps = Object.freeze({ ...inner.capabilities(), blockSize: Object.freeze({ ...inner.capabilities().blockSize }) });
+  constructor(next: BlockDevice, options: CheckedOptions = {}) {
+    if (next instanceof CheckedDevice) throw new TypeError(`device ${next.name} is already behind checked(): open it once, through one gate`);
+    this.next = next;
+    this.name = next.name;
+    this.size = next.size;
+    this.#caps = Object.freeze({ ...next.capabilities(), blockSize: Object.freeze({ ...next.capabilities().blockSize }) });
     this.#onUnexpected = options.onUnexpectedError ?? (() => undefined);
+    this.#release = options.release ?? (() => next.close());
     if (!Number.isSafeInteger(this.size) || this.size < 0) {
-      throw new RangeError(`device ${inner.name} has an invalid size ${inner.size}`);
+      throw new RangeError(`device ${next.name} has an invalid size ${next.size}`);
     }
   }
 
@@ -67,7 +77,7 @@ export class CheckedDevice implements BlockDevice {
       this.#checkRange(offset, dst.length, 'EINVAL', 'read');
       this.#checkPayload(dst.length);
       if (dst.length === 0) return;
-      await this.inner.read(dst, offset, opts);
+      await this.next.read(dst, offset, opts);
     });
   }
 
@@ -78,14 +88,14 @@ export class CheckedDevice implements BlockDevice {
       this.#checkRange(offset, src.length, 'ENOSPC', 'write');
       this.#checkPayload(src.length);
       if (src.length === 0) return;
-      await this.inner.write(src, offset, opts);
+      await this.next.write(src, offset, opts);
     });
   }
 
   flush(opts?: IoOptions): Promise<void> {
     return this.#run('flush', async () => {
       if (!this.#caps.canFlush) throw new BlockError('EINVAL', 'flush is not supported by this device');
-      await this.inner.flush(opts);
+      await this.next.flush(opts);
     });
   }
 
@@ -96,7 +106,7 @@ export class CheckedDevice implements BlockDevice {
       this.#checkFua(opts);
       this.#checkRange(offset, length, 'EINVAL', 'trim');
       if (length === 0) return;
-      await this.inner.trim(offset, length, opts);
+      await this.next.trim(offset, length, opts);
     });
   }
 
@@ -108,7 +118,7 @@ export class CheckedDevice implements BlockDevice {
       this.#checkFua(opts);
       this.#checkRange(offset, length, 'ENOSPC', 'zero');
       if (length === 0) return;
-      await this.inner.zero(offset, length, opts);
+      await this.next.zero(offset, length, opts);
     });
   }
 
@@ -116,8 +126,8 @@ export class CheckedDevice implements BlockDevice {
     return this.#run('extents', async () => {
       this.#checkRange(offset, length, 'EINVAL', 'extents');
       if (length === 0) throw new BlockError('EINVAL', 'extents of an empty range');
-      const answer = await this.inner.extents(offset, length, opts);
-      return validateExtents(answer, offset, length, this.inner.name);
+      const answer = await this.next.extents(offset, length, opts);
+      return validateExtents(answer, offset, length, this.next.name);
     });
   }
 
@@ -127,11 +137,11 @@ export class CheckedDevice implements BlockDevice {
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
-  /** Refuses new requests (ESHUTDOWN), waits for in-flight ones, then closes the device. Idempotent. */
+  /** Refuses new requests (ESHUTDOWN), waits for in-flight ones, then closes (or releases) the device. Idempotent. */
   close(): Promise<void> {
     if (!this.#closed) {
       this.#closing = true;
-      this.#closed = this.drain().then(() => this.inner.close());
+      this.#closed = this.drain().then(() => this.#release());
     }
     return this.#closed;
   }
@@ -202,6 +212,11 @@ export function validateExtents(answer: Extent[], offset: number, length: number
   return out;
 }
 
-export function checked(inner: BlockDevice, options?: CheckedOptions): CheckedDevice {
-  return inner instanceof CheckedDevice ? inner : new CheckedDevice(inner, options);
+/**
+ * Puts `next` behind the gate. Each opener gets its own CheckedDevice (its own error hook and
+ * in-flight count); a device that is already checked is refused, because a second gate would
+ * silently keep the first one's hook.
+ */
+export function checked(next: BlockDevice, options?: CheckedOptions): CheckedDevice {
+  return new CheckedDevice(next, options);
 }

@@ -62,7 +62,7 @@ export function describeStack(top: BlockDevice): string[] {
   let dev: BlockDevice | undefined = top;
   while (dev) {
     names.push(dev.name);
-    dev = dev instanceof Layer ? dev.next : (dev as { inner?: BlockDevice }).inner;
+    dev = (dev as { next?: BlockDevice }).next;
   }
   return names;
 }

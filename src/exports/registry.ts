@@ -84,7 +84,7 @@ export class Export {
       source: this.source,
       size: this.device.size,
       readOnly: this.readOnly,
-      stack: describeStack(this.device.inner),
+      stack: describeStack(this.device.next),
       capabilities: caps,
       connections: this.connections,
       inflight: this.device.inflight,

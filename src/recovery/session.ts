@@ -12,7 +12,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { LazyDevice } from '../blockdev/base/lazy.js';
 import { repoImageCapabilities } from '../blockdev/base/repo-image.js';
-import { checked, type CheckedDevice } from '../blockdev/checked.js';
 import { CowOverlay } from '../blockdev/layers/cow/cow-overlay.js';
 import { DirtyTracker } from '../blockdev/layers/dirty-tracker.js';
 import { FreezeLayer } from '../blockdev/layers/freeze.js';
@@ -35,7 +34,7 @@ export class SessionDisk implements SessionDiskView {
   readonly name: string;
   readonly size: number;
   readonly record: SessionDiskRecord;
-  readonly top: CheckedDevice;
+  readonly top: BlockDevice;
   readonly stats: StatsLayer;
   readonly qos: QosLayer;
   readonly freeze: FreezeLayer;
@@ -55,7 +54,7 @@ export class SessionDisk implements SessionDiskView {
     this.freeze = new FreezeLayer(this.switch);
     this.qos = new QosLayer(this.freeze, qos, shared);
     this.stats = new StatsLayer(this.qos);
-    this.top = checked(this.stats);
+    this.top = this.stats;
   }
 
   device(): BlockDevice {
@@ -189,7 +188,7 @@ export class Session implements SessionView {
     for (const d of this.disks) {
       await d.top.close().catch(() => undefined);
       // After a switch the overlay is no longer below the switch point: close it separately.
-      if (d.overlay && d.switch.inner !== d.tracker) await d.overlay.close().catch(() => undefined);
+      if (d.overlay && d.switch.next !== d.tracker) await d.overlay.close().catch(() => undefined);
     }
     this.#unpin?.();
     this.#unpin = undefined;

@@ -35,7 +35,7 @@ export class SwitchableDevice implements BlockDevice {
   }
 
   /** The device requests go to now (describeStack follows it). */
-  get inner(): BlockDevice {
+  get next(): BlockDevice {
     return this.#current;
   }
 

@@ -84,4 +84,23 @@ describe('checked()', () => {
     await d;
     expect(drained).toBe(true);
   });
+  it('refuses to gate a device twice: each opener gets its own gate and error hook', () => {
+    const dev = checked(new MemoryDevice(4096));
+    expect(() => checked(dev)).toThrow(TypeError);
+  });
+  it('close() drains, then runs release instead of closing the device below', async () => {
+    const mem = new MemoryDevice(4096);
+    let released = 0;
+    const a = checked(mem, { release: async () => void released++ });
+    const b = checked(mem, { release: async () => void released++ });
+    await a.write(Buffer.from('x'), 0);
+    await a.close();
+    expect(released).toBe(1);
+    await expect(a.read(Buffer.alloc(1), 0)).rejects.toMatchObject({ code: 'ESHUTDOWN' });
+    const got = Buffer.alloc(1);
+    await b.read(got, 0);
+    expect(got.toString()).toBe('x');
+    await b.close();
+    expect(released).toBe(2);
+  });
 });

@@ -131,7 +131,7 @@ describe('SwitchableDevice', () => {
     await a.read(check, 8192);
     expect(check[0]).toBe(0);
     expect(switchedAt).toBeGreaterThan(0);
-    expect(sw.inner).toBe(b);
+    expect(sw.next).toBe(b);
   });
 
   it('adapts requests the new device cannot do', async () => {
