@@ -8,7 +8,8 @@
  *   REBOUND-LOOP synced=N                       (loop step) loop file N is written and synced
  *   REBOUND-RESULT-BEGIN / KEY=VALUE / REBOUND-RESULT-END   the result
  *   REBOUND-STATUS: ok | fail REASON            the last line before power-off
- * Actions (join steps with '+'): `write:MARKER`, `check`, `loop:SECONDS`, `fstrim`, `boot`.
+ * Actions (join steps with '+'): `write:MARKER`, `check`, `loop:COUNT`, `loop:COUNT:WORD` (until the test
+ * sends WORD with GuestHandle.send), `fstrim`, `boot`. Every step is bounded by count, never by time.
  * What the guest writes is deterministic (genBlocks), so tests can check it from outside too.
  *
  * startGuest() gives a handle for tests that act while the guest runs (waitFor a line, kill);
@@ -130,7 +131,7 @@ export interface BootOptions {
    * Becomes `-drive file=...,format=raw,if=virtio`.
    */
   drive: string;
-  /** `rebound.action=` steps, e.g. 'write:m1', 'check', 'loop:30+check'. Default 'boot'. */
+  /** `rebound.action=` steps, e.g. 'write:m1', 'check', 'loop:30+check', 'loop:40:go+check'. Default 'boot'. */
   action?: string;
   /** Kill QEMU after this long (default 120 s) and resolve with timedOut. */
   timeoutMs?: number;
@@ -183,6 +184,8 @@ export interface GuestHandle {
   console(): string;
   /** Resolves with the first console line matching `re` (rejects if the guest ends first or on timeout). */
   waitFor(re: RegExp, timeoutMs?: number): Promise<string>;
+  /** Types a line on the guest's serial console (a `loop:COUNT:WORD` step waits for WORD). */
+  send(line: string): void;
   /** Kills QEMU at once (a crash of the VM, as far as the disk is concerned). */
   kill(): void;
   done: Promise<BootResult>;
@@ -226,7 +229,9 @@ export async function startGuest(opts: BootOptions): Promise<GuestHandle> {
     ...(opts.qemuArgs ?? []),
   ];
   const started = Date.now();
-  const child = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // stdin is the serial console's input (send()).
+  const child = spawn('qemu-system-x86_64', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  child.stdin!.on('error', () => undefined); // QEMU gone: nothing to type into
   live.add(child);
   if (!exitHookInstalled) {
     exitHookInstalled = true;
@@ -289,6 +294,7 @@ export async function startGuest(opts: BootOptions): Promise<GuestHandle> {
   return {
     child,
     console: () => out,
+    send: (line) => void child.stdin!.write(`${line}\n`),
     kill: () => child.kill('SIGKILL'),
     done,
     waitFor: (re, timeoutMs = 120_000) =>

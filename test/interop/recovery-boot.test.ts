@@ -51,21 +51,26 @@ describe.skipIf(missing.length > 0)('instant recovery end to end: boot from back
     qnbd = spawn('qemu-nbd', ['-f', 'raw', '-t', '-k', tsock, '--cache=writeback', target], { stdio: 'ignore' });
     for (let i = 0; i < 200 && !fs.existsSync(tsock); i++) await new Promise((r) => setTimeout(r, 25));
 
+    // The guest writes loop files while the migration runs (at most 40, and never past its disk's free
+    // space), until the test types 'switched' on its console; then 3 more, which land on the target.
     const marker = newMarker('ir');
-    const vm = await startGuest({ drive: uri, action: `write:${marker}+loop:10+check`, timeoutMs: 280_000, guest });
+    const vm = await startGuest({ drive: uri, action: `write:${marker}+loop:40:switched+loop:3+check`, timeoutMs: 280_000, guest });
     await vm.waitFor(/REBOUND-LOOP synced=2\b/, 200_000);
     const mig = await rb('migrate', 'vm', '--to', `nbd+unix:///?socket=${tsock}`, '--switch', '--json');
     const job = JSON.parse(mig.stdout) as { state: string; result: { switched: Array<{ repaired: number }> } };
     expect(job.state).toBe('succeeded');
     expect(job.result.switched[0]!.repaired).toBe(0);
     const atSwitch = Math.max(...[...vm.console().matchAll(/REBOUND-LOOP synced=(\d+)/g)].map((m) => Number(m[1])));
+    vm.send('switched');
     const r = await vm.done;
     const why = `${explainBoot(r)}\n--- daemon stderr ---\n${daemon.stderr()}`;
     expect(r.timedOut, why).toBe(false);
     expect(r.ioErrors, why).toEqual([]);
     expect(r.status, why).toBe('ok');
-    expect(r.fields, why).toMatchObject({ marker, payload: 'ok', base: 'ok', loop: 'ok' });
-    expect(r.loopSynced, 'the guest kept writing after the switch').toBeGreaterThan(atSwitch);
+    expect(r.fields, why).toMatchObject({ marker, payload: 'ok', base: 'ok', loop: 'ok', 'loop.heard': 'switched', 'loop.files': String(r.loopSynced + 1) });
+    expect(r.fields['loop.full'], why).toBeUndefined();
+    // The last step's 3 files started after the guest heard of the switch.
+    expect(r.loopSynced, 'the guest kept writing after the switch').toBeGreaterThanOrEqual(atSwitch + 3);
 
     // The overlay is gone; the session runs on production storage.
     expect(fs.existsSync(path.join(data, 'sessions', 'vm', 'overlays', 'disk0'))).toBe(false);

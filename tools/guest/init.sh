@@ -9,8 +9,12 @@
 # Steps (join several with '+', e.g. write:m1+check):
 #   write:MARKER   /rebound/marker.txt = MARKER; /rebound/payload.bin = gen_blocks "payload:MARKER" 1024 (4 MiB)
 #   check          reports marker, verifies payload, the base files (base.sha256) and loop files
-#   loop:SECONDS   for SECONDS, writes /rebound/loop/NNNNNN.bin = gen_blocks "loop:N" 64 (256 KiB): written
-#                  as NNNNNN.bin.tmp, fsync'ed, renamed, sync'ed; so even after a crash every *.bin is complete
+#   loop:COUNT     writes COUNT files /rebound/loop/NNNNNN.bin = gen_blocks "loop:N" 64 (256 KiB): written as
+#                  NNNNNN.bin.tmp, fsync'ed, renamed, sync'ed; so even after a crash every *.bin is complete.
+#                  Stops early (result loop.full=1) when the filesystem has less than LOOP_RESERVE_KB free.
+#   loop:COUNT:WORD  the same, but ends as soon as the line WORD arrives on the console (the test types it,
+#                  e.g. once a switch-over is done); after COUNT files (or a full disk) it only waits for WORD.
+#                  Bounded by count and free space, never by time: the outcome does not depend on speed.
 #   fstrim         fstrim -v /mnt (discard through to the export)
 #   boot           nothing: mount and unmount only
 # gen_blocks TAG COUNT: COUNT blocks of 4 KiB, each printf("%-4095s\n", sprintf("%s %08d", TAG, i)) for
@@ -119,13 +123,29 @@ step_check() {
   log "check done"
 }
 
-step_loop() {
-  secs=$1
+LOOP_RESERVE_KB=2048
+free_kb() { df -k /mnt | tail -n1 | awk '{print $4}'; }
+
+step_loop() { # COUNT [WORD]
+  count=$1
+  word=$2
   mkdir -p /mnt/rebound/loop || fail "mkdir loop"
   i=$(ls /mnt/rebound/loop | grep -c '\.bin$')
-  start=$(date +%s)
+  heard=/tmp/heard.$$
+  rm -f $heard
+  if [ -n "$word" ]; then
+    # A background reader of the console; an asynchronous list reads /dev/null unless told otherwise.
+    (while read -r line; do [ "$line" = "$word" ] && break; done; : >$heard) </dev/console &
+    log "loop: up to $count files until the console says '$word'"
+  fi
   written=0
-  while [ $(($(date +%s) - start)) -lt "$secs" ]; do
+  while [ $written -lt "$count" ]; do
+    [ -n "$word" ] && [ -f $heard ] && break
+    if [ "$(free_kb)" -lt $LOOP_RESERVE_KB ]; then
+      res loop.full 1
+      log "loop: less than ${LOOP_RESERVE_KB}K free, stopping"
+      break
+    fi
     name=/mnt/rebound/loop/$(printf %06d $i).bin
     gen_blocks "loop:$i" 64 >$name.tmp || fail "write $name"
     sync $name.tmp || fail "fsync $name.tmp"
@@ -135,9 +155,13 @@ step_loop() {
     i=$((i + 1))
     written=$((written + 1))
   done
+  if [ -n "$word" ]; then
+    while [ ! -f $heard ]; do sleep 0.2; done
+    res loop.heard "$word"
+  fi
   res loop.written $written
   res loop.next $i
-  log "loop wrote $written files in ${secs}s"
+  log "loop wrote $written files"
 }
 
 step_fstrim() {
@@ -152,6 +176,7 @@ for step in $(echo "$ACTION" | tr '+' ' '); do
   case $step in
     write:*) step_write "${step#write:}" ;;
     check) step_check ;;
+    loop:*:*) w=${step#loop:}; step_loop "${w%%:*}" "${w#*:}" ;;
     loop:*) step_loop "${step#loop:}" ;;
     fstrim) step_fstrim ;;
     boot) ;;
