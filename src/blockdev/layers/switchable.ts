@@ -11,10 +11,8 @@
  *    write + flush, WRITE_ZEROES becomes written zeroes, TRIM (advisory) becomes a no-op, a fast
  *    zero the device cannot do is ENOTSUP (the client's documented fallback), extents report data.
  */
-import { BlockError } from '../../errors.js';
+import { allData, withFuaByFlush, zeroByWriting } from '../emulate.js';
 import type { BlockDevice, Capabilities, Extent, IoOptions, WriteOptions, ZeroOptions } from '../types.js';
-
-const ZERO_PIECE = 4 * 1024 * 1024;
 
 export class SwitchableDevice implements BlockDevice {
   readonly name = 'switch';
@@ -102,12 +100,9 @@ export class SwitchableDevice implements BlockDevice {
   }
 
   write(src: Uint8Array, offset: number, opts?: WriteOptions): Promise<void> {
-    return this.#call(async (d, caps) => {
-      if (opts?.fua && !caps.canFua) {
-        await d.write(src, offset, { ...opts, fua: false });
-        return d.flush(opts);
-      }
-      return d.write(src, offset, opts);
+    return this.#call((d, caps) => {
+      if (!opts?.fua || caps.canFua) return d.write(src, offset, opts);
+      return withFuaByFlush(opts, () => d.flush(opts), () => d.write(src, offset, { ...opts, fua: false }));
     });
   }
 
@@ -117,25 +112,22 @@ export class SwitchableDevice implements BlockDevice {
 
   trim(offset: number, length: number, opts?: WriteOptions): Promise<void> {
     return this.#call(async (d, caps) => {
-      if (caps.canTrim) return d.trim(offset, length, opts);
-      if (opts?.fua) return d.flush(opts);
+      if (!caps.canTrim) return opts?.fua ? d.flush(opts) : undefined;
+      if (!opts?.fua || caps.canFua) return d.trim(offset, length, opts);
+      return withFuaByFlush(opts, () => d.flush(opts), () => d.trim(offset, length, { ...opts, fua: false }));
     });
   }
 
   zero(offset: number, length: number, opts?: ZeroOptions): Promise<void> {
-    return this.#call(async (d, caps) => {
-      if (caps.canZero && (!opts?.fast || caps.canFastZero)) return d.zero(offset, length, opts);
-      if (opts?.fast) throw new BlockError('ENOTSUP', 'fast zero is not supported by the current device');
-      const buf = new Uint8Array(Math.min(ZERO_PIECE, length));
-      for (let pos = offset; pos < offset + length; pos += buf.length) {
-        await d.write(buf.subarray(0, Math.min(buf.length, offset + length - pos)), pos);
-      }
-      if (opts?.fua) await d.flush(opts);
+    return this.#call((d, caps) => {
+      if (!caps.canZero || (opts?.fast && !caps.canFastZero)) return zeroByWriting(d, offset, length, opts);
+      if (!opts?.fua || caps.canFua) return d.zero(offset, length, opts);
+      return withFuaByFlush(opts, () => d.flush(opts), () => d.zero(offset, length, { ...opts, fua: false }));
     });
   }
 
   extents(offset: number, length: number, opts?: IoOptions): Promise<Extent[]> {
-    return this.#call((d, caps) => (caps.canExtents ? d.extents(offset, length, opts) : Promise.resolve([{ offset, length, hole: false, zero: false }])));
+    return this.#call(async (d, caps) => (caps.canExtents ? d.extents(offset, length, opts) : allData(offset, length)));
   }
 
   close(): Promise<void> {

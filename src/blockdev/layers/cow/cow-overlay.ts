@@ -28,6 +28,7 @@ import { BlockError, ReboundError } from '../../../errors.js';
 import { fdatasync, pread, pwrite } from '../../../util/file-io.js';
 import { Mutex } from '../../../util/mutex.js';
 import { RangeLock } from '../../../util/range-lock.js';
+import { withFuaByFlush, writeZeroes } from '../../emulate.js';
 import { Layer } from '../../layer.js';
 import type { BlockDevice, Capabilities, Extent, IoOptions, WriteOptions, ZeroOptions } from '../../types.js';
 import { MAX_REQUEST_BYTES, writableCapabilities } from '../../types.js';
@@ -46,8 +47,6 @@ import {
 export const DEFAULT_COW_BLOCK_SIZE = 4096;
 /** Most extents one extents() answer returns (callers loop on short answers). */
 const MAX_EXTENTS = 4096;
-/** Zero-writes (NO_HOLE) of long ranges go in pieces of this size. */
-const ZERO_WRITE_CHUNK = 8 * 1024 * 1024;
 
 export interface CowOverlayOptions {
   /** The overlay directory; created with empty files if it holds no overlay yet. */
@@ -236,8 +235,7 @@ export class CowOverlay extends Layer {
 
   async write(src: Uint8Array, offset: number, opts?: WriteOptions): Promise<void> {
     this.#checkOpen();
-    await this.#writeLocked(src, offset);
-    if (opts?.fua) await this.flush();
+    await withFuaByFlush(opts, () => this.flush(), () => this.#writeLocked(src, offset));
   }
 
   async trim(offset: number, length: number, opts?: WriteOptions): Promise<void> {
@@ -248,15 +246,12 @@ export class CowOverlay extends Layer {
   async zero(offset: number, length: number, opts?: ZeroOptions): Promise<void> {
     this.#checkOpen();
     if (opts?.noHole) {
+      // Real zero data, so later writes there never need new space: written, so not fast.
       if (opts.fast) throw new BlockError('ENOTSUP', 'zeroing without holes writes data: not fast');
-      const chunk = Buffer.alloc(Math.min(length, ZERO_WRITE_CHUNK));
-      for (let pos = offset; pos < offset + length; pos += chunk.length) {
-        await this.#writeLocked(chunk.subarray(0, Math.min(chunk.length, offset + length - pos)), pos);
-      }
+      await withFuaByFlush(opts, () => this.flush(), () => writeZeroes((src, pos) => this.#writeLocked(src, pos), offset, length));
     } else {
-      await this.#shadowWithZeroes(offset, length);
+      await withFuaByFlush(opts, () => this.flush(), () => this.#shadowWithZeroes(offset, length));
     }
-    if (opts?.fua) await this.flush();
   }
 
   async flush(): Promise<void> {
