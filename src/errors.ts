@@ -75,7 +75,11 @@ export const ERROR_CODES = {
   ERR_BACKUP_SOURCE: { status: 400, summary: 'A backup source cannot be read (missing file, unreachable NBD server, missing dirty bitmap).' },
   ERR_JOB_NOT_FOUND: { status: 404, summary: 'No job has that id (finished jobs are kept for a while, then forgotten).' },
   ERR_JOB_CANCELLED: { status: 409, summary: 'The job was cancelled (by request or because the daemon stopped).' },
-  ERR_TARGET_IO: { status: 502, summary: 'A restore or migration target failed: I/O error, out of space, or its NBD server went away.' },
+  ERR_TARGET_OPEN_FAILED: {
+    status: 400,
+    summary: 'A restore or migration target cannot be opened: a path that cannot be created, a block device or NBD export too small or read-only, an unreachable NBD server.',
+  },
+  ERR_TARGET_IO: { status: 502, summary: 'A restore or migration target failed once open: I/O error, out of space, or its NBD server went away.' },
   ERR_SERVER_UNREACHABLE: { status: 503, summary: 'The CLI could not reach the daemon\'s HTTP API.' },
   ERR_NOT_FOUND: { status: 404, summary: 'No API route matches the request.' },
   ERR_INTERNAL: { status: 500, summary: 'An unexpected failure; the log has details.' },

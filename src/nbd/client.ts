@@ -1,5 +1,6 @@
 /**
- * NbdClient: rebound's own NBD client (ingest from NBD sources, migration to NBD targets, tests).
+ * NbdClient: rebound's own NBD client, under blockdev/base/nbd-client.ts (NBD backup sources,
+ * restore and migration targets) and in tests.
  * Fixed newstyle, structured replies, meta contexts (base:allocation, qemu:dirty-bitmap:NAME),
  * NBD_OPT_GO, many requests in flight with replies matched by cookie.
  *
@@ -32,10 +33,11 @@ import {
   TFlag,
 } from './protocol.js';
 
-export type NbdTarget = { host: string; port: number; exportName: string } | { socket: string; exportName: string };
+/** Where an NBD export is: a TCP address or a Unix socket, and the export name. */
+export type NbdEndpoint = { host: string; port: number; exportName: string } | { socket: string; exportName: string };
 
 /** Parses nbd://HOST[:PORT]/NAME and nbd+unix:///NAME?socket=PATH. */
-export function parseNbdUri(uri: string): NbdTarget {
+export function parseNbdUri(uri: string): NbdEndpoint {
   const u = new URL(uri);
   const name = decodeURIComponent(u.pathname.replace(/^\//, ''));
   if (u.protocol === 'nbd:') return { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 10809), exportName: name };
@@ -116,8 +118,8 @@ export class NbdClient {
     void this.#receiveLoop();
   }
 
-  static async connect(target: NbdTarget | string, opts: NbdClientOptions = {}): Promise<NbdClient> {
-    const t = typeof target === 'string' ? parseNbdUri(target) : target;
+  static async connect(endpoint: NbdEndpoint | string, opts: NbdClientOptions = {}): Promise<NbdClient> {
+    const t = typeof endpoint === 'string' ? parseNbdUri(endpoint) : endpoint;
     const socket = await new Promise<net.Socket>((resolve, reject) => {
       const s = 'socket' in t ? net.connect(t.socket) : net.connect(t.port, t.host);
       const timer = setTimeout(() => s.destroy(new Error('connect timed out')), opts.connectTimeoutMs ?? 10_000);

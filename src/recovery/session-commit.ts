@@ -16,23 +16,12 @@ export interface CommitRequest {
   tags?: string[];
 }
 
-function frozenSource(s: Session, d: SessionDisk, unit: number, changed: Range[] | undefined): BackupSource {
+function frozenSource(s: Session, d: SessionDisk, changed: Range[] | undefined): BackupSource {
+  // The ingest reads whole chunks at chunk boundaries, each once; the freeze unit is the chunk size.
   return {
     description: `session:${s.name}/${d.name}`,
-    size: d.size,
-    async read(dst: Uint8Array, offset: number): Promise<void> {
-      // The ingest reads whole chunks at chunk boundaries; the freeze unit is the chunk size.
-      for (let pos = 0; pos < dst.length; ) {
-        const u = Math.floor((offset + pos) / unit);
-        const data = await d.freeze.readFrozen(u);
-        const from = offset + pos - u * unit;
-        const n = Math.min(dst.length - pos, data.length - from);
-        dst.set(data.subarray(from, from + n), pos);
-        pos += n;
-      }
-    },
+    device: d.freeze.frozenView(),
     ...(changed ? { changedRanges: () => Promise.resolve(changed) } : {}),
-    close: () => Promise.resolve(),
   };
 }
 
@@ -57,10 +46,10 @@ export async function commitSession(repo: Repository, s: Session, req: CommitReq
     // After a switch there is no overlay: the whole disk is read (and deduplicated).
     const allOverlay = s.disks.every((d) => d.overlay);
     const sources = s.disks.map((d) => {
-      if (!allOverlay) return frozenSource(s, d, unit, undefined);
+      if (!allOverlay) return frozenSource(s, d, undefined);
       const changed = d.overlay!.changedRanges();
       releaseUnchanged(d, unit, changed);
-      return frozenSource(s, d, unit, changed);
+      return frozenSource(s, d, changed);
     });
     const m = await backup(
       repo,

@@ -4,7 +4,7 @@
  * Per disk, every chunk is classified first:
  *  - clean: a dirty bitmap says it did not change since the previous restore point -> that
  *    point's digest is reused without reading (incremental);
- *  - zero: the source says the whole chunk reads as zero (NBD base:allocation) -> not read;
+ *  - zero: the source's extents say the whole chunk reads as zero (NBD base:allocation) -> not read;
  *  - read: everything else is read (several chunks in flight), hashed; an all-zero chunk is
  *    recorded as zero, any other is stored unless the repository already has it (dedup).
  * Every restore point is still a complete map. The backup is built in repo/tmp and committed
@@ -20,6 +20,7 @@ import { LABELS, POINT_FORMAT, POINT_VERSION, type BackupLabel, type DiskManifes
 import type { Repository } from './repository.js';
 import { writeFileDurable } from '../util/durable-file.js';
 import { openSource, type BackupSource, type Range } from './sources.js';
+import type { BlockDevice } from '../blockdev/types.js';
 
 export interface BackupRequest {
   vm: string;
@@ -80,7 +81,7 @@ export async function backup(repo: Repository, req: BackupRequest, opts: BackupO
       try {
         disks.push(await backupDisk(repo, source, d.name, previous, req, tmp, claims.set, opts));
       } finally {
-        await source.close().catch(() => undefined);
+        await source.device.close().catch(() => undefined);
       }
     }
     const configs: string[] = [];
@@ -128,8 +129,9 @@ async function backupDisk(
   opts: BackupOptions,
 ): Promise<DiskManifest> {
   const cs = repo.chunkSize;
-  const index = new FixedIndex(source.size, cs);
-  const prevDisk = previous?.disks.find((x) => x.name === name && x.size === source.size && x.chunkSize === cs);
+  const dev = source.device;
+  const index = new FixedIndex(dev.size, cs);
+  const prevDisk = previous?.disks.find((x) => x.name === name && x.size === dev.size && x.chunkSize === cs);
   const prevIndex = prevDisk && previous ? await repo.readIndex(previous, name) : undefined;
 
   // Classify chunks: clean (reuse), zero (skip), or to read.
@@ -150,8 +152,8 @@ async function backupDisk(
     }
     incremental = { bitmap: req.dirtyBitmap ?? 'session-overlay', basePoint: previous!.id, dirtyChunks };
   }
-  if (source.zeroRanges) {
-    const zero = chunkFlags(await source.zeroRanges(), index, 'all');
+  if (dev.capabilities().canExtents) {
+    const zero = chunkFlags(await zeroRanges(dev), index, 'all');
     for (let i = 0; i < index.count; i++) {
       if (toRead[i] && zero[i]) {
         toRead[i] = 0;
@@ -160,7 +162,7 @@ async function backupDisk(
     }
   }
 
-  const progress: BackupProgress = { disk: name, totalBytes: source.size, doneBytes: 0, readBytes: 0, storedBytes: 0 };
+  const progress: BackupProgress = { disk: name, totalBytes: dev.size, doneBytes: 0, readBytes: 0, storedBytes: 0 };
   let zeroChunks = 0;
   let newChunks = 0;
   for (let i = 0; i < index.count; i++) if (!toRead[i]) progress.doneBytes += index.chunkLength(i);
@@ -175,7 +177,7 @@ async function backupDisk(
       opts.signal?.throwIfAborted();
       const len = index.chunkLength(i);
       const buf = Buffer.allocUnsafe(len);
-      await source.read(buf, i * cs);
+      await dev.read(buf, i * cs);
       progress.readBytes += len;
       if (isZero(buf)) {
         index.setDigest(i, undefined);
@@ -199,7 +201,7 @@ async function backupDisk(
   writeFileDurable(path.join(tmp, indexFile), index.encode());
   return {
     name,
-    size: source.size,
+    size: dev.size,
     chunkSize: cs,
     index: indexFile,
     source: source.description,
@@ -210,6 +212,27 @@ async function backupDisk(
     readBytes: progress.readBytes,
     ...(incremental ? { incremental } : {}),
   };
+}
+
+/** Ranges the device's extents say read as zeroes (the device answers short; this loops). */
+async function zeroRanges(dev: BlockDevice): Promise<Range[]> {
+  const out: Range[] = [];
+  let pos = 0;
+  while (pos < dev.size) {
+    const start = pos;
+    for (const e of await dev.extents(pos, dev.size - pos)) {
+      if (e.offset !== pos || !(e.length > 0)) break;
+      const len = Math.min(e.length, dev.size - pos);
+      if (e.zero) {
+        const last = out[out.length - 1];
+        if (last && last[0] + last[1] === pos) last[1] += len;
+        else out.push([pos, len]);
+      }
+      pos += len;
+    }
+    if (pos === start) throw new ReboundError('ERR_BACKUP_SOURCE', `${dev.name} answered no extents at ${pos}`);
+  }
+  return out;
 }
 
 /** Per chunk: does `ranges` touch it ('any') or cover it entirely ('all')? */

@@ -5,9 +5,8 @@
  * are zeroed (WRITE_ZEROES where the target offers it), since old data may be there.
  * The target is synced (fsync / NBD FLUSH) before the restore reports success.
  */
-import { BlockError, ReboundError } from '../errors.js';
 import type { Repository } from './repository.js';
-import { openTarget, zeroRange } from './targets.js';
+import { openTarget, targetIoError, zeroRange } from './targets.js';
 
 export interface RestoreRequest {
   vm: string;
@@ -56,10 +55,10 @@ export async function restore(
       const digest = index.digest(i);
       if (digest) {
         claims.set.add(Buffer.from(digest).toString('hex'));
-        await target.write(await repo.store.readChunk(digest), offset).catch((err: unknown) => Promise.reject(targetError(err)));
+        await target.write(await repo.store.readChunk(digest), offset).catch((err: unknown) => Promise.reject(targetIoError(err)));
         progress.writtenBytes += len;
       } else if (!target.fresh) {
-        await zeroRange(target, offset, len).catch((err: unknown) => Promise.reject(targetError(err)));
+        await zeroRange(target, offset, len).catch((err: unknown) => Promise.reject(targetIoError(err)));
       }
       progress.doneBytes += len;
       opts.onProgress?.({ ...progress });
@@ -67,16 +66,11 @@ export async function restore(
   };
   try {
     await Promise.all(Array.from({ length: req.concurrency ?? 8 }, worker));
-    await target.flush().catch((err: unknown) => Promise.reject(targetError(err)));
+    await target.flush().catch((err: unknown) => Promise.reject(targetIoError(err)));
   } finally {
     await target.close().catch(() => undefined);
     claims.release();
     unpin();
   }
   return { vm: m.vm, point: m.id, disk: req.disk, to: req.to, ...progress, seconds: (Date.now() - started) / 1000 };
-}
-
-/** Target failures are ERR_TARGET_IO, with the target's own message (ENOSPC says "no space left"). */
-function targetError(err: unknown): unknown {
-  return err instanceof BlockError ? new ReboundError('ERR_TARGET_IO', err.message, { cause: err }) : err;
 }

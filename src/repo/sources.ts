@@ -1,22 +1,24 @@
 /**
- * Backup sources: where `rebound backup` reads a disk from. A raw image file or block device, or
- * an NBD export (nbd://HOST:PORT/NAME, nbd+unix:///NAME?socket=PATH) such as `qemu-nbd` or QEMU's
- * NBD server. NBD sources also say which ranges are holes/zeroes (base:allocation), and, with a
- * dirty bitmap, which ranges changed since the bitmap was started (qemu:dirty-bitmap:NAME).
+ * Backup sources: where `rebound backup` reads a disk from. A raw image file or block device
+ * (RawFileDevice), or an NBD export (nbd://HOST:PORT/NAME, nbd+unix:///NAME?socket=PATH) such as
+ * `qemu-nbd` or QEMU's NBD server (NbdClientDevice, read-only whatever the export allows).
+ *
+ * A source is a read-only BlockDevice plus what the ingest may skip: ranges its extents call zero
+ * are not read (base:allocation for NBD), and with a QEMU dirty bitmap (qemu:dirty-bitmap:NAME)
+ * only the ranges changed since the bitmap started are.
  */
+import { NbdClientDevice } from '../blockdev/base/nbd-client.js';
 import { RawFileDevice } from '../blockdev/base/raw-file.js';
-import { BlockError, errorText, ReboundError } from '../errors.js';
-import { NbdClient } from '../nbd/client.js';
-import { STATE_ZERO } from '../nbd/protocol.js';
+import type { BlockDevice } from '../blockdev/types.js';
+import { errorText, ReboundError } from '../errors.js';
 
 export type Range = [offset: number, length: number];
 
 export interface BackupSource {
+  /** What the restore point records as the disk's source (a path, a URI, session:NAME/DISK). */
   readonly description: string;
-  readonly size: number;
-  read(dst: Uint8Array, offset: number): Promise<void>;
-  /** Ranges known to read as zeroes, if the source can tell. */
-  zeroRanges?(): Promise<Range[]>;
+  /** The disk, read-only; closed by the backup. Ranges its extents report as zero are not read. */
+  readonly device: BlockDevice;
   /** Ranges changed since the dirty bitmap started, if a bitmap was asked for. */
   dirtyRanges?(): Promise<Range[]>;
   /**
@@ -24,7 +26,6 @@ export interface BackupSource {
    * for sources that know (a recovery session's overlay). Everything else reuses that point's chunks.
    */
   changedRanges?(): Promise<Range[]>;
-  close(): Promise<void>;
 }
 
 export function isNbdUri(s: string): boolean {
@@ -32,88 +33,45 @@ export function isNbdUri(s: string): boolean {
 }
 
 export async function openSource(spec: string, opts: { dirtyBitmap?: string } = {}): Promise<BackupSource> {
-  if (isNbdUri(spec)) return NbdSource.open(spec, opts.dirtyBitmap);
+  if (isNbdUri(spec)) return openNbdSource(spec, opts.dirtyBitmap);
   if (opts.dirtyBitmap) {
     throw new ReboundError('ERR_BACKUP_SOURCE', `--dirty-bitmap needs an NBD source (e.g. qemu-nbd -B ${opts.dirtyBitmap}), not the file ${spec}`);
   }
-  let dev: RawFileDevice;
   try {
-    dev = await RawFileDevice.open(spec);
+    return { description: spec, device: await RawFileDevice.open(spec) };
   } catch (err) {
     throw new ReboundError('ERR_BACKUP_SOURCE', errorText(err), { cause: err });
   }
-  return {
-    description: spec,
-    size: dev.size,
-    read: (dst, offset) => dev.read(dst, offset),
-    close: () => dev.close(),
-  };
 }
 
-const STATUS_STEP = 1024 * 1024 * 1024; // one BLOCK_STATUS request covers at most this much
-
-class NbdSource implements BackupSource {
-  readonly description: string;
-  readonly size: number;
-  readonly #client: NbdClient;
-  readonly #bitmap: string | undefined;
-
-  private constructor(uri: string, client: NbdClient, bitmap: string | undefined) {
-    this.description = uri;
-    this.#client = client;
-    this.size = client.size;
-    this.#bitmap = bitmap;
+async function openNbdSource(uri: string, bitmap: string | undefined): Promise<BackupSource> {
+  const context = bitmap ? `qemu:dirty-bitmap:${bitmap}` : undefined;
+  let device: NbdClientDevice;
+  try {
+    device = await NbdClientDevice.open(uri, { readOnly: true, metaContexts: context ? [context] : [] });
+  } catch (err) {
+    const hint = bitmap && /qemu:dirty-bitmap/.test(errorText(err)) ? ` (is the bitmap exported? qemu-nbd -B ${bitmap})` : '';
+    throw new ReboundError('ERR_BACKUP_SOURCE', `cannot read ${uri}: ${errorText(err)}${hint}`, { cause: err });
   }
+  if (!context) return { description: uri, device };
+  return { description: uri, device, dirtyRanges: () => dirtyRanges(device, context) };
+}
 
-  static async open(uri: string, bitmap?: string): Promise<NbdSource> {
-    const contexts = ['base:allocation', ...(bitmap ? [`qemu:dirty-bitmap:${bitmap}`] : [])];
-    try {
-      return new NbdSource(uri, await NbdClient.connect(uri, { metaContexts: contexts }), bitmap);
-    } catch (err) {
-      const hint = bitmap && /qemu:dirty-bitmap/.test(errorText(err)) ? ` (is the bitmap exported? qemu-nbd -B ${bitmap})` : '';
-      throw new ReboundError('ERR_BACKUP_SOURCE', `cannot read ${uri}: ${errorText(err)}${hint}`, { cause: err });
-    }
-  }
-
-  read(dst: Uint8Array, offset: number): Promise<void> {
-    return this.#client.read(dst, offset).catch((err: unknown) => {
-      throw new BlockError('EIO', `reading ${this.description} at ${offset}: ${errorText(err)}`, { cause: err });
-    });
-  }
-
-  zeroRanges(): Promise<Range[]> {
-    return this.#walk('base:allocation', (flags) => (flags & STATE_ZERO) !== 0);
-  }
-
-  dirtyRanges(): Promise<Range[]> {
-    if (!this.#bitmap) return Promise.resolve([[0, this.size]]);
-    return this.#walk(`qemu:dirty-bitmap:${this.#bitmap}`, (flags) => (flags & 1) !== 0);
-  }
-
-  /** Walks the whole export with BLOCK_STATUS, collecting ranges whose flags match. */
-  async #walk(context: string, match: (flags: number) => boolean): Promise<Range[]> {
-    const out: Range[] = [];
-    let pos = 0;
-    while (pos < this.size) {
-      const len = Math.min(STATUS_STEP, this.size - pos);
-      const status = await this.#client.blockStatus(pos, len);
-      const descriptors = status.get(context) ?? [];
-      if (descriptors.length === 0) throw new ReboundError('ERR_BACKUP_SOURCE', `${this.description} sent no ${context} status at ${pos}`);
-      for (const d of descriptors) {
-        const n = Math.min(d.length, this.size - pos);
-        if (n <= 0) break;
-        if (match(d.flags)) {
-          const last = out[out.length - 1];
-          if (last && last[0] + last[1] === pos) last[1] += n;
-          else out.push([pos, n]);
-        }
-        pos += n;
+/** Walks the whole export with BLOCK_STATUS of a dirty bitmap, collecting the dirty ranges. */
+async function dirtyRanges(device: NbdClientDevice, context: string): Promise<Range[]> {
+  const out: Range[] = [];
+  let pos = 0;
+  while (pos < device.size) {
+    const descriptors = await device.blockStatus(context, pos, device.size - pos);
+    if (descriptors.length === 0) throw new ReboundError('ERR_BACKUP_SOURCE', `${device.spec} sent no ${context} status at ${pos}`);
+    for (const d of descriptors) {
+      if (d.flags & 1) {
+        const last = out[out.length - 1];
+        if (last && last[0] + last[1] === pos) last[1] += d.length;
+        else out.push([pos, d.length]);
       }
+      pos += d.length;
     }
-    return out;
   }
-
-  close(): Promise<void> {
-    return this.#client.close();
-  }
+  return out;
 }

@@ -9,9 +9,12 @@
  * saved copy, or read and mark the unit read). Saved copies live in memory until the reader takes
  * them; their total is reported (`savedBytes`) and bounded by what the VM writes during the freeze.
  */
+import { BlockError } from '../../errors.js';
 import { KeyedMutex } from '../../util/mutex.js';
+import { allData } from '../emulate.js';
 import { Layer } from '../layer.js';
-import type { BlockDevice, IoOptions, WriteOptions, ZeroOptions } from '../types.js';
+import type { BlockDevice, Capabilities, Extent, IoOptions, WriteOptions, ZeroOptions } from '../types.js';
+import { readOnlyCapabilities } from '../types.js';
 
 interface Freeze {
   unit: number;
@@ -33,6 +36,11 @@ export class FreezeLayer extends Layer {
 
   get frozen(): boolean {
     return this.#freeze !== undefined;
+  }
+
+  /** The unit of the active freeze, if any. */
+  get frozenUnit(): number | undefined {
+    return this.#freeze?.unit;
   }
 
   get savedBytes(): number {
@@ -84,6 +92,11 @@ export class FreezeLayer extends Layer {
     });
   }
 
+  /** The frozen disk as a read-only device (the source `rebound commit` backs up). */
+  frozenView(): BlockDevice {
+    return new FrozenView(this);
+  }
+
   /** Runs a write-path call with every unit it touches saved first (when frozen). */
   async #guarded(offset: number, length: number, op: () => Promise<void>): Promise<void> {
     const f = this.#freeze;
@@ -128,5 +141,61 @@ export class FreezeLayer extends Layer {
 
   flush(opts?: IoOptions): Promise<void> {
     return this.next.flush(opts);
+  }
+}
+
+/**
+ * FrozenView: the disk as it was when the freeze started, read-only, through readFrozen. Each
+ * unit is meant to be read once (a read hands its saved copy over and releases it: a later read of
+ * the unit sees the current data), which is how the ingest reads. Closing the view leaves the
+ * layer and the stack alone.
+ */
+class FrozenView implements BlockDevice {
+  readonly name = 'frozen-view';
+  readonly size: number;
+  readonly #layer: FreezeLayer;
+
+  constructor(layer: FreezeLayer) {
+    this.#layer = layer;
+    this.size = layer.size;
+  }
+
+  capabilities(): Capabilities {
+    return readOnlyCapabilities();
+  }
+
+  async read(dst: Uint8Array, offset: number): Promise<void> {
+    for (let pos = 0; pos < dst.length; ) {
+      const unit = this.#unit();
+      const u = Math.floor((offset + pos) / unit);
+      const data = await this.#layer.readFrozen(u);
+      const from = offset + pos - u * unit;
+      const n = Math.min(dst.length - pos, data.length - from);
+      dst.set(data.subarray(from, from + n), pos);
+      pos += n;
+    }
+  }
+
+  async write(): Promise<void> {
+    throw new BlockError('EROFS', 'a frozen view is read-only');
+  }
+  async flush(): Promise<void> {}
+  async trim(): Promise<void> {
+    throw new BlockError('EROFS', 'a frozen view is read-only');
+  }
+  async zero(): Promise<void> {
+    throw new BlockError('EROFS', 'a frozen view is read-only');
+  }
+
+  async extents(offset: number, length: number): Promise<Extent[]> {
+    return allData(offset, length);
+  }
+
+  async close(): Promise<void> {}
+
+  #unit(): number {
+    const unit = this.#layer.frozenUnit;
+    if (unit === undefined) throw new BlockError('EIO', 'the disk is no longer frozen');
+    return unit;
   }
 }

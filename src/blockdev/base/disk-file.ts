@@ -1,0 +1,145 @@
+/**
+ * DiskFile: an open raw disk image or block device, shared by the read-only RawFileDevice and the
+ * writable WritableFileDevice: its descriptor, its kind and length (fstat for a file, sysfs for a
+ * block device, where fstat says 0), and positional I/O whose failures are BlockErrors naming the
+ * file. ENOSPC (and EDQUOT, EFBIG) stays ENOSPC; every other system error is EIO.
+ *
+ * Opening fails with the system error (or an Error saying the path is neither a file nor a block
+ * device); the device that opens it decides which domain error that is.
+ */
+import fs from 'node:fs';
+import { promisify } from 'node:util';
+import { BlockError } from '../../errors.js';
+import { fdatasync, pread, pwrite } from '../../util/file-io.js';
+
+const open = promisify(fs.open);
+const fstat = promisify(fs.fstat);
+const ftruncate = promisify(fs.ftruncate);
+const close = promisify(fs.close);
+
+export type DiskFileKind = 'file' | 'block-device';
+
+export class DiskFile {
+  readonly path: string;
+  readonly kind: DiskFileKind;
+  /** True when this open created the file (it did not exist). */
+  readonly created: boolean;
+  #length: number;
+  #fd: number | undefined;
+
+  private constructor(path: string, fd: number, kind: DiskFileKind, length: number, created: boolean) {
+    this.path = path;
+    this.#fd = fd;
+    this.kind = kind;
+    this.#length = length;
+    this.created = created;
+  }
+
+  /** Opens `path` read-only, or read-write (`create`: a missing regular file is created empty). */
+  static async open(path: string, mode: { write: boolean; create?: boolean }): Promise<DiskFile> {
+    let fd: number;
+    let created = false;
+    if (!mode.write) {
+      fd = await open(path, fs.constants.O_RDONLY);
+    } else {
+      try {
+        fd = await open(path, fs.constants.O_RDWR);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !mode.create) throw err;
+        fd = await open(path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644);
+        created = true;
+      }
+    }
+    try {
+      const { kind, length } = await describe(fd, path);
+      return new DiskFile(path, fd, kind, length, created);
+    } catch (err) {
+      await close(fd).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Bytes in the file or device now. */
+  get length(): number {
+    return this.#length;
+  }
+
+  /** Fills `dst` from `offset`; a file shorter than that (truncated behind our back) is EIO. */
+  async read(dst: Uint8Array, offset: number): Promise<void> {
+    let n: number;
+    try {
+      n = await pread(this.#open(), dst, offset);
+    } catch (err) {
+      throw ioError(err, `reading ${this.path}`);
+    }
+    if (n < dst.length) throw new BlockError('EIO', `${this.path} is shorter than expected (truncated while in use?)`);
+  }
+
+  async write(src: Uint8Array, offset: number): Promise<void> {
+    try {
+      await pwrite(this.#open(), src, offset);
+    } catch (err) {
+      throw ioError(err, `writing ${this.path}`);
+    }
+  }
+
+  async sync(): Promise<void> {
+    try {
+      await fdatasync(this.#open());
+    } catch (err) {
+      throw ioError(err, `syncing ${this.path}`);
+    }
+  }
+
+  /** Sets a regular file's length (a block device's is fixed). */
+  async truncate(length: number): Promise<void> {
+    if (this.kind !== 'file') throw new TypeError(`${this.path} is a block device: its size is fixed`);
+    try {
+      await ftruncate(this.#open(), length);
+    } catch (err) {
+      throw ioError(err, `resizing ${this.path}`);
+    }
+    this.#length = length;
+  }
+
+  get closed(): boolean {
+    return this.#fd === undefined;
+  }
+
+  /** Closes the descriptor; idempotent. */
+  async close(): Promise<void> {
+    const fd = this.#fd;
+    this.#fd = undefined;
+    if (fd !== undefined) await close(fd).catch(() => undefined);
+  }
+
+  #open(): number {
+    if (this.#fd === undefined) throw new BlockError('ESHUTDOWN', `${this.path} is closed`);
+    return this.#fd;
+  }
+}
+
+/** A system error of file I/O as a BlockError: out of space stays ENOSPC, everything else is EIO. */
+export function ioError(err: unknown, what: string): BlockError {
+  if (err instanceof BlockError) return err;
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG') {
+    return new BlockError('ENOSPC', `${what}: no space left on the target (${code})`, { cause: err });
+  }
+  return new BlockError('EIO', `${what} failed: ${code ?? (err as Error).message}`, { cause: err });
+}
+
+/** A regular file's length, or a block device's (from sysfs: fstat reports 0 for devices). */
+async function describe(fd: number, path: string): Promise<{ kind: DiskFileKind; length: number }> {
+  const st = await fstat(fd);
+  if (st.isFile()) return { kind: 'file', length: st.size };
+  if (!st.isBlockDevice()) throw new Error(`'${path}' is neither a regular file nor a block device`);
+  const major = Number((BigInt(st.rdev) >> 8n) & 0xfffn);
+  const minor = Number((BigInt(st.rdev) & 0xffn) | ((BigInt(st.rdev) >> 12n) & 0xfff00n));
+  try {
+    const sectors = await fs.promises.readFile(`/sys/dev/block/${major}:${minor}/size`, 'utf8');
+    return { kind: 'block-device', length: Number(sectors.trim()) * 512 };
+  } catch (err) {
+    throw new Error(`cannot find the size of block device '${path}'`, { cause: err });
+  }
+}
