@@ -39,7 +39,7 @@ blockDeviceSuite('memory (patterned)', overMemoryWithPattern);
 blockDeviceSuite('raw-file', rawFile);
 blockDeviceSuite('fault layer over memory (no faults)', async () => {
   const sd = await overMemoryWithPattern();
-  return { ...sd, device: buildStack(sd.device, [(next) => new FaultLayer(next)]) };
+  return { ...sd, device: await buildStack(sd.device, [(next) => new FaultLayer(next)]) };
 });
 blockDeviceSuite('fault layer over raw-file (delays)', async () => {
   const sd = await rawFile();

@@ -1,11 +1,15 @@
 /**
- * LazyDevice: stands in for a device that is costly to open (a restore point's index can be tens of
- * MiB) until the first call that needs it. Size and capabilities are known up front; the real
- * device is opened once, by the first caller, and shared by all. A failed open is retried on the
- * next call and fails that call with EIO.
+ * LazyDevice: stands in for a read-only source that is costly to open (a restore point's index can
+ * be tens of MiB) until the first read or extents call. Size and capabilities are known up front;
+ * the real device is opened once, by the first caller, and shared by all. A failed open is retried
+ * on the next call and fails that call with EIO.
+ *
+ * Read-only by construction: the write path never opens or reaches the device below (write, trim
+ * and zero reject with EROFS; flush has nothing to make stable), and capabilities that offer
+ * writing are refused. A real device that turns out writable, or of another size, fails the open.
  */
 import { BlockError, errorText } from '../../errors.js';
-import type { BlockDevice, Capabilities, Extent, IoOptions, WriteOptions, ZeroOptions } from '../types.js';
+import type { BlockDevice, Capabilities, Extent, IoOptions } from '../types.js';
 
 export class LazyDevice implements BlockDevice {
   readonly name: string;
@@ -16,6 +20,9 @@ export class LazyDevice implements BlockDevice {
   #closed = false;
 
   constructor(name: string, size: number, caps: Capabilities, open: () => Promise<BlockDevice>) {
+    if (caps.canWrite || caps.canTrim || caps.canZero || caps.canFua) {
+      throw new TypeError(`LazyDevice ${name} stands in for read-only sources only; its capabilities offer writing`);
+    }
     this.name = name;
     this.size = size;
     this.#caps = caps;
@@ -33,20 +40,25 @@ export class LazyDevice implements BlockDevice {
   async read(dst: Uint8Array, offset: number, opts?: IoOptions): Promise<void> {
     return (await this.#get()).read(dst, offset, opts);
   }
-  async write(src: Uint8Array, offset: number, opts?: WriteOptions): Promise<void> {
-    return (await this.#get()).write(src, offset, opts);
-  }
-  async flush(opts?: IoOptions): Promise<void> {
-    return (await this.#get()).flush(opts);
-  }
-  async trim(offset: number, length: number, opts?: WriteOptions): Promise<void> {
-    return (await this.#get()).trim(offset, length, opts);
-  }
-  async zero(offset: number, length: number, opts?: ZeroOptions): Promise<void> {
-    return (await this.#get()).zero(offset, length, opts);
-  }
+
   async extents(offset: number, length: number, opts?: IoOptions): Promise<Extent[]> {
     return (await this.#get()).extents(offset, length, opts);
+  }
+
+  async write(): Promise<void> {
+    throw new BlockError('EROFS', `${this.name} is read-only`);
+  }
+
+  async flush(): Promise<void> {
+    // Nothing is ever written through a stand-in: nothing to make stable.
+  }
+
+  async trim(): Promise<void> {
+    throw new BlockError('EROFS', `${this.name} is read-only`);
+  }
+
+  async zero(): Promise<void> {
+    throw new BlockError('EROFS', `${this.name} is read-only`);
   }
 
   async close(): Promise<void> {
@@ -59,10 +71,16 @@ export class LazyDevice implements BlockDevice {
   #get(): Promise<BlockDevice> {
     if (this.#closed) return Promise.reject(new BlockError('ESHUTDOWN', 'device is closed'));
     if (!this.#device) {
-      const opening = this.#open().catch((err: unknown) => {
-        this.#device = undefined;
-        throw new BlockError('EIO', `cannot open ${this.name}: ${errorText(err)}`, { cause: err });
-      });
+      const opening = this.#open()
+        .then(async (dev) => {
+          if (dev.size === this.size && !dev.capabilities().canWrite) return dev;
+          await dev.close().catch(() => undefined);
+          throw new Error(`it opened as a ${dev.capabilities().canWrite ? 'writable' : 'read-only'} device of ${dev.size} bytes, not a read-only one of ${this.size}`);
+        })
+        .catch((err: unknown) => {
+          this.#device = undefined;
+          throw new BlockError('EIO', `cannot open ${this.name}: ${errorText(err)}`, { cause: err });
+        });
       this.#device = opening;
     }
     return this.#device;

@@ -30,8 +30,15 @@ export interface ChunkMap {
 
 const READAHEAD_CHUNKS = 4;
 
-/** What a RepoImage with this chunk size offers (known before its index is loaded). */
-export function repoImageCapabilities(chunkSize: number): Capabilities {
+/**
+ * What a RepoImage of `disk` offers, known before its index is loaded: from the disk's own chunk
+ * size (its manifest entry or its ChunkMap), which is not necessarily the repository's current one.
+ */
+export function repoImageCapabilities(disk: { readonly chunkSize: number }): Capabilities;
+/** @deprecated Pass the disk (`{chunkSize}` of its manifest entry): the repository's chunk size may not be the disk's. */
+export function repoImageCapabilities(chunkSize: number): Capabilities;
+export function repoImageCapabilities(disk: { readonly chunkSize: number } | number): Capabilities {
+  const chunkSize = typeof disk === 'number' ? disk : disk.chunkSize;
   return readOnlyCapabilities({
     canExtents: true,
     blockSize: { min: 1, preferred: Math.min(Math.max(chunkSize, 4096), 1024 * 1024), max: 32 * 1024 * 1024 },
@@ -55,7 +62,7 @@ export class RepoImage implements BlockDevice {
   }
 
   capabilities(): Capabilities {
-    return repoImageCapabilities(this.#map.chunkSize);
+    return repoImageCapabilities(this.#map);
   }
 
   async read(dst: Uint8Array, offset: number): Promise<void> {
