@@ -7,6 +7,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { ReboundError } from '../errors.js';
 import type { ExportRegistry } from '../exports/registry.js';
 import type { Logger } from '../util/log.js';
+import { EventLoopDelayMonitor } from '../util/event-loop.js';
 import { nbdUris } from '../nbd/client.js';
 import { toApiError } from './error-map.js';
 import { registerRepoRoutes, type RepoRouteContext } from './repo-routes.js';
@@ -41,7 +42,12 @@ export function createApi(ctx: ApiContext): FastifyInstance {
     void reply.status(status).send(body);
   });
 
-  app.get('/v1/health', async () => ({
+  const eventLoop = new EventLoopDelayMonitor().start();
+  app.addHook('onClose', async () => eventLoop.stop());
+
+  // `eventLoopDelay` (util/event-loop.ts): p50/p99/max/mean ms since start and since the last
+  // reset; `?reset=1` starts a new window after answering, so two calls bracket an interval.
+  app.get<{ Querystring: { reset?: string } }>('/v1/health', async (req) => ({
     status: 'ok',
     version: ctx.version,
     pid: process.pid,
@@ -49,6 +55,7 @@ export function createApi(ctx: ApiContext): FastifyInstance {
     uptimeSeconds: Math.round((Date.now() - ctx.startedAt.getTime()) / 1000),
     endpoints: ctx.endpoints(),
     exports: ctx.registry.list().length,
+    eventLoopDelay: eventLoop.report({ reset: req.query.reset === '1' || req.query.reset === 'true' }),
   }));
 
   app.get('/v1/exports', async () => ({
