@@ -53,3 +53,19 @@ export function formatSize(bytes: number): string {
   const digits = i === 0 || value >= 100 ? 0 : value >= 10 ? 1 : 2;
   return `${Number(value.toFixed(digits))} ${units[i]}`;
 }
+
+/**
+ * The shortest text `parseSize` reads back as exactly `bytes`: 268435456 -> '256M', 1536 -> '1536'.
+ * For defaults in docs and `--help`, where '256M' says more than '268435456' or '256 MiB'.
+ */
+export function formatSizeExact(bytes: number): string {
+  const suffixes = ['K', 'M', 'G', 'T', 'P'];
+  let value = bytes;
+  let suffix = '';
+  for (const s of suffixes) {
+    if (value === 0 || value % 1024 !== 0) break;
+    value /= 1024;
+    suffix = s;
+  }
+  return `${value}${suffix}`;
+}

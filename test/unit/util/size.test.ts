@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatSize, parseSize } from '../../../src/util/size.js';
+import { formatSize, formatSizeExact, parseSize } from '../../../src/util/size.js';
 import { ReboundError } from '../../../src/errors.js';
 
 describe('parseSize', () => {
@@ -36,4 +36,19 @@ describe('formatSize', () => {
     [64 * 1024 ** 2, '64 MiB'],
     [1024 ** 4, '1 TiB'],
   ])('%d -> %s', (n, s) => expect(formatSize(n)).toBe(s));
+});
+
+describe('formatSizeExact', () => {
+  it.each([
+    [0, '0'],
+    [1536, '1536'],
+    [4096, '4K'],
+    [256 * 1024 ** 2, '256M'],
+    [50 * 1024 ** 3, '50G'],
+    [1.5 * 1024 ** 3, '1536M'],
+    [2 * 1024 ** 5, '2P'],
+  ])('%d -> %s, which parseSize reads back', (n, s) => {
+    expect(formatSizeExact(n)).toBe(s);
+    expect(parseSize(s)).toBe(n);
+  });
 });
