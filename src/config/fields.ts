@@ -1,0 +1,209 @@
+/**
+ * The one schema of the daemon's configuration: every setting with its kind of value (which knows
+ * the unit and parses every source), its default and its documentation. The `DaemonConfig` type,
+ * `defaultConfig()`, validation, the `rebound serve` flags and docs/config.md are all derived from
+ * this table; nothing else lists the settings.
+ *
+ * Names: the config.json key is the field's key; the flag is `--` plus the key in kebab-case
+ * unless `flag` says otherwise (kept for the flags users already type: --data, --export,
+ * --max-inflight); the environment variable is REBOUND_ plus the flag in upper snake case
+ * (REBOUND_DATA, REBOUND_CACHE_SIZE). Lists have no environment variable: they are repeatable
+ * flags and JSON arrays.
+ */
+import type { LogLevel } from '../util/log.js';
+import { EXPORT_OPTIONS } from './export-spec.js';
+import {
+  addressType,
+  booleanType,
+  choiceType,
+  integerType,
+  listType,
+  nfsClientType,
+  pathType,
+  sizeType,
+  textType,
+  type FieldType,
+} from './field-types.js';
+
+export interface ConfigField<T> {
+  type: FieldType<T>;
+  default: T;
+  /** What the setting does, for `--help` and docs/config.md. */
+  doc: string;
+  /** The `rebound serve` flag without `--`, when it is not the key in kebab-case. */
+  flag?: string;
+  /** Lists only: a later source (config.json, then flags) adds to the list instead of replacing it. */
+  accumulate?: boolean;
+  /** false: config.json cannot set it (the data directory, where config.json lives). */
+  inConfigFile?: false;
+}
+
+/** T comes from the kind alone, so a default of the wrong type does not widen it. */
+const field = <T>(f: Omit<ConfigField<T>, 'default'> & { default: NoInfer<T> }): ConfigField<T> => f;
+
+export const DEFAULT_NBD_PORT = 10809;
+export const DEFAULT_HTTP_PORT = 10810;
+const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error', 'silent'];
+const MiB = 1024 ** 2;
+
+export const CONFIG_SCHEMA = {
+  dataDir: field({
+    type: pathType('DIR'),
+    default: './rebound-data',
+    flag: 'data',
+    inConfigFile: false,
+    doc:
+      'Directory that holds all state: repository, catalog, sessions, overlays, config.json. One daemon per directory. ' +
+      'config.json lives in it, so a dataDir key inside config.json is ignored.',
+  }),
+  nbd: field({
+    type: listType(addressType(), { none: true }),
+    default: [`127.0.0.1:${DEFAULT_NBD_PORT}`],
+    doc: 'NBD TCP listen addresses (port 0: any free port).',
+  }),
+  nbdSocket: field({
+    type: listType(textType('PATH', 'a Unix socket path')),
+    default: [],
+    doc: 'NBD listeners on Unix sockets.',
+  }),
+  http: field({
+    type: addressType({ off: true }),
+    default: `127.0.0.1:${DEFAULT_HTTP_PORT}`,
+    doc: "HTTP API listen address (what the CLI client commands and the dashboard talk to), or 'off'.",
+  }),
+  exports: field({
+    type: listType(textType('SPEC', 'NAME=SOURCE[,OPTION...]')),
+    default: [],
+    flag: 'export',
+    accumulate: true,
+    doc:
+      'Exports to publish, each NAME=SOURCE[,OPTION...]. SOURCE is a raw image file or block device (served read-only), ' +
+      'repo:VM[@POINT]/DISK (a disk of a restore point) or memory:SIZE (volatile, writable). OPTIONS: ' +
+      Object.values(EXPORT_OPTIONS).join('; ') +
+      '.',
+  }),
+  demo: field({
+    type: booleanType,
+    default: false,
+    doc:
+      'Back up a demo disk into the repository (VM demo) and publish it: demo@latest/disk0 (read-only), ' +
+      'recovered (writable, copy-on-write) and a scratch disk.',
+  }),
+  exportPoints: field({
+    type: booleanType,
+    default: true,
+    doc: 'Publish every restore point as a read-only export VM@POINT/DISK (and VM@latest/DISK).',
+  }),
+  fuse: field({
+    type: pathType('DIR', { off: true }),
+    default: 'off',
+    doc:
+      'Mount the read-only file tree at this directory: DIR/vms/VM/POINT/DISK.raw, DISK.parts/N (partitions), config/, ' +
+      "DIR/sessions/NAME/DISK.raw; loop-mount a partition to copy files out. 'off': no mount.",
+  }),
+  qosIops: field({
+    type: integerType('operations/s'),
+    default: 0,
+    doc: 'IOPS limit for all recovery-session exports together; 0: no limit.',
+  }),
+  qosBandwidth: field({
+    type: sizeType('bytes/s'),
+    default: 0,
+    doc: 'Bandwidth limit for all recovery-session exports together; 0: no limit.',
+  }),
+  sessionWarnAgeHours: field({
+    type: integerType('hours', { placeholder: 'HOURS' }),
+    default: 168,
+    doc: 'The sessions report flags sessions older than this (168: a week).',
+  }),
+  sessionWarnSize: field({
+    type: sizeType('bytes'),
+    default: 50 * 1024 * MiB,
+    doc: 'The sessions report flags sessions whose overlays hold more than this.',
+  }),
+  nfs: field({
+    type: listType(addressType(), { none: true }),
+    default: [],
+    doc:
+      'NFSv3 datastore listen addresses (MOUNT and NFS v3 share the port; usually 0.0.0.0:2049): /sessions/NAME/ and ' +
+      '/backups/VM/POINT/ for ESXi and any NFS client. None: no NFS.',
+  }),
+  portmap: field({
+    type: addressType({ off: true, placeholder: 'PORT' }),
+    default: '111',
+    doc: "Portmapper for the NFS datastore: PORT (on the first NFS host), HOST:PORT, or 'off'. ESXi, QEMU and libnfs ask port 111.",
+  }),
+  nfsClients: field({
+    type: listType(nfsClientType),
+    default: [],
+    flag: 'nfs-client',
+    doc: 'Clients allowed to mount the NFS datastore; none given: all.',
+  }),
+  nfsReadOnly: field({
+    type: booleanType,
+    default: false,
+    doc: 'Export the NFS datastore read-only.',
+  }),
+  cacheSize: field({
+    type: sizeType('bytes', 1),
+    default: 256 * MiB,
+    doc: 'Shared cache of uncompressed chunks (restore point reads).',
+  }),
+  chunkSize: field({
+    type: sizeType('bytes', 1),
+    default: 1 * MiB,
+    doc: 'Chunk size of a new repository: a power of two from 4K to 16M, fixed once the repository is created.',
+  }),
+  nbdMaxInflight: field({
+    type: integerType('requests', { min: 1 }),
+    default: 256,
+    flag: 'max-inflight',
+    doc: 'Requests processed at once per NBD connection.',
+  }),
+  shutdownTimeoutMs: field({
+    type: integerType('ms', { min: 1, placeholder: 'MS' }),
+    default: 10_000,
+    flag: 'shutdown-timeout',
+    doc: 'How long a graceful shutdown waits for in-flight I/O.',
+  }),
+  logLevel: field({
+    type: choiceType('LEVEL', LOG_LEVELS),
+    default: 'info',
+    doc: 'Log verbosity.',
+  }),
+  logFormat: field({
+    type: choiceType('FORMAT', ['text', 'json'] as const),
+    default: 'text',
+    doc: 'Format of the log lines on stderr.',
+  }),
+};
+
+export type ConfigKey = keyof typeof CONFIG_SCHEMA;
+type FieldValue<F> = F extends ConfigField<infer T> ? T : never;
+
+/** The daemon's settings, one member per field of CONFIG_SCHEMA (see there for units and defaults). */
+export type DaemonConfig = { [K in ConfigKey]: FieldValue<(typeof CONFIG_SCHEMA)[K]> };
+
+/** The fields in schema order (the order of docs, `--help` and printed configs). */
+export const CONFIG_KEYS = Object.keys(CONFIG_SCHEMA) as ConfigKey[];
+
+export function configField(key: ConfigKey): ConfigField<unknown> {
+  return CONFIG_SCHEMA[key] as ConfigField<unknown>;
+}
+
+/** The `rebound serve` flag of a setting, without `--`. */
+export function flagName(key: ConfigKey): string {
+  return configField(key).flag ?? key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}
+
+/** The flag as typed: `--cache-size`, or `--no-export-points` for a switch that is on by default. */
+export function flagOf(key: ConfigKey): string {
+  const { type, default: def } = configField(key);
+  return `--${type.kind === 'switch' && def === true ? 'no-' : ''}${flagName(key)}`;
+}
+
+/** The environment variable of a setting; lists have none. */
+export function envName(key: ConfigKey): string | undefined {
+  if (configField(key).type.kind === 'list') return undefined;
+  return `REBOUND_${flagName(key).replace(/-/g, '_').toUpperCase()}`;
+}
