@@ -86,7 +86,7 @@ export class NbdClientDevice implements BlockDevice {
     return this.#named(this.#c.read(dst, offset), 'reading');
   }
 
-  write(src: Uint8Array, offset: number, opts?: WriteOptions): Promise<void> {
+  async write(src: Uint8Array, offset: number, opts?: WriteOptions): Promise<void> {
     this.#checkWritable();
     if (opts?.fua && !this.#has(TFlag.SEND_FUA)) return withFuaByFlush(opts, () => this.flush(), () => this.write(src, offset));
     return this.#named(this.#c.write(src, offset, { fua: opts?.fua }), 'writing');

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { checked } from '../../../src/blockdev/checked.js';
+import { MemoryDevice } from '../../../src/blockdev/base/memory.js';
 import { backup } from '../../../src/repo/ingest.js';
 import { Repository } from '../../../src/repo/repository.js';
 import { makeImage, tempDir } from '../../helpers/images.js';
@@ -79,6 +80,28 @@ describe('backup from raw files', () => {
     expect(await repo.points()).toEqual([]);
     expect(fs.readdirSync(path.join(repo.dir, 'tmp'))).toEqual([]);
     expect(fs.readdirSync(path.join(repo.dir, 'vms'))).toEqual([]);
+    await repo.close();
+  });
+});
+
+describe('backup from a BackupSource (a read-only device plus what may be skipped)', () => {
+  it("does not read ranges the device's extents call zero, and closes the device", async () => {
+    const d = dir();
+    const repo = await Repository.open(path.join(d, 'data'), { chunkSize: 65536 });
+    const device = new MemoryDevice(4 * 1024 * 1024);
+    await device.write(Buffer.alloc(65536, 0x5a), 1024 * 1024);
+    let closed = false;
+    const close = device.close.bind(device);
+    const content = Buffer.alloc(device.size);
+    await device.read(content, 0);
+    device.close = async () => {
+      closed = true;
+      await close();
+    };
+    const m = await backup(repo, { vm: 'vm1', disks: [{ name: 'disk0', source: { description: 'memory:test', device } }] });
+    expect(m.disks[0]).toMatchObject({ source: 'memory:test', readBytes: 65536, size: 4 * 1024 * 1024 });
+    expect(closed).toBe(true);
+    expect((await readAll(repo, 'vm1', m.id, 'disk0')).equals(content)).toBe(true);
     await repo.close();
   });
 });
