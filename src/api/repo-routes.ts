@@ -12,7 +12,7 @@ import { prune, type RetentionPolicy } from '../repo/prune.js';
 import { verify } from '../repo/verify.js';
 import type { Repository } from '../repo/repository.js';
 import type { JobRegistry } from './jobs.js';
-import { pointExportName } from '../recovery/point-exports.js';
+import { pointEntryName } from '../exports/catalog.js';
 
 export interface RepoRouteContext {
   repo: Repository;
@@ -47,7 +47,7 @@ export function registerRepoRoutes(app: FastifyInstance, ctx: RepoRouteContext):
     return {
       ...m,
       pinned: repo.isPinned(m.vm, m.id),
-      exports: m.disks.map((d) => pointExportName(m.vm, m.id, d.name)),
+      exports: m.disks.map((d) => pointEntryName(m.vm, m.id, d.name)),
     };
   });
 

@@ -5,7 +5,7 @@
  */
 import Fastify, { type FastifyInstance } from 'fastify';
 import { ReboundError } from '../errors.js';
-import type { ExportRegistry } from '../exports/registry.js';
+import type { Catalog, CatalogEntry } from '../exports/catalog.js';
 import type { Logger } from '../util/log.js';
 import { EventLoopDelayMonitor } from '../util/event-loop.js';
 import { nbdUris } from '../nbd/client.js';
@@ -15,7 +15,8 @@ import { registerFuseRoutes, type FuseRouteContext } from './fuse-routes.js';
 import { registerSessionRoutes, type SessionRouteContext } from './session-routes.js';
 
 export interface ApiContext extends Partial<RepoRouteContext> {
-  registry: ExportRegistry;
+  /** Every published disk (`/v1/exports`). */
+  catalog: Catalog;
   log: Logger;
   version: string;
   startedAt: Date;
@@ -54,19 +55,29 @@ export function createApi(ctx: ApiContext): FastifyInstance {
     startedAt: ctx.startedAt.toISOString(),
     uptimeSeconds: Math.round((Date.now() - ctx.startedAt.getTime()) / 1000),
     endpoints: ctx.endpoints(),
-    exports: ctx.registry.list().length,
+    exports: ctx.catalog.entries().length,
     eventLoopDelay: eventLoop.report({ reset: req.query.reset === '1' || req.query.reset === 'true' }),
   }));
 
-  app.get('/v1/exports', async () => ({
-    defaultExport: ctx.registry.defaultName ?? null,
-    exports: ctx.registry.list().map((e) => ({ ...e.toJSON(), uris: nbdUris(e.name, ctx.endpoints()) })),
-  }));
+  // Every published disk, under each name a client may use (`VM@latest/DISK` rows carry `aliasOf`);
+  // NBD URIs for the disks published on NBD.
+  const row = (name: string, e: CatalogEntry): Record<string, unknown> => ({
+    ...e.toJSON(),
+    name,
+    ...(name !== e.name ? { aliasOf: e.name } : {}),
+    uris: e.publishedOn.has('nbd') ? nbdUris(name, ctx.endpoints()) : [],
+  });
+  app.get('/v1/exports', async () => {
+    const nbd = ctx.catalog.view('nbd');
+    const rows = nbd.names().map(({ name, entry }) => row(name, entry));
+    for (const e of ctx.catalog.entries()) if (!e.publishedOn.has('nbd')) rows.push(row(e.name, e));
+    return { defaultExport: ctx.catalog.defaultName ?? null, exports: rows };
+  });
 
   app.get<{ Params: { name: string } }>('/v1/exports/:name', async (req) => {
-    const e = ctx.registry.get(req.params.name);
-    if (!e || req.params.name === '') throw new ReboundError('ERR_EXPORT_NOT_FOUND', `no export named '${req.params.name}'`);
-    return { ...e.toJSON(), uris: nbdUris(e.name, ctx.endpoints()) };
+    const e = req.params.name === '' ? undefined : ctx.catalog.resolve(req.params.name);
+    if (!e) throw new ReboundError('ERR_EXPORT_NOT_FOUND', `no export named '${req.params.name}'`);
+    return { ...row(req.params.name, e), stack: await e.stack() };
   });
 
   app.get('/v1/config', async () => ctx.config());

@@ -2,12 +2,15 @@
  * Recovery session routes of the HTTP API: recover, the sessions report, QoS (per session and
  * global, changeable live), migrate / switch / finish, commit, discard. Migration and commit run
  * as jobs (progress through /v1/jobs/ID); the session's own report also shows migration progress.
+ * The routes only call SessionManager: every workflow (migrate -> wait -> switch) lives there.
  */
 import type { FastifyInstance } from 'fastify';
 import type { QosLimits } from '../blockdev/layers/qos.js';
-import type { SessionManager, RecoverRequest } from '../recovery/sessions.js';
-import { sessionExportName } from '../recovery/session.js';
+import type { SessionManager, RecoverRequest, MigrateRequest } from '../recovery/session-manager.js';
+import type { MigrationProgress } from '../recovery/migration.js';
+import { sessionEntryName } from '../exports/catalog.js';
 import { nbdUris } from '../nbd/client.js';
+import { parseTcpAddress } from '../util/address.js';
 import type { JobRegistry } from './jobs.js';
 
 export interface SessionRouteContext {
@@ -27,10 +30,10 @@ export function connectionInfo(ctx: SessionRouteContext, session: string, disks:
   const ep = ctx.endpoints();
   const tcp = ep.nbd[0];
   const out = disks.map((disk, i) => {
-    const exp = sessionExportName(session, disk);
+    const exp = sessionEntryName(session, disk);
     const uri = nbdUris(exp, ep)[0] ?? null;
     const node = `${session}-${disk}`.replace(/[^A-Za-z0-9_-]/g, '_');
-    const [host, port] = tcp ? splitHostPort(tcp) : [undefined, undefined];
+    const { host, port } = tcp ? parseTcpAddress(tcp) : { host: undefined, port: undefined };
     const server = tcp ? `server.type=inet,server.host=${host},server.port=${port}` : `server.type=unix,server.path=${ep.nbdSocket[0]}`;
     const dev = `vd${String.fromCharCode(97 + i)}`;
     const source = tcp
@@ -46,11 +49,6 @@ export function connectionInfo(ctx: SessionRouteContext, session: string, disks:
     };
   });
   return { disks: out };
-}
-
-function splitHostPort(a: string): [string, string] {
-  const i = a.lastIndexOf(':');
-  return [a.slice(0, i).replace(/^\[|\]$/g, ''), a.slice(i + 1)];
 }
 
 export function registerSessionRoutes(app: FastifyInstance, ctx: SessionRouteContext): void {
@@ -78,7 +76,7 @@ export function registerSessionRoutes(app: FastifyInstance, ctx: SessionRouteCon
             name,
             quota: { type: 'integer', minimum: 1 },
             qos: qosSchema,
-            publish: { type: 'object', additionalProperties: false, properties: { nbd: { type: 'boolean' }, nfs: { type: 'boolean' } } },
+            publish: { type: 'object', additionalProperties: false, properties: { nbd: { type: 'boolean' }, nfs: { type: 'boolean' }, fuse: { type: 'boolean' } } },
           },
         },
       },
@@ -95,7 +93,7 @@ export function registerSessionRoutes(app: FastifyInstance, ctx: SessionRouteCon
   });
 
   app.put<{ Params: { name: string }; Body: QosLimits }>('/v1/sessions/:name/qos', { schema: { body: qosSchema } }, async (req) => {
-    const s = sessions.setQos(req.params.name, req.body ?? {});
+    const s = await sessions.setQos(req.params.name, req.body ?? {});
     return { session: s.name, qos: s.limiter.limits };
   });
 
@@ -105,7 +103,7 @@ export function registerSessionRoutes(app: FastifyInstance, ctx: SessionRouteCon
     return { qos: sessions.shared.limits };
   });
 
-  app.post<{ Params: { name: string }; Body: { to: string; disks?: string[]; rate?: number; switch?: boolean } }>(
+  app.post<{ Params: { name: string }; Body: MigrateRequest }>(
     '/v1/sessions/:name/migrate',
     {
       schema: {
@@ -119,19 +117,11 @@ export function registerSessionRoutes(app: FastifyInstance, ctx: SessionRouteCon
     },
     async (req, reply) => {
       const n = req.params.name;
-      const migs = sessions.migrate(n, req.body);
-      const job = jobs.start('migrate', { session: n, ...req.body }, async (signal, progress) => {
-        const tick = setInterval(() => progress(sumProgress(migs.map((m) => m.progress()))), 250);
-        try {
-          const stop = new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true }));
-          await Promise.race([Promise.all(migs.map((m) => m.waitFor(['synced', 'switched']))), stop]);
-          const switched = req.body.switch ? await sessions.switchOver(n) : null;
-          progress(sumProgress(migs.map((m) => m.progress())));
-          return { session: n, disks: migs.map((m) => m.progress()), switched };
-        } finally {
-          clearInterval(tick);
-        }
-      });
+      // Checks (session, disks, states) answer the request itself; the rest is the job.
+      await sessions.migrate(n, req.body);
+      const job = jobs.start('migrate', { session: n, ...req.body }, (signal, progress) =>
+        sessions.migrateHome(n, req.body, { signal, onProgress: (ps) => progress(sumProgress(ps)) }),
+      );
       return reply.status(202).send(job);
     },
   );
@@ -170,7 +160,7 @@ export function registerSessionRoutes(app: FastifyInstance, ctx: SessionRouteCon
   );
 }
 
-function sumProgress(ps: Array<{ totalBytes: number; doneBytes: number; rate: number; dirtyBytes: number; state: string }>): Record<string, unknown> {
+function sumProgress(ps: MigrationProgress[]): Record<string, unknown> {
   return {
     totalBytes: ps.reduce((a, p) => a + p.totalBytes, 0),
     doneBytes: ps.reduce((a, p) => a + p.doneBytes, 0),

@@ -1,8 +1,9 @@
 /**
- * Daemon: the composition root of `rebound serve`. It owns the data directory (lock), opens the
- * configured export sources into the ExportRegistry, and runs the front ends (NBD listeners) and
- * the HTTP API. Shutdown order: API and listeners stop accepting, NBD connections drain, devices
- * close, the lock is released.
+ * Daemon: the composition root of `rebound serve`. It owns the data directory (lock), the
+ * publication catalog and what publishes into it (ad-hoc `--export`s, the repository's restore
+ * points, recovery sessions), the front ends that render it (NBD, NFS, FUSE) and the HTTP API.
+ * Shutdown order: API and listeners stop accepting, connections drain, sessions and the catalog
+ * close, the repository closes, the lock is released.
  */
 import type { FastifyInstance } from 'fastify';
 import path from 'node:path';
@@ -13,7 +14,7 @@ import type { BlockDevice } from '../blockdev/types.js';
 import type { ExportSpec } from '../config/export-spec.js';
 import type { ValidatedConfig } from '../config/schema.js';
 import { createApi } from '../api/server.js';
-import { ExportRegistry } from '../exports/registry.js';
+import { Catalog } from '../exports/catalog.js';
 import { NbdServer } from '../nbd/server.js';
 import { formatTcpAddress, parseTcpAddress } from '../util/address.js';
 import type { Logger } from '../util/log.js';
@@ -22,10 +23,8 @@ import { DataDirLock } from './data-dir.js';
 import { ReboundError } from '../errors.js';
 import { JobRegistry } from '../api/jobs.js';
 import { Repository } from '../repo/repository.js';
-import { PointExporter } from '../recovery/point-exports.js';
-import { RepoPointSource } from '../recovery/point-view.js';
-import { StaticSessionSource, type SessionSource } from '../exports/views.js';
-import { SessionManager } from '../recovery/sessions.js';
+import { PointPublisher } from '../recovery/point-publisher.js';
+import { SessionManager } from '../recovery/session-manager.js';
 import { backup } from '../repo/ingest.js';
 import { DEMO_DISK, DEMO_VM, prepareDemoImage } from './demo.js';
 import { FuseMounts } from '../fuse/manager.js';
@@ -42,14 +41,12 @@ export interface DaemonEndpoints {
 
 export class Daemon {
   readonly config: ValidatedConfig;
-  readonly registry: ExportRegistry;
+  readonly catalog: Catalog;
   readonly nbd: NbdServer;
   readonly startedAt = new Date();
   readonly jobs: JobRegistry;
   #repo: Repository | undefined;
-  #exporter: PointExporter | undefined;
-  #points: RepoPointSource | undefined;
-  #sessions: SessionSource = new StaticSessionSource();
+  #points: PointPublisher | undefined;
   #sessionManager: SessionManager | undefined;
   #fuse: FuseMounts | undefined;
   #nfs: NfsServer | undefined;
@@ -63,10 +60,10 @@ export class Daemon {
     this.config = config;
     this.#log = log;
     this.#lock = lock;
-    this.registry = new ExportRegistry(log);
+    this.catalog = new Catalog(log.child({ component: 'catalog' }));
     this.jobs = new JobRegistry(log.child({ component: 'jobs' }));
     this.nbd = new NbdServer({
-      exports: this.registry,
+      exports: this.catalog.view('nbd'),
       log: log.child({ component: 'nbd' }),
       maxInflight: config.nbdMaxInflight,
     });
@@ -94,12 +91,6 @@ export class Daemon {
     return this.#repo;
   }
 
-  /** Restore points as seen by the file front ends (FUSE, NFS). */
-  get points(): RepoPointSource {
-    if (!this.#points) throw new ReboundError('ERR_INTERNAL', 'the repository is not open');
-    return this.#points;
-  }
-
   /** The FUSE file-tree mounts (undefined until the repository is open). */
   get fuse(): FuseMounts | undefined {
     return this.#fuse;
@@ -110,21 +101,14 @@ export class Daemon {
     return this.#sessionManager;
   }
 
-  /** Recovery sessions as seen by the file front ends (FUSE, NFS). */
-  get sessions(): SessionSource {
-    return this.#sessions;
-  }
-
-  /** After backups, prunes and deletes: exports and file views follow the repository. */
+  /** After backups, prunes and deletes: the catalog follows the repository. */
   async #repoChanged(): Promise<void> {
-    this.#points?.notify();
-    if (this.config.exportPoints) await this.#exporter!.sync();
+    await this.#points?.sync();
   }
 
   async #open(): Promise<void> {
     this.#repo = await Repository.open(this.config.dataDir, { chunkSize: this.config.chunkSize, cacheBytes: this.config.cacheSize });
-    this.#points = new RepoPointSource(this.#repo);
-    this.#exporter = new PointExporter(this.#repo, this.registry, this.#log.child({ component: 'exports' }));
+    this.#points = new PointPublisher({ repo: this.#repo, catalog: this.catalog, log: this.#log.child({ component: 'points' }), onNbd: this.config.exportPoints });
     if (this.config.demo && (await this.#repo.points(DEMO_VM)).length === 0) {
       const image = prepareDemoImage(this.config.dataDir);
       const m = await backup(this.#repo, { vm: DEMO_VM, disks: [{ name: DEMO_DISK, source: image }], tags: ['demo'] });
@@ -132,8 +116,13 @@ export class Daemon {
     }
     for (const spec of this.config.exportSpecs) {
       const { device, overlay } = await this.#openExport(spec);
-      this.registry.add({
+      this.catalog.publish({
         name: spec.name,
+        kind: 'adhoc',
+        disk: spec.name,
+        size: device.size,
+        capabilities: device.capabilities(),
+        publish: ['nbd'],
         device,
         description: spec.description,
         source: sourceText(spec),
@@ -146,11 +135,11 @@ export class Daemon {
         ...(overlay ? { overlay: overlay.dir, overlayBytes: overlay.stats().allocatedBytes } : {}),
       });
     }
-    if (this.config.exportPoints) await this.#exporter.sync();
+    await this.#points.sync();
     this.#sessionManager = await SessionManager.open({
       dataDir: this.config.dataDir,
       repo: this.#repo,
-      registry: this.registry,
+      catalog: this.catalog,
       log: this.#log.child({ component: 'recovery' }),
       globalQos: { iops: this.config.qosIops, bps: this.config.qosBandwidth },
       report: {
@@ -159,8 +148,7 @@ export class Daemon {
         endpoints: () => this.#endpoints,
       },
     });
-    this.#sessions = this.#sessionManager;
-    this.#fuse = new FuseMounts({ sources: () => ({ points: this.points, sessions: this.sessions }), log: this.#log.child({ component: 'fuse' }) });
+    this.#fuse = new FuseMounts({ catalog: this.catalog.view('fuse'), log: this.#log.child({ component: 'fuse' }) });
     if (this.config.fuse !== 'off') await this.#fuse.mount(this.config.fuse);
     for (const a of this.config.nbd) {
       const { host, port } = parseTcpAddress(a);
@@ -175,7 +163,7 @@ export class Daemon {
     if (this.config.http !== 'off') {
       const { host, port } = parseTcpAddress(this.config.http);
       this.#api = createApi({
-        registry: this.registry,
+        catalog: this.catalog,
         log: this.#log.child({ component: 'api' }),
         version: VERSION,
         startedAt: this.startedAt,
@@ -237,8 +225,7 @@ export class Daemon {
     // Loaded only when NFS is on: the codecs cost ~15 MiB of memory a daemon without NFS need not pay.
     const { NfsServer } = await import('../nfs/server.js');
     this.#nfs = new NfsServer({
-      sessions: this.sessions,
-      points: this.points,
+      catalog: this.catalog.view('nfs'),
       stateDir: path.join(c.dataDir, 'nfs'),
       log: this.#log.child({ component: 'nfs' }),
       readOnly: c.nfsReadOnly,
@@ -264,7 +251,7 @@ export class Daemon {
       await Promise.allSettled([this.#api?.close(), this.nbd.close(this.config.shutdownTimeoutMs), this.jobs.closeAll(), this.#nfs?.close(this.config.shutdownTimeoutMs)]);
       await this.#fuse?.closeAll();
       await this.#sessionManager?.close();
-      await this.registry.closeAll();
+      await this.catalog.close();
       await this.#repo?.close();
       this.#lock.release();
       this.#log.info('stopped');

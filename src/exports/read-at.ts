@@ -1,13 +1,14 @@
 /**
- * readDevice(): reads any byte range of a device, whatever its alignment rules. FUSE asks for
- * arbitrary offsets (a partition may start on any 512-byte sector, a reader may seek anywhere);
+ * readAt(): reads any byte range of a published disk, whatever its alignment rules — for the file
+ * front ends (FUSE, NFS), whose clients read at arbitrary offsets (a partition may start on any
+ * 512-byte sector, a reader may seek anywhere);
  * a device whose minimum block size is larger than 1 (an overlay with 4 KiB blocks) gets the
  * enclosing aligned range read into a bounce buffer. Requests larger than the device's maximum
  * payload are split.
  */
 import type { BlockDevice } from '../blockdev/types.js';
 
-export async function readDevice(dev: BlockDevice, dst: Uint8Array, offset: number): Promise<void> {
+export async function readAt(dev: BlockDevice, dst: Uint8Array, offset: number): Promise<void> {
   const { min, max } = dev.capabilities().blockSize;
   // An unaligned piece grows by up to 2 x min in the bounce buffer; keep it within max.
   const step = min > 1 ? Math.max(min, max - 2 * min) : max;

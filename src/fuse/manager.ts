@@ -1,29 +1,22 @@
 /**
  * FuseMounts: the daemon's FUSE mounts, by directory (`--fuse DIR` at start, `rebound mount DIR`
- * and `rebound unmount DIR` through the API). Each mount gets its own FuseTree over the sources the
- * daemon has at mount time. Mount and unmount calls are serialised. On shutdown every mount is
+ * and `rebound unmount DIR` through the API). Each mount gets its own FuseTree over the catalog's
+ * FUSE view. Mount and unmount calls are serialised. On shutdown every mount is
  * unmounted; a busy one (a loop device still attached) is detached lazily with a warning, since
  * the daemon is going away either way.
  */
 import path from 'node:path';
 import { errorText, ReboundError } from '../errors.js';
-import type { PointSource, SessionSource } from '../exports/views.js';
+import type { CatalogView } from '../exports/catalog.js';
 import type { Logger } from '../util/log.js';
 import { Mutex } from '../util/mutex.js';
 import { FuseMount, type MountInfo } from './mount.js';
 import { FuseTree } from './tree.js';
 
-export interface FuseSources {
-  points: PointSource;
-  sessions: SessionSource;
-}
-
 export interface FuseMountsOptions {
-  /** The views to show; asked at each mount (the daemon may plug in another session source). */
-  sources: () => FuseSources;
+  /** What the mounts show: the catalog as published on FUSE. */
+  catalog: CatalogView;
   log: Logger;
-  /** Passed to FuseTree (tests use 0 to see changes at once). */
-  cacheMs?: number;
 }
 
 export class FuseMounts {
@@ -41,14 +34,13 @@ export class FuseMounts {
     return this.#lock.run(async () => {
       const existing = this.#mounts.get(abs);
       if (existing) return existing.info();
-      const { points, sessions } = this.#opts.sources();
       const log = this.#opts.log.child({ mount: abs });
-      const tree = new FuseTree({ points, sessions, log, cacheMs: this.#opts.cacheMs });
+      const tree = new FuseTree({ catalog: this.#opts.catalog, log });
       let m: FuseMount;
       try {
         m = await FuseMount.mount({ dir: abs, tree, log });
       } catch (err) {
-        tree.dispose();
+        tree.close();
         throw err;
       }
       this.#mounts.set(abs, m);

@@ -181,7 +181,7 @@ export class FuseMount {
     const files = [...this.#files.values()];
     this.#files.clear();
     await Promise.allSettled(files.map((f) => f.close()));
-    this.#tree.dispose();
+    this.#tree.close();
   }
 
   // ---- FUSE operations --------------------------------------------------------------------
@@ -243,7 +243,7 @@ export class FuseMount {
       release: (_p: string, fd: number, cb: Cb) => {
         const f = this.#files.get(fd);
         this.#files.delete(fd);
-        if (!this.#fuse && this.#files.size === 0) this.#tree.dispose(); // the last user of a lazy unmount
+        if (!this.#fuse && this.#files.size === 0) this.#tree.close(); // the last user of a lazy unmount
         if (!f) return cb(0);
         f.close().then(
           () => cb(0),

@@ -9,7 +9,7 @@
  * magic, an EXPORT_NAME we cannot answer, absurdly large options, or too many options (DoS).
  * Everything else gets an error reply and the client may try again.
  */
-import type { Export } from '../exports/registry.js';
+import type { CatalogEntry } from '../exports/catalog.js';
 import type { Logger } from '../util/log.js';
 import type { ByteReader } from './byte-reader.js';
 import {
@@ -47,14 +47,18 @@ import type { Capabilities } from '../blockdev/types.js';
 export const BASE_ALLOCATION_ID = 1;
 const MAX_OPTIONS_PER_CONNECTION = 4096;
 
-/** What the front end needs from the registry. */
+/** What the handshake needs of the catalog (its NBD view). */
 export interface ExportLookup {
-  get(name: string): Export | undefined;
-  list(): Export[];
+  get(name: string): CatalogEntry | undefined;
+  /** Every name a client may ask for (LIST), with its entry. */
+  names(): Array<{ name: string; entry: CatalogEntry }>;
 }
 
-export interface Session {
-  export: Export;
+/** The outcome of a successful handshake: the chosen export and what was agreed. */
+export interface Negotiated {
+  /** The name the client asked for ('' for the default export). */
+  name: string;
+  export: CatalogEntry;
   structuredReplies: boolean;
   /** Selected meta context ids -> names. */
   metaContexts: Map<number, string>;
@@ -96,7 +100,7 @@ export interface HandshakeContext {
  * Runs the handshake. Resolves with the negotiated session, or undefined when the client sent
  * NBD_OPT_ABORT. Rejects with ProtocolViolation (drop the connection) or ConnectionClosed.
  */
-export async function negotiate(ctx: HandshakeContext): Promise<Session | undefined> {
+export async function negotiate(ctx: HandshakeContext): Promise<Negotiated | undefined> {
   const { reader, send, log } = ctx;
   send(encodeGreeting(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES));
   const clientFlags = (await reader.readExact(4)).readUInt32BE(0);
@@ -144,9 +148,9 @@ export async function negotiate(ctx: HandshakeContext): Promise<Session | undefi
           // EXPORT_NAME has no error reply: the spec says close.
           throw new ProtocolViolation(ctx.shuttingDown() ? 'server is shutting down' : `unknown export '${name}'`);
         }
-        const flags = transmissionFlags(exp.device.capabilities(), structuredReplies);
-        send(encodeExportNameReply(exp.device.size, flags, noZeroes));
-        return { export: exp, structuredReplies, metaContexts: metaFor(selected, exp, ctx), transmissionFlags: flags };
+        const flags = transmissionFlags(exp.capabilities(), structuredReplies);
+        send(encodeExportNameReply(exp.size, flags, noZeroes));
+        return { name, export: exp, structuredReplies, metaContexts: metaFor(selected, exp, ctx), transmissionFlags: flags };
       }
 
       case Opt.ABORT:
@@ -158,7 +162,7 @@ export async function negotiate(ctx: HandshakeContext): Promise<Session | undefi
           fail(Rep.ERR_INVALID, 'LIST takes no data');
           break;
         }
-        for (const exp of ctx.exports.list()) reply(Rep.SERVER, encodeServerReply(exp.name, exp.description));
+        for (const { name, entry } of ctx.exports.names()) reply(Rep.SERVER, encodeServerReply(name, entry.description));
         reply(Rep.ACK);
         break;
       }
@@ -188,10 +192,10 @@ export async function negotiate(ctx: HandshakeContext): Promise<Session | undefi
           fail(Rep.ERR_UNKNOWN, `unknown export '${clip(req.name)}'`);
           break;
         }
-        const caps = exp.device.capabilities();
+        const caps = exp.capabilities();
         const flags = transmissionFlags(caps, structuredReplies);
-        reply(Rep.INFO, encodeInfoExport(exp.device.size, flags));
-        if (req.infos.includes(Info.NAME)) reply(Rep.INFO, encodeInfoName(exp.name));
+        reply(Rep.INFO, encodeInfoExport(exp.size, flags));
+        if (req.infos.includes(Info.NAME)) reply(Rep.INFO, encodeInfoName(req.name || exp.name));
         if (req.infos.includes(Info.DESCRIPTION) && exp.description) reply(Rep.INFO, encodeInfoDescription(exp.description));
         if (req.infos.includes(Info.BLOCK_SIZE) || caps.blockSize.min > 1) {
           const { min, preferred, max } = caps.blockSize;
@@ -199,7 +203,7 @@ export async function negotiate(ctx: HandshakeContext): Promise<Session | undefi
         }
         reply(Rep.ACK);
         if (option === Opt.GO) {
-          return { export: exp, structuredReplies, metaContexts: metaFor(selected, exp, ctx), transmissionFlags: flags };
+          return { name: req.name, export: exp, structuredReplies, metaContexts: metaFor(selected, exp, ctx), transmissionFlags: flags };
         }
         break;
       }
@@ -243,7 +247,7 @@ export async function negotiate(ctx: HandshakeContext): Promise<Session | undefi
 /** Contexts apply only to the export they were selected for. */
 function metaFor(
   selected: { exportName: string; contexts: Map<number, string> } | undefined,
-  exp: Export,
+  exp: CatalogEntry,
   ctx: HandshakeContext,
 ): Map<number, string> {
   if (!selected) return new Map();

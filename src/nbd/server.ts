@@ -1,6 +1,6 @@
 /**
- * NbdServer: accepts NBD clients on TCP and Unix sockets and serves the exports of an
- * ExportRegistry. One NbdConnection per socket: handshake (handshake.ts), then transmission
+ * NbdServer: accepts NBD clients on TCP and Unix sockets and serves the disks the catalog
+ * publishes on NBD (exports/catalog.ts, through its 'nbd' view). One NbdConnection per socket: handshake (handshake.ts), then transmission
  * (transmission.ts). A failure on one connection is logged and closes only that connection.
  *
  * Lifecycle: listen*() may be called several times; close() stops accepting, lets every
@@ -168,20 +168,21 @@ class NbdConnection {
       }
       const exp = session.export;
       exportName = exp.name;
-      exp.attach();
-      this.#log.info('client connected', {
-        export: exp.name,
+      const log = this.#log.child({ export: exp.name });
+      const device = await exp.open({ onUnexpectedError: (err, op) => log.error('unexpected device error', { op, err: errorText(err) }) });
+      log.info('client connected', {
+        ...(session.name && session.name !== exp.name ? { as: session.name } : {}),
         structured: session.structuredReplies,
         flags: '0x' + session.transmissionFlags.toString(16),
       });
-      this.#transmission = new Transmission(socket, reader, session, this.#log.child({ export: exp.name }), {
+      this.#transmission = new Transmission(socket, reader, session, device, log, {
         maxInflight: this.#opts.maxInflight,
         buffers: this.#buffers,
       });
       try {
         await this.#transmission.run();
       } finally {
-        exp.detach();
+        await device.close();
       }
       await endGracefully(socket);
     } catch (err) {

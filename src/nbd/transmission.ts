@@ -20,7 +20,7 @@ import type { Extent } from '../blockdev/types.js';
 import type { Logger } from '../util/log.js';
 import type { ByteReader } from './byte-reader.js';
 import { toNbdError } from './error-map.js';
-import type { Session } from './handshake.js';
+import type { Negotiated } from './handshake.js';
 import {
   allocDataChunk,
   allocSimpleReadReply,
@@ -64,7 +64,7 @@ export interface TransmissionOptions {
 export class Transmission {
   readonly #socket: Socket;
   readonly #reader: ByteReader;
-  readonly #session: Session;
+  readonly #session: Negotiated;
   readonly #device: CheckedDevice;
   readonly #log: Logger;
   readonly #maxInflight: number;
@@ -77,11 +77,12 @@ export class Transmission {
   #wake: (() => void) | undefined;
   #idle: (() => void) | undefined;
 
-  constructor(socket: Socket, reader: ByteReader, session: Session, log: Logger, opts: TransmissionOptions) {
+  /** `device` is the export opened for this connection (its own gate; the caller closes it). */
+  constructor(socket: Socket, reader: ByteReader, session: Negotiated, device: CheckedDevice, log: Logger, opts: TransmissionOptions) {
     this.#socket = socket;
     this.#reader = reader;
     this.#session = session;
-    this.#device = session.export.device;
+    this.#device = device;
     this.#log = log;
     this.#maxInflight = opts.maxInflight;
     this.#flags = session.transmissionFlags;

@@ -4,9 +4,9 @@
  * ask it) tells clients that port. The tree it publishes is described in datastore/datastore.ts.
  *
  * Lifecycle: listen()/listenPortmap() may be called several times; close() stops accepting, lets
- * connections answer what is in flight, closes restore-point disks; destroy() cuts at once.
+ * connections answer what is in flight, closes its handles of published disks; destroy() cuts at once.
  */
-import type { PointSource, SessionSource } from '../exports/views.js';
+import type { CatalogView } from '../exports/catalog.js';
 import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
 import { Datastore } from './datastore/datastore.js';
@@ -22,8 +22,8 @@ import { BufferPool } from './rpc/buffers.js';
 import { RpcServer } from './rpc/server.js';
 
 export interface NfsServerOptions {
-  sessions: SessionSource;
-  points: PointSource;
+  /** The catalog as published on NFS. */
+  catalog: CatalogView;
   /** Directory for the datastore's own state (the handle secret); usually DATA/nfs. */
   stateDir: string;
   log?: Logger;
@@ -52,7 +52,7 @@ export class NfsServer {
   constructor(opts: NfsServerOptions) {
     this.#log = opts.log ?? silentLogger;
     const codec = HandleCodec.open(opts.stateDir);
-    this.datastore = new Datastore({ sessions: opts.sessions, points: opts.points, codec, log: this.#log });
+    this.datastore = new Datastore({ catalog: opts.catalog, codec, log: this.#log });
     this.#ops = new FileOps(this.datastore, this.#log, (opts.startedAt ?? new Date()).getTime());
     const policy = exportPolicy(opts.allowedClients ?? [], opts.readOnly ?? false);
     const ctx = {
@@ -70,11 +70,8 @@ export class NfsServer {
     this.#rpc.addProgram(this.#mount);
     this.#portmapper = new RpcServer({ label: 'portmapper', log: this.#log });
     this.#portmapper.addProgram(new PortmapProgram(() => this.mappings()));
-    this.#unsubscribe = opts.points.onChange(() => {
-      void opts.points.list().then(
-        (ps) => this.#ops.closeDevices((key) => ps.some((p) => key.startsWith(`${p.vm}@${p.id}/`))),
-        () => undefined,
-      );
+    this.#unsubscribe = opts.catalog.onChange((e, what) => {
+      if (what === 'removed') void this.#ops.release(e);
     });
   }
 
@@ -121,7 +118,7 @@ export class NfsServer {
   async close(timeoutMs = 10_000): Promise<void> {
     await Promise.all([this.#rpc.close(timeoutMs), this.#portmapper.close(timeoutMs)]);
     this.#unsubscribe();
-    await this.#ops.closeDevices();
+    await this.#ops.close();
     this.datastore.close();
   }
 
@@ -129,6 +126,7 @@ export class NfsServer {
     this.#rpc.destroy();
     this.#portmapper.destroy();
     this.#unsubscribe();
+    void this.#ops.close();
     this.datastore.close();
   }
 }

@@ -1,58 +1,50 @@
 /**
- * DiskMigration: copies one session disk's merged view (base + overlay) to production storage
- * while the VM runs, keeps the copy in step, switches the export over, checks the copy and
- * retires the overlay.
+ * DiskMigration: the copier that brings one session disk home. It copies the disk's merged view
+ * (restore point + overlay) to production storage while the VM runs, keeps the copy in step with
+ * the VM's writes, performs the switch-over and the final comparison. It never decides a state on
+ * its own: every state change is a durable transition of its disk (MigratingDisk.transition,
+ * disk-state.ts), and a transition that cannot be saved changes nothing.
  *
  * Design notes:
- *  - Pass 1 copies the disk in `unit`-sized pieces (1 MiB), `inflight` at a time, in order. Holes
- *    and zero ranges (from the overlay's extents) are not written to a fresh target and zeroed
- *    (WRITE_ZEROES where offered) on a reused one. `cursor` is the end of the completed prefix.
+ *  - Pass 1 copies the disk in `unit`-sized pieces (1 MiB), INFLIGHT at a time, in order. Zero
+ *    ranges (from the overlay's extents) are not written to a fresh target and zeroed on a reused
+ *    one. `cursor` is the end of the completed prefix.
  *  - Writes of the VM mark units dirty in the DirtyTracker below the switch point; the copier
- *    clears a unit before it reads it (see dirty-tracker.ts for why that misses nothing) and
- *    keeps copying dirty units. "In step" (synced) = pass 1 done and what is dirty fits
- *    SYNC_SLACK: the final copy under the switch's pause is then short.
- *  - Progress is persisted (session.json) every PERSIST_MS after a target flush, so a migration
- *    resumes after a crash: from `cursor`, with every unit the overlay shadows marked dirty (the
- *    dirty set itself is not persisted; the overlay knows everything the VM ever wrote).
+ *    clears a unit before it reads it (see dirty-tracker.ts for why that misses nothing) and keeps
+ *    copying dirty units. In step = pass 1 done and what is dirty fits SYNC_SLACK: the final copy
+ *    under the switch's pause is then short.
+ *  - Progress (cursor) is saved about every PERSIST_MS after a target flush, asynchronously, so a
+ *    migration resumes after a crash from `cursor`, with every unit the overlay shadows below it
+ *    marked dirty (the dirty set itself is not saved; the overlay knows every write of the VM). A
+ *    failed progress save is logged and retried later: an older cursor only means more copying.
  *  - A target error (ENOSPC, a vanished NBD server) pauses the migration with the message; the
- *    overlay stays authoritative and nothing is lost. `migrate` again resumes from the cursor.
- *  - Switch: under SwitchableDevice.exclusive (no VM request in flight, new ones held), copy the
- *    remaining dirty units, flush the target, persist state 'switched', re-point the export at
- *    the target (through a second tracker). Then a final comparison reads overlay and target unit
- *    by unit; a difference in a unit the VM has not written since the switch is repaired (and
- *    counted). Only then is the overlay retired by the session.
+ *    overlay stays authoritative and nothing is lost.
+ *  - Switch: `switching` is saved, the copier stops, then under SwitchableDevice.exclusive (no VM
+ *    request in flight, new ones held) the last dirty units are copied, the target flushed, and
+ *    `switched` saved — only then is the export re-pointed at the target. If that save fails, the
+ *    export stays on the overlay, the copier resumes and the switch fails with the reason.
+ *  - The final comparison reads overlay and target unit by unit; a difference in a unit the VM
+ *    has not written since the switch is repaired from the overlay (and counted).
  */
-import { BlockError, errorText } from '../errors.js';
 import { DirtyTracker } from '../blockdev/layers/dirty-tracker.js';
 import type { SwitchableDevice } from '../blockdev/layers/switchable.js';
-import type { BlockDevice } from '../blockdev/types.js';
 import type { CowOverlay } from '../blockdev/layers/cow/cow-overlay.js';
-import { TokenBucket } from '../util/token-bucket.js';
-import type { Logger } from '../util/log.js';
+import { errorText, ReboundError } from '../errors.js';
 import { openTarget, zeroRange, type WriteTarget } from '../repo/targets.js';
+import type { Logger } from '../util/log.js';
+import { TokenBucket } from '../util/token-bucket.js';
+import type { DiskState } from './disk-state.js';
+import type { MigrationRecord, SessionDiskRecord } from './session-record.js';
 
-export type MigrationState = 'copying' | 'synced' | 'paused' | 'switching' | 'switched' | 'cancelled';
-
-/** What session.json keeps of a disk's migration. */
-export interface MigrationRecord {
-  target: string;
-  /** Copy rate limit, bytes/s (null: unlimited). */
-  rate: number | null;
-  state: MigrationState;
-  cursor: number;
-  copiedBytes: number;
-  error: string | null;
-  startedAt: string;
-  updatedAt: string;
-  switchedAt: string | null;
-  /** Result of the final comparison after the switch. */
-  verified: { units: number; repaired: number } | null;
-}
+export const MIGRATION_UNIT = 1024 * 1024;
+const INFLIGHT = 8;
+const PERSIST_MS = 1000;
+const SYNC_SLACK = 64 * 1024 * 1024;
 
 export interface MigrationProgress {
   disk: string;
   target: string;
-  state: MigrationState;
+  state: DiskState;
   totalBytes: number;
   doneBytes: number;
   percent: number;
@@ -63,87 +55,84 @@ export interface MigrationProgress {
   error: string | null;
 }
 
-interface Waiter {
-  until: MigrationState[];
-  resolve: () => void;
-  reject: (e: Error) => void;
+/** What the copier needs of the disk it migrates (SessionDisk). */
+export interface MigratingDisk {
+  readonly name: string;
+  readonly size: number;
+  readonly state: DiskState;
+  /** The live record; `migration` is present while a migration exists. */
+  readonly record: SessionDiskRecord;
+  /** A durable state change (saved before it takes effect; rejects and changes nothing if it cannot be saved). */
+  transition(to: DiskState, change?: (d: SessionDiskRecord) => void): Promise<void>;
+  /** Saves progress (cursor, bytes) durably; rejects if it cannot. */
+  saveProgress(): Promise<void>;
 }
 
-export const MIGRATION_UNIT = 1024 * 1024;
-const INFLIGHT = 8;
-const PERSIST_MS = 1000;
-const SYNC_SLACK = 64 * 1024 * 1024;
-
 export interface DiskMigrationOptions {
-  disk: string;
-  size: number;
-  /** Absent once the overlay is retired (a switched disk after a restart). */
-  overlay?: CowOverlay;
-  tracker?: DirtyTracker;
-  record: MigrationRecord;
-  /** Persists the session record (the migration's record is part of it). */
-  save: () => Promise<void>;
+  disk: MigratingDisk;
+  overlay: CowOverlay;
+  tracker: DirtyTracker;
   log: Logger;
   unit?: number;
 }
 
 export class DiskMigration {
-  readonly disk: string;
-  readonly record: MigrationRecord;
-  readonly size: number;
-  readonly #overlayOrNone: CowOverlay | undefined;
-  readonly #trackerOrNone: DirtyTracker | undefined;
-  readonly #save: () => Promise<void>;
+  readonly #disk: MigratingDisk;
+  readonly #overlay: CowOverlay;
+  readonly #tracker: DirtyTracker;
   readonly #log: Logger;
   readonly #unit: number;
   readonly #bucket: TokenBucket;
   #target: WriteTarget | undefined;
   #run: Promise<void> | undefined;
   #stop: AbortController | undefined;
-  #waiters: Waiter[] = [];
   #rateWindow: Array<[number, number]> = [];
+  /** A switch-over is under way: the copier must not claim in-step meanwhile. */
+  #switching = false;
 
   constructor(opts: DiskMigrationOptions) {
-    this.disk = opts.disk;
-    this.record = opts.record;
-    this.size = opts.size;
-    this.#overlayOrNone = opts.overlay;
-    this.#trackerOrNone = opts.tracker;
-    this.#save = opts.save;
+    this.#disk = opts.disk;
+    this.#overlay = opts.overlay;
+    this.#tracker = opts.tracker;
     this.#log = opts.log;
     this.#unit = opts.unit ?? MIGRATION_UNIT;
-    this.#bucket = new TokenBucket(opts.record.rate ?? 0, 0.25);
+    this.#bucket = new TokenBucket(this.#record.rate ?? 0, 0.25);
   }
 
-  get #overlay(): CowOverlay {
-    if (!this.#overlayOrNone) throw new BlockError('EINVAL', `disk ${this.disk} has no overlay any more (switched)`);
-    return this.#overlayOrNone;
+  get #record(): MigrationRecord {
+    const m = this.#disk.record.migration;
+    if (!m) throw new Error(`disk ${this.#disk.name} has no migration record`);
+    return m;
   }
 
-  get #tracker(): DirtyTracker {
-    if (!this.#trackerOrNone) throw new BlockError('EINVAL', `disk ${this.disk} has no overlay any more (switched)`);
-    return this.#trackerOrNone;
-  }
-
+  /** The copier is running (pass 1 or keeping in step). */
   get running(): boolean {
     return this.#run !== undefined;
   }
 
+  /** The target device (open while copying and after the switch). */
+  get target(): WriteTarget | undefined {
+    return this.#target;
+  }
+
   progress(): MigrationProgress {
-    const r = this.record;
-    const dirtyBytes = (this.#trackerOrNone?.dirtyUnits ?? 0) * this.#unit;
-    const done = Math.max(0, Math.min(this.size, r.cursor) - (r.state === 'switched' ? 0 : Math.min(dirtyBytes, r.cursor)));
+    const r = this.#record;
+    const state = this.#disk.state;
+    const size = this.#disk.size;
+    const home = state === 'switched' || state === 'retired';
+    const dirtyBytes = home ? 0 : this.#tracker.dirtyUnits * this.#unit;
+    const done = home ? size : Math.max(0, Math.min(size, r.cursor) - Math.min(dirtyBytes, r.cursor));
     const now = Date.now();
     this.#rateWindow = this.#rateWindow.filter(([t]) => t > now - 5000);
     const rate = this.#rateWindow.reduce((a, [, n]) => a + n, 0) / 5;
-    const left = this.size - done;
+    const left = size - done;
     return {
-      disk: this.disk,
+      disk: this.#disk.name,
       target: r.target,
-      state: r.state,
-      totalBytes: this.size,
-      doneBytes: r.state === 'switched' ? this.size : done,
-      percent: Math.floor(((r.state === 'switched' ? this.size : done) / Math.max(1, this.size)) * 1000) / 10,
+      state,
+      totalBytes: size,
+      doneBytes: done,
+      percent: Math.floor((done / Math.max(1, size)) * 1000) / 10,
       dirtyBytes,
       copiedBytes: r.copiedBytes,
       rate: Math.round(rate),
@@ -153,92 +142,68 @@ export class DiskMigration {
   }
 
   setRate(rate: number | null): void {
-    this.record.rate = rate;
+    this.#record.rate = rate;
     this.#bucket.setRate(rate ?? 0);
   }
 
-  /** Starts (or resumes) the background copy. `resume`: continue a persisted migration. */
+  /**
+   * Starts the background copy (the disk is `copying` or `in-step`). `resume`: continue from the
+   * saved cursor, keeping the target's content; otherwise a new copy from the start.
+   */
   start(resume: boolean): void {
     if (this.#run) return;
     this.#stop = new AbortController();
     const signal = this.#stop.signal;
-    this.record.state = 'copying';
-    this.record.error = null;
-    this.#run = this.#copyLoop(resume, signal)
-      .catch((err: unknown) => {
+    this.#run = this.#copy(resume, signal)
+      .catch(async (err: unknown) => {
         if (signal.aborted) return;
-        this.record.state = 'paused';
-        this.record.error = errorText(err);
-        this.#log.warn('migration paused', { disk: this.disk, target: this.record.target, err: this.record.error });
+        const why = errorText(err);
+        this.#log.warn('migration paused', { disk: this.#disk.name, target: this.#record.target, err: why });
+        await this.#disk.transition('paused', (d) => (d.migration!.error = why)).catch((saveErr: unknown) => {
+          // The pause could not be saved either (full data directory): the copy has stopped all the
+          // same; the report shows the copier idle and the error.
+          this.#record.error = why;
+          this.#log.error('cannot record the paused migration', { disk: this.#disk.name, err: errorText(saveErr) });
+        });
       })
       .finally(() => {
         this.#run = undefined;
-        this.#notify();
-        void this.#save().catch(() => undefined);
       });
   }
 
-  /** Stops the background copier, keeping the target open and the tracker tracking. */
-  async #halt(): Promise<void> {
-    this.#stop?.abort(new BlockError('ESHUTDOWN', 'migration stopped'));
+  /** Stops the copier (in-flight units finish); the target stays open. */
+  async halt(): Promise<void> {
+    this.#stop?.abort(new ReboundError('ERR_SESSION_STATE', 'migration stopped'));
     await this.#run;
   }
 
-  /**
-   * Stops the copy (target closed, progress saved). `state` is recorded if given ('cancelled',
-   * 'paused'); without it the state is kept, so a daemon shutdown resumes the copy at the next start.
-   */
-  async stop(state?: MigrationState): Promise<void> {
-    await this.#halt();
-    if (state && this.record.state !== 'switched') this.record.state = state;
-    if (this.record.state !== 'switched') {
-      await this.#target?.close().catch(() => undefined);
-      this.#target = undefined;
-    }
-    this.#trackerOrNone?.stop();
-    this.#notify();
-    await this.#save().catch(() => undefined);
+  /** Stops the copier and closes the target (cancel, discard, shutdown before a switch). */
+  async close(): Promise<void> {
+    await this.halt();
+    await this.#target?.close().catch(() => undefined);
+    this.#target = undefined;
+    this.#tracker.stop();
   }
 
-  /** Resolves when the state is one of `states`; rejects if the migration pauses or stops instead. */
-  waitFor(states: MigrationState[]): Promise<void> {
-    if (states.includes(this.record.state)) return Promise.resolve();
-    if (!this.#run) return Promise.reject(this.#notRunning());
-    return new Promise((resolve, reject) => this.#waiters.push({ until: states, resolve, reject }));
-  }
-
-  #notRunning(): Error {
-    return new BlockError('EIO', `migration of ${this.disk} to ${this.record.target} is ${this.record.state}${this.record.error ? `: ${this.record.error}` : ''}`);
-  }
-
-  #notify(): void {
-    const keep: Waiter[] = [];
-    for (const w of this.#waiters) {
-      if (w.until.includes(this.record.state)) w.resolve();
-      else if (!this.#run && this.record.state !== 'switching') w.reject(this.#notRunning());
-      else keep.push(w);
-    }
-    this.#waiters = keep;
-  }
-
-  async #copyLoop(resume: boolean, signal: AbortSignal): Promise<void> {
-    const r = this.record;
+  async #copy(resume: boolean, signal: AbortSignal): Promise<void> {
+    const r = this.#record;
     if (!resume) {
       r.cursor = 0;
       r.copiedBytes = 0;
     }
-    this.#target = await openTarget(r.target, this.size, { startOver: !resume || r.cursor === 0 });
+    this.#target ??= await openTarget(r.target, this.#disk.size, { startOver: !resume || r.cursor === 0 });
     const target = this.#target;
     this.#tracker.start();
     if (resume) for (const [off, len] of this.#overlay.changedRanges()) if (off < r.cursor) this.#tracker.mark(off, Math.min(len, r.cursor - off));
-    const units = Math.ceil(this.size / this.#unit);
+    const size = this.#disk.size;
+    const units = Math.ceil(size / this.#unit);
     let lastPersist = Date.now();
     const persist = async (force = false): Promise<void> => {
       if (!force && Date.now() - lastPersist < PERSIST_MS) return;
       lastPersist = Date.now();
       await target.flush();
       r.updatedAt = new Date().toISOString();
-      await this.#save();
+      await this.#disk.saveProgress().catch((err: unknown) => this.#log.warn('cannot save migration progress; will retry', { disk: this.#disk.name, err: errorText(err) }));
     };
 
     // Pass 1: in order, INFLIGHT at a time; the cursor is the end of the completed prefix.
@@ -252,24 +217,27 @@ export class DiskMigration {
         await this.#copyUnit(u, target, target.fresh);
         done.add(u);
         while (done.delete(prefix)) prefix++;
-        r.cursor = Math.min(this.size, prefix * this.#unit);
+        r.cursor = Math.min(size, prefix * this.#unit);
         await persist();
       }
     };
     await Promise.all(Array.from({ length: INFLIGHT }, worker));
-    r.cursor = this.size;
+    r.cursor = size;
     await persist(true);
 
-    // Then keep up with the VM's writes until stopped or switched.
+    // Then keep up with the VM's writes until stopped (by a switch, a cancel or shutdown).
     for (;;) {
       signal.throwIfAborted();
-      if (this.record.state === 'switching' || this.record.state === 'switched') return;
       const dirty = this.#tracker.snapshot();
-      if (r.state === 'copying' && dirty.length * this.#unit <= SYNC_SLACK) {
-        r.state = 'synced';
-        await persist(true);
-        this.#log.info('migration in step', { disk: this.disk, target: r.target });
-        this.#notify();
+      const st = this.#disk.state;
+      // After a refused switch the record may still say switching (if going back could not be saved).
+      if ((st === 'copying' || (st === 'switching' && !this.#switching)) && dirty.length * this.#unit <= SYNC_SLACK) {
+        try {
+          await this.#disk.transition('in-step', (d) => (d.migration!.updatedAt = new Date().toISOString()));
+          this.#log.info('migration in step', { disk: this.#disk.name, target: r.target });
+        } catch (err) {
+          this.#log.warn('cannot record that the migration is in step; will retry', { disk: this.#disk.name, err: errorText(err) });
+        }
       }
       if (dirty.length === 0) {
         await this.#tracker.whenDirty(signal);
@@ -279,7 +247,7 @@ export class DiskMigration {
     }
   }
 
-  async #copyUnits(list: number[], target: BlockDevice, signal?: AbortSignal): Promise<void> {
+  async #copyUnits(list: number[], target: WriteTarget, signal?: AbortSignal): Promise<void> {
     let i = 0;
     const worker = async (): Promise<void> => {
       while (i < list.length) {
@@ -292,9 +260,9 @@ export class DiskMigration {
   }
 
   /** Copies one unit of the merged view; zero ranges are skipped on a fresh target. */
-  async #copyUnit(u: number, target: BlockDevice, fresh: boolean): Promise<void> {
+  async #copyUnit(u: number, target: WriteTarget, fresh: boolean): Promise<void> {
     const off = u * this.#unit;
-    const len = Math.min(this.#unit, this.size - off);
+    const len = Math.min(this.#unit, this.#disk.size - off);
     this.#tracker.clear(u);
     await this.#bucket.take(len);
     const ext = await this.#overlay.extents(off, len);
@@ -306,44 +274,61 @@ export class DiskMigration {
       await this.#overlay.read(buf, off);
       await target.write(buf, off);
     }
-    this.record.copiedBytes += len;
+    this.#record.copiedBytes += len;
     this.#rateWindow.push([Date.now(), len]);
   }
 
   /**
-   * Switches `sw` to the target: under exclusive, copies what is still dirty, flushes, records
-   * 'switched' and re-points the export. Returns the tracker now in front of the target (it
-   * records the VM's writes after the switch for the final comparison).
+   * Switches `sw` to the target (the disk must be in step). Returns the tracker now in front of
+   * the target (it records the VM's writes after the switch, for the final comparison).
    */
   async switchOver(sw: SwitchableDevice): Promise<DirtyTracker> {
-    if (this.record.state !== 'synced') throw new BlockError('EINVAL', `disk ${this.disk} is not in step with its target (state ${this.record.state})`);
+    const name = this.#disk.name;
+    if (this.#disk.state !== 'in-step') throw new ReboundError('ERR_SESSION_STATE', `disk ${name} is ${this.#disk.state}, not in step with its target`);
+    this.#switching = true;
+    try {
+      return await this.#switchOver(sw);
+    } finally {
+      this.#switching = false;
+    }
+  }
+
+  async #switchOver(sw: SwitchableDevice): Promise<DirtyTracker> {
+    const name = this.#disk.name;
+    await this.#disk.transition('switching');
+    // The copier must be idle first: a unit it read before the pause could otherwise land on the
+    // target after the final copy of the same unit.
+    await this.halt();
     const target = this.#target!;
-    // The background copier must be idle first: a copy it read before the pause could otherwise
-    // land on the target after the final copy of the same unit.
-    this.record.state = 'switching';
-    await this.#halt();
     const after = new DirtyTracker(target, this.#unit);
-    after.start();
-    await sw.exclusive(async () => {
-      try {
+    try {
+      await sw.exclusive(async () => {
         await this.#copyUnits(this.#tracker.snapshot(), target);
         await target.flush();
-      } catch (err) {
-        this.record.state = 'paused';
-        this.record.error = errorText(err);
-        this.#notify();
-        throw err;
-      }
-      this.record.state = 'switched';
-      this.record.switchedAt = new Date().toISOString();
-      this.record.updatedAt = this.record.switchedAt;
-      await this.#save();
-      sw.switchTo(after);
-    });
+        await this.#disk.transition('switched', (d) => {
+          d.migration!.switchedAt = new Date().toISOString();
+          d.migration!.updatedAt = d.migration!.switchedAt;
+        });
+        after.start();
+        sw.switchTo(after);
+      });
+    } catch (err) {
+      await this.#backFromFailedSwitch(err);
+      throw err instanceof ReboundError ? err : new ReboundError('ERR_TARGET_IO', `switch of ${name} to ${this.#record.target} failed: ${errorText(err)}; the VM keeps running on its overlay`, { cause: err });
+    }
     this.#tracker.stop();
-    this.#notify();
-    this.#log.info('switched to production storage', { disk: this.disk, target: this.record.target });
+    this.#log.info('switched to production storage', { disk: name, target: this.#record.target });
     return after;
+  }
+
+  /** The switch did not take effect: the export is still on the overlay. Resume keeping in step. */
+  async #backFromFailedSwitch(err: unknown): Promise<void> {
+    const why = errorText(err);
+    this.#log.warn('switch refused; the VM stays on its overlay', { disk: this.#disk.name, err: why });
+    // Back to in-step if that can be saved; if not, the record says `switching`, which a restart
+    // also reads as "the switch never took effect".
+    await this.#disk.transition('in-step').catch(() => undefined);
+    this.start(true);
   }
 
   /**
@@ -352,14 +337,15 @@ export class DiskMigration {
    */
   async verifyAfterSwitch(sw: SwitchableDevice, after: DirtyTracker): Promise<{ units: number; repaired: number }> {
     const target = this.#target!;
-    const units = Math.ceil(this.size / this.#unit);
+    const size = this.#disk.size;
+    const units = Math.ceil(size / this.#unit);
     let repaired = 0;
     const a = new Uint8Array(this.#unit);
     const b = new Uint8Array(this.#unit);
     for (let u = 0; u < units; u++) {
       if (after.isDirty(u)) continue;
       const off = u * this.#unit;
-      const len = Math.min(this.#unit, this.size - off);
+      const len = Math.min(this.#unit, size - off);
       await this.#overlay.read(a.subarray(0, len), off);
       await target.read(b.subarray(0, len), off);
       if (Buffer.compare(a.subarray(0, len), b.subarray(0, len)) === 0) continue;
@@ -371,22 +357,16 @@ export class DiskMigration {
     }
     if (repaired) {
       await target.flush();
-      this.#log.warn('final comparison repaired units on the target', { disk: this.disk, repaired });
+      this.#log.warn('final comparison repaired units on the target', { disk: this.#disk.name, repaired });
     }
     after.stop();
-    this.record.verified = { units, repaired };
-    await this.#save();
-    return this.record.verified;
+    this.#record.verified = { units, repaired };
+    return this.#record.verified;
   }
+}
 
-  /** The target device (open while copying and after the switch). */
-  get target(): WriteTarget | undefined {
-    return this.#target;
-  }
-
-  /** Opens the target of a migration that was switched before a restart. */
-  async reopenSwitchedTarget(): Promise<WriteTarget> {
-    this.#target = await openTarget(this.record.target, this.size);
-    return this.#target;
-  }
+/** A new migration record for `target`. */
+export function newMigrationRecord(target: string, rate: number | null): MigrationRecord {
+  const now = new Date().toISOString();
+  return { target, rate, cursor: 0, copiedBytes: 0, error: null, startedAt: now, updatedAt: now, switchedAt: null, verified: null };
 }

@@ -1,28 +1,52 @@
 /**
- * The persisted form of a recovery session: DATA/sessions/<name>/session.json (versioned; written
- * durably — temp file, fsync, rename — on every state change). The session directory also holds
- * the overlays (overlays/<disk>/, the CowOverlay format) and files the front ends keep for the
- * session (e.g. nfs/ for files a hypervisor creates in the datastore). Removing the directory
- * removes the session.
+ * The persisted form of a recovery session: DATA/sessions/<name>/session.json, versioned, written
+ * durably (temp file, fsync, rename, directory fsync) before every state change takes effect. The
+ * session directory also holds the overlays (overlays/<disk>/, the CowOverlay format) and files
+ * the front ends keep for the session (e.g. nfs/). Removing the directory removes the session.
+ *
+ * Versions: 1 (wave 1) kept a migration state per disk (copying, synced, paused, switching,
+ * switched, cancelled) and an `overlayRetired` flag; 2 keeps one disk state (disk-state.ts) and
+ * publishes per front end. Version 1 records are read and upgraded in memory; they are written
+ * back as version 2 at the next change.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { ReboundError } from '../errors.js';
 import type { QosLimits } from '../blockdev/layers/qos.js';
-import { writeFileDurable } from '../util/durable-file.js';
-import type { MigrationRecord } from './migration.js';
+import type { FrontEnd } from '../exports/catalog.js';
+import { writeFileDurableAsync } from '../util/durable-file.js';
+import { DISK_STATES, type DiskState } from './disk-state.js';
 
 export const SESSION_FORMAT = 'rebound-session';
-export const SESSION_VERSION = 1;
+export const SESSION_VERSION = 2;
 const RECORD_FILE = 'session.json';
+
+/** What session.json keeps of a disk's migration (absent until the first `migrate`). */
+export interface MigrationRecord {
+  target: string;
+  /** Copy rate limit, bytes/s (null: unlimited). */
+  rate: number | null;
+  /** End of the copied prefix of pass 1, bytes. */
+  cursor: number;
+  copiedBytes: number;
+  /** Why the migration is paused (target error, cancelled), or null. */
+  error: string | null;
+  startedAt: string;
+  updatedAt: string;
+  switchedAt: string | null;
+  /** Result of the final comparison after the switch. */
+  verified: { units: number; repaired: number } | null;
+}
 
 export interface SessionDiskRecord {
   name: string;
   size: number;
+  state: DiskState;
   migration: MigrationRecord | null;
-  /** The overlay was retired after a switch: the disk is served by its migration target alone. */
-  overlayRetired: boolean;
 }
+
+/** Front ends a session's disks are published on. */
+export type PublishChoice = Record<Exclude<FrontEnd, 'iscsi'>, boolean>;
 
 export interface SessionRecord {
   format: typeof SESSION_FORMAT;
@@ -34,7 +58,7 @@ export interface SessionRecord {
   /** Overlay quota per disk, bytes (null: none). */
   quota: number | null;
   qos: QosLimits;
-  publish: { nbd: boolean; nfs: boolean };
+  publish: PublishChoice;
   disks: SessionDiskRecord[];
   /** Restore points stored from this session by `rebound commit`. */
   commits: Array<{ pointId: string; at: string }>;
@@ -52,29 +76,85 @@ export function sessionsDir(dataDir: string): string {
   return path.join(dataDir, 'sessions');
 }
 
-export function saveRecord(dir: string, r: SessionRecord): void {
-  writeFileDurable(path.join(dir, RECORD_FILE), JSON.stringify(r, null, 2) + '\n');
+/** Writes the record durably; rejects (leaving the old record in place) if it cannot. */
+export function saveRecord(dir: string, r: SessionRecord): Promise<void> {
+  return writeFileDurableAsync(path.join(dir, RECORD_FILE), JSON.stringify(r, null, 2) + '\n');
+}
+
+export interface LoadedRecords {
+  records: Array<{ dir: string; record: SessionRecord }>;
+  damaged: Array<{ dir: string; error: string }>;
 }
 
 /** Every session directory with a record, oldest first; damaged records are reported, not fatal. */
-export function loadRecords(dataDir: string): { records: Array<{ dir: string; record: SessionRecord }>; damaged: Array<{ dir: string; error: string }> } {
+export async function loadRecords(dataDir: string): Promise<LoadedRecords> {
   const root = sessionsDir(dataDir);
-  const records: Array<{ dir: string; record: SessionRecord }> = [];
-  const damaged: Array<{ dir: string; error: string }> = [];
-  if (!fs.existsSync(root)) return { records, damaged };
-  for (const name of fs.readdirSync(root).sort()) {
+  const out: LoadedRecords = { records: [], damaged: [] };
+  let names: string[];
+  try {
+    names = (await fs.promises.readdir(root)).sort();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return out;
+    throw err;
+  }
+  for (const name of names) {
     const dir = path.join(root, name);
     const file = path.join(dir, RECORD_FILE);
-    if (!fs.existsSync(file)) continue;
+    let text: string;
     try {
-      const r = JSON.parse(fs.readFileSync(file, 'utf8')) as SessionRecord;
-      if (r.format !== SESSION_FORMAT) throw new Error('not a session record');
-      if (r.version !== SESSION_VERSION) throw new Error(`session format ${r.version} is not supported (this rebound reads ${SESSION_VERSION})`);
-      records.push({ dir, record: r });
+      text = await fs.promises.readFile(file, 'utf8');
     } catch (err) {
-      damaged.push({ dir, error: `${file}: ${(err as Error).message}` });
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') continue;
+      out.damaged.push({ dir, error: `${file}: ${(err as Error).message}` });
+      continue;
+    }
+    try {
+      out.records.push({ dir, record: parseRecord(JSON.parse(text)) });
+    } catch (err) {
+      out.damaged.push({ dir, error: `${file}: ${(err as Error).message}` });
     }
   }
-  records.sort((a, b) => a.record.createdAt.localeCompare(b.record.createdAt));
-  return { records, damaged };
+  out.records.sort((a, b) => a.record.createdAt.localeCompare(b.record.createdAt));
+  return out;
+}
+
+/** Checks a parsed record and upgrades version 1. */
+export function parseRecord(raw: unknown): SessionRecord {
+  const r = raw as Record<string, unknown>;
+  if (!r || typeof r !== 'object' || r.format !== SESSION_FORMAT) throw new Error('not a session record');
+  if (r.version === 1) return upgradeV1(r as unknown as SessionRecordV1);
+  if (r.version !== SESSION_VERSION) throw new Error(`session format ${String(r.version)} is not supported (this rebound reads 1 and ${SESSION_VERSION})`);
+  const rec = r as unknown as SessionRecord;
+  if (typeof rec.name !== 'string' || !Array.isArray(rec.disks)) throw new Error('session record lacks its name or disks');
+  for (const d of rec.disks) if (!DISK_STATES.includes(d.state)) throw new Error(`disk ${d.name} has an unknown state '${String(d.state)}'`);
+  return rec;
+}
+
+interface SessionRecordV1 extends Omit<SessionRecord, 'version' | 'disks' | 'publish'> {
+  version: 1;
+  publish: { nbd: boolean; nfs: boolean };
+  disks: Array<{ name: string; size: number; overlayRetired: boolean; migration: (Omit<MigrationRecord, 'error'> & { error: string | null; state: string }) | null }>;
+}
+
+const V1_STATES: Record<string, DiskState> = { copying: 'copying', synced: 'in-step', paused: 'paused', switching: 'switching', switched: 'switched', cancelled: 'paused' };
+
+function upgradeV1(r: SessionRecordV1): SessionRecord {
+  return {
+    ...r,
+    version: SESSION_VERSION,
+    // Version 1 had no publish choice for FUSE; FUSE showed every session.
+    publish: { nbd: r.publish.nbd, nfs: r.publish.nfs, fuse: true },
+    disks: r.disks.map((d) => {
+      let state: DiskState = 'running';
+      if (d.overlayRetired) state = 'retired';
+      else if (d.migration) {
+        const s = V1_STATES[d.migration.state];
+        if (!s) throw new Error(`disk ${d.name} has an unknown migration state '${d.migration.state}'`);
+        state = s;
+      }
+      if (!d.migration) return { name: d.name, size: d.size, state, migration: null };
+      const { state: v1State, ...m } = d.migration;
+      return { name: d.name, size: d.size, state, migration: { ...m, error: m.error ?? (v1State === 'cancelled' ? 'cancelled' : null) } };
+    }),
+  };
 }

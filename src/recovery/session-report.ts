@@ -7,9 +7,11 @@
 import type { QosLimits } from '../blockdev/layers/qos.js';
 import { nbdUris } from '../nbd/client.js';
 import type { IoCounters } from '../blockdev/layers/stats.js';
+import { sessionEntryName } from '../exports/catalog.js';
+import type { DiskState } from './disk-state.js';
 import type { MigrationProgress } from './migration.js';
-import type { Session } from './session.js';
-import { sessionExportName } from './session.js';
+import type { PublishChoice } from './session-record.js';
+import type { RecoverySession } from './session.js';
 
 export interface ReportContext {
   now: number;
@@ -28,6 +30,7 @@ export interface SessionDiskReport {
   overlayDiskBytes: number;
   quota: number | null;
   io: IoCounters;
+  state: DiskState;
   migration: MigrationProgress | null;
   switched: boolean;
   verified: { units: number; repaired: number } | null;
@@ -39,8 +42,9 @@ export interface SessionReport {
   point: string;
   createdAt: string;
   ageSeconds: number;
-  state: 'running' | 'migrating' | 'in-step' | 'paused' | 'switched';
-  publish: { nbd: boolean; nfs: boolean };
+  /** Summary of the disks' states (disk-state.ts has the full story per disk). */
+  state: 'running' | 'migrating' | 'in-step' | 'paused' | 'switching' | 'switched';
+  publish: PublishChoice;
   qos: QosLimits;
   overlayBytes: number;
   writeRate: number;
@@ -49,11 +53,12 @@ export interface SessionReport {
   commits: Array<{ pointId: string; at: string }>;
 }
 
-export function describeSession(s: Session, ctx: ReportContext): SessionReport {
+export function describeSession(s: RecoverySession, ctx: ReportContext): SessionReport {
   const ep = ctx.endpoints();
+  const r = s.record;
   const disks: SessionDiskReport[] = s.disks.map((d) => {
     const st = d.overlay?.stats();
-    const exp = s.publish.nbd ? sessionExportName(s.name, d.name) : null;
+    const exp = r.publish.nbd ? sessionEntryName(s.name, d.name) : null;
     return {
       name: d.name,
       size: d.size,
@@ -61,15 +66,16 @@ export function describeSession(s: Session, ctx: ReportContext): SessionReport {
       nbdUri: exp ? (nbdUris(exp, ep)[0] ?? null) : null,
       overlayBytes: st?.allocatedBytes ?? 0,
       overlayDiskBytes: st?.diskBytes ?? 0,
-      quota: s.record.quota,
+      quota: r.quota,
       io: d.counters(),
+      state: d.state,
       migration: d.migrationProgress(),
-      switched: d.record.overlayRetired || d.migration?.record.state === 'switched',
-      verified: d.migration?.record.verified ?? null,
+      switched: d.state === 'switched' || d.state === 'retired',
+      verified: d.record.migration?.verified ?? null,
     };
   });
   const overlayBytes = disks.reduce((a, d) => a + d.overlayBytes, 0);
-  const ageSeconds = Math.floor((ctx.now - Date.parse(s.record.createdAt)) / 1000);
+  const ageSeconds = Math.floor((ctx.now - Date.parse(r.createdAt)) / 1000);
   const warnings: string[] = [];
   if (ctx.warnAgeHours > 0 && ageSeconds > ctx.warnAgeHours * 3600) {
     warnings.push(`running from backup for ${Math.floor(ageSeconds / 3600)} h (over ${ctx.warnAgeHours} h): migrate it to production storage or discard it`);
@@ -77,31 +83,31 @@ export function describeSession(s: Session, ctx: ReportContext): SessionReport {
   if (ctx.warnBytes > 0 && overlayBytes > ctx.warnBytes) warnings.push(`overlays hold ${overlayBytes} bytes (over ${ctx.warnBytes})`);
   for (const d of disks) {
     if (d.quota && d.overlayBytes > 0.9 * d.quota) warnings.push(`${d.name}: overlay at ${Math.round((d.overlayBytes / d.quota) * 100)}% of its quota`);
-    if (d.migration?.state === 'paused') warnings.push(`${d.name}: migration paused: ${d.migration.error ?? 'stopped'}`);
+    if (d.state === 'paused') warnings.push(`${d.name}: migration paused: ${d.migration?.error ?? 'stopped'}`);
   }
-  const migs = disks.map((d) => d.migration).filter((m): m is MigrationProgress => m !== null);
-  const state: SessionReport['state'] = disks.every((d) => d.switched)
-    ? 'switched'
-    : migs.some((m) => m.state === 'paused')
-      ? 'paused'
-      : migs.length && migs.every((m) => m.state === 'synced' || m.state === 'switched')
-        ? 'in-step'
-        : migs.some((m) => m.state === 'copying' || m.state === 'switching')
-          ? 'migrating'
-          : 'running';
   return {
     name: s.name,
-    vm: s.vm,
-    point: s.pointId,
-    createdAt: s.record.createdAt,
+    vm: r.vm,
+    point: r.pointId,
+    createdAt: r.createdAt,
     ageSeconds,
-    state,
-    publish: s.publish,
+    state: summarize(disks.map((d) => d.state)),
+    publish: r.publish,
     qos: s.limiter.limits,
     overlayBytes,
     writeRate: disks.reduce((a, d) => a + d.io.writeRate, 0),
     disks,
     warnings,
-    commits: s.record.commits,
+    commits: r.commits,
   };
+}
+
+/** One word for the session: the disk states that matter most to an operator win. */
+function summarize(states: DiskState[]): SessionReport['state'] {
+  const any = (...x: DiskState[]): boolean => states.some((s) => x.includes(s));
+  if (states.every((s) => s === 'switched' || s === 'retired')) return 'switched';
+  if (any('paused')) return 'paused';
+  if (any('switching')) return 'switching';
+  if (any('copying')) return 'migrating';
+  return any('in-step') ? 'in-step' : 'running';
 }

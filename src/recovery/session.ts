@@ -1,119 +1,66 @@
 /**
- * Session: one recovered VM. Per disk it owns the device stack the VM writes to
+ * RecoverySession: one recovered VM — its record (session-record.ts), its disks (session-disk.ts)
+ * and the pin that keeps its restore point from being pruned while an overlay needs it. It does
+ * not publish itself (SessionManager does) and runs no workflow.
  *
- *   stats -> qos -> freeze -> switch -> dirty-tracker -> cow overlay -> lazy repo image
- *                                  \-> (after the switch) dirty-tracker -> migration target
- *
- * and the disk's migration. The repo image opens lazily (a restore point's index can be tens of
- * MiB), so a session is usable at once whatever the disk size. Session does not register exports
- * or persist itself; the SessionManager (sessions.ts) does, through the `save` callback.
+ * `commit(change)` is the only way the record changes: the change is applied to a copy, the copy
+ * is saved durably (asynchronously, serialised with other saves), and only then is the change
+ * applied in memory. A failed save rejects with a clear error and leaves memory as it was.
  */
-import fs from 'node:fs';
-import path from 'node:path';
-import { LazyDevice } from '../blockdev/base/lazy.js';
-import { repoImageCapabilities } from '../blockdev/base/repo-image.js';
-import { CowOverlay } from '../blockdev/layers/cow/cow-overlay.js';
-import { DirtyTracker } from '../blockdev/layers/dirty-tracker.js';
-import { FreezeLayer } from '../blockdev/layers/freeze.js';
-import { QosLayer, QosLimiter } from '../blockdev/layers/qos.js';
-import { StatsLayer, type IoCounters } from '../blockdev/layers/stats.js';
-import { SwitchableDevice } from '../blockdev/layers/switchable.js';
-import type { BlockDevice } from '../blockdev/types.js';
-import type { SessionDiskView, SessionView } from '../exports/views.js';
+import { QosLimiter } from '../blockdev/layers/qos.js';
+import { errorText, ReboundError } from '../errors.js';
+import type { SessionInfo } from '../exports/catalog.js';
 import type { PointManifest } from '../repo/manifest.js';
 import type { Repository } from '../repo/repository.js';
 import type { Logger } from '../util/log.js';
-import { DiskMigration, MIGRATION_UNIT, type MigrationProgress } from './migration.js';
-import { saveRecord, type SessionDiskRecord, type SessionRecord } from './session-record.js';
-
-export function sessionExportName(session: string, disk: string): string {
-  return `session/${session}/${disk}`;
-}
-
-export class SessionDisk implements SessionDiskView {
-  readonly name: string;
-  readonly size: number;
-  readonly record: SessionDiskRecord;
-  readonly top: BlockDevice;
-  readonly stats: StatsLayer;
-  readonly qos: QosLayer;
-  readonly freeze: FreezeLayer;
-  readonly switch: SwitchableDevice;
-  /** Present until the overlay is retired. */
-  overlay: CowOverlay | undefined;
-  tracker: DirtyTracker | undefined;
-  migration: DiskMigration | undefined;
-
-  constructor(record: SessionDiskRecord, lower: BlockDevice, qos: QosLimiter, shared: QosLimiter, parts: { overlay?: CowOverlay; tracker?: DirtyTracker }) {
-    this.name = record.name;
-    this.size = record.size;
-    this.record = record;
-    this.overlay = parts.overlay;
-    this.tracker = parts.tracker;
-    this.switch = new SwitchableDevice(lower);
-    this.freeze = new FreezeLayer(this.switch);
-    this.qos = new QosLayer(this.freeze, qos, shared);
-    this.stats = new StatsLayer(this.qos);
-    this.top = this.stats;
-  }
-
-  device(): BlockDevice {
-    return this.top;
-  }
-
-  counters(): IoCounters {
-    return this.stats.counters();
-  }
-
-  migrationProgress(): MigrationProgress | null {
-    return this.migration?.progress() ?? null;
-  }
-}
+import { overlayAuthoritative } from './disk-state.js';
+import { SessionDisk, type DiskHost } from './session-disk.js';
+import { saveRecord, type SessionRecord } from './session-record.js';
 
 export interface SessionDeps {
   repo: Repository;
+  /** Limits shared by all session disks. */
   shared: QosLimiter;
   log: Logger;
 }
 
-export class Session implements SessionView {
+export class RecoverySession implements DiskHost {
   readonly dir: string;
-  readonly record: SessionRecord;
   readonly disks: SessionDisk[] = [];
   readonly limiter: QosLimiter;
-  readonly #deps: SessionDeps;
-  #unpin: (() => void) | undefined;
+  readonly shared: QosLimiter;
+  readonly repo: Repository;
+  readonly log: Logger;
+  readonly info: SessionInfo;
+  #record: SessionRecord;
   #saving: Promise<void> = Promise.resolve();
+  #unpin: (() => void) | undefined;
 
   private constructor(dir: string, record: SessionRecord, deps: SessionDeps) {
     this.dir = dir;
-    this.record = record;
-    this.#deps = deps;
+    this.#record = record;
+    this.repo = deps.repo;
+    this.shared = deps.shared;
+    this.log = deps.log;
     this.limiter = new QosLimiter(record.qos);
+    this.info = { name: record.name, vm: record.vm, pointId: record.pointId, createdAt: new Date(record.createdAt), filesDir: dir };
   }
 
   get name(): string {
-    return this.record.name;
-  }
-  get vm(): string {
-    return this.record.vm;
-  }
-  get pointId(): string {
-    return this.record.pointId;
-  }
-  get createdAt(): Date {
-    return new Date(this.record.createdAt);
-  }
-  get publish(): { nbd: boolean; nfs: boolean } {
-    return this.record.publish;
+    return this.#record.name;
   }
 
-  /** Opens a session's stacks (new or after a restart). Pins the restore point while it has overlays. */
-  static async open(dir: string, record: SessionRecord, m: PointManifest, deps: SessionDeps): Promise<Session> {
-    const s = new Session(dir, record, deps);
+  /** The live record (read it; change it only through commit()). */
+  get record(): SessionRecord {
+    return this.#record;
+  }
+
+  /** Opens every disk's stack as its state says. Pins the restore point while an overlay needs it. */
+  static async open(dir: string, record: SessionRecord, m: PointManifest, deps: SessionDeps): Promise<RecoverySession> {
+    const s = new RecoverySession(dir, record, deps);
     try {
-      for (const d of record.disks) s.disks.push(await s.#openDisk(d, m));
-      if (s.disks.some((d) => d.overlay)) s.#unpin = deps.repo.pin(m.vm, m.id);
+      for (const d of record.disks) s.disks.push(await SessionDisk.open(s, d, m));
+      s.#pinIfNeeded();
       return s;
     } catch (err) {
       await s.close();
@@ -121,75 +68,40 @@ export class Session implements SessionView {
     }
   }
 
-  async #openDisk(d: SessionDiskRecord, m: PointManifest): Promise<SessionDisk> {
-    const log = this.#deps.log.child({ session: this.name, disk: d.name });
-    const save = (): Promise<void> => this.save();
-    if (d.overlayRetired && d.migration) {
-      const mig = new DiskMigration({ disk: d.name, size: d.size, record: d.migration, save, log });
-      const target = await mig.reopenSwitchedTarget();
-      const disk = new SessionDisk(d, target, this.limiter, this.#deps.shared, {});
-      disk.migration = mig;
-      return disk;
-    }
-    const repo = this.#deps.repo;
-    const base = new LazyDevice('repo-image', d.size, repoImageCapabilities(repo.chunkSize), () => repo.openImage(m, d.name));
-    let overlay: CowOverlay;
-    try {
-      overlay = await CowOverlay.open(base, {
-        dir: path.join(this.dir, 'overlays', d.name),
-        baseId: `repo:${m.vm}@${m.id}/${d.name}`,
-        maxBytes: this.record.quota ?? undefined,
-      });
-    } catch (err) {
-      await base.close();
-      throw err;
-    }
-    const tracker = new DirtyTracker(overlay, MIGRATION_UNIT);
-    const disk = new SessionDisk(d, tracker, this.limiter, this.#deps.shared, { overlay, tracker });
-    if (d.migration) disk.migration = new DiskMigration({ disk: d.name, size: d.size, overlay, tracker, record: d.migration, save, log });
-    return disk;
-  }
-
   disk(name: string): SessionDisk | undefined {
     return this.disks.find((d) => d.name === name);
   }
 
-  /** Persists the record; calls are serialised so the newest state always lands last. */
-  save(): Promise<void> {
-    this.#saving = this.#saving.then(() => saveRecord(this.dir, this.record)).catch((err: unknown) => {
-      this.#deps.log.error('cannot save session record', { session: this.name, err });
+  commit(change?: (r: SessionRecord) => void): Promise<void> {
+    const run = this.#saving.then(async () => {
+      const next = structuredClone(this.#record);
+      change?.(next);
+      try {
+        await saveRecord(this.dir, next);
+      } catch (err) {
+        throw new ReboundError('ERR_DATA_DIR_UNUSABLE', `cannot save the state of session ${this.name} (${errorText(err)}); nothing was changed`, { cause: err });
+      }
+      change?.(this.#record);
     });
-    return this.#saving;
+    this.#saving = run.catch(() => undefined);
+    return run;
   }
 
-  /**
-   * After a switch and the final comparison: closes and deletes a disk's overlay; when no disk
-   * has an overlay left, the restore point is unpinned.
-   */
-  async retireOverlay(disk: SessionDisk): Promise<void> {
-    const overlay = disk.overlay;
-    if (!overlay) return;
-    disk.overlay = undefined;
-    disk.tracker = undefined;
-    await overlay.close();
-    fs.rmSync(overlay.dir, { recursive: true, force: true });
-    disk.record.overlayRetired = true;
-    await this.save();
-    if (this.disks.every((d) => !d.overlay)) {
-      this.#unpin?.();
-      this.#unpin = undefined;
-    }
-    this.#deps.log.info('overlay retired', { session: this.name, disk: disk.name });
+  /** Unpins the restore point once no disk's overlay needs it. */
+  releasePointIfDone(): void {
+    if (this.disks.some((d) => overlayAuthoritative(d.state) || d.overlay)) return;
+    this.#unpin?.();
+    this.#unpin = undefined;
   }
 
-  /** Stops migrations and closes every device (not the exports: the manager removes those first). */
+  #pinIfNeeded(): void {
+    if (this.disks.some((d) => overlayAuthoritative(d.state) || d.overlay)) this.#unpin = this.repo.pin(this.#record.vm, this.#record.pointId);
+  }
+
+  /** Stops copiers (states kept, so a restart resumes them), drains and closes every device. */
   async close(): Promise<void> {
-    for (const d of this.disks) await d.migration?.stop().catch(() => undefined);
-    for (const d of this.disks) {
-      await d.top.close().catch(() => undefined);
-      // After a switch the overlay is no longer below the switch point: close it separately.
-      if (d.overlay && d.switch.next !== d.tracker) await d.overlay.close().catch(() => undefined);
-    }
+    for (const d of this.disks) await d.close();
+    await this.#saving;
     this.#unpin?.();
     this.#unpin = undefined;
   }

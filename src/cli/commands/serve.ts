@@ -51,12 +51,12 @@ function buildConfig(flags: ConfigLayer, io: CliIo): ValidatedConfig {
 
 function banner(daemon: Daemon): string {
   const ep = daemon.endpoints;
-  const exports = daemon.registry.list();
+  const exports = daemon.catalog.view('nbd').names();
   const lines = [`rebound is serving ${exports.length} export(s) from ${daemon.config.dataDir}`];
   const width = Math.max(12, ...exports.map((e) => e.name.length));
-  for (const e of exports) {
-    const uri = nbdUris(e.name, ep)[0] ?? '(no NBD listener)';
-    lines.push(`  ${e.name.padEnd(width)} ${formatSize(e.device.size).padStart(9)}  ${e.readOnly ? 'read-only ' : 'read-write'}  ${uri}`);
+  for (const { name, entry } of exports) {
+    const uri = nbdUris(name, ep)[0] ?? '(no NBD listener)';
+    lines.push(`  ${name.padEnd(width)} ${formatSize(entry.size).padStart(9)}  ${entry.writable ? 'read-write' : 'read-only '}  ${uri}`);
   }
   if (exports.length === 0) lines.push('  (no exports yet: back up a VM with `rebound backup`, or start with --export NAME=PATH)');
   lines.push(`NBD: ${nbdUris('', ep).join('  ') || 'no listener'}`);

@@ -1,8 +1,9 @@
 /**
- * Datastore: the file tree the NFS server publishes, built from the views of src/exports/views.ts.
+ * Datastore: the file tree the NFS server publishes, rendered from the publication catalog's NFS
+ * view (src/exports/catalog.ts) and nothing else.
  *
- *   /sessions/<session>/<disk>-flat.vmdk   the session's writable disk (SessionDiskView.device())
- *   /sessions/<session>/<anything else>    ordinary files under <session.dir>/nfs/: the descriptor
+ *   /sessions/<session>/<disk>-flat.vmdk   the session's published disk (writable)
+ *   /sessions/<session>/<anything else>    ordinary files under <filesDir>/nfs/: the descriptor
  *                                          <disk>.vmdk and the VM's config files (copied there when
  *                                          the folder is first used) and whatever the hypervisor
  *                                          creates (.lck-*, vmware.log, .vswp, .nvram, snapshots)
@@ -13,8 +14,8 @@
  *  - Nodes are found through `#index` (file id -> node), filled by every lookup and listing. A
  *    handle whose id is not there (after a restart) makes the datastore walk the whole tree once
  *    and look again; a handle still not found is NFS3ERR_STALE (handles.ts explains the ids).
- *  - Every resolve re-checks that the object still exists: the session is still listed and
- *    published on NFS, the restore point still listed, a real file still has the same inode and
+ *  - Every resolve re-checks that the object still exists: the session is still published on
+ *    NFS, the restore point still listed, a real file still has the same inode and
  *    birth time. Objects of removed sessions therefore answer STALE at once.
  *  - Attributes of virtual objects come from memory (no I/O): GETATTR of the root or a disk is
  *    answered even while the thread pool is busy with slow backup reads.
@@ -22,7 +23,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { PointSource, PointView, SessionSource, SessionView } from '../../exports/views.js';
+import type { CatalogView, PointGroup, SessionGroup } from '../../exports/catalog.js';
 import type { Logger } from '../../util/log.js';
 import { Nfs3Stat, NfsError } from '../error-map.js';
 import type { HandleCodec } from './handles.js';
@@ -30,8 +31,8 @@ import { isDir, msToNs, type DsNode, type NodeAttrs, type NodeKind } from './nod
 import { descriptorName, flatName, vmdkDescriptor } from './vmdk.js';
 
 export interface DatastoreOptions {
-  sessions: SessionSource;
-  points: PointSource;
+  /** The catalog as published on NFS. */
+  catalog: CatalogView;
   codec: HandleCodec;
   log: Logger;
 }
@@ -40,13 +41,11 @@ const startNs = msToNs(Date.now());
 
 export class Datastore {
   readonly codec: HandleCodec;
-  readonly #sessions: SessionSource;
-  readonly #points: PointSource;
+  readonly #catalog: CatalogView;
   readonly #log: Logger;
   readonly #index = new Map<bigint, DsNode>();
   readonly #mtimes = new Map<bigint, bigint>();
   readonly #ready = new Map<string, Promise<void>>();
-  #pointList: Promise<PointView[]> | undefined;
   /** The index holds everything since the last walk (nothing changed since): unknown ids are STALE. */
   #complete = false;
   #lastWalk = 0;
@@ -60,21 +59,17 @@ export class Datastore {
 
   constructor(opts: DatastoreOptions) {
     this.codec = opts.codec;
-    this.#sessions = opts.sessions;
-    this.#points = opts.points;
+    this.#catalog = opts.catalog;
     this.#log = opts.log;
     this.root = this.#node('root', '', undefined, { k: 'root' });
     this.#sessionsDir = this.#node('sessions', 'sessions', this.root, { k: 'sessions' });
     this.#backupsDir = this.#node('backups', 'backups', this.root, { k: 'backups' });
     this.#unsubscribe.push(
-      this.#sessions.onChange(() => {
-        this.#sessionsChangedNs = msToNs(Date.now());
+      this.#catalog.onChange((e, what) => {
+        if (what === 'changed') return;
         this.#complete = false;
-      }),
-      this.#points.onChange(() => {
-        this.#pointList = undefined;
-        this.#complete = false;
-        this.#pointsChangedNs = msToNs(Date.now());
+        if (e.kind === 'session') this.#sessionsChangedNs = msToNs(Date.now());
+        else if (e.kind === 'point') this.#pointsChangedNs = msToNs(Date.now());
       }),
     );
   }
@@ -132,10 +127,10 @@ export class Datastore {
       case 'root':
         return [this.#backupsDir, this.#sessionsDir];
       case 'sessions':
-        return this.#publishedSessions().map((s) => this.#sessionNode(s));
+        return this.#catalog.sessions().map((s) => this.#sessionNode(s));
       case 'session': {
         await this.ensureSessionDir(k.s);
-        const flats = k.s.disks.map((d) => this.#node(`flat:${sessionKey(k.s)}:${d.name}`, flatName(d.name), dir, { k: 'flat', s: k.s, disk: d }));
+        const flats = k.s.disks.map((d) => this.#node(`flat:${sessionKey(k.s)}:${d.disk}`, flatName(d.disk), dir, { k: 'flat', s: k.s, disk: d }));
         const real = await this.#listReal(dir, k.s, k.realDir);
         const taken = new Set(flats.map((f) => f.name));
         return [...flats, ...real.filter((r) => !taken.has(r.name))].sort(byName);
@@ -144,21 +139,20 @@ export class Datastore {
         if (!k.dir) throw new NfsError(Nfs3Stat.NOTDIR, 'not a directory');
         return (await this.#listReal(dir, k.s, k.path)).sort(byName);
       case 'backups': {
-        const vms = [...new Set((await this.#pointsNow()).map((p) => p.vm))].sort();
-        return vms.map((vm) => this.#node(`vm:${vm}`, vm, dir, { k: 'vm', vm }));
+        return this.#catalog.vms().map((v) => this.#node(`vm:${v.vm}`, v.vm, dir, { k: 'vm', vm: v.vm }));
       }
       case 'vm':
-        return (await this.#pointsNow()).filter((p) => p.vm === k.vm).map((p) => this.#pointNode(dir, p));
+        return (this.#catalog.vms().find((v) => v.vm === k.vm)?.points ?? []).map((p) => this.#pointNode(dir, p));
       case 'point': {
         const p = k.p;
-        const key = `${p.vm}:${p.id}`;
+        const key = `${p.info.vm}:${p.info.id}`;
         const out: DsNode[] = [];
         for (const d of p.disks) {
-          out.push(this.#node(`pflat:${key}:${d.name}`, flatName(d.name), dir, { k: 'point-flat', p, disk: d }));
-          const text = Buffer.from(vmdkDescriptor(d.name, d.size, `${key}:${d.name}`));
-          out.push(this.#node(`pdesc:${key}:${d.name}`, descriptorName(d.name), dir, { k: 'point-desc', p, disk: d, text }));
+          out.push(this.#node(`pflat:${key}:${d.disk}`, flatName(d.disk), dir, { k: 'point-flat', p, disk: d }));
+          const text = Buffer.from(vmdkDescriptor(d.disk, d.size, `${key}:${d.disk}`));
+          out.push(this.#node(`pdesc:${key}:${d.disk}`, descriptorName(d.disk), dir, { k: 'point-desc', p, disk: d, text }));
         }
-        for (const c of p.configs) out.push(this.#node(`pconf:${key}:${c}`, c, dir, { k: 'point-config', p, name: c }));
+        for (const c of p.info.configs) out.push(this.#node(`pconf:${key}:${c}`, c, dir, { k: 'point-config', p, name: c }));
         return out.sort(byName);
       }
       default:
@@ -186,17 +180,17 @@ export class Datastore {
       case 'vm':
         return dir(this.#pointsChangedNs, false);
       case 'point':
-        return dir(msToNs(k.p.createdAt.getTime()), false);
+        return dir(msToNs(k.p.info.createdAt.getTime()), false);
       case 'point-flat':
-        return file(k.disk.size, msToNs(k.p.createdAt.getTime()), false);
+        return file(k.disk.size, msToNs(k.p.info.createdAt.getTime()), false);
       case 'point-desc':
-        return file(k.text.length, msToNs(k.p.createdAt.getTime()), false);
+        return file(k.text.length, msToNs(k.p.info.createdAt.getTime()), false);
       case 'point-config':
-        return file((await k.p.readConfig(k.name)).length, msToNs(k.p.createdAt.getTime()), false);
+        return file((await k.p.info.readConfig(k.name)).length, msToNs(k.p.info.createdAt.getTime()), false);
       case 'flat':
-        return file(k.disk.size, this.#mtimes.get(n.id) ?? msToNs(k.s.createdAt.getTime()), true);
+        return file(k.disk.size, this.#mtimes.get(n.id) ?? msToNs(k.s.info.createdAt.getTime()), true);
       case 'session': {
-        const base = dir(msToNs(k.s.createdAt.getTime()), true);
+        const base = dir(msToNs(k.s.info.createdAt.getTime()), true);
         try {
           const st = await fs.promises.stat(k.realDir, { bigint: true });
           return { ...base, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, atimeNs: st.atimeNs };
@@ -219,8 +213,8 @@ export class Datastore {
     this.#mtimes.set(n.id, msToNs(Date.now()));
   }
 
-  /** Makes `<session.dir>/nfs/` with descriptors and config files, once per session (atomic rename). */
-  ensureSessionDir(s: SessionView): Promise<void> {
+  /** Makes `<filesDir>/nfs/` with descriptors and config files, once per session (atomic rename). */
+  ensureSessionDir(s: SessionGroup): Promise<void> {
     const key = sessionKey(s);
     let p = this.#ready.get(key);
     if (!p) {
@@ -232,7 +226,7 @@ export class Datastore {
   }
 
   /** A real file's node after it was created or renamed (by path). */
-  async realNode(parent: DsNode, s: SessionView, name: string, p: string): Promise<DsNode> {
+  async realNode(parent: DsNode, s: SessionGroup, name: string, p: string): Promise<DsNode> {
     const st = await fs.promises.lstat(p, { bigint: true });
     // Only files and directories: a symlink or device node put there by hand is not published.
     if (!st.isFile() && !st.isDirectory()) throw new NfsError(Nfs3Stat.NOENT, `${name} is not a regular file`);
@@ -256,28 +250,19 @@ export class Datastore {
     return n;
   }
 
-  #sessionNode(s: SessionView): DsNode {
-    return this.#node(`session:${sessionKey(s)}`, s.name, this.#sessionsDir, { k: 'session', s, realDir: path.join(s.dir, 'nfs') });
+  #sessionNode(s: SessionGroup): DsNode {
+    return this.#node(`session:${sessionKey(s)}`, s.info.name, this.#sessionsDir, { k: 'session', s, realDir: path.join(s.info.filesDir, 'nfs') });
   }
 
-  #pointNode(vmDir: DsNode, p: PointView): DsNode {
-    return this.#node(`point:${p.vm}:${p.id}`, p.id, vmDir, { k: 'point', p });
+  #pointNode(vmDir: DsNode, p: PointGroup): DsNode {
+    return this.#node(`point:${p.info.vm}:${p.info.id}`, p.info.id, vmDir, { k: 'point', p });
   }
 
-  #publishedSessions(): SessionView[] {
-    return this.#sessions.list().filter((s) => s.publish.nfs);
+  #point(vm: string, id: string): PointGroup | undefined {
+    return this.#catalog.vms().find((v) => v.vm === vm)?.points.find((p) => p.info.id === id);
   }
 
-  #pointsNow(): Promise<PointView[]> {
-    this.#pointList ??= this.#points.list();
-    const p = this.#pointList;
-    p.catch(() => {
-      if (this.#pointList === p) this.#pointList = undefined;
-    });
-    return p;
-  }
-
-  async #listReal(dir: DsNode, s: SessionView, dirPath: string): Promise<DsNode[]> {
+  async #listReal(dir: DsNode, s: SessionGroup, dirPath: string): Promise<DsNode[]> {
     let names: string[];
     try {
       names = await fs.promises.readdir(dirPath);
@@ -310,8 +295,8 @@ export class Datastore {
       case 'session':
       case 'flat':
       case 'real': {
-        const s = this.#sessions.get(k.s.name);
-        if (!s || !s.publish.nfs || sessionKey(s) !== sessionKey(k.s)) return undefined;
+        const s = this.#catalog.session(k.s.info.name);
+        if (!s || sessionKey(s) !== sessionKey(k.s)) return undefined;
         if (k.k === 'real') {
           try {
             const st = await fs.promises.lstat(k.path, { bigint: true });
@@ -320,10 +305,10 @@ export class Datastore {
             return undefined;
           }
         }
-        if (s === k.s) return n;
         let kind: NodeKind;
         if (k.k === 'flat') {
-          const disk = s.disks.find((d) => d.name === k.disk.name);
+          const disk = s.disks.find((d) => d.disk === k.disk.disk);
+          if (disk === k.disk) return n;
           if (!disk) return undefined;
           kind = { ...k, s, disk };
         } else kind = { ...k, s };
@@ -332,12 +317,12 @@ export class Datastore {
         return fresh;
       }
       case 'vm':
-        return (await this.#pointsNow()).some((p) => p.vm === k.vm) ? n : undefined;
+        return this.#catalog.vms().some((v) => v.vm === k.vm) ? n : undefined;
       case 'point':
       case 'point-flat':
       case 'point-desc':
       case 'point-config':
-        return (await this.#pointsNow()).some((p) => p.vm === k.p.vm && p.id === k.p.id) ? n : undefined;
+        return this.#point(k.p.info.vm, k.p.info.id) ? n : undefined;
     }
   }
 
@@ -373,28 +358,28 @@ export class Datastore {
     }
   }
 
-  async #prepareSessionDir(s: SessionView): Promise<void> {
-    const real = path.join(s.dir, 'nfs');
-    if (fs.existsSync(real)) return;
-    const tmp = path.join(s.dir, 'nfs.tmp');
+  async #prepareSessionDir(s: SessionGroup): Promise<void> {
+    const real = path.join(s.info.filesDir, 'nfs');
+    if (await fs.promises.stat(real).then(() => true, () => false)) return;
+    const tmp = path.join(s.info.filesDir, 'nfs.tmp');
     await fs.promises.rm(tmp, { recursive: true, force: true });
     // Not recursive: the session owns its directory; if it is gone, so is the session.
     await fs.promises.mkdir(tmp);
     for (const d of s.disks) {
-      await fs.promises.writeFile(path.join(tmp, descriptorName(d.name)), vmdkDescriptor(d.name, d.size, `${sessionKey(s)}:${d.name}`));
+      await fs.promises.writeFile(path.join(tmp, descriptorName(d.disk)), vmdkDescriptor(d.disk, d.size, `${sessionKey(s)}:${d.disk}`));
     }
-    const point = (await this.#pointsNow().catch(() => [])).find((p) => p.vm === s.vm && p.id === s.pointId);
-    for (const c of point?.configs ?? []) {
-      if (s.disks.some((d) => flatName(d.name) === c)) continue;
-      await fs.promises.writeFile(path.join(tmp, c), await point!.readConfig(c));
+    const point = this.#catalog.catalog.vms().find((v) => v.vm === s.info.vm)?.points.find((p) => p.info.id === s.info.pointId);
+    for (const c of point?.info.configs ?? []) {
+      if (s.disks.some((d) => flatName(d.disk) === c)) continue;
+      await fs.promises.writeFile(path.join(tmp, c), await point!.info.readConfig(c));
     }
     await fs.promises.rename(tmp, real);
-    this.#log.info('session folder prepared', { session: s.name, dir: real });
+    this.#log.info('session folder prepared', { session: s.info.name, dir: real });
   }
 }
 
-export function sessionKey(s: SessionView): string {
-  return `${s.name}@${s.createdAt.getTime()}`;
+export function sessionKey(s: SessionGroup): string {
+  return `${s.info.name}@${s.info.createdAt.getTime()}`;
 }
 
 const byName = (a: DsNode, b: DsNode): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);

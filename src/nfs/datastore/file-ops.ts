@@ -3,21 +3,23 @@
  * (the session's BlockDevice), restore-point files (read-only) and real files.
  *
  * Design notes:
- *  - Flat disks: WRITE goes to SessionDiskView.device().write(); UNSTABLE writes are answered
+ *  - Flat disks are catalog entries, opened on first use (each through its own checked() gate, the
+ *    one place that validates I/O) and kept open until the catalog removes them or the server
+ *    closes. WRITE goes to the session disk; UNSTABLE writes are answered
  *    UNSTABLE and made stable by COMMIT (device.flush()); DATA_SYNC and FILE_SYNC writes are written
  *    with FUA (or write + flush when the device has no FUA) and answered FILE_SYNC. The write
  *    verifier is taken from the daemon's start time, so a client that wrote UNSTABLE before a
  *    restart sees a new verifier at COMMIT and sends its data again.
  *  - Real files: pwrite into the page cache; COMMIT and stable writes fsync. Directory changes are
  *    fsynced in mutations.ts.
- *  - Requests are range-checked here (front ends do not reach devices through checked()): reads
- *    are clipped at the end of the disk, writes past it fail with NFS3ERR_FBIG, and devices with
- *    a minimum block size > 1 get aligned bounce reads.
- *  - Restore-point disks are opened on first read and kept open until the point disappears or the
- *    server closes.
+ *  - NFS semantics on top of the gate: reads are clipped at the end of the disk (by the caller),
+ *    writes past it fail with NFS3ERR_FBIG, and unaligned reads go through readAt().
  */
 import fs from 'node:fs';
-import type { BlockDevice } from '../../blockdev/types.js';
+import type { CheckedDevice } from '../../blockdev/checked.js';
+import type { CatalogEntry } from '../../exports/catalog.js';
+import { readAt } from '../../exports/read-at.js';
+import { errorText } from '../../errors.js';
 import { fdatasync, pread, pwrite } from '../../util/file-io.js';
 import type { Logger } from '../../util/log.js';
 import { Nfs3Stat, NfsError } from '../error-map.js';
@@ -39,7 +41,7 @@ export interface SetAttrs {
 export class FileOps {
   readonly #ds: Datastore;
   readonly #log: Logger;
-  readonly #pointDevices = new Map<string, Promise<BlockDevice>>();
+  readonly #devices = new Map<CatalogEntry, Promise<CheckedDevice>>();
   /** 8 bytes, changes with every daemon start (RFC 1813 §3.3.7 writeverf3). */
   readonly verifier: Buffer;
 
@@ -55,15 +57,13 @@ export class FileOps {
     const k = n.kind;
     switch (k.k) {
       case 'flat':
-        await readDevice(k.disk.device(), dst, offset);
-        return dst.length;
       case 'point-flat':
-        await readDevice(await this.#pointDevice(k.p.vm, k.p.id, k.disk.name, () => k.disk.open()), dst, offset);
+        await readAt(await this.#device(k.disk), dst, offset);
         return dst.length;
       case 'point-desc':
         return k.text.copy(dst, 0, offset, offset + dst.length);
       case 'point-config':
-        return (await k.p.readConfig(k.name)).copy(dst, 0, offset, offset + dst.length);
+        return (await k.p.info.readConfig(k.name)).copy(dst, 0, offset, offset + dst.length);
       case 'real': {
         const fh = await fs.promises.open(k.path, 'r');
         try {
@@ -81,7 +81,7 @@ export class FileOps {
   async write(n: DsNode, data: Uint8Array, offset: number, stable: number): Promise<number> {
     const k = n.kind;
     if (k.k === 'flat') {
-      const dev = k.disk.device();
+      const dev = await this.#device(k.disk);
       if (offset + data.length > dev.size) throw new NfsError(Nfs3Stat.FBIG, 'write past the end of the disk');
       if (stable === StableHow.UNSTABLE) await dev.write(data, offset);
       else if (dev.capabilities().canFua) await dev.write(data, offset, { fua: true });
@@ -106,7 +106,7 @@ export class FileOps {
 
   async commit(n: DsNode): Promise<void> {
     const k = n.kind;
-    if (k.k === 'flat') return k.disk.device().flush();
+    if (k.k === 'flat') return (await this.#device(k.disk)).flush();
     if (k.k === 'real' && !k.dir) {
       const fh = await fs.promises.open(k.path, 'r');
       try {
@@ -144,26 +144,26 @@ export class FileOps {
     }
   }
 
-  /** Closes restore-point devices of points that are gone (or all). */
-  async closeDevices(keep: (key: string) => boolean = () => false): Promise<void> {
-    for (const [key, p] of this.#pointDevices) {
-      if (keep(key)) continue;
-      this.#pointDevices.delete(key);
-      try {
-        await (await p).close();
-      } catch (err) {
-        this.#log.debug('closing a restore-point disk failed', { key, err: (err as Error).message });
-      }
-    }
+  /** Closes this server's handle of a disk the catalog removed. */
+  async release(entry: CatalogEntry): Promise<void> {
+    const p = this.#devices.get(entry);
+    if (!p) return;
+    this.#devices.delete(entry);
+    await p.then((dev) => dev.close()).catch((err: unknown) => this.#log.debug('closing a published disk failed', { export: entry.name, err: errorText(err) }));
   }
 
-  #pointDevice(vm: string, id: string, disk: string, open: () => Promise<BlockDevice>): Promise<BlockDevice> {
-    const key = `${vm}@${id}/${disk}`;
-    let p = this.#pointDevices.get(key);
+  /** Closes every handle (server shutdown). */
+  async close(): Promise<void> {
+    await Promise.all([...this.#devices.keys()].map((e) => this.release(e)));
+  }
+
+  /** The server's handle of a published disk, opened on first use. */
+  #device(entry: CatalogEntry): Promise<CheckedDevice> {
+    let p = this.#devices.get(entry);
     if (!p) {
-      p = open();
-      this.#pointDevices.set(key, p);
-      p.catch(() => this.#pointDevices.delete(key));
+      p = entry.open({ onUnexpectedError: (err, op) => this.#log.error('unexpected device error', { export: entry.name, op, err: errorText(err) }) });
+      this.#devices.set(entry, p);
+      p.catch(() => this.#devices.delete(entry));
     }
     return p;
   }
@@ -171,16 +171,4 @@ export class FileOps {
 
 function isVirtualDir(n: DsNode): boolean {
   return ['root', 'sessions', 'backups', 'session', 'vm', 'point'].includes(n.kind.k);
-}
-
-/** Reads exactly dst.length bytes at offset, with an aligned bounce buffer when the device needs one. */
-async function readDevice(dev: BlockDevice, dst: Uint8Array, offset: number): Promise<void> {
-  if (dst.length === 0) return;
-  const min = dev.capabilities().blockSize.min;
-  if (min <= 1 || (offset % min === 0 && dst.length % min === 0)) return dev.read(dst, offset);
-  const start = offset - (offset % min);
-  const end = Math.min(dev.size, Math.ceil((offset + dst.length) / min) * min);
-  const bounce = Buffer.allocUnsafe(end - start);
-  await dev.read(bounce, start);
-  bounce.copy(dst, 0, offset - start, offset - start + dst.length);
 }

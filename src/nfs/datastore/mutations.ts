@@ -7,7 +7,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { SessionView } from '../../exports/views.js';
+import type { SessionGroup } from '../../exports/catalog.js';
 import { Nfs3Stat, NfsError } from '../error-map.js';
 import type { Datastore } from './datastore.js';
 import type { FileOps, SetAttrs } from './file-ops.js';
@@ -16,7 +16,7 @@ import type { DsNode } from './nodes.js';
 export const CreateMode = { UNCHECKED: 0, GUARDED: 1, EXCLUSIVE: 2 } as const;
 
 interface Target {
-  s: SessionView;
+  s: SessionGroup;
   dirPath: string;
 }
 
@@ -90,7 +90,7 @@ export class Mutations {
   async rename(fromDir: DsNode, fromName: string, toDir: DsNode, toName: string): Promise<void> {
     const from = await this.#target(fromDir, fromName);
     const to = await this.#target(toDir, toName);
-    if (from.s.name !== to.s.name) throw new NfsError(Nfs3Stat.XDEV, 'cannot move files between sessions');
+    if (from.s.info.name !== to.s.info.name) throw new NfsError(Nfs3Stat.XDEV, 'cannot move files between sessions');
     const src = await this.#ds.lookup(fromDir, fromName);
     if (src.kind.k !== 'real') throw new NfsError(Nfs3Stat.ACCES, `${fromName} belongs to the recovery session and cannot be renamed`);
     const dst = await this.#existing(toDir, toName);

@@ -1,21 +1,21 @@
 /** The objects of the datastore tree and their attributes. */
-import type { PointDiskView, PointView, SessionDiskView, SessionView } from '../../exports/views.js';
+import type { CatalogEntry, PointGroup, SessionGroup } from '../../exports/catalog.js';
 
 export type NodeKind =
   | { k: 'root' }
   | { k: 'sessions' }
   | { k: 'backups' }
-  /** `/sessions/<name>/`: virtual flat disks merged with the real files under `<session.dir>/nfs/`. */
-  | { k: 'session'; s: SessionView; realDir: string }
-  /** `/sessions/<name>/<disk>-flat.vmdk`: the session's writable device. */
-  | { k: 'flat'; s: SessionView; disk: SessionDiskView }
+  /** `/sessions/<name>/`: virtual flat disks merged with the real files under `<filesDir>/nfs/`. */
+  | { k: 'session'; s: SessionGroup; realDir: string }
+  /** `/sessions/<name>/<disk>-flat.vmdk`: the session's published disk. */
+  | { k: 'flat'; s: SessionGroup; disk: CatalogEntry }
   /** A file or directory the hypervisor (or session set-up) created, kept as an ordinary file. */
-  | { k: 'real'; s: SessionView; path: string; dir: boolean }
+  | { k: 'real'; s: SessionGroup; path: string; dir: boolean }
   | { k: 'vm'; vm: string }
-  | { k: 'point'; p: PointView }
-  | { k: 'point-flat'; p: PointView; disk: PointDiskView }
-  | { k: 'point-desc'; p: PointView; disk: PointDiskView; text: Buffer }
-  | { k: 'point-config'; p: PointView; name: string };
+  | { k: 'point'; p: PointGroup }
+  | { k: 'point-flat'; p: PointGroup; disk: CatalogEntry }
+  | { k: 'point-desc'; p: PointGroup; disk: CatalogEntry; text: Buffer }
+  | { k: 'point-config'; p: PointGroup; name: string };
 
 export interface DsNode {
   readonly id: bigint;
