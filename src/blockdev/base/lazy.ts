@@ -4,14 +4,15 @@
  * the real device is opened once, by the first caller, and shared by all. A failed open is retried
  * on the next call and fails that call with EIO.
  *
- * Read-only by construction: the write path never opens or reaches the device below (write, trim
- * and zero reject with EROFS; flush has nothing to make stable), and capabilities that offer
- * writing are refused. A real device that turns out writable, or of another size, fails the open.
+ * Read-only by construction: the write path is ReadOnlyDevice's, so it never opens or reaches the
+ * device below (write, trim and zero reject with EROFS; flush has nothing to make stable), and
+ * capabilities that offer writing are refused. A real device that turns out writable, or of another size, fails the open.
  */
 import { BlockError, errorText } from '../../errors.js';
 import type { BlockDevice, Capabilities, Extent, IoOptions } from '../types.js';
+import { ReadOnlyDevice } from './read-only.js';
 
-export class LazyDevice implements BlockDevice {
+export class LazyDevice extends ReadOnlyDevice {
   readonly name: string;
   readonly size: number;
   readonly #caps: Capabilities;
@@ -23,6 +24,7 @@ export class LazyDevice implements BlockDevice {
     if (caps.canWrite || caps.canTrim || caps.canZero || caps.canFua) {
       throw new TypeError(`LazyDevice ${name} stands in for read-only sources only; its capabilities offer writing`);
     }
+    super();
     this.name = name;
     this.size = size;
     this.#caps = caps;
@@ -33,7 +35,7 @@ export class LazyDevice implements BlockDevice {
     return this.#device !== undefined;
   }
 
-  capabilities(): Capabilities {
+  override capabilities(): Capabilities {
     return this.#caps;
   }
 
@@ -43,22 +45,6 @@ export class LazyDevice implements BlockDevice {
 
   async extents(offset: number, length: number, opts?: IoOptions): Promise<Extent[]> {
     return (await this.#get()).extents(offset, length, opts);
-  }
-
-  async write(): Promise<void> {
-    throw new BlockError('EROFS', `${this.name} is read-only`);
-  }
-
-  async flush(): Promise<void> {
-    // Nothing is ever written through a stand-in: nothing to make stable.
-  }
-
-  async trim(): Promise<void> {
-    throw new BlockError('EROFS', `${this.name} is read-only`);
-  }
-
-  async zero(): Promise<void> {
-    throw new BlockError('EROFS', `${this.name} is read-only`);
   }
 
   async close(): Promise<void> {

@@ -1,6 +1,6 @@
 /**
  * RawFileDevice: a raw disk image file or block device, opened read-only. Writes are impossible by
- * construction (the descriptor is O_RDONLY and the write path rejects with EROFS), so a backup
+ * construction (the descriptor is O_RDONLY and the write path is ReadOnlyDevice's: EROFS), so a backup
  * image published this way is never modified; its mtime stays as it was.
  *
  * Extents: Node has no SEEK_DATA/SEEK_HOLE, and guessing from content would cost a full read, so
@@ -11,19 +11,21 @@
  * page cache serves them, everything else on libuv's thread pool, so many requests proceed in
  * parallel.
  */
-import { BlockError, errorText, ReboundError } from '../../errors.js';
+import { errorText, ReboundError } from '../../errors.js';
 import { allData } from '../emulate.js';
-import type { BlockDevice, Capabilities, Extent } from '../types.js';
-import { readOnlyCapabilities } from '../types.js';
+import type { Extent } from '../types.js';
 import { DiskFile } from './disk-file.js';
+import { ReadOnlyDevice } from './read-only.js';
 
-export class RawFileDevice implements BlockDevice {
+export class RawFileDevice extends ReadOnlyDevice {
   readonly name = 'raw-file';
+  protected override readonly readOnlyMessage = 'raw image exports are read-only';
   readonly path: string;
   readonly size: number;
   readonly #file: DiskFile;
 
   private constructor(file: DiskFile) {
+    super();
     this.#file = file;
     this.path = file.path;
     this.size = file.length;
@@ -38,28 +40,8 @@ export class RawFileDevice implements BlockDevice {
     }
   }
 
-  capabilities(): Capabilities {
-    return readOnlyCapabilities();
-  }
-
   read(dst: Uint8Array, offset: number): Promise<void> {
     return this.#file.read(dst, offset);
-  }
-
-  async write(): Promise<void> {
-    throw new BlockError('EROFS', 'raw image exports are read-only');
-  }
-
-  async flush(): Promise<void> {
-    // Nothing is ever written; there is nothing to make stable.
-  }
-
-  async trim(): Promise<void> {
-    throw new BlockError('EROFS', 'raw image exports are read-only');
-  }
-
-  async zero(): Promise<void> {
-    throw new BlockError('EROFS', 'raw image exports are read-only');
   }
 
   async extents(offset: number, length: number): Promise<Extent[]> {

@@ -12,8 +12,9 @@
  *    naming the chunk: never wrong data.
  */
 import { BlockError, errorText } from '../../errors.js';
-import type { BlockDevice, Capabilities, Extent } from '../types.js';
+import type { Capabilities, Extent } from '../types.js';
 import { readOnlyCapabilities } from '../types.js';
+import { ReadOnlyDevice } from './read-only.js';
 
 /** Fetches a chunk's uncompressed bytes by digest; rejects if it is missing or corrupt. */
 export interface ChunkReader {
@@ -45,8 +46,9 @@ export function repoImageCapabilities(disk: { readonly chunkSize: number } | num
   });
 }
 
-export class RepoImage implements BlockDevice {
+export class RepoImage extends ReadOnlyDevice {
   readonly name = 'repo-image';
+  protected override readonly readOnlyMessage = 'restore points are read-only';
   readonly size: number;
   readonly #map: ChunkMap;
   readonly #reader: ChunkReader;
@@ -55,13 +57,14 @@ export class RepoImage implements BlockDevice {
   #closed = false;
 
   constructor(map: ChunkMap, reader: ChunkReader, opts: { onClose?: () => void } = {}) {
+    super();
     this.#map = map;
     this.#reader = reader;
     this.size = map.size;
     this.#onClose = opts.onClose;
   }
 
-  capabilities(): Capabilities {
+  override capabilities(): Capabilities {
     return repoImageCapabilities(this.#map);
   }
 
@@ -101,17 +104,6 @@ export class RepoImage implements BlockDevice {
       else out.push({ offset: s, length: e - s, hole: zero, zero });
     }
     return out;
-  }
-
-  async write(): Promise<void> {
-    throw new BlockError('EROFS', 'restore points are read-only');
-  }
-  async flush(): Promise<void> {}
-  async trim(): Promise<void> {
-    throw new BlockError('EROFS', 'restore points are read-only');
-  }
-  async zero(): Promise<void> {
-    throw new BlockError('EROFS', 'restore points are read-only');
   }
 
   async close(): Promise<void> {

@@ -13,8 +13,8 @@ import { BlockError } from '../../errors.js';
 import { KeyedMutex } from '../../util/mutex.js';
 import { allData } from '../emulate.js';
 import { Layer } from '../layer.js';
-import type { BlockDevice, Capabilities, Extent, IoOptions, WriteOptions, ZeroOptions } from '../types.js';
-import { readOnlyCapabilities } from '../types.js';
+import { ReadOnlyDevice } from '../base/read-only.js';
+import type { BlockDevice, Extent, IoOptions, WriteOptions, ZeroOptions } from '../types.js';
 
 interface Freeze {
   unit: number;
@@ -150,18 +150,16 @@ export class FreezeLayer extends Layer {
  * the unit sees the current data), which is how the ingest reads. Closing the view leaves the
  * layer and the stack alone.
  */
-class FrozenView implements BlockDevice {
+class FrozenView extends ReadOnlyDevice {
   readonly name = 'frozen-view';
+  protected override readonly readOnlyMessage = 'a frozen view is read-only';
   readonly size: number;
   readonly #layer: FreezeLayer;
 
   constructor(layer: FreezeLayer) {
+    super();
     this.#layer = layer;
     this.size = layer.size;
-  }
-
-  capabilities(): Capabilities {
-    return readOnlyCapabilities();
   }
 
   async read(dst: Uint8Array, offset: number): Promise<void> {
@@ -174,17 +172,6 @@ class FrozenView implements BlockDevice {
       dst.set(data.subarray(from, from + n), pos);
       pos += n;
     }
-  }
-
-  async write(): Promise<void> {
-    throw new BlockError('EROFS', 'a frozen view is read-only');
-  }
-  async flush(): Promise<void> {}
-  async trim(): Promise<void> {
-    throw new BlockError('EROFS', 'a frozen view is read-only');
-  }
-  async zero(): Promise<void> {
-    throw new BlockError('EROFS', 'a frozen view is read-only');
   }
 
   async extents(offset: number, length: number): Promise<Extent[]> {
