@@ -31,6 +31,11 @@ export interface CheckedOptions {
    * this opener's reference instead.
    */
   release?: () => Promise<void>;
+  /**
+   * The capabilities to enforce: those announced to clients (a published disk's). Default: the
+   * device's own. They may only narrow what the device can do.
+   */
+  capabilities?: Capabilities;
 }
 
 export class CheckedDevice implements BlockDevice {
@@ -51,7 +56,8 @@ export class CheckedDevice implements BlockDevice {
     this.next = next;
     this.name = next.name;
     this.size = next.size;
-    this.#caps = Object.freeze({ ...next.capabilities(), blockSize: Object.freeze({ ...next.capabilities().blockSize }) });
+    const caps = options.capabilities ?? next.capabilities();
+    this.#caps = Object.freeze({ ...caps, blockSize: Object.freeze({ ...caps.blockSize }) });
     this.#onUnexpected = options.onUnexpectedError ?? (() => undefined);
     this.#release = options.release ?? (() => next.close());
     if (!Number.isSafeInteger(this.size) || this.size < 0) {

@@ -164,6 +164,7 @@ export class CatalogEntry {
     }
     if (dev.size !== this.size) throw new ReboundError('ERR_INTERNAL', `'${this.name}' opened with ${dev.size} bytes, published with ${this.size}`);
     const gate: CheckedDevice = checked(dev, {
+      capabilities: this.#caps, // what clients were told, whatever the device below could do
       onUnexpectedError: opts.onUnexpectedError,
       release: async () => {
         this.#gates.delete(gate);

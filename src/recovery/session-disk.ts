@@ -181,6 +181,7 @@ export class SessionDisk {
         return true;
       };
       if (check(this.state)) return;
+      if (signal?.aborted) return reject(signal.reason);
       const onAbort = (): void => {
         this.#events.off('state', on);
         reject(signal!.reason);

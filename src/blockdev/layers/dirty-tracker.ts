@@ -46,6 +46,8 @@ export class DirtyTracker extends Layer {
   /** Resolves when some unit is dirty (at once if one is); rejects when `signal` aborts. */
   whenDirty(signal?: AbortSignal): Promise<void> {
     if (this.dirtyUnits > 0) return Promise.resolve();
+    // An 'abort' event that already fired never fires again: waiting for it would hang.
+    if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise((resolve, reject) => {
       const cleanup = (): void => {
         this.#waiters.delete(wake);

@@ -1,30 +1,27 @@
 /** The sessions report flags forgotten sessions: too old, too big, nearly full quota, paused migration. */
 import { describe, expect, it } from 'vitest';
 import { describeSession } from '../../../src/recovery/session-report.js';
-import type { Session } from '../../../src/recovery/session.js';
+import type { RecoverySession } from '../../../src/recovery/session.js';
 
 const GiB = 1024 ** 3;
 
-function fakeSession(opts: { ageHours: number; overlayBytes: number; quota: number | null; migration?: { state: string; error: string | null } }): Session {
+function fakeSession(opts: { ageHours: number; overlayBytes: number; quota: number | null; migration?: { state: string; error: string | null } }): RecoverySession {
   const createdAt = new Date(Date.now() - opts.ageHours * 3600_000 - 60_000).toISOString();
   const disk = {
     name: 'disk0',
     size: 10 * GiB,
-    record: { overlayRetired: false },
+    state: opts.migration?.state ?? 'running',
+    record: { migration: opts.migration ? { verified: null, error: opts.migration.error } : null },
     overlay: { stats: () => ({ allocatedBytes: opts.overlayBytes, diskBytes: opts.overlayBytes }) },
-    migration: opts.migration ? { record: { state: opts.migration.state, verified: null } } : undefined,
     counters: () => ({ reads: 1, writes: 2, readBytes: 0, writeBytes: 0, trims: 0, zeroes: 0, flushes: 0, errors: 0, writeRate: 5 }),
     migrationProgress: () => (opts.migration ? { disk: 'disk0', target: '/t', state: opts.migration.state, totalBytes: 1, doneBytes: 0, percent: 0, dirtyBytes: 0, copiedBytes: 0, rate: 0, etaSeconds: null, error: opts.migration.error } : null),
   };
   return {
     name: 's',
-    vm: 'vm',
-    pointId: 'p',
-    publish: { nbd: true, nfs: false },
-    record: { createdAt, quota: opts.quota, commits: [] },
+    record: { vm: 'vm', pointId: 'p', publish: { nbd: true, nfs: false, fuse: true }, createdAt, quota: opts.quota, commits: [] },
     limiter: { limits: {} },
     disks: [disk],
-  } as unknown as Session;
+  } as unknown as RecoverySession;
 }
 
 const ctx = { now: Date.now(), warnAgeHours: 168, warnBytes: 50 * GiB, endpoints: () => ({ nbd: ['127.0.0.1:10809'], nbdSocket: [] }) };
