@@ -288,7 +288,7 @@ describe('transmission', () => {
     a.close();
 
     const fresh = new MemoryDevice(1024 * 1024);
-    fx.registry.add({ name: 'bs', device: fresh });
+    fx.publish({ name: 'bs', device: fresh });
     await fresh.write(Buffer.alloc(65536, 1), 65536);
     const c = await connect();
     await c.handshake('bs', { meta: true });
@@ -309,7 +309,7 @@ describe('transmission', () => {
     c.request(Cmd.BLOCK_STATUS, { cookie: 4n, offset: 1024 * 1024, length: 1 });
     expect((await c.reply()).error).toBe(NbdErrno.EINVAL);
     c.close();
-    await fx.registry.remove('bs');
+    await fx.catalog.revoke('bs');
   });
 
   it('answers a large read of a sparse device with hole and data chunks that cover it exactly', async () => {

@@ -7,9 +7,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { StaticSessionSource } from '../../src/exports/views.js';
 import { tempDir } from '../helpers/images.js';
-import { memoryPoint, memoryPoints, SESSION_DISK_BYTES, startInProcess, type InProcess } from '../helpers/nfs-fixture.js';
+import { memoryPoint, SESSION_DISK_BYTES, startInProcess, type InProcess } from '../helpers/nfs-fixture.js';
 import { emptySattr, entryNames, m, RpcTestClient, st } from '../helpers/nfs-rpc.js';
 
 const POINT = '20261122T034000Z';
@@ -20,7 +19,7 @@ let root: Buffer;
 
 async function start(opts: Parameters<typeof startInProcess>[2] = {}): Promise<void> {
   srv = await startInProcess(path.join(dir, 'state'), path.join(dir, 's1'), {
-    points: memoryPoints([memoryPoint('vm1', POINT, Buffer.alloc(10000, 7), { 'vm1.vmx': 'displayName = "vm1"\n' })]),
+    points: [memoryPoint('vm1', POINT, Buffer.alloc(10000, 7), { 'vm1.vmx': 'displayName = "vm1"\n' })],
     ...opts,
   });
   c = await RpcTestClient.connect(srv.port);
@@ -173,7 +172,7 @@ describe('NFS datastore', () => {
     await start();
     const flat = await c.lookupPath(root, 'sessions/s1/disk0-flat.vmdk');
     expect((await c.getattr(flat)).status).toBe(0);
-    srv.sessions.remove('s1');
+    await srv.catalog.removeSession('s1');
     expect((await c.getattr(flat)).status).toBe(70);
     expect(entryNames(await c.readdirplus(await c.lookupPath(root, 'sessions')))).toEqual(['.', '..']);
   });
@@ -222,9 +221,8 @@ describe('NFS datastore', () => {
   });
 
   it('a session published on NBD only is not in the datastore', async () => {
-    const sessions = new StaticSessionSource();
-    await start({ sessions });
-    sessions.add({ ...srv.session, name: 'nbd-only', publish: { nbd: true, nfs: false } });
+    await start({ withSession: false });
+    srv.catalog.addSession({ ...srv.session, name: 'nbd-only' }, { disk0: srv.disk }, { publish: ['nbd', 'fuse'] });
     expect(entryNames(await c.readdirplus(await c.lookupPath(root, 'sessions')))).toEqual(['.', '..']);
   });
 });

@@ -1,11 +1,12 @@
 /**
- * An in-process NBD server with its own registry, listening on 127.0.0.1:0 and on a Unix socket in
- * a temp dir, for tests that drive it with real clients or raw frames.
+ * An in-process NBD server over its own publication catalog, listening on 127.0.0.1:0 and on a Unix
+ * socket in a temp dir, for tests that drive it with real clients or raw frames. Fixture exports
+ * are ad-hoc entries published on NBD with their device already open (the catalog closes them).
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import type { BlockDevice } from '../../src/blockdev/types.js';
-import { ExportRegistry } from '../../src/exports/registry.js';
+import { Catalog, type CatalogEntry } from '../../src/exports/catalog.js';
 import { NbdServer } from '../../src/nbd/server.js';
 import { createLogger, silentLogger, type Logger } from '../../src/util/log.js';
 import { tempDir } from './images.js';
@@ -17,11 +18,13 @@ export interface FixtureExport {
 }
 
 export interface NbdFixture {
-  registry: ExportRegistry;
+  catalog: Catalog;
   server: NbdServer;
   port: number;
   socket: string;
   dir: string;
+  /** Publishes one more fixture export (ad-hoc, on NBD); `catalog.revoke(name)` takes it away. */
+  publish(e: FixtureExport): CatalogEntry;
   /** nbd://127.0.0.1:PORT/NAME */
   uri(name: string): string;
   /** nbd+unix:///NAME?socket=PATH */
@@ -29,27 +32,42 @@ export interface NbdFixture {
   close(): Promise<void>;
 }
 
+export function publishFixture(catalog: Catalog, e: FixtureExport): CatalogEntry {
+  return catalog.publish({
+    name: e.name,
+    kind: 'adhoc',
+    disk: e.name,
+    size: e.device.size,
+    capabilities: e.device.capabilities(),
+    publish: ['nbd'],
+    description: e.description,
+    source: e.device.name,
+    device: e.device,
+  });
+}
+
 export async function startNbd(exports: FixtureExport[], opts: { maxInflight?: number; log?: Logger } = {}): Promise<NbdFixture> {
   const log = opts.log ?? (process.env.REBOUND_TEST_LOG ? createLogger({ level: 'debug' }) : silentLogger);
-  const registry = new ExportRegistry(log);
-  for (const e of exports) registry.add(e);
-  const server = new NbdServer({ exports: registry, log, maxInflight: opts.maxInflight });
+  const catalog = new Catalog(log);
+  for (const e of exports) publishFixture(catalog, e);
+  const server = new NbdServer({ exports: catalog.view('nbd'), log, maxInflight: opts.maxInflight });
   const dir = tempDir('rebound-nbd-');
   const socket = path.join(dir, 'nbd.sock');
   const tcp = await server.listenTcp('127.0.0.1', 0);
   await server.listenUnix(socket);
   const port = tcp.kind === 'tcp' ? tcp.port : 0;
   return {
-    registry,
+    catalog,
     server,
     port,
     socket,
     dir,
+    publish: (e) => publishFixture(catalog, e),
     uri: (name) => `nbd://127.0.0.1:${port}/${name}`,
     unixUri: (name) => `nbd+unix:///${name}?socket=${socket}`,
     close: async () => {
       await server.close(2000);
-      await registry.closeAll();
+      await catalog.close();
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };

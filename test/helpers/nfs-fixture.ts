@@ -11,11 +11,11 @@ import { assertBuilt, REPO } from './daemon-process.js';
 import type { NetNs } from './netns.js';
 import { MemoryDevice } from '../../src/blockdev/base/memory.js';
 import { FaultLayer } from '../../src/blockdev/layers/fault.js';
-import type { BlockDevice } from '../../src/blockdev/types.js';
-import { StaticSessionSource, type PointSource, type PointView, type SessionView } from '../../src/exports/views.js';
+import type { SessionInfo } from '../../src/exports/catalog.js';
 import { NfsServer, type NfsServerOptions } from '../../src/nfs/server.js';
 import { silentLogger, createLogger } from '../../src/util/log.js';
 import { patternBuffer } from './images.js';
+import { MemoryCatalog } from './memory-catalog.js';
 
 export const NFS_CHILD = path.join(REPO, 'test/helpers/nfs-child.mjs');
 
@@ -24,7 +24,9 @@ export interface ChildSession {
   vm: string;
   pointId: string;
   createdAt: string;
+  /** The session's files directory (NFS keeps the session folder's files in DIR/nfs/). */
   dir: string;
+  /** Publish the session on NFS (default true); else on NBD only. */
   publishNfs?: boolean;
   disks: Array<{ name: string; base: string; overlay: string }>;
 }
@@ -96,62 +98,46 @@ export function nfsUrl(p: string, port?: number): string {
 
 // ---- in-process server (unit and conformance tests) -----------------------------------------
 
+/** A restore point for startInProcess: VM@ID with one disk, disk0. */
+export interface MemoryPointSpec {
+  vm: string;
+  id: string;
+  content: Buffer;
+  configs: Record<string, string>;
+}
+
 export interface InProcess {
   server: NfsServer;
   port: number;
-  sessions: StaticSessionSource;
-  points: PointSource & { views: PointView[]; changed(): void };
+  /** What the server publishes (its own catalog): add or remove points and sessions here. */
+  catalog: MemoryCatalog;
   /** The session's disk (a FaultLayer over memory: set `.rules` to delay or fail). */
   disk: FaultLayer;
   diskContent: Buffer;
-  session: SessionView;
+  /** Session `s1` (published on NFS unless `withSession: false`). */
+  session: SessionInfo;
   close(): Promise<void>;
 }
 
 export const SESSION_DISK_BYTES = 4 * 1024 * 1024 + 4096 + 123;
+const POINT_TIME = new Date('2026-11-22T03:40:00Z');
 
-export function memoryPoints(views: PointView[] = []): InProcess['points'] {
-  const listeners = new Set<() => void>();
-  return {
-    views,
-    list: async () => [...views],
-    onChange: (l) => {
-      listeners.add(l);
-      return () => listeners.delete(l);
-    },
-    changed: () => listeners.forEach((l) => l()),
-  };
+export function memoryPoint(vm: string, id: string, content: Buffer, configs: Record<string, string> = {}): MemoryPointSpec {
+  return { vm, id, content, configs };
 }
 
-export function memoryPoint(vm: string, id: string, content: Buffer, configs: Record<string, string> = {}): PointView {
-  return {
-    vm,
-    id,
-    createdAt: new Date('2026-11-22T03:40:00Z'),
-    disks: [
-      {
-        name: 'disk0',
-        size: content.length,
-        open: async (): Promise<BlockDevice> => {
-          const d = new MemoryDevice(content.length);
-          await d.write(content, 0);
-          return d;
-        },
-      },
-    ],
-    configs: Object.keys(configs),
-    readConfig: async (name) => Buffer.from(configs[name]!),
-  };
-}
-
-/** An NfsServer on 127.0.0.1:0 with one session `s1` (disk0: patterned memory disk) and the given points. */
+/**
+ * An NfsServer on 127.0.0.1:0 over its own catalog: session `s1` (disk0: a patterned memory disk,
+ * the session's files under `sessionDir`) and the given points, all published on NFS.
+ */
 export async function startInProcess(
   stateDir: string,
   sessionDir: string,
-  opts: Partial<NfsServerOptions> & { points?: InProcess['points']; disk?: FaultLayer; diskContent?: Buffer; createdAt?: Date } = {},
+  opts: Partial<Omit<NfsServerOptions, 'catalog'>> & { points?: MemoryPointSpec[]; disk?: FaultLayer; diskContent?: Buffer; createdAt?: Date; withSession?: boolean } = {},
 ): Promise<InProcess> {
-  let disk = opts.disk;
-  let diskContent = opts.diskContent;
+  const { points = [], disk: givenDisk, diskContent: givenContent, createdAt, withSession = true, ...serverOpts } = opts;
+  let disk = givenDisk;
+  let diskContent = givenContent;
   if (!disk) {
     diskContent = patternBuffer(0, SESSION_DISK_BYTES);
     const mem = new MemoryDevice(SESSION_DISK_BYTES);
@@ -159,34 +145,28 @@ export async function startInProcess(
     disk = new FaultLayer(mem);
   }
   fs.mkdirSync(sessionDir, { recursive: true });
-  const session: SessionView = {
-    name: 's1',
-    vm: 'vm1',
-    pointId: '20261122T034000Z',
-    createdAt: opts.createdAt ?? new Date('2026-11-22T05:00:00Z'),
-    dir: sessionDir,
-    publish: { nbd: false, nfs: true },
-    disks: [{ name: 'disk0', size: disk.size, device: () => disk! }],
-  };
-  const sessions = opts.sessions instanceof StaticSessionSource ? opts.sessions : new StaticSessionSource([session]);
-  const points = opts.points ?? memoryPoints();
+  const session: SessionInfo = { name: 's1', vm: 'vm1', pointId: '20261122T034000Z', createdAt: createdAt ?? new Date('2026-11-22T05:00:00Z'), filesDir: sessionDir };
+  const catalog = new MemoryCatalog();
+  for (const p of points) catalog.addPoint(p.vm, p.id, { disk0: p.content }, { configs: p.configs, createdAt: POINT_TIME, publish: ['nfs'] });
+  if (withSession) catalog.addSession(session, { disk0: disk }, { publish: ['nfs'] });
   const server = new NfsServer({
     stateDir,
     log: process.env.REBOUND_TEST_LOG ? createLogger({ level: 'debug' }) : silentLogger,
-    ...opts,
-    sessions,
-    points,
+    ...serverOpts,
+    catalog: catalog.view('nfs'),
   });
   const { port } = await server.listen('127.0.0.1', 0);
   return {
     server,
     port,
-    sessions,
-    points,
+    catalog,
     disk,
     diskContent: diskContent ?? Buffer.alloc(0),
     session,
-    close: () => server.close(2000),
+    close: async () => {
+      await server.close(2000);
+      await catalog.close(); // the session's disk stays open: the test may start another server over it
+    },
   };
 }
 

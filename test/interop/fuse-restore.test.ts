@@ -18,7 +18,7 @@ import { CowOverlay } from '../../src/blockdev/layers/cow/cow-overlay.js';
 import { readPartitionTable } from '../../src/blockdev/partitions.js';
 import { defaultConfig, validateConfig } from '../../src/config/schema.js';
 import { Daemon } from '../../src/daemon/daemon.js';
-import { StaticSessionSource } from '../../src/exports/views.js';
+import { sessionEntryName } from '../../src/exports/catalog.js';
 import { FuseMounts } from '../../src/fuse/manager.js';
 import { findMount } from '../../src/fuse/mount.js';
 import type { PointManifest } from '../../src/repo/manifest.js';
@@ -254,16 +254,18 @@ describe.skipIf(missing.length > 0)('FUSE file-level restore with real peers', (
     try {
       await overlay.write(Buffer.alloc(64 * 1024, 0x5a), 3 * MiB);
       await overlay.write(Buffer.from('written by the guest'), 10 * MiB + 123);
-      const sessions = new StaticSessionSource();
-      const fuse = new FuseMounts({ sources: () => ({ points: daemon.points, sessions }), log: silentLogger });
+      // A mount of its own over the daemon's catalog (its restore points), with a session published
+      // on FUSE only, over a device this test keeps owning.
+      const fuse = new FuseMounts({ catalog: daemon.catalog.view('fuse'), log: silentLogger });
       extraMounts.push(fuse);
       const smnt = path.join(dir, 'fuse-session');
       await fuse.mount(smnt);
       expect(await fsp.readdir(path.join(smnt, 'sessions'))).toEqual([]);
-      sessions.add({
-        name: 'rec1', vm: 'gptvm', pointId: m.id, createdAt: new Date(), dir: path.join(dir, 'overlay-rec1'),
-        publish: { nbd: true, nfs: false },
-        disks: [{ name: 'disk0', size: overlay.size, device: () => overlay }],
+      const entry = sessionEntryName('rec1', 'disk0');
+      daemon.catalog.publish({
+        name: entry, kind: 'session', disk: 'disk0', size: overlay.size, capabilities: overlay.capabilities(), publish: ['fuse'],
+        session: { name: 'rec1', vm: 'gptvm', pointId: m.id, createdAt: new Date(), filesDir: path.join(dir, 'overlay-rec1') },
+        device: overlay, owned: false,
       });
       const file = path.join(smnt, 'sessions/rec1/disk0.raw');
       const expected = fs.readFileSync(path.join(dir, 'gpt.img'));
@@ -275,7 +277,7 @@ describe.skipIf(missing.length > 0)('FUSE file-level restore with real peers', (
       expect((await fsp.readFile(file)).subarray(5000, 5011).toString()).toBe('later write');
       // The restore point itself is unchanged.
       expect((await fsp.readFile(path.join(smnt, 'vms/gptvm', m.id, 'disk0.raw'))).subarray(5000, 5011).toString()).not.toBe('later write');
-      sessions.remove('rec1');
+      await daemon.catalog.revoke(entry);
       expect(await fsp.readdir(path.join(smnt, 'sessions'))).toEqual([]);
       await fuse.unmount(smnt);
     } finally {

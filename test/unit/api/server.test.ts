@@ -3,15 +3,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { MemoryDevice } from '../../../src/blockdev/base/memory.js';
 import { createApi } from '../../../src/api/server.js';
-import { ExportRegistry } from '../../../src/exports/registry.js';
+import { Catalog } from '../../../src/exports/catalog.js';
 import { silentLogger } from '../../../src/util/log.js';
 
 let app: FastifyInstance;
+let catalog: Catalog;
 beforeAll(async () => {
-  const registry = new ExportRegistry();
-  registry.add({ name: 'disk', device: new MemoryDevice(1 << 20), description: 'memory disk' });
+  catalog = new Catalog();
+  const device = new MemoryDevice(1 << 20);
+  catalog.publish({ name: 'disk', kind: 'adhoc', disk: 'disk', size: device.size, capabilities: device.capabilities(), publish: ['nbd'], description: 'memory disk', source: 'memory', device });
   app = createApi({
-    registry,
+    catalog,
     log: silentLogger,
     version: '9.9.9',
     startedAt: new Date(Date.now() - 5000),
@@ -20,7 +22,10 @@ beforeAll(async () => {
   });
   await app.ready();
 });
-afterAll(() => app.close());
+afterAll(async () => {
+  await app.close();
+  await catalog.close();
+});
 
 describe('HTTP API', () => {
   it('GET /v1/health', async () => {

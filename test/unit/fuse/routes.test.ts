@@ -2,18 +2,17 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { createApi } from '../../../src/api/server.js';
-import { ExportRegistry } from '../../../src/exports/registry.js';
-import { StaticSessionSource } from '../../../src/exports/views.js';
+import { Catalog } from '../../../src/exports/catalog.js';
 import { FuseMounts } from '../../../src/fuse/manager.js';
 import { silentLogger } from '../../../src/util/log.js';
 import { cli } from '../../helpers/cli.js';
-import { MemoryPointSource } from '../../helpers/fuse-views.js';
 
 let app: FastifyInstance;
 beforeAll(async () => {
-  const fuse = new FuseMounts({ sources: () => ({ points: new MemoryPointSource(), sessions: new StaticSessionSource() }), log: silentLogger });
+  const catalog = new Catalog();
+  const fuse = new FuseMounts({ catalog: catalog.view('fuse'), log: silentLogger });
   app = createApi({
-    registry: new ExportRegistry(),
+    catalog,
     log: silentLogger,
     version: '0.0.0',
     startedAt: new Date(),
