@@ -11,6 +11,7 @@ import { RawFileDevice } from '../blockdev/base/raw-file.js';
 import { CowOverlay } from '../blockdev/layers/cow/cow-overlay.js';
 import { MemoryDevice } from '../blockdev/base/memory.js';
 import type { BlockDevice } from '../blockdev/types.js';
+import { buildStack } from '../blockdev/layer.js';
 import type { ExportSpec } from '../config/export-spec.js';
 import type { ValidatedConfig } from '../config/schema.js';
 import { createApi } from '../api/server.js';
@@ -204,19 +205,12 @@ export class Daemon {
       base = await RawFileDevice.open(src.path);
       baseId = src.path;
     }
-    if (!spec.cow) return { device: base };
-    try {
-      const overlay = await CowOverlay.open(base, {
-        dir: spec.cow.dir ?? defaultOverlayDir(this.config.dataDir, spec.name),
-        baseId,
-        maxBytes: spec.cow.quota,
-        blockSize: spec.cow.blockSize,
-      });
-      return { device: overlay, overlay };
-    } catch (err) {
-      await base.close();
-      throw err;
-    }
+    const cow = spec.cow;
+    if (!cow) return { device: base };
+    const device = await buildStack(base, [
+      (n) => CowOverlay.open(n, { dir: cow.dir ?? defaultOverlayDir(this.config.dataDir, spec.name), baseId, maxBytes: cow.quota, blockSize: cow.blockSize }),
+    ]);
+    return { device, overlay: device as CowOverlay };
   }
 
   /** The NFS datastore (src/nfs/): sessions and restore points as files, after the repository opened. */

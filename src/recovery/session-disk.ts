@@ -24,6 +24,7 @@ import { QosLayer, type QosLimiter } from '../blockdev/layers/qos.js';
 import { StatsLayer, type IoCounters } from '../blockdev/layers/stats.js';
 import { SwitchableDevice } from '../blockdev/layers/switchable.js';
 import type { BlockDevice } from '../blockdev/types.js';
+import { buildStack, findLayer } from '../blockdev/layer.js';
 import { EventEmitter } from 'node:events';
 import { ReboundError } from '../errors.js';
 import type { PointManifest } from '../repo/manifest.js';
@@ -36,19 +37,17 @@ import type { SessionDiskRecord, SessionRecord } from './session-record.js';
 
 /** The layers of a session disk above the switch point, built one way for the daemon and tests. */
 export interface SessionDiskStack {
-  readonly top: StatsLayer;
+  readonly top: BlockDevice;
   readonly stats: StatsLayer;
   readonly qos: QosLayer;
   readonly freeze: FreezeLayer;
   readonly switch: SwitchableDevice;
 }
 
-export function buildSessionDiskStack(lower: BlockDevice, qos: QosLimiter, shared: QosLimiter): SessionDiskStack {
-  const sw = new SwitchableDevice(lower);
-  const freeze = new FreezeLayer(sw);
-  const q = new QosLayer(freeze, qos, shared);
-  const stats = new StatsLayer(q);
-  return { top: stats, stats, qos: q, freeze, switch: sw };
+/** stats -> qos -> freeze -> switch -> `lower` (with blockdev's one stack builder). */
+export async function buildSessionDiskStack(lower: BlockDevice, qos: QosLimiter, shared: QosLimiter): Promise<SessionDiskStack> {
+  const top = await buildStack(lower, [(n) => new SwitchableDevice(n), (n) => new FreezeLayer(n), (n) => new QosLayer(n, qos, shared), (n) => new StatsLayer(n)]);
+  return { top, stats: findLayer(top, StatsLayer)!, qos: findLayer(top, QosLayer)!, freeze: findLayer(top, FreezeLayer)!, switch: findLayer(top, SwitchableDevice)! };
 }
 
 /** What a disk needs of its session. */
@@ -77,14 +76,14 @@ export class SessionDisk {
   /** The target serving the disk after a switch (or after a restart of a switched disk). */
   #target: WriteTarget | undefined;
 
-  private constructor(host: DiskHost, record: SessionDiskRecord, lower: BlockDevice, parts: { overlay?: CowOverlay; tracker?: DirtyTracker; target?: WriteTarget }) {
+  private constructor(host: DiskHost, record: SessionDiskRecord, stack: SessionDiskStack, parts: { overlay?: CowOverlay; tracker?: DirtyTracker; target?: WriteTarget }) {
     this.#host = host;
     this.name = record.name;
     this.size = record.size;
+    this.stack = stack;
     this.#overlay = parts.overlay;
     this.#tracker = parts.tracker;
     this.#target = parts.target;
-    this.stack = buildSessionDiskStack(lower, host.limiter, host.shared);
     this.#events.setMaxListeners(0);
   }
 
@@ -95,24 +94,18 @@ export class SessionDisk {
   static async open(host: DiskHost, record: SessionDiskRecord, m: PointManifest): Promise<SessionDisk> {
     if (!overlayAuthoritative(record.state)) {
       const target = await openTarget(record.migration!.target, record.size);
-      return new SessionDisk(host, record, target, { target });
+      return new SessionDisk(host, record, await buildSessionDiskStack(target, host.limiter, host.shared), { target });
     }
     const diskEntry = m.disks.find((x) => x.name === record.name);
     if (!diskEntry) throw new ReboundError('ERR_DISK_NOT_FOUND', `restore point ${m.vm}@${m.id} has no disk '${record.name}'`);
     const base = new LazyDevice('repo-image', record.size, repoImageCapabilities(diskEntry), () => host.repo.openImage(m, record.name));
-    let overlay: CowOverlay;
-    try {
-      overlay = await CowOverlay.open(base, {
-        dir: overlayDir(host.dir, record.name),
-        baseId: `repo:${m.vm}@${m.id}/${record.name}`,
-        maxBytes: host.record.quota ?? undefined,
-      });
-    } catch (err) {
-      await base.close();
-      throw err;
-    }
-    const tracker = new DirtyTracker(overlay, MIGRATION_UNIT);
-    const disk = new SessionDisk(host, record, tracker, { overlay, tracker });
+    const lower = await buildStack(base, [
+      (n) => CowOverlay.open(n, { dir: overlayDir(host.dir, record.name), baseId: `repo:${m.vm}@${m.id}/${record.name}`, maxBytes: host.record.quota ?? undefined }),
+      (n) => new DirtyTracker(n, MIGRATION_UNIT),
+    ]);
+    const tracker = lower as DirtyTracker;
+    const overlay = tracker.next as CowOverlay;
+    const disk = new SessionDisk(host, record, await buildSessionDiskStack(lower, host.limiter, host.shared), { overlay, tracker });
     if (record.migration) disk.#migration = disk.#newMigration();
     return disk;
   }
