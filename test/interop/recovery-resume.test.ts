@@ -61,11 +61,11 @@ describe.skipIf(missing.length > 0)('migration resume after SIGKILL', () => {
     await api('PUT', '/v1/sessions/db/qos', {});
     const until = Date.now() + 60_000;
     let m = await migration();
-    while (m.state !== 'synced' && Date.now() < until) {
+    while (m.state !== 'in-step' && Date.now() < until) {
       await new Promise((r) => setTimeout(r, 100));
       m = await migration();
     }
-    expect(m.state).toBe('synced');
+    expect(m.state).toBe('in-step');
     // Resumed: what was copied after the restart is about the rest of the disk, not all of it.
     expect(m.copiedBytes - atKill.copiedBytes).toBeLessThan(SIZE - atKill.cursor + 8 * MiB);
     const sw = await runOk(process.execPath, [CLI, '--server', `http://${daemon.http}`, 'switch', 'db', '--json']);

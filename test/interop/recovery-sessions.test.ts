@@ -90,7 +90,7 @@ describe.skipIf(missing.length > 0)('recovery sessions', () => {
     const d = await rb('discard', 'small');
     expect(d.code, d.stderr).toBe(0);
     expect(fs.existsSync(path.join(data, 'sessions', 'small'))).toBe(false);
-    expect(daemon.registry.has('session/small/disk0')).toBe(false);
+    expect(daemon.catalog.has('session/small/disk0')).toBe(false);
     expect((await rb('discard', 'small')).code).toBe(1);
   });
 

@@ -54,10 +54,11 @@ export function registerSessions(program: Command, io: CliIo): void {
     .option('--quota <size>', 'most data each disk\'s overlay may hold (e.g. 20G); writes beyond it fail with ENOSPC')
     .option('--iops <n>', 'IOPS limit for each of the session\'s disks')
     .option('--bandwidth <rate>', 'bandwidth limit for each disk, e.g. 100M/s')
-    .option('--no-nbd', 'do not publish the session over NBD (NFS only)')
-    .option('--no-nfs', 'do not publish the session in the NFS datastore (NBD only)')
+    .option('--no-nbd', 'do not publish the session over NBD')
+    .option('--no-nfs', 'do not publish the session in the NFS datastore')
+    .option('--no-fuse', 'do not show the session in the FUSE file tree')
     .option('--json', 'print the session as JSON')
-    .action(async (ref: string, opts: { name?: string; quota?: string; iops?: string; bandwidth?: string; nbd: boolean; nfs: boolean; json?: boolean }, cmd: Command) => {
+    .action(async (ref: string, opts: { name?: string; quota?: string; iops?: string; bandwidth?: string; nbd: boolean; nfs: boolean; fuse: boolean; json?: boolean }, cmd: Command) => {
       const { vm, point } = parsePointRef(ref);
       const s = await apiClient(cmd).post<SessionDetail>('/v1/sessions', {
         vm,
@@ -65,7 +66,7 @@ export function registerSessions(program: Command, io: CliIo): void {
         ...(opts.name ? { name: opts.name } : {}),
         ...(opts.quota ? { quota: parseSize(opts.quota) } : {}),
         qos: qosOf(opts),
-        publish: { nbd: opts.nbd, nfs: opts.nfs },
+        publish: { nbd: opts.nbd, nfs: opts.nfs, fuse: opts.fuse },
       });
       if (opts.json) return io.stdout(JSON.stringify(s, null, 2) + '\n');
       printSession(io, s);
