@@ -91,7 +91,7 @@ export class JobRegistry {
   }
 
   /** Cancels running jobs and waits for them (daemon shutdown). */
-  async closeAll(): Promise<void> {
+  async close(): Promise<void> {
     for (const j of this.#jobs.values()) if (j.info.state === 'running') j.controller.abort(new ReboundError('ERR_JOB_CANCELLED', 'the daemon is shutting down'));
     await Promise.all([...this.#jobs.values()].map((j) => j.done));
   }

@@ -11,6 +11,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { ReboundError } from '../errors.js';
 import { parseTcpAddress } from '../util/address.js';
+import { parseClientRule } from '../util/client-filter.js';
 import { formatSizeExact, parseSize } from '../util/size.js';
 
 export interface FieldType<T> {
@@ -130,15 +131,13 @@ export function addressType(opts: { off?: boolean; placeholder?: string } = {}):
 
 /**
  * A client allowed to mount the NFS datastore: an IP address, a subnet ADDR/BITS, or '*' (all).
- * The one check of this syntax; the NFS export policy builds its address list from such values.
+ * The syntax is util/client-filter.ts's, which the NFS export policy also builds its list with.
  */
 export const nfsClientType: FieldType<string> = textType('ADDR', "an IP address, a subnet ADDR/BITS, or '*'", (text) => {
-  if (text === '*') return;
-  const [addr, bits, extra] = text.split('/');
-  const family = net.isIP(addr!);
-  const maxBits = family === 4 ? 32 : 128;
-  if (family === 0 || extra !== undefined || (bits !== undefined && (!/^\d+$/.test(bits) || Number(bits) > maxBits))) {
-    throw invalid(`invalid NFS client '${text}': expected an IP address, a subnet ADDR/BITS or '*'`);
+  try {
+    parseClientRule(text);
+  } catch (err) {
+    throw invalid((err as Error).message);
   }
 });
 

@@ -242,8 +242,8 @@ export class Daemon {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#log.info('shutting down');
-      await Promise.allSettled([this.#api?.close(), this.nbd.close(this.config.shutdownTimeoutMs), this.jobs.closeAll(), this.#nfs?.close(this.config.shutdownTimeoutMs)]);
-      await this.#fuse?.closeAll();
+      await Promise.allSettled([this.#api?.close(), this.nbd.close(this.config.shutdownTimeoutMs), this.jobs.close(), this.#nfs?.close(this.config.shutdownTimeoutMs)]);
+      await this.#fuse?.close();
       await this.#sessionManager?.close();
       await this.catalog.close();
       await this.#repo?.close();

@@ -65,7 +65,7 @@ export class FuseMounts {
   }
 
   /** Unmounts everything (daemon shutdown); never throws. */
-  closeAll(): Promise<void> {
+  close(): Promise<void> {
     return this.#lock.run(async () => {
       for (const [dir, m] of this.#mounts) {
         try {

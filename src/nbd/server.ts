@@ -99,7 +99,7 @@ export class NbdServer {
   async close(timeoutMs = 10_000): Promise<void> {
     this.#shuttingDown = true;
     const closing = this.#listeners.map((l) => new Promise<void>((r) => l.close(() => r())));
-    const draining = Promise.all([...this.#connections].map((c) => c.stop()));
+    const draining = Promise.all([...this.#connections].map((c) => c.close()));
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)));
     await Promise.race([draining, timeout]);
@@ -202,9 +202,9 @@ class NbdConnection {
   }
 
   /** Finish in-flight requests, then close. */
-  async stop(): Promise<void> {
+  async close(): Promise<void> {
     const t = this.#transmission;
-    if (t) await t.stop();
+    if (t) await t.close();
     await endGracefully(this.#socket);
   }
 

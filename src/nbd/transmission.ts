@@ -95,7 +95,7 @@ export class Transmission {
     return this.#inflight;
   }
 
-  /** Runs until the client disconnects, sends DISC, or stop() is called. Then drains in-flight requests. */
+  /** Runs until the client disconnects, sends DISC, or close() is called. Then drains in-flight requests. */
   async run(): Promise<void> {
     try {
       for (;;) {
@@ -123,7 +123,7 @@ export class Transmission {
    * Graceful stop: no new requests start. Resolves once in-flight requests are answered; the
    * caller then closes the socket, which ends run().
    */
-  stop(): Promise<void> {
+  close(): Promise<void> {
     this.#stopping = true;
     this.#wakeUp();
     return this.#drain();
@@ -361,7 +361,7 @@ export class Transmission {
   }
 }
 
-/** Thrown inside run() when stop() was called while waiting; ends the loop quietly. */
+/** Thrown inside run() when close() was called while waiting; ends the loop quietly. */
 export class StopRequested extends Error {
   constructor() {
     super('stop requested');

@@ -65,7 +65,7 @@ beforeAll(async () => {
 afterAll(async () => {
   if (missing.length) return;
   await loops.cleanup();
-  for (const m of extraMounts) await m.closeAll();
+  for (const m of extraMounts) await m.close();
   await daemon?.close();
   for (const d of [mnt, path.join(dir, 'fuse-cli'), path.join(dir, 'fuse-session'), path.join(dir, 'fuse-stale')]) {
     if (findMount(d)) await run('fusermount', ['-uz', d]);

@@ -57,7 +57,7 @@ export class RpcConnection {
   }
 
   /** Graceful stop: read nothing more, answer what is in flight, end the socket. */
-  async stop(): Promise<void> {
+  async close(): Promise<void> {
     this.#stopping = true;
     this.#socket.pause();
     if (this.#inflight > 0) await new Promise<void>((r) => this.#idle.push(r));

@@ -116,7 +116,7 @@ export class RpcServer {
     const closing = this.#listeners.map((l) => new Promise<void>((r) => l.close(() => r())));
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
-      Promise.all([...this.#connections].map((c) => c.stop())),
+      Promise.all([...this.#connections].map((c) => c.close())),
       new Promise<void>((r) => (timer = setTimeout(r, timeoutMs))),
     ]);
     clearTimeout(timer);
