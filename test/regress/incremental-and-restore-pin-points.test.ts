@@ -42,13 +42,13 @@ it('an incremental backup pins its base point while it runs', async () => {
   const device = new MemoryDevice(image.length);
   await device.write(image, 0);
   const read = device.read.bind(device);
-  vi.spyOn(device, 'read').mockImplementation(async (dst, offset, opts) => {
+  vi.spyOn(device, 'read').mockImplementation(async (dst: Uint8Array, offset: number) => {
     const deleted = await repo.deletePoint('vm1', id).then(
       () => 'deleted',
       (err: { code?: string }) => err.code ?? 'error',
     );
     during.push({ pinned: repo.isPinned('vm1', id), deleted });
-    return read(dst, offset, opts);
+    return read(dst, offset);
   });
   // A source with a dirty bitmap that marks one chunk (as qemu-nbd -B would).
   const source: BackupSource = { description: 'test:dirty', device, dirtyRanges: async () => [[2 * CS, CS]] };

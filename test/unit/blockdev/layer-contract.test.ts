@@ -28,7 +28,8 @@ describe('LazyDevice', () => {
       opened++;
       return new MemoryDevice(MiB);
     });
-    for (const p of [lazy.write(new Uint8Array(512), 0), lazy.trim(0, 512), lazy.zero(0, 512)]) {
+    const dev: BlockDevice = lazy; // the contract's signatures: the stand-in takes and ignores the arguments
+    for (const p of [dev.write(new Uint8Array(512), 0), dev.trim(0, 512), dev.zero(0, 512)]) {
       await expect(p).rejects.toMatchObject({ code: 'EROFS' });
     }
     await lazy.flush();
