@@ -4,6 +4,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 npm run --silent build || exit 1
+# The tests are TypeScript too; vitest strips their types, so check them here.
+npx tsc -p tsconfig.test.json || exit 1
 mkdir -p test-results
 rm -f test-results/results.json
 npx vitest run --reporter=default --reporter=json --outputFile.json=test-results/results.json "$@"
