@@ -23,6 +23,7 @@
  *    fallocate); space of zeroed blocks is reused when they are written again.
  */
 import fs from 'node:fs';
+import { promisify } from 'node:util';
 import path from 'node:path';
 import { BlockError, ReboundError } from '../../../errors.js';
 import { fdatasync, pread, pwrite } from '../../../util/file-io.js';
@@ -111,7 +112,7 @@ export class CowOverlay extends Layer {
   /** Opens the overlay in `opts.dir` over `next`, creating it if the directory holds none. */
   static async open(next: BlockDevice, opts: CowOverlayOptions): Promise<CowOverlay> {
     const dir = path.resolve(opts.dir);
-    let header = readHeader(dir);
+    let header = await readHeader(dir);
     if (!header) {
       const blockSize = opts.blockSize ?? DEFAULT_COW_BLOCK_SIZE;
       if (!isValidBlockSize(blockSize)) throw new RangeError(`invalid overlay block size ${blockSize}`);
@@ -123,7 +124,7 @@ export class CowOverlay extends Layer {
         createdAt: new Date().toISOString(),
         base: { size: next.size, id: opts.baseId },
       };
-      createOverlayFiles(dir, header);
+      await createOverlayFiles(dir, header);
     } else if (header.base.size !== next.size || header.size !== next.size || header.base.id !== opts.baseId) {
       throw new ReboundError(
         'ERR_OVERLAY_BASE_MISMATCH',
@@ -131,11 +132,19 @@ export class CowOverlay extends Layer {
           `(${next.size} bytes); use another overlay directory or remove this one`,
       );
     }
-    const dataFd = fs.openSync(path.join(dir, DATA_FILE), 'r+');
-    const mapFd = fs.openSync(path.join(dir, MAP_FILE), 'r+');
+    const dataFd = await openFd(path.join(dir, DATA_FILE), 'r+');
+    const mapFd = await openFd(path.join(dir, MAP_FILE), 'r+').catch(async (err: unknown) => {
+      await closeFd(dataFd);
+      throw err;
+    });
     const map = new BlockMap(Math.ceil(header.size / header.blockSize));
     const overlay = new CowOverlay(next, dir, header, dataFd, mapFd, map, opts.maxBytes);
-    overlay.#loadMap();
+    try {
+      await overlay.#loadMap();
+    } catch (err) {
+      await Promise.all([closeFd(dataFd), closeFd(mapFd)]);
+      throw err;
+    }
     return overlay;
   }
 
@@ -286,8 +295,7 @@ export class CowOverlay extends Layer {
       failure = err;
     }
     this.#closed = true;
-    fs.closeSync(this.#dataFd);
-    fs.closeSync(this.#mapFd);
+    await Promise.all([closeFd(this.#dataFd), closeFd(this.#mapFd)]);
     await this.next.close();
     if (failure) throw failure;
   }
@@ -375,11 +383,11 @@ export class CowOverlay extends Layer {
     }
   }
 
-  #loadMap(): void {
-    const size = fs.fstatSync(this.#mapFd).size;
+  async #loadMap(): Promise<void> {
+    const size = (await fstat(this.#mapFd)).size;
     const chunk = Buffer.alloc(1024 * 1024);
     for (let pos = 0; pos < size; pos += chunk.length) {
-      const n = fs.readSync(this.#mapFd, chunk, 0, chunk.length, pos);
+      const { bytesRead: n } = await readFd(this.#mapFd, chunk, 0, chunk.length, pos);
       for (let off = 0; off + PAGE_BYTES <= n; off += PAGE_BYTES) {
         const page = (pos + off) / PAGE_BYTES;
         if (page >= this.#map.pageCount) break;
@@ -430,3 +438,8 @@ async function sync(fd: number): Promise<void> {
     throw ioError(err as NodeJS.ErrnoException, 'sync');
   }
 }
+
+const openFd = promisify(fs.open);
+const closeFd = promisify(fs.close);
+const fstat = promisify(fs.fstat);
+const readFd = promisify(fs.read);

@@ -23,7 +23,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ReboundError } from '../../../errors.js';
-import { fsyncDir, writeFileDurable } from '../../../util/durable-file.js';
+import { writeFileDurableAsync } from '../../../util/durable-file.js';
 
 export const FORMAT_NAME = 'rebound-cow-overlay';
 export const FORMAT_VERSION = 1;
@@ -43,11 +43,11 @@ export interface OverlayHeader {
   base: { size: number; id: string };
 }
 
-export function readHeader(dir: string): OverlayHeader | undefined {
+export async function readHeader(dir: string): Promise<OverlayHeader | undefined> {
   const file = path.join(dir, HEADER_FILE);
   let text: string;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    text = await fs.promises.readFile(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new ReboundError('ERR_OVERLAY_CORRUPT', `cannot read ${file}: ${(err as Error).message}`, { cause: err });
@@ -72,18 +72,20 @@ export function isValidBlockSize(n: number): boolean {
   return Number.isInteger(n) && n >= 512 && n <= 1024 * 1024 && (n & (n - 1)) === 0;
 }
 
-/** Creates the directory, the empty data and map files and the header, durably. */
-export function createOverlayFiles(dir: string, header: OverlayHeader): void {
-  fs.mkdirSync(dir, { recursive: true });
+/**
+ * Creates the directory, the empty data and map files and the header, durably. Asynchronous: an
+ * overlay is created while the daemon serves other disks.
+ */
+export async function createOverlayFiles(dir: string, header: OverlayHeader): Promise<void> {
+  await fs.promises.mkdir(dir, { recursive: true });
   for (const name of [DATA_FILE, MAP_FILE]) {
-    const fd = fs.openSync(path.join(dir, name), 'w');
+    const fh = await fs.promises.open(path.join(dir, name), 'w');
     try {
-      if (name === DATA_FILE) fs.ftruncateSync(fd, header.size);
-      fs.fsyncSync(fd);
+      if (name === DATA_FILE) await fh.truncate(header.size);
+      await fh.sync();
     } finally {
-      fs.closeSync(fd);
+      await fh.close();
     }
   }
-  writeFileDurable(path.join(dir, HEADER_FILE), JSON.stringify(header, null, 2) + '\n');
-  fsyncDir(dir);
+  await writeFileDurableAsync(path.join(dir, HEADER_FILE), JSON.stringify(header, null, 2) + '\n'); // fsyncs the directory
 }
