@@ -319,7 +319,8 @@ export class SessionManager {
     const s = this.require(name);
     const migrating = s.disks.filter((d) => d.state !== 'running' && d.state !== 'retired');
     if (migrating.length === 0) throw new ReboundError('ERR_SESSION_STATE', `session ${name} has no migration to switch to (run rebound migrate first)`);
-    const notReady = migrating.filter((d) => d.state !== 'in-step');
+    // A disk already `switched` (its retirement could not be saved earlier) only needs retiring.
+    const notReady = migrating.filter((d) => d.state !== 'in-step' && d.state !== 'switched');
     if (notReady.length) {
       throw new ReboundError(
         'ERR_SESSION_STATE',
@@ -328,7 +329,12 @@ export class SessionManager {
     }
     const results = [];
     for (const d of migrating) {
-      results.push({ disk: d.name, ...(await d.switchOver()) });
+      if (d.state === 'switched') {
+        await d.retireOverlay();
+        results.push({ disk: d.name, ...(d.record.migration?.verified ?? { units: 0, repaired: 0 }) });
+      } else {
+        results.push({ disk: d.name, ...(await d.switchOver()) });
+      }
       // The comparison's result, for the report; the switch itself is saved already.
       await s.commit().catch((err: unknown) => this.#deps.log.warn('cannot save the final comparison result', { session: s.name, disk: d.name, err: errorText(err) }));
       this.#deps.catalog.changed(sessionEntryName(s.name, d.name));
