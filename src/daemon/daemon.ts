@@ -13,7 +13,7 @@ import { MemoryDevice } from '../blockdev/base/memory.js';
 import type { BlockDevice } from '../blockdev/types.js';
 import { buildStack } from '../blockdev/layer.js';
 import type { ExportSpec } from '../config/export-spec.js';
-import type { ValidatedConfig } from '../config/schema.js';
+import { plainConfig, type ValidatedConfig } from '../config/schema.js';
 import { createApi } from '../api/server.js';
 import { Catalog } from '../exports/catalog.js';
 import { NbdServer } from '../nbd/server.js';
@@ -169,10 +169,7 @@ export class Daemon {
         version: VERSION,
         startedAt: this.startedAt,
         endpoints: () => this.#endpoints,
-        config: () => {
-          const { exportSpecs: _specs, ...plain } = this.config;
-          return plain;
-        },
+        config: () => ({ ...plainConfig(this.config) }),
         repo: this.#repo,
         jobs: this.jobs,
         repoChanged: () => this.#repoChanged(),
