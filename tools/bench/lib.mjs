@@ -485,3 +485,56 @@ export function table(rows) {
     })
     .join('\n');
 }
+
+/**
+ * Starts a fio job over NBD in the background and returns { child, command, stop(), result }.
+ * `result` resolves when the job ends (after --runtime, or early through `stop()`, which sends
+ * SIGINT: fio then ends the job and still reports what it did) with
+ * { iops, readIops, writeIops, totalIos, seconds, readClatP99Us, writeClatP99Us }, both
+ * directions summed for mixed jobs (`rw=randrw`).
+ */
+export function startFio({ uri, name, rw, bs, iodepth, runtime, extra = [] }) {
+  const args = [`--name=${name}`, '--ioengine=nbd', `--uri=${uri}`, `--rw=${rw}`, `--bs=${bs}`, `--iodepth=${iodepth}`,
+    `--runtime=${runtime}`, '--time_based', '--output-format=json', ...extra];
+  const child = spawn('fio', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  let out = '';
+  let err = '';
+  child.stdout.setEncoding('utf8').on('data', (d) => (out += d));
+  child.stderr.setEncoding('utf8').on('data', (d) => (err += d));
+  const timer = setTimeout(() => child.kill('SIGKILL'), (runtime + 60) * 1000);
+  const result = new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      children.delete(child);
+      const start = out.indexOf('{');
+      let json;
+      try {
+        json = JSON.parse(out.slice(start));
+      } catch {
+        return reject(new Error(`fio ${name} failed (${signal ?? code}), no report\n${err.slice(-2000)}`));
+      }
+      const job = json.jobs[0];
+      if (job.error !== 0) return reject(new Error(`fio ${name}: error ${job.error}\n${err.slice(-2000)}`));
+      const p99 = (side) => (side.clat_ns?.percentile?.['99.000000'] ?? NaN) / 1000;
+      const totalIos = job.read.total_ios + job.write.total_ios;
+      if (!(totalIos > 0)) return reject(new Error(`fio ${name}: no I/O completed`));
+      const seconds = (job.job_runtime || job.elapsed * 1000) / 1000;
+      resolve({
+        iops: totalIos / seconds,
+        readIops: job.read.total_ios / seconds,
+        writeIops: job.write.total_ios / seconds,
+        totalIos,
+        seconds,
+        readClatP99Us: p99(job.read),
+        writeClatP99Us: p99(job.write),
+      });
+    });
+  });
+  const stop = () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
+    return result;
+  };
+  return { child, command: ['fio', ...args].join(' '), stop, result };
+}
