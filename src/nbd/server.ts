@@ -1,7 +1,9 @@
 /**
  * NbdServer: accepts NBD clients on TCP and Unix sockets and serves the disks the catalog
- * publishes on NBD (exports/catalog.ts, through its 'nbd' view). One NbdConnection per socket: handshake (handshake.ts), then transmission
- * (transmission.ts). A failure on one connection is logged and closes only that connection.
+ * publishes on NBD (exports/catalog.ts, its 'nbd' view). One NbdConnection per socket: handshake
+ * (handshake.ts), then transmission (transmission.ts) over the export opened for that connection
+ * (its own checked() gate, closed when the client leaves). A failure on one connection is logged
+ * and closes only that connection.
  *
  * Lifecycle: listen*() may be called several times; close() stops accepting, lets every
  * connection finish its in-flight requests (new ones get ESHUTDOWN) and then closes the sockets,

@@ -211,10 +211,11 @@ export class DiskMigration {
     let next = Math.floor(r.cursor / this.#unit);
     let prefix = next;
     const worker = async (): Promise<void> => {
+      const buf = new Uint8Array(this.#unit); // one per worker, reused: no allocation per unit
       while (next < units) {
         signal.throwIfAborted();
         const u = next++;
-        await this.#copyUnit(u, target, target.fresh);
+        await this.#copyUnit(u, target, target.fresh, buf);
         done.add(u);
         while (done.delete(prefix)) prefix++;
         r.cursor = Math.min(size, prefix * this.#unit);
@@ -250,17 +251,21 @@ export class DiskMigration {
   async #copyUnits(list: number[], target: WriteTarget, signal?: AbortSignal): Promise<void> {
     let i = 0;
     const worker = async (): Promise<void> => {
+      const buf = new Uint8Array(this.#unit);
       while (i < list.length) {
         signal?.throwIfAborted();
         const u = list[i++]!;
-        if (this.#tracker.isDirty(u)) await this.#copyUnit(u, target, false);
+        if (this.#tracker.isDirty(u)) await this.#copyUnit(u, target, false, buf);
       }
     };
     await Promise.all(Array.from({ length: INFLIGHT }, worker));
   }
 
-  /** Copies one unit of the merged view; zero ranges are skipped on a fresh target. */
-  async #copyUnit(u: number, target: WriteTarget, fresh: boolean): Promise<void> {
+  /**
+   * Copies one unit of the merged view through `buf` (the worker's; free again once the target
+   * acknowledged the write); zero ranges are skipped on a fresh target.
+   */
+  async #copyUnit(u: number, target: WriteTarget, fresh: boolean, buf: Uint8Array): Promise<void> {
     const off = u * this.#unit;
     const len = Math.min(this.#unit, this.#disk.size - off);
     this.#tracker.clear(u);
@@ -270,9 +275,9 @@ export class DiskMigration {
     if (allZero) {
       if (!fresh) await zeroRange(target, off, len);
     } else {
-      const buf = new Uint8Array(len);
-      await this.#overlay.read(buf, off);
-      await target.write(buf, off);
+      const data = buf.subarray(0, len);
+      await this.#overlay.read(data, off);
+      await target.write(data, off);
     }
     this.#record.copiedBytes += len;
     this.#rateWindow.push([Date.now(), len]);
