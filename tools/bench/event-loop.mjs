@@ -22,7 +22,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
-  cpuSeconds, fmt, killAllSync, log, MiB, REBOUND_MAIN, removeTmpSync, ROOT, run, setTmpDir, sleep, startFio, startServer, stopServer, table, which, writeVmImage,
+  api, cpuSeconds, fmt, killAllSync, log, MiB, REBOUND_MAIN, removeTmpSync, rebound, ROOT, run, setTmpDir, sleep, startFio, startServer, stopServer, table, which, writeVmImage,
 } from './lib.mjs';
 
 const TARGET_P99_MS = 5;
@@ -42,23 +42,6 @@ const USAGE = `usage: node tools/bench/event-loop.mjs [options]
   --json               print JSON
   --check              exit 1 when the target (p99 < ${TARGET_P99_MS} ms during VM I/O + migration) is missed
   -h, --help`;
-
-async function api(http, method, url, body) {
-  const res = await fetch(`${http}${url}`, {
-    method,
-    headers: body ? { 'content-type': 'application/json' } : {},
-    body: body ? JSON.stringify(body) : undefined,
-    signal: AbortSignal.timeout(600_000),
-  });
-  const j = await res.json();
-  if (!res.ok) throw new Error(`${method} ${url}: ${JSON.stringify(j)}`);
-  return j;
-}
-
-async function rebound(http, args, timeoutMs = 3_600_000) {
-  const r = await run(process.execPath, [REBOUND_MAIN, '--server', http, ...args, '--json'], { timeoutMs });
-  return { ...JSON.parse(r.stdout), seconds: r.seconds };
-}
 
 /** Busy and total jiffies of all CPUs (first line of /proc/stat). */
 function machineCpu() {

@@ -538,3 +538,22 @@ export function startFio({ uri, name, rw, bs, iodepth, runtime, extra = [] }) {
   };
   return { child, command: ['fio', ...args].join(' '), stop, result };
 }
+
+/** A call of the daemon's HTTP API (JSON); throws with the answer on an error status. */
+export async function api(http, method, url, body) {
+  const res = await fetch(`${http}${url}`, {
+    method,
+    headers: body ? { 'content-type': 'application/json' } : {},
+    body: body ? JSON.stringify(body) : undefined,
+    signal: AbortSignal.timeout(600_000),
+  });
+  const j = await res.json();
+  if (!res.ok) throw new Error(`${method} ${url}: ${JSON.stringify(j)}`);
+  return j;
+}
+
+/** Runs `rebound --server HTTP ARGS --json` and returns its JSON answer. */
+export async function rebound(http, args, timeoutMs = 3_600_000) {
+  const r = await run(process.execPath, [REBOUND_MAIN, '--server', http, ...args, '--json'], { timeoutMs });
+  return JSON.parse(r.stdout);
+}

@@ -19,7 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
-  fmt, GiB, killAllSync, log, MiB, REBOUND_MAIN, removeTmpSync, ROOT, run, setTmpDir, sleep, startServer, stopServer, table, which, writeVmImage,
+  api, fmt, GiB, killAllSync, log, MiB, REBOUND_MAIN, removeTmpSync, rebound, ROOT, run, setTmpDir, sleep, startServer, stopServer, table, which, writeVmImage,
 } from './lib.mjs';
 
 const USAGE = `usage: node tools/bench/recovery.mjs [options]
@@ -29,25 +29,6 @@ const USAGE = `usage: node tools/bench/recovery.mjs [options]
   --json               print JSON
   --check              exit 1 when a target is missed
   -h, --help`;
-
-
-
-async function api(http, method, url, body) {
-  const res = await fetch(`${http}${url}`, {
-    method,
-    headers: body ? { 'content-type': 'application/json' } : {},
-    body: body ? JSON.stringify(body) : undefined,
-    signal: AbortSignal.timeout(600_000),
-  });
-  const j = await res.json();
-  if (!res.ok) throw new Error(`${method} ${url}: ${JSON.stringify(j)}`);
-  return j;
-}
-
-async function rebound(http, args, timeoutMs = 3_600_000) {
-  const r = await run(process.execPath, [REBOUND_MAIN, '--server', http, ...args, '--json'], { timeoutMs });
-  return JSON.parse(r.stdout);
-}
 
 /** POST /v1/sessions, then the first 4 KiB read through NBD; milliseconds of each. */
 async function timeRecover(ctx, vm, name) {
