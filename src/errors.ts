@@ -71,6 +71,7 @@ export const ERROR_CODES = {
   ERR_SESSION_STATE: { status: 409, summary: 'The session is not in a state that allows the request (e.g. migrating, switched, target incomplete).' },
   ERR_PARTITION_TABLE: { status: 422, summary: "The disk's partition table (MBR or GPT) is malformed or points outside the disk." },
   ERR_MOUNT_FAILED: { status: 500, summary: 'The FUSE file tree could not be mounted or unmounted (missing /dev/fuse, busy mount point).' },
+  ERR_MOUNT_DIR_NOT_ALLOWED: { status: 400, summary: 'A FUSE mount directory is `/` or at or under /proc, /sys, /dev or /run (after resolving symlinks).' },
   ERR_MOUNT_NOT_FOUND: { status: 404, summary: 'The daemon has no FUSE file tree mounted at that directory.' },
   ERR_BACKUP_SOURCE: { status: 400, summary: 'A backup source cannot be read (missing file, unreachable NBD server, missing dirty bitmap).' },
   ERR_JOB_NOT_FOUND: { status: 404, summary: 'No job has that id (finished jobs are kept for a while, then forgotten).' },

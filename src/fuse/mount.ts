@@ -14,6 +14,9 @@
  *    ("Transport endpoint is not connected") is detached (`fusermount -uz`); a live mount or a
  *    non-empty directory is refused. Unmount is `fusermount -u` (not lazy) so a busy mount (a loop
  *    device, a shell inside) is reported instead of silently detached; `lazy` detaches anyway.
+ *    A missing directory is created one component at a time without `recursive` (whose loop
+ *    never ends on /proc, where mkdir answers ENOENT below an existing directory); the caller
+ *    (FuseMounts) has already refused system trees.
  *  - fuse-native's own close runs `fusermount -uz` (always lazy) and cannot report busy; the
  *    subclass below replaces it and then releases the native thread's handle itself.
  */
@@ -327,11 +330,33 @@ async function prepareMountPoint(dir: string, log: Logger): Promise<void> {
     log.warn('cleaned up a stale FUSE mount left by a previous daemon', { dir, fstype: existing.fstype });
   }
   try {
-    await fs.promises.mkdir(dir, { recursive: true });
+    await makeMountDir(dir);
     const entries = await fs.promises.readdir(dir);
     if (entries.length > 0) throw new ReboundError('ERR_MOUNT_FAILED', `cannot mount at ${dir}: the directory is not empty (${entries.length} entries); use an empty directory`);
   } catch (err) {
     if (err instanceof ReboundError) throw err;
     throw new ReboundError('ERR_MOUNT_FAILED', `cannot use ${dir} as a mount point: ${errorText(err)}`, { cause: err });
+  }
+}
+
+/** Creates the missing components of `dir` one by one (bounded by its depth); an existing directory is fine. */
+async function makeMountDir(dir: string): Promise<void> {
+  const missing: string[] = [];
+  for (let cur = dir; ; cur = path.dirname(cur)) {
+    try {
+      const st = await fs.promises.stat(cur);
+      if (!st.isDirectory()) throw new ReboundError('ERR_MOUNT_FAILED', `cannot use ${dir} as a mount point: ${cur} is not a directory`);
+      break;
+    } catch (err) {
+      if (err instanceof ReboundError || (err as NodeJS.ErrnoException).code !== 'ENOENT' || path.dirname(cur) === cur) throw err;
+      missing.unshift(cur);
+    }
+  }
+  for (const d of missing) {
+    try {
+      await fs.promises.mkdir(d);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
   }
 }
