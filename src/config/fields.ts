@@ -160,6 +160,12 @@ export const CONFIG_SCHEMA = {
     flag: 'max-inflight',
     doc: 'Requests processed at once per NBD connection.',
   }),
+  nbdMaxInflightBytes: field({
+    type: sizeType('bytes', 1),
+    default: 64 * MiB,
+    flag: 'max-inflight-bytes',
+    doc: 'Payload bytes (READ lengths, WRITE data) of the requests running at once on one NBD connection; a single larger request still runs, alone. Bounds the memory a client that does not read its replies can hold.',
+  }),
   shutdownTimeoutMs: field({
     type: integerType('ms', { min: 1, placeholder: 'MS' }),
     default: 10_000,

@@ -67,6 +67,7 @@ export class Daemon {
       exports: this.catalog.view('nbd'),
       log: log.child({ component: 'nbd' }),
       maxInflight: config.nbdMaxInflight,
+      maxInflightBytes: config.nbdMaxInflightBytes,
     });
   }
 

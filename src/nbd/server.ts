@@ -17,13 +17,15 @@ import { silentLogger } from '../util/log.js';
 import { ByteReader, ConnectionClosed } from './byte-reader.js';
 import { negotiate, ProtocolViolation, type ExportLookup } from './handshake.js';
 import { ReplyBufferPool } from './reply-buffers.js';
-import { StopRequested, Transmission } from './transmission.js';
+import { DEFAULT_MAX_INFLIGHT_BYTES, StopRequested, Transmission } from './transmission.js';
 
 export interface NbdServerOptions {
   exports: ExportLookup;
   log?: Logger;
   /** Requests processed concurrently per connection (default 256). */
   maxInflight?: number;
+  /** Payload bytes of the requests running on one connection (default 64 MiB; see transmission.ts). */
+  maxInflightBytes?: number;
   /** A client that has not finished the handshake after this long is dropped (default 30 s). */
   handshakeTimeoutMs?: number;
 }
@@ -40,7 +42,7 @@ export class NbdServer {
   #shuttingDown = false;
 
   constructor(opts: NbdServerOptions) {
-    this.#opts = { maxInflight: 256, handshakeTimeoutMs: 30_000, ...opts };
+    this.#opts = { maxInflight: 256, maxInflightBytes: DEFAULT_MAX_INFLIGHT_BYTES, handshakeTimeoutMs: 30_000, ...opts };
     this.#log = opts.log ?? silentLogger;
   }
 
@@ -179,6 +181,7 @@ class NbdConnection {
       });
       this.#transmission = new Transmission(socket, reader, session, device, log, {
         maxInflight: this.#opts.maxInflight,
+        maxInflightBytes: this.#opts.maxInflightBytes,
         buffers: this.#buffers,
       });
       try {

@@ -5,8 +5,13 @@
  * Invariants:
  *  - Each reply is handed to the socket in one synchronous step (a single write, or several
  *    inside cork/uncork), so bytes of two replies never interleave.
- *  - At most `maxInflight` requests run at once; the read loop waits for a slot, and also while the
- *    socket's send buffer is over its limit (a client that does not read its replies is not fed).
+ *  - Memory per connection is bounded: at most `maxInflight` requests run at once, their payload
+ *    bytes (READ lengths, WRITE payloads) stay within `maxInflightBytes` (one request larger than
+ *    that runs alone), and no request is read while the socket holds over SEND_BUFFER_LIMIT of
+ *    unsent replies. A client that does not read its replies is therefore not fed: qemu-nbd keeps
+ *    16 requests in flight, nbdkit as many as it has threads, for the same reason.
+ *  - When the client goes away, requests still queued below (QoS, locks) are cancelled through
+ *    their AbortSignal; the device layers honour it where waiting is possible.
  *  - A failed request gets an error reply and the connection carries on. Only framing errors
  *    (bad magic, a WRITE payload over 32 MiB) drop the connection, since the stream cannot be resynced.
  *  - After structured replies are negotiated, READ and BLOCK_STATUS never get simple replies, and
@@ -53,10 +58,14 @@ const WRITE_COMMANDS = new Set<number>([Cmd.WRITE, Cmd.TRIM, Cmd.WRITE_ZEROES]);
 /** Reads at least this long are answered sparsely (hole chunks for zero extents). */
 const SPARSE_READ_MIN = 64 * 1024;
 /** Stop reading requests while this much reply data waits in the socket. */
-const SEND_BUFFER_LIMIT = 64 * 1024 * 1024;
+const SEND_BUFFER_LIMIT = 32 * 1024 * 1024;
+/** Default budget of payload bytes of the requests running on one connection. */
+export const DEFAULT_MAX_INFLIGHT_BYTES = 64 * 1024 * 1024;
 
 export interface TransmissionOptions {
   maxInflight: number;
+  /** Payload bytes of running requests per connection (default DEFAULT_MAX_INFLIGHT_BYTES). */
+  maxInflightBytes?: number;
   /** Where READ reply buffers come from and go back to (shared by the server's connections). */
   buffers: ReplyBufferPool;
 }
@@ -68,11 +77,14 @@ export class Transmission {
   readonly #device: CheckedDevice;
   readonly #log: Logger;
   readonly #maxInflight: number;
+  readonly #maxInflightBytes: number;
+  readonly #gone = new AbortController();
   readonly #flags: number;
   readonly #buffers: ReplyBufferPool;
   readonly #alloc: (size: number) => Buffer;
   #corked = false;
   #inflight = 0;
+  #inflightBytes = 0;
   #stopping = false;
   #wake: (() => void) | undefined;
   #idle: (() => void) | undefined;
@@ -85,10 +97,12 @@ export class Transmission {
     this.#device = device;
     this.#log = log;
     this.#maxInflight = opts.maxInflight;
+    this.#maxInflightBytes = opts.maxInflightBytes ?? DEFAULT_MAX_INFLIGHT_BYTES;
     this.#flags = session.transmissionFlags;
     this.#buffers = opts.buffers;
     this.#alloc = (size) => this.#buffers.acquire(size);
     socket.on('drain', () => this.#wakeUp());
+    socket.once('close', () => this.#gone.abort(new BlockError('ESHUTDOWN', 'the client went away')));
   }
 
   get inflight(): number {
@@ -103,16 +117,15 @@ export class Transmission {
         const head = await this.#reader.readExact(REQUEST_HEADER_BYTES);
         const req = decodeRequestHeader(head);
         if (!req) throw new ProtocolViolation('bad request magic');
-        let payload: Buffer | undefined;
-        if (req.type === Cmd.WRITE) {
-          if (req.length > MAX_PAYLOAD) throw new ProtocolViolation(`WRITE payload of ${req.length} bytes exceeds 32 MiB`);
-          payload = await this.#reader.readExact(req.length);
-        }
+        if (req.type === Cmd.WRITE && req.length > MAX_PAYLOAD) throw new ProtocolViolation(`WRITE payload of ${req.length} bytes exceeds 32 MiB`);
+        const cost = payloadBytes(req);
+        await this.#waitForBytes(cost);
+        const payload = req.type === Cmd.WRITE ? await this.#reader.readExact(req.length) : undefined;
         if (req.type === Cmd.DISC) {
           this.#log.debug('client sent DISC');
           break;
         }
-        this.#start(req, payload);
+        this.#start(req, payload, cost);
       }
     } finally {
       await this.#drain();
@@ -129,12 +142,14 @@ export class Transmission {
     return this.#drain();
   }
 
-  #start(req: RequestHeader, payload: Buffer | undefined): void {
+  #start(req: RequestHeader, payload: Buffer | undefined, cost: number): void {
     this.#inflight++;
+    this.#inflightBytes += cost;
     this.#execute(req, payload)
       .catch((err) => this.#log.error('reply failed', { err: String(err) }))
       .finally(() => {
         this.#inflight--;
+        this.#inflightBytes -= cost;
         this.#wakeUp();
         if (this.#inflight === 0) {
           const idle = this.#idle;
@@ -158,19 +173,20 @@ export class Transmission {
         case Cmd.READ:
           return await this.#read(req);
         case Cmd.WRITE:
-          await this.#device.write(payload!, req.offset, { fua: (req.flags & CmdFlag.FUA) !== 0 });
+          await this.#device.write(payload!, req.offset, { fua: (req.flags & CmdFlag.FUA) !== 0, signal: this.#gone.signal });
           break;
         case Cmd.FLUSH:
-          await this.#device.flush();
+          await this.#device.flush({ signal: this.#gone.signal });
           break;
         case Cmd.TRIM:
-          await this.#device.trim(req.offset, req.length, { fua: (req.flags & CmdFlag.FUA) !== 0 });
+          await this.#device.trim(req.offset, req.length, { fua: (req.flags & CmdFlag.FUA) !== 0, signal: this.#gone.signal });
           break;
         case Cmd.WRITE_ZEROES:
           await this.#device.zero(req.offset, req.length, {
             fua: (req.flags & CmdFlag.FUA) !== 0,
             noHole: (req.flags & CmdFlag.NO_HOLE) !== 0,
             fast: (req.flags & CmdFlag.FAST_ZERO) !== 0,
+            signal: this.#gone.signal,
           });
           break;
         case Cmd.CACHE:
@@ -218,7 +234,7 @@ export class Transmission {
         ? allocDataChunk(cookie, offset, length, true, this.#alloc)
         : allocSimpleReadReply(cookie, length, this.#alloc);
       try {
-        await this.#device.read(data, offset);
+        await this.#device.read(data, offset, { signal: this.#gone.signal });
       } catch (err) {
         this.#buffers.release(buf);
         throw err;
@@ -237,7 +253,7 @@ export class Transmission {
         if (e.zero) return encodeHoleChunk(cookie, e.offset, e.length, last);
         const { buf, data } = allocDataChunk(cookie, e.offset, e.length, last, this.#alloc);
         pooled.push(buf);
-        await this.#device.read(data, e.offset);
+        await this.#device.read(data, e.offset, { signal: this.#gone.signal });
         return buf;
       }),
     );
@@ -343,6 +359,13 @@ export class Transmission {
     if (this.#stopping) throw new StopRequested();
   }
 
+  /** Waits until `cost` more payload bytes fit the connection's budget (alone, anything fits). */
+  async #waitForBytes(cost: number): Promise<void> {
+    while (!this.#stopping && this.#inflight > 0 && this.#inflightBytes + cost > this.#maxInflightBytes) {
+      await new Promise<void>((resolve) => (this.#wake = resolve));
+    }
+  }
+
   #wakeUp(): void {
     const w = this.#wake;
     this.#wake = undefined;
@@ -359,6 +382,11 @@ export class Transmission {
       };
     });
   }
+}
+
+/** The payload bytes a request holds while it runs: its READ buffer or its WRITE data. */
+function payloadBytes(req: RequestHeader): number {
+  return req.type === Cmd.READ || req.type === Cmd.WRITE ? Math.min(req.length, MAX_PAYLOAD + 1) : 0;
 }
 
 /** Thrown inside run() when close() was called while waiting; ends the loop quietly. */

@@ -34,6 +34,8 @@ export class TokenBucket {
   /** Resolves when the n tokens are paid for. Free when the rate is 0 (unlimited). */
   take(n: number, signal?: AbortSignal): Promise<void> {
     if (!(this.#rate > 0)) return Promise.resolve();
+    // An 'abort' that already fired never fires again: listening for it would not cancel the wait.
+    if (signal?.aborted) return Promise.reject(signal.reason);
     this.#refill();
     this.#tokens -= n;
     if (this.#tokens >= 0) return Promise.resolve();
