@@ -79,8 +79,10 @@ export class Repository {
     const cache = new ChunkCache(store, opts.cacheBytes ?? 256 * 1024 * 1024);
     const catalog = await Catalog.open(path.join(dataDir, 'catalog'));
     const repo = new Repository(dir, config, store, cache, catalog);
-    // Leftovers of interrupted backups are garbage: their chunks go at the next gc.
+    // Leftovers of interrupted backups are garbage: their chunks go at the next gc, their
+    // half-written chunk temp files now (one daemon per data directory: nobody else writes them).
     fs.rmSync(path.join(dir, 'tmp'), { recursive: true, force: true });
+    await store.removeStaleTemps();
     fs.mkdirSync(path.join(dir, 'tmp'), { recursive: true });
     if (await catalog.isEmpty()) await repo.reindex();
     return repo;
