@@ -128,8 +128,11 @@ export class RpcTestClient {
     return new Promise<Reply>((resolve) => this.#pending.set(xid, resolve));
   }
 
+  /** The credential of the typed NFS calls (default AUTH_SYS uid 0, gid 0). */
+  cred: { flavor: number; body: Buffer } | undefined;
+
   async nfs<T = m.Nfsv3Response>(proc: number, req: m.Nfsv3Request): Promise<T> {
-    const r = await this.call(NFS, 3, proc, Buffer.from(this.#nfsEnc.encodeMessage(req, proc as never, true)));
+    const r = await this.call(NFS, 3, proc, Buffer.from(this.#nfsEnc.encodeMessage(req, proc as never, true)), { cred: this.cred });
     if (r.kind !== 'accepted' || r.stat !== 0) throw new Error(`NFS call ${proc} not accepted: ${JSON.stringify(r)}`);
     return this.#nfsDec.decodeMessage(readerOf(r.body), proc as never, false) as T;
   }
@@ -190,6 +193,19 @@ export class RpcTestClient {
     return this.nfs(8, new m.Nfsv3CreateRequest(new st.Nfsv3DirOpArgs(this.fh(dir), name), how));
   }
 
+  /** CREATE (UNCHECKED or GUARDED) with the given attributes. */
+  createWith(dir: Uint8Array, name: string, attrs: st.Nfsv3Sattr, mode = 1): Promise<m.Nfsv3CreateResponse> {
+    return this.nfs(8, new m.Nfsv3CreateRequest(new st.Nfsv3DirOpArgs(this.fh(dir), name), new st.Nfsv3CreateHow(mode, attrs)));
+  }
+
+  mkdir(dir: Uint8Array, name: string, attrs: st.Nfsv3Sattr = emptySattr()): Promise<m.Nfsv3MkdirResponse> {
+    return this.nfs(9, new m.Nfsv3MkdirRequest(new st.Nfsv3DirOpArgs(this.fh(dir), name), attrs));
+  }
+
+  setattr(fh: Uint8Array, attrs: st.Nfsv3Sattr): Promise<m.Nfsv3SetattrResponse> {
+    return this.nfs(2, new m.Nfsv3SetattrRequest(this.fh(fh), attrs, new st.Nfsv3SattrGuard(false)));
+  }
+
   remove(dir: Uint8Array, name: string): Promise<m.Nfsv3RemoveResponse> {
     return this.nfs(12, new m.Nfsv3RemoveRequest(new st.Nfsv3DirOpArgs(this.fh(dir), name)));
   }
@@ -213,6 +229,18 @@ export function emptySattr(size?: bigint): st.Nfsv3Sattr {
     new st.Nfsv3SetUid(false),
     new st.Nfsv3SetGid(false),
     size === undefined ? new st.Nfsv3SetSize(false) : new st.Nfsv3SetSize(true, size),
+    new st.Nfsv3SetAtime(0),
+    new st.Nfsv3SetMtime(0),
+  );
+}
+
+/** sattr3 setting only the given fields. */
+export function sattr(a: { mode?: number; uid?: number; gid?: number; size?: bigint }): st.Nfsv3Sattr {
+  return new st.Nfsv3Sattr(
+    a.mode === undefined ? new st.Nfsv3SetMode(false) : new st.Nfsv3SetMode(true, a.mode),
+    a.uid === undefined ? new st.Nfsv3SetUid(false) : new st.Nfsv3SetUid(true, a.uid),
+    a.gid === undefined ? new st.Nfsv3SetGid(false) : new st.Nfsv3SetGid(true, a.gid),
+    a.size === undefined ? new st.Nfsv3SetSize(false) : new st.Nfsv3SetSize(true, a.size),
     new st.Nfsv3SetAtime(0),
     new st.Nfsv3SetMtime(0),
   );

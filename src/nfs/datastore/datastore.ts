@@ -17,6 +17,8 @@
  *  - Every resolve re-checks that the object still exists: the session is still published on
  *    NFS, the restore point still listed, a real file still has the same inode and
  *    birth time. Objects of removed sessions therefore answer STALE at once.
+ *  - LOOKUP goes by name: in a session folder the flat disks come from memory and a real file costs
+ *    one lstat of that name; only READDIR(PLUS) and the walk list a folder (which lstats each entry).
  *  - Attributes of virtual objects come from memory (no I/O): GETATTR of the root or a disk is
  *    answered even while the thread pool is busy with slow backup reads.
  *  - Left out: hard links, symlinks and device nodes (NOTSUPP); sizes of flat disks are fixed.
@@ -104,6 +106,8 @@ export class Datastore {
     if (!isDir(dir)) throw new NfsError(Nfs3Stat.NOTDIR, 'not a directory');
     if (name === '.' || name === '') return dir;
     if (name === '..') return this.#index.get(dir.parentId) ?? this.root;
+    const k = dir.kind;
+    if (k.k === 'session' || k.k === 'real') return this.#lookupReal(dir, name);
     const found = (await this.list(dir)).find((e) => e.name === name);
     if (!found) throw new NfsError(Nfs3Stat.NOENT, `no such entry '${name}'`);
     return found;
@@ -260,6 +264,35 @@ export class Datastore {
 
   #point(vm: string, id: string): PointGroup | undefined {
     return this.#catalog.vms().find((v) => v.vm === vm)?.points.find((p) => p.info.id === id);
+  }
+
+  /**
+   * LOOKUP in a session folder or one of its sub-directories, by name: the folder's flat disks
+   * (from memory) hide real files of the same name, else one lstat of that name. Never lists.
+   */
+  async #lookupReal(dir: DsNode, name: string): Promise<DsNode> {
+    const k = dir.kind;
+    if (name.includes('/') || name.includes('\0')) throw new NfsError(Nfs3Stat.NOENT, `no such entry '${name}'`);
+    if (Buffer.byteLength(name) > 255) throw new NfsError(Nfs3Stat.NAMETOOLONG, 'file name longer than 255 bytes');
+    let s: SessionGroup;
+    let dirPath: string;
+    if (k.k === 'session') {
+      const d = k.s.disks.find((x) => flatName(x.disk) === name);
+      if (d) return this.#node(`flat:${sessionKey(k.s)}:${d.disk}`, name, dir, { k: 'flat', s: k.s, disk: d });
+      await this.ensureSessionDir(k.s);
+      s = k.s;
+      dirPath = k.realDir;
+    } else if (k.k === 'real' && k.dir) {
+      s = k.s;
+      dirPath = k.path;
+    } else throw new NfsError(Nfs3Stat.NOTDIR, 'not a directory');
+    try {
+      return await this.realNode(dir, s, name, path.join(dirPath, name));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') throw new NfsError(Nfs3Stat.NOENT, `no such entry '${name}'`);
+      throw err;
+    }
   }
 
   async #listReal(dir: DsNode, s: SessionGroup, dirPath: string): Promise<DsNode[]> {

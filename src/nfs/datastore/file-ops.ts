@@ -12,6 +12,8 @@
  *    restart sees a new verifier at COMMIT and sends its data again.
  *  - Real files: pwrite into the page cache; COMMIT and stable writes fsync. Directory changes are
  *    fsynced in mutations.ts.
+ *  - SETATTR of real files: values are validated before they reach fs.* and the on-disk owner
+ *    and modes follow ownership.ts (service uid/gid, no execute or set-id bits on regular files).
  *  - NFS semantics on top of the gate: reads are clipped at the end of the disk (by the caller),
  *    writes past it fail with NFS3ERR_FBIG, and unaligned reads go through readAt().
  */
@@ -25,6 +27,7 @@ import type { Logger } from '../../util/log.js';
 import { Nfs3Stat, NfsError } from '../error-map.js';
 import type { Datastore } from './datastore.js';
 import type { DsNode } from './nodes.js';
+import { checkSetAttrs, diskMode } from './ownership.js';
 
 export const StableHow = { UNSTABLE: 0, DATA_SYNC: 1, FILE_SYNC: 2 } as const;
 
@@ -118,7 +121,12 @@ export class FileOps {
     // Everything else holds nothing unstable.
   }
 
+  /**
+   * Checks every value first (ownership.ts); uid/gid are never applied on disk (the caller checked
+   * who may ask), modes only with permission bits (no execute bits on regular files).
+   */
   async setattr(n: DsNode, a: SetAttrs): Promise<void> {
+    checkSetAttrs(a);
     const k = n.kind;
     if (k.k === 'flat') {
       // The disk's size is fixed; other attributes of a virtual file are accepted and dropped.
@@ -134,8 +142,7 @@ export class FileOps {
       if (k.dir) throw new NfsError(Nfs3Stat.ISDIR, 'cannot set the size of a directory');
       await fs.promises.truncate(k.path, Number(a.size));
     }
-    if (a.mode !== undefined) await fs.promises.chmod(k.path, a.mode & 0o7777);
-    if (a.uid !== undefined || a.gid !== undefined) await fs.promises.lchown(k.path, a.uid ?? -1, a.gid ?? -1);
+    if (a.mode !== undefined) await fs.promises.chmod(k.path, diskMode(a.mode, k.dir));
     if (a.atime || a.mtime) {
       const st = await fs.promises.lstat(k.path);
       const t = (v: SetAttrs['atime'], cur: Date): Date =>

@@ -4,6 +4,11 @@
  * created, removed or renamed over (NFS3ERR_ACCES), and nothing outside a session folder changes
  * (NFS3ERR_ROFS). Each change fsyncs the directories it touched before it is answered, so a file
  * the client was told exists survives a crash of the daemon.
+ *
+ * Ownership and modes (ownership.ts): every sattr3 value is checked before it reaches fs.* (a mode
+ * above 0o7777 is NFS3ERR_INVAL, never an abort of the daemon); what a client creates is owned on
+ * disk by SERVICE_UID:SERVICE_GID whatever uid it claims, regular files are created with at most
+ * rw-rw-rw- and directories with at most rwxrwxrwx; uid/gid in CREATE and MKDIR are ignored.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -12,6 +17,7 @@ import { Nfs3Stat, NfsError } from '../error-map.js';
 import type { Datastore } from './datastore.js';
 import type { FileOps, SetAttrs } from './file-ops.js';
 import type { DsNode } from './nodes.js';
+import { checkSetAttrs, diskMode, giveToService } from './ownership.js';
 
 export const CreateMode = { UNCHECKED: 0, GUARDED: 1, EXCLUSIVE: 2 } as const;
 
@@ -29,7 +35,10 @@ export class Mutations {
     this.#ops = ops;
   }
 
-  async create(dir: DsNode, name: string, mode: number, attrs: SetAttrs, verf?: Uint8Array): Promise<DsNode> {
+  async create(dir: DsNode, name: string, mode: number, given: SetAttrs, verf?: Uint8Array): Promise<DsNode> {
+    checkSetAttrs(given);
+    const attrs: SetAttrs = { ...given, uid: undefined, gid: undefined };
+    const fileMode = diskMode(attrs.mode ?? 0o644, false);
     const t = await this.#target(dir, name);
     const existing = await this.#existing(dir, name);
     if (existing && existing.kind.k === 'flat') {
@@ -37,14 +46,23 @@ export class Mutations {
       await this.#ops.setattr(existing, { size: attrs.size });
       return existing;
     }
+    if (existing && existing.kind.k === 'real' && existing.kind.dir) throw new NfsError(Nfs3Stat.ISDIR, `${name} is a directory`);
     const p = path.join(t.dirPath, name);
     if (mode === CreateMode.UNCHECKED) {
-      const fh = await fs.promises.open(p, fs.constants.O_CREAT | fs.constants.O_RDWR, attrs.mode ?? 0o644);
-      await fh.close();
+      // Exclusive first, so only a file made here is given to the service ids.
+      const fh = await fs.promises.open(p, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_RDWR, fileMode).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw err;
+        return undefined;
+      });
+      if (fh) {
+        await fh.close();
+        await giveToService(p);
+      }
     } else {
       try {
-        const fh = await fs.promises.open(p, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_RDWR, attrs.mode ?? 0o644);
+        const fh = await fs.promises.open(p, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_RDWR, fileMode);
         await fh.close();
+        await giveToService(p);
         if (mode === CreateMode.EXCLUSIVE && verf) {
           // The verifier is kept in atime/mtime (as Linux does) until the client's SETATTR.
           const v = Buffer.from(verf);
@@ -66,10 +84,12 @@ export class Mutations {
   }
 
   async mkdir(dir: DsNode, name: string, attrs: SetAttrs): Promise<DsNode> {
+    checkSetAttrs(attrs);
     const t = await this.#target(dir, name);
     if (await this.#existing(dir, name)) throw new NfsError(Nfs3Stat.EXIST, `${name} exists`);
     const p = path.join(t.dirPath, name);
-    await fs.promises.mkdir(p, { mode: attrs.mode ?? 0o755 });
+    await fs.promises.mkdir(p, { mode: diskMode(attrs.mode ?? 0o755, true) });
+    await giveToService(p);
     await syncDir(t.dirPath);
     return this.#ds.realNode(dir, t.s, name, p);
   }

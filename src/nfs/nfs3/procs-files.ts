@@ -3,6 +3,8 @@ import fs from 'node:fs';
 import * as m from '@jsonjoy.com/json-pack/lib/nfs/v3/messages.js';
 import { Nfs3Stat, NfsError } from '../error-map.js';
 import { isWritable } from '../datastore/nodes.js';
+import { checkOwnerChange, checkSetAttrs } from '../datastore/ownership.js';
+import type { AuthSys } from '../rpc/auth.js';
 import { fattr, fromSattr, postOp, wccOf, writeFattr, FATTR3_BYTES } from './attrs.js';
 import { MAX_IO, type NfsContext, type RawReply } from './context.js';
 
@@ -17,14 +19,18 @@ export async function getattr(c: NfsContext, a: m.Nfsv3GetattrRequest): Promise<
   return new m.Nfsv3GetattrResponse(Nfs3Stat.OK, new m.Nfsv3GetattrResOk(fattr(await c.ds.attrs(n), c.fsid)));
 }
 
-export async function setattr(c: NfsContext, a: m.Nfsv3SetattrRequest): Promise<m.Nfsv3SetattrResponse> {
+/** uid/gid changes are checked against the caller (ownership.ts) and never applied on disk. */
+export async function setattr(c: NfsContext, a: m.Nfsv3SetattrRequest, caller: AuthSys | undefined): Promise<m.Nfsv3SetattrResponse> {
   const n = await c.ds.resolve(a.object.data);
+  const wanted = fromSattr(a.newAttributes);
+  checkSetAttrs(wanted);
   const before = await c.ds.attrs(n);
+  checkOwnerChange(wanted, caller, before);
   if (a.guard.check && a.guard.objCtime) {
     const ctime = BigInt(a.guard.objCtime.seconds) * 1_000_000_000n + BigInt(a.guard.objCtime.nseconds);
     if (ctime !== before.ctimeNs) throw new NfsError(Nfs3Stat.NOT_SYNC, 'ctime guard does not match');
   }
-  await c.ops.setattr(n, fromSattr(a.newAttributes));
+  await c.ops.setattr(n, { ...wanted, uid: undefined, gid: undefined });
   return new m.Nfsv3SetattrResponse(Nfs3Stat.OK, new m.Nfsv3SetattrResOk(wccOf(before, await c.ds.attrs(n), c.fsid)));
 }
 

@@ -4,7 +4,9 @@
  *
  *  - Every procedure but NULL needs AUTH_SYS (anything else: AUTH_ERROR/AUTH_TOOWEAK) and a client
  *    address the export allows (otherwise NFS3ERR_ACCES). uid 0 is root: no squashing, since ESXi
- *    must be root on a datastore.
+ *    must be root on a datastore. The claimed uid decides nothing on disk: what clients create
+ *    belongs to the service ids, SETATTR uid/gid is checked (only uid 0 may) and dropped, and
+ *    regular files never get execute or set-id bits (datastore/ownership.ts).
  *  - On a read-only export the procedures that change anything answer NFS3ERR_ROFS.
  *  - READLINK, SYMLINK, MKNOD and LINK answer NFS3ERR_NOTSUPP; unknown procedure numbers PROC_UNAVAIL.
  *  - Any failure becomes the procedure's own failure body (with empty attributes) and the status
@@ -78,7 +80,7 @@ export class Nfs3Program implements RpcProgram {
   async #run(proc: number, args: unknown, call: RpcCall): Promise<RpcResult> {
     const c = this.#c;
     try {
-      const res = await this.#dispatch(proc, args);
+      const res = await this.#dispatch(proc, args, call);
       if ('raw' in res) return { kind: 'success', body: res.body, sent: res.sent };
       return success(this.#encoder.encodeMessage(res, proc as never, false));
     } catch (err) {
@@ -90,11 +92,11 @@ export class Nfs3Program implements RpcProgram {
     }
   }
 
-  #dispatch(proc: number, a: unknown): Promise<m.Nfsv3Response | RawReply> {
+  #dispatch(proc: number, a: unknown, call: RpcCall): Promise<m.Nfsv3Response | RawReply> {
     const c = this.#c;
     switch (proc) {
       case Proc.GETATTR: return files.getattr(c, a as m.Nfsv3GetattrRequest);
-      case Proc.SETATTR: return files.setattr(c, a as m.Nfsv3SetattrRequest);
+      case Proc.SETATTR: return files.setattr(c, a as m.Nfsv3SetattrRequest, call.auth);
       case Proc.LOOKUP: return dirs.lookup(c, a as m.Nfsv3LookupRequest);
       case Proc.ACCESS: return files.access(c, a as m.Nfsv3AccessRequest, this.#policy.readOnly);
       case Proc.READ: return files.read(c, a as m.Nfsv3ReadRequest);

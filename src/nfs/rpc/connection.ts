@@ -10,8 +10,11 @@
  *    src/nbd/transmission.ts. Body parts are written as given, so a READ reply's data buffer (filled
  *    by the device) is never copied.
  *  - Backpressure: at most `maxInflight` calls run at once and reading pauses while the socket has
- *    more than SEND_BUFFER_LIMIT bytes queued. A record over MAX_RECORD_BYTES, or a stream that
- *    cannot be decoded, drops the connection (the stream cannot be resynchronised).
+ *    more than SEND_BUFFER_LIMIT bytes queued. A record over MAX_RECORD_BYTES — counting its
+ *    fragments without the last-fragment bit, which the decoder keeps until the record is complete,
+ *    and the buffered part of the current fragment — or a stream that cannot be decoded, drops the
+ *    connection with a log line (the stream cannot be resynchronised). So a client's memory on the
+ *    server is bounded by MAX_RECORD_BYTES plus one socket chunk.
  *  - Graceful stop: reading stops, in-flight calls finish and are answered, then the socket ends.
  */
 import type { Socket } from 'node:net';
@@ -33,6 +36,8 @@ export class RpcConnection {
   readonly #rm = new RmRecordDecoder();
   readonly #peer: { address: string; port: number };
   #inflight = 0;
+  /** Bytes of the non-final fragments of the record being received (held by the decoder). */
+  #fragmentBytes = 0;
   #paused = false;
   #stopping = false;
   #corked = false;
@@ -75,19 +80,34 @@ export class RpcConnection {
       for (;;) {
         const before = this.#rm.reader.size();
         const rec = this.#rm.readRecord();
-        if (rec) this.#onRecord(rec);
-        // A non-final fragment is consumed without a record: go on while bytes are being used.
-        else if (this.#rm.reader.size() === before) break;
+        if (rec) {
+          this.#fragmentBytes = 0;
+          this.#onRecord(rec);
+        } else if (this.#rm.reader.size() === before) break;
+        // A non-final fragment is consumed without a record (the decoder keeps it): count it and
+        // go on while bytes are being used.
+        else this.#fragmentBytes += before - this.#rm.reader.size() - 4;
+        if (this.#overLimit()) return;
       }
     } catch (err) {
       this.#log.warn('undecodable RPC stream; closing the connection', { err: errorText(err) });
       this.#socket.destroy();
       return;
     }
-    if (this.#rm.reader.size() > MAX_RECORD_BYTES + 4) {
-      this.#log.warn('RPC record too large; closing the connection', { limit: MAX_RECORD_BYTES });
-      this.#socket.destroy();
-    }
+    this.#overLimit();
+  }
+
+  /**
+   * The record being received (its finished fragments plus what is buffered of the rest) is over
+   * MAX_RECORD_BYTES: the connection is dropped (nothing else can be done with the stream).
+   */
+  #overLimit(): boolean {
+    const size = this.#fragmentBytes + Math.max(0, this.#rm.reader.size() - 4);
+    if (size <= MAX_RECORD_BYTES) return false;
+    this.#log.warn('RPC record too large; closing the connection', { limit: MAX_RECORD_BYTES, received: size });
+    this.#stopping = true;
+    this.#socket.destroy();
+    return true;
   }
 
   #onRecord(rec: XdrReader): void {

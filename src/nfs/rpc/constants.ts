@@ -23,5 +23,9 @@ export const PROG_MOUNT = 100005;
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
 
-/** Largest RPC record accepted: a 1 MiB WRITE (our wtmax) plus headers, with room to spare. */
+/**
+ * Largest RPC record accepted, all its fragments together (bytes): the largest WRITE the server
+ * advertises (FSINFO wtmax = MAX_IO, 1 MiB, nfs3/context.ts) plus headers, with room to spare.
+ * A connection sending a larger record — finished or not — is dropped. Keep above MAX_IO + 64 KiB.
+ */
 export const MAX_RECORD_BYTES = 4 * 1024 * 1024;
