@@ -82,6 +82,9 @@ export const ERROR_CODES = {
   },
   ERR_TARGET_IO: { status: 502, summary: 'A restore or migration target failed once open: I/O error, out of space, or its NBD server went away.' },
   ERR_SERVER_UNREACHABLE: { status: 503, summary: 'The CLI could not reach the daemon\'s HTTP API.' },
+  ERR_HOST_NOT_ALLOWED: { status: 421, summary: 'The HTTP Host header is not a name the daemon answers to (loopback, its listen address); guards against DNS rebinding.' },
+  ERR_ORIGIN_NOT_ALLOWED: { status: 403, summary: 'A write request to the API came from another web origin (a page in a browser); it is refused.' },
+  ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, summary: 'A write request to the API has a body that is not JSON (Content-Type must be application/json).' },
   ERR_NOT_FOUND: { status: 404, summary: 'No API route matches the request.' },
   ERR_INTERNAL: { status: 500, summary: 'An unexpected failure; the log has details.' },
 } as const satisfies Record<string, ErrorSpec>;

@@ -2,8 +2,18 @@
  * The daemon's HTTP control plane (JSON). Every `rebound` command other than `serve` is a client
  * of these routes. Routes are versioned under /v1; errors always have the shape
  * `{error: {code, message}}` (api/error-map.ts).
+ *
+ * Request hygiene (the daemon runs as root; a web page in an operator's browser must not be able
+ * to drive it): every request's Host must be a name the daemon answers to (loopback names, the
+ * configured and bound listen hosts, and for a wildcard listener this machine's hostname and
+ * interface addresses) or it is 421 ERR_HOST_NOT_ALLOWED (DNS rebinding); a write request
+ * (POST/PUT/PATCH/DELETE) with a Content-Type other than application/json is 415
+ * ERR_UNSUPPORTED_MEDIA_TYPE (no "simple" cross-site form or text/plain request reaches a route),
+ * and one whose Origin is not the API's own is 403 ERR_ORIGIN_NOT_ALLOWED. A body-less write
+ * without Content-Type is fine (the CLI sends none). Bodies are limited to BODY_LIMIT.
  */
-import Fastify, { type FastifyInstance } from 'fastify';
+import os from 'node:os';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import { ReboundError } from '../errors.js';
 import type { Catalog, CatalogEntry } from '../exports/catalog.js';
 import type { Logger } from '../util/log.js';
@@ -30,8 +40,17 @@ export interface ApiContext extends Partial<RepoRouteContext> {
   sessions?: SessionRouteContext['sessions'];
 }
 
+/** Largest request body, bytes: every body is a small JSON object. */
+export const BODY_LIMIT = 1024 * 1024;
+
+const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '::1'];
+const WILDCARD_HOSTS = new Set(['', '0.0.0.0', '::', '*']);
+
 export function createApi(ctx: ApiContext): FastifyInstance {
-  const app = Fastify({ logger: false });
+  const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT });
+  const hostAllowed = allowedHosts(ctx);
+  app.addHook('onRequest', async (req) => checkRequest(req, hostAllowed));
 
   app.setErrorHandler((err, req, reply) => {
     const { status, body } = toApiError(err);
@@ -89,4 +108,60 @@ export function createApi(ctx: ApiContext): FastifyInstance {
   }
 
   return app;
+}
+
+/** The host part of a Host header or listen address, lower case, without port, brackets or a trailing dot. */
+export function hostName(hostPort: string): string {
+  const t = hostPort.trim().toLowerCase();
+  const v6 = /^\[([^\]]*)\](?::\d*)?$/.exec(t);
+  const host = v6 ? v6[1]! : t.split(':').length === 2 ? t.slice(0, t.lastIndexOf(':')) : t;
+  return host.replace(/\.$/, '');
+}
+
+/** A predicate over Host names; the listen addresses are read per call (they are known only after listen). */
+function allowedHosts(ctx: ApiContext): (host: string) => boolean {
+  let key: string | undefined;
+  let names = new Set<string>();
+  return (host) => {
+    const configured = ctx.config().http;
+    const listen = [typeof configured === 'string' && configured !== 'off' ? configured : '', ctx.endpoints().http ?? ''];
+    const k = listen.join('|');
+    if (k !== key) {
+      key = k;
+      names = new Set(LOOPBACK_NAMES);
+      const hosts = listen.filter(Boolean).map((a) => (/^\d+$/.test(a.trim()) ? '127.0.0.1' : hostName(a)));
+      for (const h of hosts) names.add(h);
+      if (hosts.some((h) => WILDCARD_HOSTS.has(h))) {
+        names.add(os.hostname().toLowerCase());
+        for (const addrs of Object.values(os.networkInterfaces())) for (const a of addrs ?? []) names.add(a.address.toLowerCase().replace(/%.*$/, ''));
+      }
+    }
+    return names.has(host);
+  };
+}
+
+function checkRequest(req: FastifyRequest, hostAllowed: (host: string) => boolean): void {
+  const host = req.headers.host;
+  if (host !== undefined && !hostAllowed(hostName(host))) {
+    throw new ReboundError('ERR_HOST_NOT_ALLOWED', `this daemon does not answer to the host name '${host}'; use the address it listens on`);
+  }
+  if (!WRITE_METHODS.has(req.method)) return;
+  const type = req.headers['content-type'];
+  if (type !== undefined && type.split(';')[0]!.trim().toLowerCase() !== 'application/json') {
+    throw new ReboundError('ERR_UNSUPPORTED_MEDIA_TYPE', `${req.method} requests take a JSON body (Content-Type: application/json), not '${type}'`);
+  }
+  const origin = req.headers.origin;
+  if (origin !== undefined && !sameOrigin(origin, host)) {
+    throw new ReboundError('ERR_ORIGIN_NOT_ALLOWED', `cross-origin ${req.method} requests are refused (Origin ${origin})`);
+  }
+}
+
+function sameOrigin(origin: string, host: string | undefined): boolean {
+  if (host === undefined) return false;
+  try {
+    const o = new URL(origin);
+    return o.protocol === 'http:' && o.host === new URL(`http://${host}`).host;
+  } catch {
+    return false;
+  }
 }
