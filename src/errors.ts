@@ -74,6 +74,7 @@ export const ERROR_CODES = {
   ERR_MOUNT_DIR_NOT_ALLOWED: { status: 400, summary: 'A FUSE mount directory is `/` or at or under /proc, /sys, /dev or /run (after resolving symlinks).' },
   ERR_MOUNT_NOT_FOUND: { status: 404, summary: 'The daemon has no FUSE file tree mounted at that directory.' },
   ERR_BACKUP_SOURCE: { status: 400, summary: 'A backup source cannot be read (missing file, unreachable NBD server, missing dirty bitmap).' },
+  ERR_PATH_NOT_ALLOWED: { status: 403, summary: 'An API request names a path outside the directories the admin allowed: backup sources and config files below sourceDirs (--source-dir), restore and migration targets below targetDirs (--target-dir); symlinks resolved, block devices only when listed exactly.' },
   ERR_JOB_NOT_FOUND: { status: 404, summary: 'No job has that id (finished jobs are kept for a while, then forgotten).' },
   ERR_JOB_CANCELLED: { status: 409, summary: 'The job was cancelled (by request or because the daemon stopped).' },
   ERR_TARGET_OPEN_FAILED: {

@@ -2,6 +2,8 @@
  * Repository and job routes of the HTTP API. Long operations (backup, restore, verify, gc) start a
  * job and answer 202 with it; clients poll GET /v1/jobs/ID. Quick ones (list, show, prune,
  * reindex) answer directly. Request bodies are validated by JSON schema (400 ERR_INVALID_ARGUMENT).
+ * Paths in requests (backup sources, config files, restore targets) pass the daemon's path policy
+ * (util/path-policy.ts) before anything is opened: 403 ERR_PATH_NOT_ALLOWED.
  */
 import type { FastifyInstance } from 'fastify';
 import { ReboundError } from '../errors.js';
@@ -13,6 +15,8 @@ import { verify } from '../repo/verify.js';
 import type { Repository } from '../repo/repository.js';
 import type { JobRegistry } from './jobs.js';
 import { pointEntryName } from '../exports/catalog.js';
+import { isNbdUri } from '../repo/sources.js';
+import { pathPolicyOf } from '../util/path-policy.js';
 
 export interface RepoRouteContext {
   repo: Repository;
@@ -76,6 +80,13 @@ export function registerRepoRoutes(app: FastifyInstance, ctx: RepoRouteContext):
       },
     },
     async (req, reply) => {
+      const paths = pathPolicyOf(app);
+      for (const d of req.body.disks) {
+        // The body schema makes every source a string; an open BackupSource is in-process only.
+        const source = d.source as string;
+        if (!isNbdUri(source)) paths.checkSource(source, `source of disk ${d.name}:`);
+      }
+      for (const c of req.body.configs ?? []) paths.checkSource(c, 'config file');
       const job = jobs.start(
         'backup',
         { ...req.body },
@@ -101,6 +112,7 @@ export function registerRepoRoutes(app: FastifyInstance, ctx: RepoRouteContext):
       },
     },
     async (req, reply) => {
+      if (!isNbdUri(req.body.to)) pathPolicyOf(app).checkTarget(req.body.to, 'restore target');
       // Resolve now, so a bad VM/point/disk is a 404 rather than a failed job.
       const m = await repo.point(req.body.vm, req.body.point ?? 'latest');
       if (!m.disks.some((d) => d.name === req.body.disk)) {

@@ -3,6 +3,7 @@
  * global, changeable live), migrate / switch / finish, commit, discard. Migration and commit run
  * as jobs (progress through /v1/jobs/ID); the session's own report also shows migration progress.
  * The routes only call SessionManager: every workflow (migrate -> wait -> switch) lives there.
+ * Migration targets that are paths pass the daemon's path policy (util/path-policy.ts) first.
  */
 import type { FastifyInstance } from 'fastify';
 import type { QosLimits } from '../blockdev/layers/qos.js';
@@ -12,6 +13,8 @@ import { sessionEntryName } from '../exports/catalog.js';
 import { nbdUris } from '../nbd/client.js';
 import { parseTcpAddress } from '../util/address.js';
 import type { JobRegistry } from './jobs.js';
+import { isNbdUri } from '../repo/sources.js';
+import { pathPolicyOf } from '../util/path-policy.js';
 
 export interface SessionRouteContext {
   sessions: SessionManager;
@@ -117,6 +120,12 @@ export function registerSessionRoutes(app: FastifyInstance, ctx: SessionRouteCon
     },
     async (req, reply) => {
       const n = req.params.name;
+      // Every target as it will be opened ({disk} expanded) passes the path policy before any is.
+      const diskNames = req.body.disks?.length ? req.body.disks : sessions.require(n).disks.map((d) => d.name);
+      for (const disk of diskNames) {
+        const to = req.body.to.replaceAll('{disk}', disk);
+        if (!isNbdUri(to)) pathPolicyOf(app).checkTarget(to, `migration target of disk ${disk}:`);
+      }
       // Checks (session, disks, states) answer the request itself; the rest is the job.
       await sessions.migrate(n, req.body);
       const job = jobs.start('migrate', { session: n, ...req.body }, (signal, progress) =>

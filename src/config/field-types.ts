@@ -155,5 +155,6 @@ export function listType(item: FieldType<string>, opts: { none?: boolean } = {})
       return value.filter((v) => !(opts.none && v === 'none')).map((v) => item.parse(v));
     },
     format: (value) => (value.length === 0 ? '[]' : value.join(' ')),
+    ...(item.resolve ? { resolve: (value: string[], cwd: string) => value.map((v) => item.resolve!(v, cwd)) } : {}),
   };
 }

@@ -101,6 +101,24 @@ export const CONFIG_SCHEMA = {
       'Mount the read-only file tree at this directory: DIR/vms/VM/POINT/DISK.raw, DISK.parts/N (partitions), config/, ' +
       "DIR/sessions/NAME/DISK.raw; loop-mount a partition to copy files out. 'off': no mount.",
   }),
+  sourceDirs: field({
+    type: listType(pathType('DIR')),
+    default: [],
+    flag: 'source-dir',
+    doc:
+      'Directories the HTTP API may back up files from: disk sources and VM config files must be at or below one (after resolving ' +
+      'symlinks; `..` is refused). A block device is allowed only when listed exactly (an entry under /dev is a device, not a ' +
+      'directory). NBD URIs are not paths and are always allowed. None given: the API backs up no files (docs/security.md).',
+  }),
+  targetDirs: field({
+    type: listType(pathType('DIR')),
+    default: [],
+    flag: 'target-dir',
+    doc:
+      'Directories restores and migrations through the HTTP API may write files into: the target must be at or below one (after ' +
+      'resolving symlinks; a missing file through its deepest existing directory). Block devices only when listed exactly, as for ' +
+      'sourceDirs. NBD URIs are always allowed. None given: the API writes no files (docs/security.md).',
+  }),
   qosIops: field({
     type: integerType('operations/s'),
     default: 0,

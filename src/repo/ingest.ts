@@ -64,6 +64,8 @@ export async function backup(repo: Repository, req: BackupRequest, opts: BackupO
   if (!LABELS.includes(label)) throw new ReboundError('ERR_INVALID_ARGUMENT', `label must be one of ${LABELS.join(', ')}`);
   for (const c of req.configs ?? []) {
     if (!fs.existsSync(c)) throw new ReboundError('ERR_INVALID_ARGUMENT', `config file ${c} does not exist`);
+    // A device or FIFO would be read without end (or block): config files are regular files.
+    if (!fs.statSync(c).isFile()) throw new ReboundError('ERR_INVALID_ARGUMENT', `config file ${c} is not a regular file`);
   }
 
   const started = Date.now();

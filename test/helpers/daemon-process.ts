@@ -1,9 +1,12 @@
 /**
  * Runs the built `rebound serve` as a real child process (dist/ must be built: tools/test.sh does).
- * Waits for its banner and parses the listen addresses from it.
+ * Waits for its banner and parses the listen addresses from it. Unless `args` set them, the daemon
+ * may back up from and restore/migrate into the OS temp dir (--source-dir, --target-dir), where
+ * tests keep their files.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -28,7 +31,11 @@ export interface DaemonProcess {
 
 export async function startDaemonProcess(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<DaemonProcess> {
   assertBuilt();
-  const child = spawn(process.execPath, [CLI, 'serve', ...args], {
+  const policy = [
+    ...(args.includes('--source-dir') ? [] : ['--source-dir', os.tmpdir()]),
+    ...(args.includes('--target-dir') ? [] : ['--target-dir', os.tmpdir()]),
+  ];
+  const child = spawn(process.execPath, [CLI, 'serve', ...args, ...policy], {
     cwd: opts.cwd,
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -11,6 +11,7 @@
  * loop device) must use async fs calls: a synchronous call blocks the main thread that serves it.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -55,7 +56,7 @@ beforeAll(async () => {
   if (missing.length) return;
   dir = tempDir('rebound-fuse-');
   mnt = path.join(dir, 'fuse');
-  const config = validateConfig({ ...defaultConfig({}), dataDir: path.join(dir, 'data'), nbd: [], http: '127.0.0.1:0', chunkSize: 256 * 1024, fuse: mnt });
+  const config = validateConfig({ ...defaultConfig({}), sourceDirs: [os.tmpdir()], targetDirs: [os.tmpdir()], dataDir: path.join(dir, 'data'), nbd: [], http: '127.0.0.1:0', chunkSize: 256 * 1024, fuse: mnt });
   const cap = captureLog();
   events = cap.events;
   daemon = await Daemon.start(config, cap.log);

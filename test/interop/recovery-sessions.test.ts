@@ -6,6 +6,7 @@
  * pause on a full target; and the restore point never changes.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultConfig, validateConfig } from '../../src/config/schema.js';
@@ -28,7 +29,7 @@ let image: Buffer;
 const children: ChildProcess[] = [];
 
 async function startDaemon(): Promise<Daemon> {
-  const config = validateConfig({ ...defaultConfig({}), dataDir: data, nbd: ['127.0.0.1:0'], http: '127.0.0.1:0', chunkSize: 256 * 1024 });
+  const config = validateConfig({ ...defaultConfig({}), sourceDirs: [os.tmpdir()], targetDirs: [os.tmpdir()], dataDir: data, nbd: ['127.0.0.1:0'], http: '127.0.0.1:0', chunkSize: 256 * 1024 });
   return Daemon.start(config, silentLogger);
 }
 const rb = (...args: string[]) => cli(['--server', `http://${daemon.endpoints.http}`, ...args]);

@@ -6,6 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultConfig, validateConfig } from '../../src/config/schema.js';
@@ -28,7 +29,7 @@ const children: ChildProcess[] = [];
 beforeAll(async () => {
   if (missing.length) return;
   dir = tempDir('rebound-repo-');
-  const config = validateConfig({ ...defaultConfig({}), dataDir: path.join(dir, 'data'), nbd: ['127.0.0.1:0'], http: '127.0.0.1:0', chunkSize: 256 * 1024 });
+  const config = validateConfig({ ...defaultConfig({}), sourceDirs: [os.tmpdir()], targetDirs: [os.tmpdir()], dataDir: path.join(dir, 'data'), nbd: ['127.0.0.1:0'], http: '127.0.0.1:0', chunkSize: 256 * 1024 });
   daemon = await Daemon.start(config, silentLogger);
   server = `http://${daemon.endpoints.http}`;
   nbd = `nbd://${daemon.endpoints.nbd[0]}`;

@@ -7,6 +7,7 @@
  *    chunks are removed once nothing uses them.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultConfig, validateConfig } from '../../src/config/schema.js';
@@ -28,7 +29,7 @@ let nbd: string;
 
 beforeAll(async () => {
   dir = tempDir('rebound-maint-');
-  const config = validateConfig({ ...defaultConfig({}), dataDir: path.join(dir, 'data'), nbd: ['127.0.0.1:0'], http: '127.0.0.1:0', chunkSize: 256 * 1024, cacheSize: 1024 * 1024 });
+  const config = validateConfig({ ...defaultConfig({}), sourceDirs: [os.tmpdir()], targetDirs: [os.tmpdir()], dataDir: path.join(dir, 'data'), nbd: ['127.0.0.1:0'], http: '127.0.0.1:0', chunkSize: 256 * 1024, cacheSize: 1024 * 1024 });
   daemon = await Daemon.start(config, silentLogger);
   server = `http://${daemon.endpoints.http}`;
   nbd = `nbd://${daemon.endpoints.nbd[0]}`;

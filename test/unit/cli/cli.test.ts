@@ -1,5 +1,6 @@
 /** The CLI against an in-process daemon (ports 0, temp data directory). */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultConfig, validateConfig } from '../../../src/config/schema.js';
@@ -18,6 +19,8 @@ beforeAll(async () => {
   makeImage(path.join(dir, 'a.img'), { size: 1 << 20, data: [[0, 4096]] });
   const config = validateConfig({
     ...defaultConfig({}),
+    sourceDirs: [os.tmpdir()], // the API may back up and restore the test's temp files
+    targetDirs: [os.tmpdir()],
     dataDir: path.join(dir, 'data'),
     nbd: ['127.0.0.1:0'],
     http: '127.0.0.1:0',
