@@ -41,7 +41,7 @@ describe.skipIf(missing.length > 0)('boot from a restore point through a cow exp
   it('backs up the guest disk, boots it from the restore point, keeps the guest\'s writes, leaves the point unchanged', async () => {
     const data = path.join(dir, 'data');
     const sock = path.join(dir, 'nbd.sock');
-    daemon = await startDaemonProcess(['--data', data, '--nbd', 'none', '--nbd-socket', sock, '--http', '127.0.0.1:0']);
+    daemon = await startDaemonProcess(['--data', data, '--nbd', 'none', '--nbd-socket', sock, '--http', '127.0.0.1:0', '--source-dir', path.dirname(guest.disk)]);
     await runOk(process.execPath, [CLI, '--server', `http://${daemon.http}`, 'backup', 'guest', '--disk', `disk0=${guest.disk}`]);
     expect(await daemon.stop('SIGTERM')).toBe(0);
 
