@@ -10,6 +10,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultConfig, validateConfig } from '../../src/config/schema.js';
 import { Daemon } from '../../src/daemon/daemon.js';
+import { backup } from '../../src/repo/ingest.js';
 import { silentLogger } from '../../src/util/log.js';
 import { makeImage, tempDir } from '../helpers/images.js';
 
@@ -111,5 +112,13 @@ describe('POST /v1/backups takes paths from sourceDirs only', () => {
     const r = await api('POST', '/v1/backups', { vm: 'remote', disks: [{ name: 'd0', source: 'nbd+unix:///x?socket=/nonexistent.sock' }] });
     expect(r.status).toBe(202);
     expect(await waitJob(r.body.id)).toMatchObject({ state: 'failed', error: { code: 'ERR_BACKUP_SOURCE' } });
+  });
+
+  it('the in-process repository API stays policy-free (the daemon\'s own backups), but takes only regular files as configs', async () => {
+    const m = await backup(daemon.repo, { vm: 'internal', disks: [{ name: 'd0', source: path.join(outside, 'secret.img') }] });
+    expect(m.disks).toHaveLength(1);
+    await expect(backup(daemon.repo, { vm: 'internal', disks: [{ name: 'd0', source: path.join(allowed, 'disk.img') }], configs: ['/dev/zero'] })).rejects.toThrow(
+      /config file \/dev\/zero is not a regular file/,
+    );
   });
 });
