@@ -16,11 +16,13 @@ import type { Repository } from '../repo/repository.js';
 import type { JobRegistry } from './jobs.js';
 import { pointEntryName } from '../exports/catalog.js';
 import { isNbdUri } from '../repo/sources.js';
-import { pathPolicyOf } from '../util/path-policy.js';
+import type { PathPolicy } from '../util/path-policy.js';
 
 export interface RepoRouteContext {
   repo: Repository;
   jobs: JobRegistry;
+  /** Which paths requests may name (sourceDirs, targetDirs). */
+  paths: PathPolicy;
   /** Called after the repository's set of restore points changed (exports follow). */
   repoChanged: () => Promise<void>;
 }
@@ -80,7 +82,7 @@ export function registerRepoRoutes(app: FastifyInstance, ctx: RepoRouteContext):
       },
     },
     async (req, reply) => {
-      const paths = pathPolicyOf(app);
+      const paths = ctx.paths;
       for (const d of req.body.disks) {
         // The body schema makes every source a string; an open BackupSource is in-process only.
         const source = d.source as string;
@@ -112,7 +114,7 @@ export function registerRepoRoutes(app: FastifyInstance, ctx: RepoRouteContext):
       },
     },
     async (req, reply) => {
-      if (!isNbdUri(req.body.to)) pathPolicyOf(app).checkTarget(req.body.to, 'restore target');
+      if (!isNbdUri(req.body.to)) ctx.paths.checkTarget(req.body.to, 'restore target');
       // Resolve now, so a bad VM/point/disk is a 404 rather than a failed job.
       const m = await repo.point(req.body.vm, req.body.point ?? 'latest');
       if (!m.disks.some((d) => d.name === req.body.disk)) {

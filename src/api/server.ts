@@ -21,6 +21,7 @@ import { EventLoopDelayMonitor } from '../util/event-loop.js';
 import { nbdUris } from '../nbd/client.js';
 import { toApiError } from './error-map.js';
 import { registerRepoRoutes, type RepoRouteContext } from './repo-routes.js';
+import { PathPolicy } from '../util/path-policy.js';
 import { registerFuseRoutes, type FuseRouteContext } from './fuse-routes.js';
 import { registerSessionRoutes, type SessionRouteContext } from './session-routes.js';
 
@@ -101,10 +102,12 @@ export function createApi(ctx: ApiContext): FastifyInstance {
 
   app.get('/v1/config', async () => ctx.config());
 
-  if (ctx.repo && ctx.jobs && ctx.repoChanged) registerRepoRoutes(app, { repo: ctx.repo, jobs: ctx.jobs, repoChanged: ctx.repoChanged });
+  // Paths in requests are policy: without one given, no path is allowed.
+  const paths = ctx.paths ?? PathPolicy.none();
+  if (ctx.repo && ctx.jobs && ctx.repoChanged) registerRepoRoutes(app, { repo: ctx.repo, jobs: ctx.jobs, repoChanged: ctx.repoChanged, paths });
   if (ctx.fuse) registerFuseRoutes(app, { fuse: ctx.fuse });
   if (ctx.sessions && ctx.jobs && ctx.repoChanged) {
-    registerSessionRoutes(app, { sessions: ctx.sessions, jobs: ctx.jobs, endpoints: ctx.endpoints, repoChanged: ctx.repoChanged });
+    registerSessionRoutes(app, { sessions: ctx.sessions, jobs: ctx.jobs, endpoints: ctx.endpoints, repoChanged: ctx.repoChanged, paths });
   }
 
   return app;

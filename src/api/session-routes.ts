@@ -14,11 +14,13 @@ import { nbdUris } from '../nbd/client.js';
 import { parseTcpAddress } from '../util/address.js';
 import type { JobRegistry } from './jobs.js';
 import { isNbdUri } from '../repo/sources.js';
-import { pathPolicyOf } from '../util/path-policy.js';
+import type { PathPolicy } from '../util/path-policy.js';
 
 export interface SessionRouteContext {
   sessions: SessionManager;
   jobs: JobRegistry;
+  /** Which file targets a migration may name (targetDirs). */
+  paths: PathPolicy;
   endpoints: () => { nbd: string[]; nbdSocket: string[] };
   /** After a commit added a restore point. */
   repoChanged: () => Promise<void>;
@@ -124,7 +126,7 @@ export function registerSessionRoutes(app: FastifyInstance, ctx: SessionRouteCon
       const diskNames = req.body.disks?.length ? req.body.disks : sessions.require(n).disks.map((d) => d.name);
       for (const disk of diskNames) {
         const to = req.body.to.replaceAll('{disk}', disk);
-        if (!isNbdUri(to)) pathPolicyOf(app).checkTarget(to, `migration target of disk ${disk}:`);
+        if (!isNbdUri(to)) ctx.paths.checkTarget(to, `migration target of disk ${disk}:`);
       }
       // Checks (session, disks, states) answer the request itself; the rest is the job.
       await sessions.migrate(n, req.body);

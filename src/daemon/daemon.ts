@@ -30,7 +30,7 @@ import { backup } from '../repo/ingest.js';
 import { DEMO_DISK, DEMO_VM, prepareDemoImage } from './demo.js';
 import { FuseMounts } from '../fuse/manager.js';
 import type { NfsServer } from '../nfs/server.js';
-import { bindPathPolicy, PathPolicy } from '../util/path-policy.js';
+import { PathPolicy } from '../util/path-policy.js';
 
 export interface DaemonEndpoints {
   nbd: string[];
@@ -177,9 +177,8 @@ export class Daemon {
         repoChanged: () => this.#repoChanged(),
         fuse: this.#fuse,
         sessions: this.#sessionManager,
+        paths: new PathPolicy({ sourceDirs: this.config.sourceDirs, targetDirs: this.config.targetDirs }),
       });
-      // Paths in API requests are policy (sourceDirs, targetDirs); the routes look it up per request.
-      bindPathPolicy(this.#api, new PathPolicy({ sourceDirs: this.config.sourceDirs, targetDirs: this.config.targetDirs }));
       try {
         await this.#api.listen({ host, port });
       } catch (err) {

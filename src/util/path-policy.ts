@@ -20,7 +20,7 @@
  * admin. NBD URIs are not paths and are not checked here. An empty list allows nothing.
  *
  * The in-process repository API (backup(), restore()) does not consult this; the HTTP routes do,
- * before anything is opened. The daemon binds its policy to its API instance (bindPathPolicy);
+ * before anything is opened. The daemon gives its policy to the API (ApiContext.paths);
  * an API without one allows no path.
  */
 import fs from 'node:fs';
@@ -138,17 +138,3 @@ export function resolvePath(p: string): string | undefined {
     }
   }
 }
-
-const bound = new WeakMap<object, PathPolicy>();
-
-/** Gives an API instance (the Fastify app) its policy; routes look it up per request. */
-export function bindPathPolicy(api: object, policy: PathPolicy): void {
-  bound.set(api, policy);
-}
-
-/** The policy bound to an API instance; none bound: nothing is allowed. */
-export function pathPolicyOf(api: object): PathPolicy {
-  return bound.get(api) ?? NONE;
-}
-
-const NONE = PathPolicy.none();

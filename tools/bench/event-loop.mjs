@@ -22,7 +22,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
-  api, cpuSeconds, fmt, killAllSync, log, MiB, REBOUND_MAIN, removeTmpSync, rebound, ROOT, run, setTmpDir, sleep, startFio, startServer, stopServer, table, which, writeVmImage,
+  api, cpuSeconds, fmt, killAllSync, log, MiB, pathFlags, REBOUND_MAIN, removeTmpSync, rebound, ROOT, run, setTmpDir, sleep, startFio, startServer, stopServer, table, which, writeVmImage,
 } from './lib.mjs';
 
 const TARGET_P99_MS = 5;
@@ -159,7 +159,7 @@ async function main() {
   fs.writeFileSync(path.join(data, 'config.json'), JSON.stringify({ cacheSize }));
   const nodeArgs = values['rebound-node-args'].split(/\s+/).filter(Boolean);
   const server = await startServer({
-    name: 'rebound', cmd: process.execPath, args: [...nodeArgs, REBOUND_MAIN, 'serve', '--data', data, '--nbd', 'none', '--nbd-socket', sock, '--http', '127.0.0.1:0'],
+    name: 'rebound', cmd: process.execPath, args: [...nodeArgs, REBOUND_MAIN, 'serve', '--data', data, '--nbd', 'none', '--nbd-socket', sock, '--http', '127.0.0.1:0', ...pathFlags()],
     sock, uri: `nbd+unix:///?socket=${sock}`, dir: tmpDir,
     ready: (_s, text) => /HTTP API: (http:\/\/[^/\s]+)\//.exec(text)?.[1],
   });

@@ -28,7 +28,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
-  cpuSeconds, fmt, killAllSync, log, MiB, REBOUND_MAIN, removeTmpSync, ROOT, run, setTmpDir, startServer, stopServer, table, waitNbd, which, writeImage,
+  cpuSeconds, fmt, killAllSync, log, MiB, pathFlags, REBOUND_MAIN, removeTmpSync, ROOT, run, setTmpDir, startServer, stopServer, table, waitNbd, which, writeImage,
 } from './lib.mjs';
 
 const TARGETS = { seqReadVsNbd: 0.5, rssOverCacheMiB: 100 };
@@ -156,7 +156,7 @@ async function main() {
   const img = path.join(tmpDir, 'disk.raw');
   writeImage(img, size);
 
-  const args = [REBOUND_MAIN, 'serve', '--data', dataDir, '--nbd', 'none', '--nbd-socket', sock, '--http', '127.0.0.1:0', '--fuse', mnt];
+  const args = [REBOUND_MAIN, 'serve', '--data', dataDir, '--nbd', 'none', '--nbd-socket', sock, '--http', '127.0.0.1:0', '--fuse', mnt, ...pathFlags()];
   // The daemon runs with the malloc settings bin/rebound gives it (see there).
   process.env.MALLOC_ARENA_MAX ??= '2';
   process.env.MALLOC_MMAP_THRESHOLD_ ??= '131072';

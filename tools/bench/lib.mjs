@@ -24,6 +24,15 @@ export function setTmpDir(dir) {
   tmpDir = dir;
 }
 
+/**
+ * `serve` flags that let the benchmark's daemon back up from and restore or migrate into its temp
+ * dir (paths in API requests are policy: docs/security.md).
+ */
+export function pathFlags(dir = tmpDir) {
+  if (!dir) throw new Error('pathFlags: no temp dir set');
+  return ['--source-dir', dir, '--target-dir', dir];
+}
+
 export function killAllSync() {
   for (const c of children) {
     try {

@@ -19,7 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
-  api, fmt, GiB, killAllSync, log, MiB, REBOUND_MAIN, removeTmpSync, rebound, ROOT, run, setTmpDir, sleep, startServer, stopServer, table, which, writeVmImage,
+  api, fmt, GiB, killAllSync, log, MiB, pathFlags, REBOUND_MAIN, removeTmpSync, rebound, ROOT, run, setTmpDir, sleep, startServer, stopServer, table, which, writeVmImage,
 } from './lib.mjs';
 
 const USAGE = `usage: node tools/bench/recovery.mjs [options]
@@ -85,7 +85,7 @@ async function main() {
   const sock = path.join(tmpDir, 'rebound.sock');
   const data = path.join(tmpDir, 'data');
   const server = await startServer({
-    name: 'rebound', cmd: process.execPath, args: [REBOUND_MAIN, 'serve', '--data', data, '--nbd', 'none', '--nbd-socket', sock, '--http', '127.0.0.1:0'],
+    name: 'rebound', cmd: process.execPath, args: [REBOUND_MAIN, 'serve', '--data', data, '--nbd', 'none', '--nbd-socket', sock, '--http', '127.0.0.1:0', ...pathFlags(), '--source-dir', path.join(ROOT, 'test-results/guest')],
     sock, uri: `nbd+unix:///?socket=${sock}`, dir: tmpDir,
     ready: (_s, text) => /HTTP API: (http:\/\/[^/\s]+)\//.exec(text)?.[1],
   });

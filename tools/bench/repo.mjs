@@ -38,7 +38,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   cpuSeconds, dirUsage, firstLine, fmt, GiB, killAllSync, log, makeRng, measureFio, measureNbdcopy, MiB, REBOUND_MAIN,
-  removeTmpSync, ROOT, run, setTmpDir, startServer, stopServer, table, VM_IMAGE_MIX, waitNbd, warmPageCache, which, writeVmImage,
+  pathFlags, removeTmpSync, ROOT, run, setTmpDir, startServer, stopServer, table, VM_IMAGE_MIX, waitNbd, warmPageCache, which, writeVmImage,
 } from './lib.mjs';
 
 const TARGETS = { restoreVsConvert: 0.8, warmRandVsNbdkit: 0.7 };
@@ -164,7 +164,7 @@ const pointUri = (sock, point = 'latest') => `nbd+unix:///${VM}@${point}/disk0?s
 
 /** Starts `rebound serve` on a Unix socket and HTTP 127.0.0.1:0; server.http is the API base URL. */
 async function startDaemon(ctx, { dataDir, sock, dir, logName }) {
-  const args = [...ctx.nodeArgs, REBOUND_MAIN, 'serve', '--data', dataDir, '--nbd', 'none', '--nbd-socket', sock, '--http', '127.0.0.1:0'];
+  const args = [...ctx.nodeArgs, REBOUND_MAIN, 'serve', '--data', dataDir, '--nbd', 'none', '--nbd-socket', sock, '--http', '127.0.0.1:0', ...pathFlags()];
   const server = await startServer({
     name: 'rebound',
     logName,
