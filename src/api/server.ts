@@ -5,8 +5,9 @@
  *
  * Request hygiene (the daemon runs as root; a web page in an operator's browser must not be able
  * to drive it): every request's Host must be a name the daemon answers to (loopback names, the
- * configured and bound listen hosts, and for a wildcard listener this machine's hostname and
- * interface addresses) or it is 421 ERR_HOST_NOT_ALLOWED (DNS rebinding); a write request
+ * configured and bound listen hosts, the names of the `httpHostNames` setting, and for a wildcard
+ * listener this machine's hostname and interface addresses) or it is 421 ERR_HOST_NOT_ALLOWED (DNS
+ * rebinding); a write request
  * (POST/PUT/PATCH/DELETE) with a Content-Type other than application/json is 415
  * ERR_UNSUPPORTED_MEDIA_TYPE (no "simple" cross-site form or text/plain request reaches a route),
  * and one whose Origin is not the API's own is 403 ERR_ORIGIN_NOT_ALLOWED. A body-less write
@@ -126,12 +127,14 @@ function allowedHosts(ctx: ApiContext): (host: string) => boolean {
   let key: string | undefined;
   let names = new Set<string>();
   return (host) => {
-    const configured = ctx.config().http;
+    const config = ctx.config();
+    const configured = config.http;
+    const extra = Array.isArray(config.httpHostNames) ? (config.httpHostNames as string[]) : [];
     const listen = [typeof configured === 'string' && configured !== 'off' ? configured : '', ctx.endpoints().http ?? ''];
-    const k = listen.join('|');
+    const k = [...listen, ...extra].join('|');
     if (k !== key) {
       key = k;
-      names = new Set(LOOPBACK_NAMES);
+      names = new Set([...LOOPBACK_NAMES, ...extra.map(hostName)]);
       const hosts = listen.filter(Boolean).map((a) => (/^\d+$/.test(a.trim()) ? '127.0.0.1' : hostName(a)));
       for (const h of hosts) names.add(h);
       if (hosts.some((h) => WILDCARD_HOSTS.has(h))) {

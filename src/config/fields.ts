@@ -71,6 +71,12 @@ export const CONFIG_SCHEMA = {
     default: `127.0.0.1:${DEFAULT_HTTP_PORT}`,
     doc: "HTTP API listen address (what the CLI client commands and the dashboard talk to), or 'off'.",
   }),
+  httpHostNames: field({
+    type: listType(textType('NAME', 'a host name or address')),
+    default: [],
+    flag: 'http-host-name',
+    doc: "More names the HTTP API answers to: a DNS name or address by which operators reach it (port mapping, NAT, a load balancer). Loopback names, the listen address and, on a wildcard listener, this machine's name and addresses are always accepted; any other Host is refused (DNS rebinding).",
+  }),
   exports: field({
     type: listType(textType('SPEC', 'NAME=SOURCE[,OPTION...]')),
     default: [],

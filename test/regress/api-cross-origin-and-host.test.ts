@@ -96,6 +96,16 @@ describe('API request hygiene', () => {
     }
   });
 
+  it('answers to the names of the httpHostNames setting (a gateway reached through port mapping)', async () => {
+    const mapped = createApi({ ...context(() => '127.0.0.1:10810'), config: () => ({ http: '127.0.0.1:10810', httpHostNames: ['Gateway.Example'] }) });
+    try {
+      expect((await mapped.inject({ method: 'GET', url: '/v1/health', headers: { host: 'gateway.example:8080' } })).statusCode).toBe(200);
+      expect((await mapped.inject({ method: 'GET', url: '/v1/health', headers: { host: 'other.example:8080' } })).statusCode).toBe(421);
+    } finally {
+      await mapped.close();
+    }
+  });
+
   it('bodies are limited to 1 MiB', async () => {
     const r = await reindex({ 'content-type': 'application/json' }, JSON.stringify({ pad: 'x'.repeat(1024 * 1024) }));
     expect(r.statusCode).toBe(413);
