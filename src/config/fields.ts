@@ -190,6 +190,28 @@ export const CONFIG_SCHEMA = {
     flag: 'max-inflight-bytes',
     doc: 'Payload bytes (READ lengths, WRITE data) of the requests running at once on one NBD connection; a single larger request still runs, alone. Bounds the memory a client that does not read its replies can hold.',
   }),
+  nbdMaxConnections: field({
+    type: integerType('connections', { min: 1 }),
+    default: 1024,
+    doc:
+      'NBD connections open at once, across all NBD listeners; a connection over the limit is closed as soon as it is accepted ' +
+      '(logged with its address), the open ones are not touched. Each connection holds a file descriptor and up to ' +
+      'nbdMaxInflightBytes of buffers; nbdkit sets no limit, qemu-nbd serves one client unless --shared.',
+  }),
+  nbdMaxConnectionsPerClient: field({
+    type: integerType('connections', { min: 1 }),
+    default: 64,
+    doc:
+      'NBD connections open at once from one remote address (all Unix-socket clients count as one address); more are closed on ' +
+      'accept. 64 leaves room for multi-connection clients (nbdcopy opens 4, qemu one per disk, a host with many VMs one each) ' +
+      'while one address cannot take all of nbdMaxConnections. Behind NAT all clients share an address: raise it there.',
+  }),
+  nbdHandshakeTimeoutMs: field({
+    type: integerType('ms', { min: 1, placeholder: 'MS' }),
+    default: 30_000,
+    flag: 'nbd-handshake-timeout',
+    doc: 'An NBD client must finish the handshake (options up to NBD_OPT_GO) this long after connecting or is dropped; bytes it sends do not extend it.',
+  }),
   shutdownTimeoutMs: field({
     type: integerType('ms', { min: 1, placeholder: 'MS' }),
     default: 10_000,

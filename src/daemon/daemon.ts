@@ -69,6 +69,9 @@ export class Daemon {
       log: log.child({ component: 'nbd' }),
       maxInflight: config.nbdMaxInflight,
       maxInflightBytes: config.nbdMaxInflightBytes,
+      maxConnections: config.nbdMaxConnections,
+      maxConnectionsPerClient: config.nbdMaxConnectionsPerClient,
+      handshakeTimeoutMs: config.nbdHandshakeTimeoutMs,
     });
   }
 

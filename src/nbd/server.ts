@@ -26,9 +26,17 @@ export interface NbdServerOptions {
   maxInflight?: number;
   /** Payload bytes of the requests running on one connection (default 64 MiB; see transmission.ts). */
   maxInflightBytes?: number;
-  /** A client that has not finished the handshake after this long is dropped (default 30 s). */
+  /** A client that has not finished the handshake this long after the accept is dropped (default 30 s). */
   handshakeTimeoutMs?: number;
+  /** Connections open at once across all listeners; more are closed on accept (default 1024). */
+  maxConnections?: number;
+  /** Connections open at once from one remote address ("unix" for Unix sockets; default 64). */
+  maxConnectionsPerClient?: number;
 }
+
+export const DEFAULT_MAX_CONNECTIONS = 1024;
+export const DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 64;
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
 
 export type NbdListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 
@@ -37,12 +45,21 @@ export class NbdServer {
   readonly #log: Logger;
   readonly #listeners: net.Server[] = [];
   readonly #connections = new Set<NbdConnection>();
+  /** Open connections per client address (see clientAddress()); entries at 0 are removed. */
+  readonly #perClient = new Map<string, number>();
   readonly #buffers = new ReplyBufferPool();
   #nextId = 1;
   #shuttingDown = false;
 
   constructor(opts: NbdServerOptions) {
-    this.#opts = { maxInflight: 256, maxInflightBytes: DEFAULT_MAX_INFLIGHT_BYTES, handshakeTimeoutMs: 30_000, ...opts };
+    this.#opts = {
+      maxInflight: 256,
+      maxInflightBytes: DEFAULT_MAX_INFLIGHT_BYTES,
+      handshakeTimeoutMs: DEFAULT_HANDSHAKE_TIMEOUT_MS,
+      maxConnections: DEFAULT_MAX_CONNECTIONS,
+      maxConnectionsPerClient: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+      ...opts,
+    };
     this.#log = opts.log ?? silentLogger;
   }
 
@@ -94,9 +111,28 @@ export class NbdServer {
       socket.destroy();
       return;
     }
+    const client = clientAddress(socket);
+    const fromClient = this.#perClient.get(client) ?? 0;
+    const { maxConnections, maxConnectionsPerClient } = this.#opts;
+    if (this.#connections.size >= maxConnections || fromClient >= maxConnectionsPerClient) {
+      socket.on('error', () => undefined);
+      socket.destroy();
+      const total = this.#connections.size >= maxConnections;
+      this.#log.warn(total ? 'NBD connection limit reached; closing new connection' : 'NBD per-client connection limit reached; closing new connection', {
+        client,
+        ...(total ? { limit: maxConnections, setting: 'nbdMaxConnections' } : { limit: maxConnectionsPerClient, setting: 'nbdMaxConnectionsPerClient' }),
+      });
+      return;
+    }
+    this.#perClient.set(client, fromClient + 1);
     const conn = new NbdConnection(this.#nextId++, socket, this, this.#log, this.#opts, this.#buffers);
     this.#connections.add(conn);
-    conn.serve().finally(() => this.#connections.delete(conn));
+    conn.serve().finally(() => {
+      this.#connections.delete(conn);
+      const n = (this.#perClient.get(client) ?? 1) - 1;
+      if (n > 0) this.#perClient.set(client, n);
+      else this.#perClient.delete(client);
+    });
   }
 
   /** Graceful shutdown: stop accepting, drain every connection, close. */
@@ -216,6 +252,13 @@ class NbdConnection {
   destroy(): void {
     this.#socket.destroy();
   }
+}
+
+/** The address a connection counts against for maxConnectionsPerClient. */
+function clientAddress(socket: net.Socket): string {
+  const a = socket.remoteAddress;
+  if (!a) return 'unix';
+  return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
 }
 
 /** Sends what is queued, then closes both directions (a client that keeps its side open is cut). */
