@@ -1,0 +1,102 @@
+/**
+ * The fuzz harness shared by the short runs (test/fuzz/*.test.ts, vitest) and the long runs
+ * (tools/fuzz/run.mjs, node). A target is a fast-check arbitrary (structure-aware inputs), an
+ * oracle (`check` throws when what must hold does not) and, for servers, a liveness check run
+ * every `liveness.every` inputs and at the end. Runs are bounded by input count and seeded: the
+ * same seed gives the same inputs, and a failure prints the seed and path that replay it.
+ *
+ * Hangs: every input runs under `timeoutMs`; an async operation that never settles fails the run
+ * with the input. A synchronous endless loop cannot be interrupted in-process: run.mjs watches the
+ * progress counter from its parent process for that case.
+ */
+import fc from 'fast-check';
+
+export interface FuzzTarget<T, C = unknown> {
+  name: string;
+  /** What must hold, in one sentence (printed by run.mjs). */
+  oracle: string;
+  arbitrary: fc.Arbitrary<T>;
+  setup?(): Promise<C>;
+  /** Throws if the oracle does not hold for `input`. */
+  check(input: T, ctx: C): unknown;
+  liveness?: { every: number; check(ctx: C): Promise<void> };
+  teardown?(ctx: C): Promise<void>;
+  /** Per input (default 5 s). */
+  timeoutMs?: number;
+}
+
+export interface FuzzResult {
+  target: string;
+  seed: number;
+  runs: number;
+  ms: number;
+  livenessChecks: number;
+  rssBefore: number;
+  rssAfter: number;
+  failure?: string;
+}
+
+export interface FuzzOptions {
+  runs: number;
+  seed: number;
+  /** Replays one failing input (fast-check's path from a failure report). */
+  path?: string;
+  onProgress?(done: number): void;
+}
+
+export class OracleFailure extends Error {
+  override name = 'OracleFailure';
+}
+
+export function withTimeout<T>(p: Promise<T> | T, ms: number, what: string): Promise<T> {
+  let t: NodeJS.Timeout | undefined;
+  return Promise.race([
+    Promise.resolve(p),
+    new Promise<never>((_, reject) => (t = setTimeout(() => reject(new OracleFailure(`hang: ${what} did not settle in ${ms} ms`)), ms))),
+  ]).finally(() => clearTimeout(t));
+}
+
+export async function runFuzz<T, C>(target: FuzzTarget<T, C>, opts: FuzzOptions): Promise<FuzzResult> {
+  const ctx = (target.setup ? await target.setup() : undefined) as C;
+  const timeoutMs = target.timeoutMs ?? 5000;
+  let done = 0;
+  let livenessChecks = 0;
+  const live = async (): Promise<void> => {
+    if (!target.liveness) return;
+    livenessChecks++;
+    await withTimeout(target.liveness.check(ctx), 10_000, `${target.name} liveness check`);
+  };
+  const rssBefore = process.memoryUsage().rss;
+  const t0 = Date.now();
+  let failure: string | undefined;
+  try {
+    await live();
+    const property = fc.asyncProperty(target.arbitrary, async (input) => {
+      await withTimeout(target.check(input, ctx), timeoutMs, `${target.name} input`);
+      done++;
+      if (target.liveness && done % target.liveness.every === 0) await live();
+      opts.onProgress?.(done);
+    });
+    const r = await fc.check(property, { seed: opts.seed, numRuns: opts.runs, path: opts.path });
+    if (r.failed) {
+      const err = r.errorInstance as Error | undefined;
+      failure = `${fc.defaultReportMessage(r) ?? 'failed'}\nError: ${err?.name}: ${err?.message}`;
+    }
+    else await live();
+  } finally {
+    if (target.teardown) await target.teardown(ctx);
+  }
+  return { target: target.name, seed: opts.seed, runs: done, ms: Date.now() - t0, livenessChecks, rssBefore, rssAfter: process.memoryUsage().rss, failure };
+}
+
+export function errorCode(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && 'code' in err && typeof (err as { code: unknown }).code === 'string' ? (err as { code: string }).code : undefined;
+}
+
+/** Throws OracleFailure unless `err` is a ReboundError with one of `codes`. */
+export function expectCode(err: unknown, codes: readonly string[], where: string): void {
+  if ((err as Error)?.name === 'ReboundError' && codes.includes(errorCode(err)!)) return;
+  throw new OracleFailure(`${where}: expected ${codes.join(' or ')}, got ${(err as Error)?.name}: ${(err as Error)?.message}`);
+}
+
+export const u32 = (): fc.Arbitrary<number> => fc.integer({ min: 0, max: 0xffffffff });

@@ -1,0 +1,161 @@
+/**
+ * Fuzz target `nfs`: an in-process NfsServer (test/helpers/nfs-fixture.ts startInProcess: session
+ * s1 with a 4 MiB memory disk, on 127.0.0.1:0). Each input is one TCP connection carrying
+ * record-marked ONC RPC calls with random fields: message type, RPC version, program (NFS, MOUNT,
+ * portmap or random), version, procedure (every NFSv3/MOUNT procedure or random), credential
+ * (AUTH_SYS well-formed or random, AUTH_NONE, random flavor), and XDR arguments built from real
+ * file handles (the root, the session's directory, its flat disk file) or random opaque handles,
+ * followed by random words, strings and offsets; records split into random fragments, the last
+ * fragment bit sometimes missing, the stream sometimes cut. The client half-closes and drains.
+ *
+ * Oracle: the server closes each connection within 3 s of the client's EOF; every 50 inputs and
+ * at the end a fresh client MOUNTs /, GETATTRs the root and READs 64 KiB of the flat disk file
+ * with the bytes the disk holds.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import fc from 'fast-check';
+import { startInProcess, type InProcess } from '../../helpers/nfs-fixture.js';
+import { authSys, MOUNT, NFS, PORTMAP, RpcTestClient } from '../../helpers/nfs-rpc.js';
+import { OracleFailure, u32, type FuzzTarget } from '../lib.js';
+
+type Part = Buffer | 'root' | 'sdir' | 'flat';
+
+interface Call {
+  head: Buffer;
+  args: Part[];
+}
+
+interface Input {
+  calls: Call[];
+  fragment: number | null;
+  dropLast: boolean;
+  cut: number | null;
+}
+
+const word = (n: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n >>> 0);
+  return b;
+};
+const opaque = (b: Uint8Array): Buffer => Buffer.concat([word(b.length), Buffer.from(b), Buffer.alloc((4 - (b.length % 4)) % 4)]);
+
+const argPart: fc.Arbitrary<Part> = fc.oneof(
+  { weight: 3, arbitrary: fc.constantFrom<Part>('root', 'sdir', 'flat') },
+  { weight: 1, arbitrary: fc.uint8Array({ maxLength: 80 }).map(opaque) },
+  { weight: 3, arbitrary: fc.oneof(fc.constantFrom(0, 1, 2, 3, 0x1ff, 4096, 65536), u32()).map(word) },
+  { weight: 1, arbitrary: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }).map((v) => Buffer.concat([word(Number(v >> 32n)), word(Number(v & 0xffffffffn))])) },
+  { weight: 2, arbitrary: fc.oneof(fc.constantFrom('disk0-flat.vmdk', 'disk0.vmdk', '.', '..', 'x', 's1', 'sessions', 'a/b'), fc.string({ maxLength: 300 })).map((s) => opaque(Buffer.from(s))) },
+  { weight: 1, arbitrary: fc.uint8Array({ maxLength: 40 }).map((b) => Buffer.from(b)) },
+);
+
+const call: fc.Arbitrary<Call> = fc
+  .record({
+    xid: u32(),
+    msgType: fc.oneof({ weight: 12, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: u32() }),
+    rpcVers: fc.oneof({ weight: 12, arbitrary: fc.constant(2) }, { weight: 1, arbitrary: u32() }),
+    prog: fc.oneof({ weight: 6, arbitrary: fc.constant(NFS) }, { weight: 3, arbitrary: fc.constant(MOUNT) }, { weight: 1, arbitrary: fc.constant(PORTMAP) }, { weight: 1, arbitrary: u32() }),
+    vers: fc.oneof({ weight: 8, arbitrary: fc.constant(3) }, { weight: 1, arbitrary: fc.constantFrom(1, 2, 4) }, { weight: 1, arbitrary: u32() }),
+    proc: fc.oneof({ weight: 10, arbitrary: fc.nat({ max: 21 }) }, { weight: 1, arbitrary: u32() }),
+    cred: fc.oneof(
+      { weight: 6, arbitrary: fc.record({ uid: fc.oneof(fc.constant(0), u32()), gid: fc.oneof(fc.constant(0), u32()) }).map(({ uid, gid }) => Buffer.concat([word(1), opaque(authSys(uid, gid))])) },
+      { weight: 1, arbitrary: fc.constant(Buffer.concat([word(0), word(0)])) },
+      { weight: 1, arbitrary: fc.tuple(fc.oneof(fc.constantFrom(0, 1, 6), u32()), fc.uint8Array({ maxLength: 500 })).map(([f, b]) => Buffer.concat([word(f), opaque(b)])) },
+      { weight: 1, arbitrary: fc.tuple(fc.constantFrom(0, 1), u32()).map(([f, len]) => Buffer.concat([word(f), word(len)])) },
+    ),
+    verf: fc.oneof({ weight: 8, arbitrary: fc.constant(Buffer.concat([word(0), word(0)])) }, { weight: 1, arbitrary: fc.uint8Array({ maxLength: 40 }).map((b) => Buffer.concat([word(0), opaque(b)])) }),
+    args: fc.array(argPart, { maxLength: 8 }),
+  })
+  .map((c) => ({ head: Buffer.concat([word(c.xid), word(c.msgType), word(c.rpcVers), word(c.prog), word(c.vers), word(c.proc), c.cred, c.verf]), args: c.args }));
+
+const input: fc.Arbitrary<Input> = fc.record({
+  calls: fc.array(call, { minLength: 1, maxLength: 6 }),
+  fragment: fc.option(fc.integer({ min: 1, max: 64 }), { freq: 4 }),
+  dropLast: fc.nat({ max: 7 }).map((n) => n === 0), // one call in eight never ends its record
+  cut: fc.option(fc.nat(), { freq: 6 }),
+});
+
+interface Ctx {
+  dir: string;
+  srv: InProcess;
+  fh: Record<'root' | 'sdir' | 'flat', Buffer>;
+}
+
+function records(inp: Input, fh: Ctx['fh']): Buffer {
+  const out: Buffer[] = [];
+  inp.calls.forEach((c, i) => {
+    const payload = Buffer.concat([c.head, ...c.args.map((p) => (typeof p === 'string' ? opaque(fh[p]) : p))]);
+    const frag = inp.fragment ?? (payload.length || 1);
+    for (let off = 0; off < payload.length || off === 0; off += frag) {
+      const piece = payload.subarray(off, off + frag);
+      const last = off + frag >= payload.length && !(inp.dropLast && i === inp.calls.length - 1);
+      out.push(word(((last ? 0x80000000 : 0) | piece.length) >>> 0), piece);
+      if (payload.length === 0) break;
+    }
+  });
+  const all = Buffer.concat(out);
+  return inp.cut === null ? all : all.subarray(0, inp.cut % (all.length + 1));
+}
+
+function feed(port: number, bytes: Buffer, closeMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ port, host: '127.0.0.1' });
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new OracleFailure(`hang: the server kept the connection open ${closeMs} ms after the client's EOF (${bytes.length} bytes: ${bytes.toString('hex').slice(0, 400)})`));
+    }, closeMs);
+    s.on('error', () => undefined);
+    s.on('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    s.resume();
+    s.on('connect', () => s.end(bytes));
+  });
+}
+
+export function nfsTarget(): FuzzTarget<Input, Ctx> {
+  return {
+    name: 'nfs',
+    oracle: 'the NFS/MOUNT server closes each fuzzed connection within 3 s of the client EOF; every 50 inputs a fresh client MOUNTs, GETATTRs and READs the disk bytes',
+    arbitrary: input,
+    timeoutMs: 5000,
+    setup: async () => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rebound-fuzz-nfs-'));
+      const srv = await startInProcess(path.join(dir, 'state'), path.join(dir, 's1'));
+      const c = await RpcTestClient.connect(srv.port);
+      try {
+        const root = (await c.mount('/')).fh!;
+        const fh = { root, sdir: await c.lookupPath(root, 'sessions/s1'), flat: await c.lookupPath(root, 'sessions/s1/disk0-flat.vmdk') };
+        return { dir, srv, fh };
+      } finally {
+        c.close();
+      }
+    },
+    check: async (inp, ctx) => feed(ctx.srv.port, records(inp, ctx.fh), 3000),
+    liveness: {
+      every: 50,
+      check: async (ctx) => {
+        const c = await RpcTestClient.connect(ctx.srv.port);
+        try {
+          const m = await c.mount('/');
+          if (m.status !== 0) throw new OracleFailure(`liveness MOUNT / answered ${m.status}`);
+          const ga = await c.getattr(ctx.fh.root);
+          if (ga.status !== 0) throw new OracleFailure(`liveness GETATTR answered ${ga.status}`);
+          const r = await c.read(ctx.fh.flat, 0, 65536);
+          const want = Buffer.alloc(65536);
+          await ctx.srv.disk.read(want, 0);
+          if (r.status !== 0 || !Buffer.from(r.resok!.data).equals(want)) throw new OracleFailure(`liveness READ: status ${r.status}, data differs`);
+        } finally {
+          c.close();
+        }
+      },
+    },
+    teardown: async (ctx) => {
+      await ctx.srv.close();
+      fs.rmSync(ctx.dir, { recursive: true, force: true });
+    },
+  };
+}
