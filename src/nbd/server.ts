@@ -215,13 +215,18 @@ class NbdConnection {
         structured: session.structuredReplies,
         flags: '0x' + session.transmissionFlags.toString(16),
       });
-      this.#transmission = new Transmission(socket, reader, session, device, log, {
+      const transmission = new Transmission(socket, reader, session, device, log, {
         maxInflight: this.#opts.maxInflight,
         maxInflightBytes: this.#opts.maxInflightBytes,
         buffers: this.#buffers,
       });
+      this.#transmission = transmission;
+      // A client that stopped reading and then left: Transmission waits for 'drain' while its send
+      // buffer is full, which a closed socket never emits. Stop it, so the connection (and its slot
+      // under the connection limits) is released.
+      socket.once('close', () => void transmission.close().catch(() => undefined));
       try {
-        await this.#transmission.run();
+        await transmission.run();
       } finally {
         await device.close();
       }
