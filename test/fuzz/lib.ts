@@ -100,3 +100,7 @@ export function expectCode(err: unknown, codes: readonly string[], where: string
 }
 
 export const u32 = (): fc.Arbitrary<number> => fc.integer({ min: 0, max: 0xffffffff });
+
+/** `arb` one time in `n`, else null (fc.option's `freq` is the other way round: null one time in freq). */
+export const rarely = <T>(arb: fc.Arbitrary<T>, n: number): fc.Arbitrary<T | null> =>
+  fc.oneof({ weight: n - 1, arbitrary: fc.constant(null) }, { weight: 1, arbitrary: arb });

@@ -6,7 +6,7 @@
  * GO/INFO/META_CONTEXT data with random names, info lists and declared lengths that lie), then
  * transmission requests (request magic or random, random flags and command types, offsets and
  * lengths in range or not, write payloads whole, short or missing); the byte stream may be cut
- * anywhere. The client then half-closes and drains.
+ * anywhere. The client then half-closes (at once, or once the server has gone quiet) and drains.
  *
  * Oracle: after each input the server closes the connection within 3 s of the client's EOF (no
  * hang); every 50 inputs and at the end a fresh client completes the handshake and READs 64 KiB
@@ -25,7 +25,7 @@ import { NbdServer } from '../../../src/nbd/server.js';
 import { silentLogger } from '../../../src/util/log.js';
 import { RawNbdClient } from '../../helpers/raw-nbd.js';
 import { patternBuffer } from '../../helpers/images.js';
-import { OracleFailure, u32, type FuzzTarget } from '../lib.js';
+import { OracleFailure, rarely, u32, type FuzzTarget } from '../lib.js';
 
 const EXPORT = 'fuzz';
 const SIZE = 1 << 20;
@@ -47,7 +47,7 @@ const optionFrame = fc
     magic: fc.oneof({ weight: 9, arbitrary: fc.constant(IHAVEOPT) }, { weight: 1, arbitrary: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }) }),
     option: fc.oneof({ weight: 6, arbitrary: fc.integer({ min: 1, max: 11 }) }, { weight: 1, arbitrary: u32() }),
     data: optionData,
-    lie: fc.option(fc.oneof(fc.integer({ min: -8, max: 8 }), u32()), { freq: 6 }),
+    lie: rarely(fc.oneof(fc.integer({ min: -8, max: 8 }), u32()), 6),
   })
   .map(({ magic, option, data, lie }) => {
     const b = encodeOption(option, data);
@@ -88,6 +88,8 @@ const requestFrame = fc
 
 interface Input {
   bytes: Buffer;
+  /** Half-close at once (the server sees EOF with the frames) or once the server has gone quiet. */
+  linger: boolean;
 }
 
 const validHandshake = fc.record({ structured: fc.boolean(), meta: fc.boolean(), oldStyle: fc.boolean() }).map(({ structured, meta, oldStyle }) => {
@@ -101,15 +103,22 @@ const validHandshake = fc.record({ structured: fc.boolean(), meta: fc.boolean(),
 const input: fc.Arbitrary<Input> = fc
   .record({
     clientFlags: fc.oneof({ weight: 8, arbitrary: fc.constantFrom(1, 3) }, { weight: 1, arbitrary: u32() }),
-    options: fc.oneof(validHandshake, fc.array(optionFrame, { maxLength: 6 }).map((f) => Buffer.concat(f)), fc.tuple(fc.array(optionFrame, { maxLength: 3 }), validHandshake).map(([f, v]) => Buffer.concat([...f, v]))),
-    requests: fc.array(requestFrame, { maxLength: 8 }),
-    cut: fc.option(fc.nat(), { freq: 5 }),
+    // Most inputs reach transmission (a valid handshake, possibly after random options); the rest
+    // stay in option haggling.
+    options: fc.oneof(
+      { weight: 3, arbitrary: validHandshake },
+      { weight: 2, arbitrary: fc.array(optionFrame, { maxLength: 6 }).map((f) => Buffer.concat(f)) },
+      { weight: 2, arbitrary: fc.tuple(fc.array(optionFrame, { maxLength: 3 }), validHandshake).map(([f, v]) => Buffer.concat([...f, v])) },
+    ),
+    requests: fc.array(requestFrame, { minLength: 1, maxLength: 8 }),
+    cut: rarely(fc.nat(), 8),
+    linger: fc.boolean(),
   })
-  .map(({ clientFlags, options, requests, cut }) => {
+  .map(({ clientFlags, options, requests, cut, linger }) => {
     const f = Buffer.alloc(4);
     f.writeUInt32BE(clientFlags >>> 0);
     const bytes = Buffer.concat([f, options, ...requests]);
-    return { bytes: cut === null ? bytes : bytes.subarray(0, cut % (bytes.length + 1)) };
+    return { bytes: cut === null ? bytes : bytes.subarray(0, cut % (bytes.length + 1)), linger };
   });
 
 interface Ctx {
@@ -120,21 +129,53 @@ interface Ctx {
   device: MemoryDevice;
 }
 
-/** Sends the bytes, half-closes, drains; resolves when the server has closed the connection. */
-function feed(socketPath: string, bytes: Buffer, closeMs: number): Promise<void> {
+/**
+ * Sends the bytes and half-closes (at once, or after the server has been quiet for 3 ms, at most
+ * 100 ms, so that replies are written while the client still listens); drains; resolves when the
+ * server has closed the connection.
+ */
+function feed(socketPath: string, bytes: Buffer, linger: boolean, closeMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const s = net.connect(socketPath);
-    const timer = setTimeout(() => {
-      s.destroy();
-      reject(new OracleFailure(`hang: the server kept the connection open ${closeMs} ms after the client's EOF (${bytes.length} bytes sent: ${bytes.toString('hex').slice(0, 400)})`));
-    }, closeMs);
+    let timer: NodeJS.Timeout | undefined;
+    const armHang = (): void => {
+      timer = setTimeout(() => {
+        s.destroy();
+        reject(new OracleFailure(`hang: the server kept the connection open ${closeMs} ms after the client's EOF (${bytes.length} bytes sent: ${bytes.toString('hex').slice(0, 400)})`));
+      }, closeMs);
+    };
+    let quiet: NodeJS.Timeout | undefined;
+    let cap: NodeJS.Timeout | undefined;
+    const finish = (): void => {
+      clearTimeout(quiet);
+      clearTimeout(cap);
+      if (!timer) {
+        s.end();
+        armHang();
+      }
+    };
     s.on('error', () => undefined); // EPIPE/ECONNRESET when the server drops a bad client: expected
     s.on('close', () => {
       clearTimeout(timer);
+      clearTimeout(quiet);
+      clearTimeout(cap);
       resolve();
     });
-    s.resume();
-    s.on('connect', () => s.end(bytes));
+    s.on('data', () => {
+      if (!linger || timer) return;
+      clearTimeout(quiet);
+      quiet = setTimeout(finish, 3);
+    });
+    s.on('connect', () => {
+      if (!linger) {
+        s.end(bytes);
+        armHang();
+        return;
+      }
+      s.write(bytes);
+      quiet = setTimeout(finish, 3);
+      cap = setTimeout(finish, 100);
+    });
   });
 }
 
@@ -155,7 +196,7 @@ export function nbdTarget(): FuzzTarget<Input, Ctx> {
       await server.listenUnix(socket);
       return { dir, socket, server, catalog, device };
     },
-    check: async ({ bytes }, ctx) => feed(ctx.socket, bytes, 3000),
+    check: async ({ bytes, linger }, ctx) => feed(ctx.socket, bytes, linger, 3000),
     liveness: {
       every: 50,
       check: async (ctx) => {

@@ -19,7 +19,7 @@ import path from 'node:path';
 import fc from 'fast-check';
 import { startInProcess, type InProcess } from '../../helpers/nfs-fixture.js';
 import { authSys, MOUNT, NFS, PORTMAP, RpcTestClient } from '../../helpers/nfs-rpc.js';
-import { OracleFailure, u32, type FuzzTarget } from '../lib.js';
+import { OracleFailure, rarely, u32, type FuzzTarget } from '../lib.js';
 
 type Part = Buffer | 'root' | 'sdir' | 'flat';
 
@@ -72,9 +72,9 @@ const call: fc.Arbitrary<Call> = fc
 
 const input: fc.Arbitrary<Input> = fc.record({
   calls: fc.array(call, { minLength: 1, maxLength: 6 }),
-  fragment: fc.option(fc.integer({ min: 1, max: 64 }), { freq: 4 }),
+  fragment: rarely(fc.integer({ min: 1, max: 64 }), 4),
   dropLast: fc.nat({ max: 7 }).map((n) => n === 0), // one call in eight never ends its record
-  cut: fc.option(fc.nat(), { freq: 6 }),
+  cut: rarely(fc.nat(), 6),
 });
 
 interface Ctx {
