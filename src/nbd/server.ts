@@ -221,10 +221,6 @@ class NbdConnection {
         buffers: this.#buffers,
       });
       this.#transmission = transmission;
-      // A client that stopped reading and then left: Transmission waits for 'drain' while its send
-      // buffer is full, which a closed socket never emits. Stop it, so the connection (and its slot
-      // under the connection limits) is released.
-      socket.once('close', () => void transmission.close().catch(() => undefined));
       try {
         await transmission.run();
       } finally {

@@ -102,7 +102,13 @@ export class Transmission {
     this.#buffers = opts.buffers;
     this.#alloc = (size) => this.#buffers.acquire(size);
     socket.on('drain', () => this.#wakeUp());
-    socket.once('close', () => this.#gone.abort(new BlockError('ESHUTDOWN', 'the client went away')));
+    // A client that left: its queued work is cancelled, and the read loop stops even while it waits
+    // for a 'drain' that a closed socket never emits (a client that stopped reading, then left).
+    socket.once('close', () => {
+      this.#gone.abort(new BlockError('ESHUTDOWN', 'the client went away'));
+      this.#stopping = true;
+      this.#wakeUp();
+    });
   }
 
   get inflight(): number {
