@@ -14,7 +14,7 @@
  * without Content-Type is fine (the CLI sends none). Bodies are limited to BODY_LIMIT.
  */
 import os from 'node:os';
-import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyReply, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { ReboundError } from '../errors.js';
 import type { Catalog, CatalogEntry } from '../exports/catalog.js';
 import type { Logger } from '../util/log.js';
@@ -50,7 +50,16 @@ const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '::1'];
 const WILDCARD_HOSTS = new Set(['', '0.0.0.0', '::', '*']);
 
 export function createApi(ctx: ApiContext): FastifyInstance {
-  const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT });
+  const app = Fastify({
+    logger: false,
+    bodyLimit: BODY_LIMIT,
+    // Errors of the router itself (a malformed percent-encoding in the URL) get the API's error
+    // shape too, not fastify's own body.
+    frameworkErrors: (err, _req, reply) => {
+      const { status, body } = toApiError(new ReboundError('ERR_INVALID_ARGUMENT', `malformed request: ${err.message}`, { cause: err }));
+      void (reply as FastifyReply).status(status).send(body);
+    },
+  });
   const hostAllowed = allowedHosts(ctx);
   app.addHook('onRequest', async (req) => checkRequest(req, hostAllowed));
 

@@ -51,7 +51,8 @@ export function parseManifest(text: string, where: string): PointManifest {
   } catch (err) {
     throw new ReboundError('ERR_REPO_CORRUPT', `${where}: not valid JSON`, { cause: err });
   }
-  if (m.format !== POINT_FORMAT) throw new ReboundError('ERR_REPO_CORRUPT', `${where}: not a restore point manifest`);
-  if (m.version !== POINT_VERSION) throw new ReboundError('ERR_REPO_CORRUPT', `${where}: manifest version ${m.version} is not supported`);
+  // Any JSON may be in the file (null, a number, an object whose version is itself an object).
+  if (typeof m !== 'object' || m === null || m.format !== POINT_FORMAT) throw new ReboundError('ERR_REPO_CORRUPT', `${where}: not a restore point manifest`);
+  if (m.version !== POINT_VERSION) throw new ReboundError('ERR_REPO_CORRUPT', `${where}: manifest version ${JSON.stringify(m.version)} is not supported`);
   return m;
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Long fuzz runs: tools/fuzz/run.mjs TARGET [--runs N] [--seed S] [--path P] [--exclude-known] [--stall-ms MS]
+// Long fuzz runs: tools/fuzz/run.mjs TARGET [--runs N] [--seed S] [--path P] [--stall-ms MS]
 //
 // Loads the TypeScript target from test/fuzz/targets/ through vite (already a dev dependency; the
 // same transform vitest uses), runs N seeded inputs, prints inputs/s every few seconds and a JSON
@@ -15,14 +15,13 @@ import { TARGETS } from './targets.mjs';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 function parseArgs(argv) {
-  const o = { runs: 100_000, seed: Date.now() % 2 ** 31, path: undefined, excludeKnown: false, stallMs: 30_000, child: false };
+  const o = { runs: 100_000, seed: Date.now() % 2 ** 31, path: undefined, stallMs: 30_000, child: false };
   const rest = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--runs') o.runs = Number(argv[++i]);
     else if (a === '--seed') o.seed = Number(argv[++i]);
     else if (a === '--path') o.path = argv[++i];
-    else if (a === '--exclude-known') o.excludeKnown = true;
     else if (a === '--stall-ms') o.stallMs = Number(argv[++i]);
     else if (a === '--child') o.child = true;
     else rest.push(a);
@@ -33,7 +32,7 @@ function parseArgs(argv) {
 
 const opts = parseArgs(process.argv.slice(2));
 if (!TARGETS[opts.target] || !Number.isSafeInteger(opts.runs) || opts.runs <= 0 || !Number.isSafeInteger(opts.seed)) {
-  console.error(`usage: tools/fuzz/run.mjs TARGET --runs N --seed S [--path P] [--exclude-known]\ntargets: ${Object.keys(TARGETS).join(', ')}`);
+  console.error(`usage: tools/fuzz/run.mjs TARGET --runs N --seed S [--path P]\ntargets: ${Object.keys(TARGETS).join(', ')}`);
   process.exit(3);
 }
 
@@ -53,7 +52,7 @@ async function child() {
   const [file, factory] = TARGETS[opts.target];
   const lib = await vite.ssrLoadModule(path.join(ROOT, 'test/fuzz/lib.ts'));
   const mod = await vite.ssrLoadModule(path.join(ROOT, 'test/fuzz/targets', file));
-  const target = mod[factory]({ excludeKnown: opts.excludeKnown });
+  const target = mod[factory]();
   const send = (m) => process.send?.(m);
   let last = 0;
   const result = await lib.runFuzz(target, {

@@ -58,9 +58,10 @@ export async function readHeader(dir: string): Promise<OverlayHeader | undefined
   } catch (err) {
     throw new ReboundError('ERR_OVERLAY_CORRUPT', `${file} is not valid JSON`, { cause: err });
   }
-  if (h.format !== FORMAT_NAME) throw new ReboundError('ERR_OVERLAY_CORRUPT', `${file} is not a rebound overlay header`);
+  // Any JSON may be in the file (null, a number, an object whose version is itself an object).
+  if (typeof h !== 'object' || h === null || h.format !== FORMAT_NAME) throw new ReboundError('ERR_OVERLAY_CORRUPT', `${file} is not a rebound overlay header`);
   if (h.version !== FORMAT_VERSION) {
-    throw new ReboundError('ERR_OVERLAY_VERSION', `${dir} has overlay format version ${h.version}; this rebound reads version ${FORMAT_VERSION}`);
+    throw new ReboundError('ERR_OVERLAY_VERSION', `${dir} has overlay format version ${JSON.stringify(h.version)}; this rebound reads version ${FORMAT_VERSION}`);
   }
   if (!Number.isSafeInteger(h.size) || h.size < 0 || !isValidBlockSize(h.blockSize) || typeof h.base?.id !== 'string') {
     throw new ReboundError('ERR_OVERLAY_CORRUPT', `${file} has invalid fields`);
