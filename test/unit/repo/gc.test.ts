@@ -228,12 +228,13 @@ describe('gc', () => {
     expect(chunks.size).toBe(384);
     expect(await verify(repo)).toMatchObject({ ok: true, points: 1, chunks: 384 });
     // The race was real: the first run found the head claimed and deleted tail chunks the backup
-    // had not reached yet (it wrote them again), and later runs overlapped the backup.
+    // had not reached yet (it wrote them again). Whether a later run also catches chunks the backup
+    // is writing at that moment (keptNew > 0) depends on the two's relative speed, so it is not
+    // asserted (it failed 1 run in 7 on a fresh clone): the point above is complete either way.
     expect(runs[0]!.keptClaimed).toBeGreaterThan(0);
     expect(runs[0]!.removedChunks).toBeGreaterThan(0);
     expect(runs[0]!.keptClaimed + runs[0]!.removedChunks).toBe(96);
     expect(runs.length).toBeGreaterThan(1);
-    expect(runs.slice(1).some((r) => r.keptNew > 0)).toBe(true);
     await settle();
     expect(await gc(repo)).toMatchObject({ removedChunks: 0, markedChunks: 384 });
     expect(await verify(repo)).toMatchObject({ ok: true });
