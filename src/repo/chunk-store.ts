@@ -12,11 +12,10 @@
  *    while gc deletes it). Backups therefore claim every digest they reference *before* checking
  *    for it (`ClaimSet`), and gc deletes only unclaimed chunks, announcing each deletion in
  *    `#deleting` so a claim that arrives during the unlink waits and then writes the chunk again.
- *  - Temp files are named `HEX.tmp-PID-RAND`. A writer killed mid-chunk (kill -9) leaves its temp
- *    file behind; `removeStaleTemps()` deletes every temp file that no write of this process is
- *    using (`WRITING`, process-wide: two stores may share a directory in tests). The data
- *    directory's lock guarantees no other process writes here, so another PID's temp is stale,
- *    and so is one with our own PID that we do not write (a restarted container reuses PIDs).
+ *  - A chunk is written to a temp file in `tmpDir` (the repository's tmp/, same filesystem) and
+ *    renamed into place. A writer killed mid-chunk (kill -9) leaves its temp file there, and the
+ *    repository empties tmp/ when it opens (it already did for unfinished backups): no walk of
+ *    the chunk directories looks for leftovers.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -37,10 +36,6 @@ export async function sha256(data: Uint8Array): Promise<Buffer> {
   return Buffer.from(await crypto.subtle.digest('SHA-256', data));
 }
 
-/** Temp files this process is writing right now (full paths): never stale. */
-const WRITING = new Set<string>();
-const TEMP_NAME = /^[0-9a-f]{64}\.tmp-(\d+)-[0-9a-f]+$/;
-
 /** Digests a backup (or another user) references and must not lose to gc. */
 export type ClaimSet = Set<string>;
 
@@ -53,14 +48,19 @@ export interface PutResult {
 
 export class ChunkStore implements ChunkReader {
   readonly dir: string;
+  /** Where chunks are written before they are renamed into place (same filesystem as `dir`). */
+  readonly tmpDir: string;
   codec: Codec;
   readonly #claims = new Set<ClaimSet>();
   readonly #deleting = new Map<string, Promise<void>>();
 
-  constructor(dir: string, codec: Codec) {
+  /** `tmpDir` defaults to `tmp` beside `dir`: the repository's layout (repo/chunks, repo/tmp). */
+  constructor(dir: string, codec: Codec, opts: { tmpDir?: string } = {}) {
     this.dir = dir;
+    this.tmpDir = opts.tmpDir ?? path.join(path.dirname(dir), 'tmp');
     this.codec = codec;
     fs.mkdirSync(dir, { recursive: true });
+    fs.mkdirSync(this.tmpDir, { recursive: true });
   }
 
   pathOf(hex: string): string {
@@ -94,22 +94,17 @@ export class ChunkStore implements ChunkReader {
     }
     const header = encodeChunkHeader(codec.id, raw.length);
     await fs.promises.mkdir(path.dirname(file), { recursive: true });
-    const tmp = `${file}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
-    WRITING.add(tmp);
+    const tmp = path.join(this.tmpDir, `chunk-${hex}-${crypto.randomBytes(4).toString('hex')}`);
+    const fh = await fs.promises.open(tmp, 'w');
     try {
-      const fh = await fs.promises.open(tmp, 'w');
-      try {
-        await fh.writev([header, payload]);
-      } catch (err) {
-        await fh.close();
-        await fs.promises.rm(tmp, { force: true });
-        throw storeError(err, `writing chunk ${hex}`);
-      }
+      await fh.writev([header, payload]);
+    } catch (err) {
       await fh.close();
-      await fs.promises.rename(tmp, file);
-    } finally {
-      WRITING.delete(tmp);
+      await fs.promises.rm(tmp, { force: true });
+      throw storeError(err, `writing chunk ${hex}`);
     }
+    await fh.close();
+    await fs.promises.rename(tmp, file);
     return { stored: true, bytes: header.length + payload.length };
   }
 
@@ -152,38 +147,6 @@ export class ChunkStore implements ChunkReader {
         }
       }
     }
-  }
-
-  /**
-   * Deletes temp files left by killed writers (see the design notes): every `HEX.tmp-PID-RAND`
-   * that no write of this process is using and, with `olderThanMs`, whose mtime is before it.
-   * Resolves with how many were removed; a file that vanished meanwhile is not counted.
-   */
-  async removeStaleTemps(opts: { olderThanMs?: number; signal?: AbortSignal } = {}): Promise<number> {
-    let removed = 0;
-    for (const a of await readdirSafe(this.dir)) {
-      if (!/^[0-9a-f]{2}$/.test(a)) continue;
-      for (const b of await readdirSafe(path.join(this.dir, a))) {
-        opts.signal?.throwIfAborted();
-        const d = path.join(this.dir, a, b);
-        for (const name of await readdirSafe(d)) {
-          if (!TEMP_NAME.test(name)) continue;
-          const file = path.join(d, name);
-          if (WRITING.has(file)) continue;
-          if (opts.olderThanMs !== undefined) {
-            const st = await fs.promises.stat(file).catch(() => undefined);
-            if (!st || st.mtimeMs >= opts.olderThanMs || WRITING.has(file)) continue;
-          }
-          try {
-            await fs.promises.unlink(file);
-            removed++;
-          } catch (err) {
-            if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw storeError(err, `removing stale temp file ${file}`);
-          }
-        }
-      }
-    }
-    return removed;
   }
 
   /** Deletes a chunk unless claimed; resolves with whether it was deleted. */

@@ -24,8 +24,6 @@
  *    the whole batch in the same synchronous stretch. At that instant every chunk is either in a
  *    visible point, claimed, or truly garbage; a claim arriving later waits for the unlink and
  *    writes the chunk again (ChunkStore's design notes).
- *  - Chunk temp files left by killed writers (`*.tmp-PID-*`) older than T0 and not being written
- *    by this process are deleted after the sweep (`removedTempFiles`; ChunkStore.removeStaleTemps).
  *  - Abort is checked between chunks and batches; an interrupted run has only deleted garbage.
  *  - Left out: other processes. Claims and open images are in-memory, so gc is only safe inside
  *    the process that owns the data directory (the daemon holds its lock). The marked set is an
@@ -75,8 +73,6 @@ export interface GcResult {
   keptNew: number;
   /** Unreferenced chunks kept because a running backup or restore claims them. */
   keptClaimed: number;
-  /** Stale chunk temp files (of writers killed mid-chunk) removed. */
-  removedTempFiles: number;
   durationMs: number;
 }
 
@@ -90,13 +86,13 @@ export async function gc(repo: Repository, opts: GcOptions = {}): Promise<GcResu
   const started = Date.now();
   const start = startMarker(repo);
   try {
-    return await collect(repo, opts, started, start.t0 - graceMs, start.t0);
+    return await collect(repo, opts, started, start.t0 - graceMs);
   } finally {
     fs.rmSync(start.file, { force: true });
   }
 }
 
-async function collect(repo: Repository, opts: GcOptions, started: number, cutoffMs: number, t0: number): Promise<GcResult> {
+async function collect(repo: Repository, opts: GcOptions, started: number, cutoffMs: number): Promise<GcResult> {
   const { signal } = opts;
   const marker = new ReferenceMarker(repo);
   const stats = { scannedChunks: 0, removedChunks: 0, removedBytes: 0, keptNew: 0, keptClaimed: 0 };
@@ -166,7 +162,6 @@ async function collect(repo: Repository, opts: GcOptions, started: number, cutof
   }
   signal?.throwIfAborted();
   await flush();
-  const removedTempFiles = await repo.store.removeStaleTemps({ olderThanMs: t0, signal });
   report('sweep', prefixes.length, prefixes.length);
 
   return {
@@ -175,7 +170,6 @@ async function collect(repo: Repository, opts: GcOptions, started: number, cutof
     points: marker.points,
     markedChunks: marker.markedChunks,
     ...stats,
-    removedTempFiles,
     durationMs: Date.now() - started,
   };
 }

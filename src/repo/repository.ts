@@ -75,14 +75,13 @@ export class Repository {
       for (const sub of ['chunks', 'vms', 'tmp']) fs.mkdirSync(path.join(dir, sub), { recursive: true });
       writeFileDurable(cfgFile, JSON.stringify(config, null, 2) + '\n');
     }
-    const store = new ChunkStore(path.join(dir, 'chunks'), opts.codec ?? codecByName(config.codec));
+    const store = new ChunkStore(path.join(dir, 'chunks'), opts.codec ?? codecByName(config.codec), { tmpDir: path.join(dir, 'tmp') });
     const cache = new ChunkCache(store, opts.cacheBytes ?? 256 * 1024 * 1024);
     const catalog = await Catalog.open(path.join(dataDir, 'catalog'));
     const repo = new Repository(dir, config, store, cache, catalog);
-    // Leftovers of interrupted backups are garbage: their chunks go at the next gc, their
-    // half-written chunk temp files now (one daemon per data directory: nobody else writes them).
+    // Leftovers of interrupted backups are garbage: their stored chunks go at the next gc, their
+    // half-written ones (tmp/chunk-*, see ChunkStore) and unfinished points now.
     fs.rmSync(path.join(dir, 'tmp'), { recursive: true, force: true });
-    await store.removeStaleTemps();
     fs.mkdirSync(path.join(dir, 'tmp'), { recursive: true });
     if (await catalog.isEmpty()) await repo.reindex();
     return repo;
