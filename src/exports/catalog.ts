@@ -255,6 +255,11 @@ export class Catalog extends EventEmitter<{ added: [CatalogEntry]; changed: [Cat
   readonly #entries = new Map<string, CatalogEntry>();
   readonly #log: Logger;
   #defaultName: string | undefined;
+  /** Bumped on every publish and removal: views keep their groupings until it moves. */
+  #version = 0;
+
+  /** Every entry, whatever it is published on: what `resolve` groups (cached like a view). */
+  readonly #all: CatalogView = new CatalogView(this, undefined);
 
   constructor(log: Logger = silentLogger) {
     super();
@@ -275,6 +280,7 @@ export class Catalog extends EventEmitter<{ added: [CatalogEntry]; changed: [Cat
     if (req.kind === 'session' && !req.session) throw new TypeError('a session entry needs its session');
     const e = new CatalogEntry(req);
     this.#entries.set(e.name, e);
+    this.#version++;
     this.emit('added', e);
     return e;
   }
@@ -289,6 +295,11 @@ export class Catalog extends EventEmitter<{ added: [CatalogEntry]; changed: [Cat
     return this.#entries.has(name);
   }
 
+  /** Changes with every publish and removal (views cache their groupings by it). */
+  get version(): number {
+    return this.#version;
+  }
+
   /** Every published entry, in publication order. */
   entries(): CatalogEntry[] {
     return [...this.#entries.values()];
@@ -300,7 +311,7 @@ export class Catalog extends EventEmitter<{ added: [CatalogEntry]; changed: [Cat
     if (own) return own;
     const m = /^(.+)@latest\/([^/]+)$/.exec(name);
     if (!m) return undefined;
-    const vm = this.vms().find((v) => v.vm === m[1]);
+    const vm = this.#all.vms().find((v) => v.vm === m[1]);
     return vm?.points.at(-1)?.disks.find((d) => d.disk === m[2]);
   }
 
@@ -367,6 +378,7 @@ export class Catalog extends EventEmitter<{ added: [CatalogEntry]; changed: [Cat
     const e = this.#entries.get(name);
     if (!e) throw new ReboundError('ERR_EXPORT_NOT_FOUND', `no export named '${name}'`);
     this.#entries.delete(name);
+    this.#version++;
     this.emit('removed', e);
     return e;
   }
@@ -378,13 +390,16 @@ export class Catalog extends EventEmitter<{ added: [CatalogEntry]; changed: [Cat
  */
 export class CatalogView {
   readonly catalog: Catalog;
-  readonly frontEnd: FrontEnd;
+  /** The front end, or undefined for every entry (the catalog's own view). */
+  readonly frontEnd: FrontEnd | undefined;
   readonly #on: (e: CatalogEntry) => boolean;
+  /** Groupings as of a catalog version: front ends ask on every request, the catalog rarely changes. */
+  #cache: { version: number; vms?: VmGroup[]; sessions?: SessionGroup[] } = { version: -1 };
 
-  constructor(catalog: Catalog, frontEnd: FrontEnd) {
+  constructor(catalog: Catalog, frontEnd: FrontEnd | undefined) {
     this.catalog = catalog;
     this.frontEnd = frontEnd;
-    this.#on = (e) => e.publishedOn.has(frontEnd);
+    this.#on = frontEnd === undefined ? () => true : (e) => e.publishedOn.has(frontEnd);
   }
 
   entries(): CatalogEntry[] {
@@ -407,11 +422,16 @@ export class CatalogView {
   }
 
   vms(): VmGroup[] {
-    return this.catalog.vms(this.#on);
+    return (this.#current().vms ??= this.catalog.vms(this.#on));
   }
 
   sessions(): SessionGroup[] {
-    return this.catalog.sessions(this.#on);
+    return (this.#current().sessions ??= this.catalog.sessions(this.#on));
+  }
+
+  #current(): { vms?: VmGroup[]; sessions?: SessionGroup[] } {
+    if (this.#cache.version !== this.catalog.version) this.#cache = { version: this.catalog.version };
+    return this.#cache;
   }
 
   session(name: string): SessionGroup | undefined {
