@@ -128,10 +128,11 @@ export function registerSessionRoutes(app: FastifyInstance, ctx: SessionRouteCon
         const to = req.body.to.replaceAll('{disk}', disk);
         if (!isNbdUri(to)) ctx.paths.checkTarget(to, `migration target of disk ${disk}:`);
       }
-      // Checks (session, disks, states) answer the request itself; the rest is the job.
-      await sessions.migrate(n, req.body);
+      // Starting (and its checks: session, disks, states, paths) answers the request itself; the
+      // way home is the job.
+      const disks = await sessions.migrate(n, req.body);
       const job = jobs.start('migrate', { session: n, ...req.body }, (signal, progress) =>
-        sessions.migrateHome(n, req.body, { signal, onProgress: (ps) => progress(sumProgress(ps)) }),
+        sessions.home(n, disks, { signal, switch: req.body.switch, onProgress: (ps) => progress(sumProgress(ps)) }),
       );
       return reply.status(202).send(job);
     },

@@ -70,10 +70,11 @@ export class PointPublisher {
     }
     const publish: FrontEnd[] = this.#opts.onNbd ? ['nbd', 'nfs', 'fuse'] : ['nfs', 'fuse'];
     for (const m of points) {
-      const info = pointInfo(repo, m);
+      let info: PointInfo | undefined; // made once per point, only when one of its disks is new
       for (const d of m.disks) {
         const name = pointEntryName(m.vm, m.id, d.name);
         if (this.#owned.has(name)) continue;
+        info ??= pointInfo(repo, m);
         if (catalog.has(name)) {
           log.warn('an export of that name exists already; the restore point is not published under it', { export: name });
           continue;

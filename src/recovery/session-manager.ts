@@ -57,6 +57,11 @@ export interface MigrateResult {
   switched: Array<{ disk: string; units: number; repaired: number }> | null;
 }
 
+export interface HomeOptions {
+  signal?: AbortSignal;
+  onProgress?: (p: MigrationProgress[]) => void;
+}
+
 export interface SessionManagerDeps {
   dataDir: string;
   repo: Repository;
@@ -289,13 +294,21 @@ export class SessionManager {
    * The whole way home: migrate, wait until every disk is in step, and switch over when asked.
    * Fails if a disk pauses (target error, cancel) or on abort; progress is reported as it goes.
    */
-  async migrateHome(name: string, req: MigrateRequest, opts: { signal?: AbortSignal; onProgress?: (p: MigrationProgress[]) => void } = {}): Promise<MigrateResult> {
-    const disks = await this.migrate(name, req);
+  async migrateHome(name: string, req: MigrateRequest, opts: HomeOptions = {}): Promise<MigrateResult> {
+    return this.home(name, await this.migrate(name, req), { ...opts, switch: req.switch });
+  }
+
+  /**
+   * The rest of the way home for disks whose migration `migrate` started: wait until every one is
+   * in step, then switch over when asked (the API starts the migration in the request and runs this
+   * as the job).
+   */
+  async home(name: string, disks: SessionDisk[], opts: HomeOptions & { switch?: boolean } = {}): Promise<MigrateResult> {
     const progress = (): MigrationProgress[] => disks.map((d) => d.migrationProgress()).filter((p): p is MigrationProgress => p !== null);
     const tick = opts.onProgress ? setInterval(() => opts.onProgress!(progress()), 250) : undefined;
     try {
       await Promise.all(disks.map((d) => d.whenState(['in-step', 'switched', 'retired'], ['paused', 'running', 'discarded'], opts.signal)));
-      const switched = req.switch ? await this.switchOver(name) : null;
+      const switched = opts.switch ? await this.switchOver(name) : null;
       opts.onProgress?.(progress());
       return { session: name, disks: progress(), switched };
     } finally {
