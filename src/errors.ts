@@ -82,6 +82,7 @@ export const ERROR_CODES = {
     summary: 'A restore or migration target cannot be opened: a path that cannot be created, a block device or NBD export too small or read-only, an unreachable NBD server.',
   },
   ERR_TARGET_IO: { status: 502, summary: 'A restore or migration target failed once open: I/O error, out of space, or its NBD server went away.' },
+  ERR_TLS_CREDENTIALS: { status: 400, summary: 'TLS credentials cannot be used: a file of the certificate directory (--tls-certificates) is missing, unreadable or malformed, the key does not match the certificate, or the PSK file (--tls-psk) has a bad line.' },
   ERR_SERVER_UNREACHABLE: { status: 503, summary: 'The CLI could not reach the daemon\'s HTTP API.' },
   ERR_HOST_NOT_ALLOWED: { status: 421, summary: 'The HTTP Host header is not a name the daemon answers to (loopback, its listen address); guards against DNS rebinding.' },
   ERR_ORIGIN_NOT_ALLOWED: { status: 403, summary: 'A write request to the API came from another web origin (a page in a browser); it is refused.' },
