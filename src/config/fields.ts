@@ -168,6 +168,20 @@ export const CONFIG_SCHEMA = {
     default: false,
     doc: 'Export the NFS datastore read-only.',
   }),
+  nfsRequirePrivilegedPort: field({
+    type: booleanType,
+    default: false,
+    doc:
+      "MOUNT and NFS calls only from source ports below 1024 (knfsd's `secure`): others get MNT3ERR_ACCES / NFS3ERR_PERM. " +
+      'ESXi and the Linux kernel client use such ports; libnfs tools and QEMU only when run as root.',
+  }),
+  nfsMaxIoSize: field({
+    type: sizeType('bytes', 4096),
+    default: 1 * MiB,
+    doc:
+      'Largest NFS READ/WRITE payload (FSINFO rtmax/wtmax), a multiple of 4K up to 16M: larger READs are answered short, ' +
+      'larger WRITEs are cut short (RFC 1813, as knfsd); an RPC record over this plus 64K drops the connection.',
+  }),
   cacheSize: field({
     type: sizeType('bytes', 1),
     default: 256 * MiB,
@@ -189,6 +203,14 @@ export const CONFIG_SCHEMA = {
     default: 64 * MiB,
     flag: 'max-inflight-bytes',
     doc: 'Payload bytes (READ lengths, WRITE data) of the requests running at once on one NBD connection; a single larger request still runs, alone. Bounds the memory a client that does not read its replies can hold.',
+  }),
+  maxInflightBytesTotal: field({
+    type: sizeType('bytes', 1),
+    default: 512 * MiB,
+    doc:
+      'Payload bytes in flight in the whole daemon: NBD requests (READ lengths, WRITE data, until the reply has left) and NFS ' +
+      'READ/WRITE data, shared first come first served. A request over it waits and its connection reads nothing more ' +
+      'meanwhile; a single larger request still runs, alone. Bounds the memory many clients together can hold.',
   }),
   nbdMaxConnections: field({
     type: integerType('connections', { min: 1 }),

@@ -31,6 +31,7 @@ import { DEMO_DISK, DEMO_VM, prepareDemoImage } from './demo.js';
 import { FuseMounts } from '../fuse/manager.js';
 import type { NfsServer } from '../nfs/server.js';
 import { PathPolicy } from '../util/path-policy.js';
+import { ByteBudget } from '../util/byte-budget.js';
 
 export interface DaemonEndpoints {
   nbd: string[];
@@ -47,6 +48,8 @@ export class Daemon {
   readonly nbd: NbdServer;
   readonly startedAt = new Date();
   readonly jobs: JobRegistry;
+  /** Payload bytes in flight over NBD and NFS together (maxInflightBytesTotal). */
+  readonly inflightBudget: ByteBudget;
   #repo: Repository | undefined;
   #points: PointPublisher | undefined;
   #sessionManager: SessionManager | undefined;
@@ -63,12 +66,14 @@ export class Daemon {
     this.#log = log;
     this.#lock = lock;
     this.catalog = new Catalog(log.child({ component: 'catalog' }));
+    this.inflightBudget = new ByteBudget(config.maxInflightBytesTotal);
     this.jobs = new JobRegistry(log.child({ component: 'jobs' }));
     this.nbd = new NbdServer({
       exports: this.catalog.view('nbd'),
       log: log.child({ component: 'nbd' }),
       maxInflight: config.nbdMaxInflight,
       maxInflightBytes: config.nbdMaxInflightBytes,
+      budget: this.inflightBudget,
       maxConnections: config.nbdMaxConnections,
       maxConnectionsPerClient: config.nbdMaxConnectionsPerClient,
       handshakeTimeoutMs: config.nbdHandshakeTimeoutMs,
@@ -227,6 +232,9 @@ export class Daemon {
       log: this.#log.child({ component: 'nfs' }),
       readOnly: c.nfsReadOnly,
       allowedClients: c.nfsClients,
+      requirePrivilegedPort: c.nfsRequirePrivilegedPort,
+      maxIoSize: c.nfsMaxIoSize,
+      budget: this.inflightBudget,
       startedAt: this.startedAt,
     });
     for (const a of c.nfs) {

@@ -17,6 +17,8 @@ import { silentLogger } from '../util/log.js';
 import { ByteReader, ConnectionClosed } from './byte-reader.js';
 import { negotiate, ProtocolViolation, type ExportLookup } from './handshake.js';
 import { ReplyBufferPool } from './reply-buffers.js';
+import { LogLimiter } from '../util/log-limiter.js';
+import { ByteBudget } from '../util/byte-budget.js';
 import { DEFAULT_MAX_INFLIGHT_BYTES, StopRequested, Transmission } from './transmission.js';
 
 export interface NbdServerOptions {
@@ -26,17 +28,22 @@ export interface NbdServerOptions {
   maxInflight?: number;
   /** Payload bytes of the requests running on one connection (default 64 MiB; see transmission.ts). */
   maxInflightBytes?: number;
+  /** The daemon's total of payload bytes in flight, shared with NFS (default: a budget of DEFAULT_MAX_INFLIGHT_BYTES_TOTAL). */
+  budget?: ByteBudget;
   /** A client that has not finished the handshake this long after the accept is dropped (default 30 s). */
   handshakeTimeoutMs?: number;
   /** Connections open at once across all listeners; more are closed on accept (default 1024). */
   maxConnections?: number;
   /** Connections open at once from one remote address ("unix" for Unix sockets; default 64). */
   maxConnectionsPerClient?: number;
+  /** Rate limit of refusal log lines, per kind and client address (default: one of its own). */
+  logLimiter?: LogLimiter;
 }
 
 export const DEFAULT_MAX_CONNECTIONS = 1024;
 export const DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 64;
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
+export const DEFAULT_MAX_INFLIGHT_BYTES_TOTAL = 512 * 1024 * 1024;
 
 export type NbdListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 
@@ -59,6 +66,8 @@ export class NbdServer {
       maxConnections: DEFAULT_MAX_CONNECTIONS,
       maxConnectionsPerClient: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
       ...opts,
+      budget: opts.budget ?? new ByteBudget(DEFAULT_MAX_INFLIGHT_BYTES_TOTAL),
+      logLimiter: opts.logLimiter ?? new LogLimiter(),
     };
     this.#log = opts.log ?? silentLogger;
   }
@@ -118,7 +127,8 @@ export class NbdServer {
       socket.on('error', () => undefined);
       socket.destroy();
       const total = this.#connections.size >= maxConnections;
-      this.#log.warn(total ? 'NBD connection limit reached; closing new connection' : 'NBD per-client connection limit reached; closing new connection', {
+      const kind = total ? 'nbd-connection-limit' : 'nbd-client-connection-limit';
+      this.#opts.logLimiter.warn(this.#log, kind, client, total ? 'NBD connection limit reached; closing new connection' : 'NBD per-client connection limit reached; closing new connection', {
         client,
         ...(total ? { limit: maxConnections, setting: 'nbdMaxConnections' } : { limit: maxConnectionsPerClient, setting: 'nbdMaxConnectionsPerClient' }),
       });
@@ -188,7 +198,7 @@ class NbdConnection {
       if (!socket.destroyed) socket.write(b);
     };
     const timer = setTimeout(() => {
-      this.#log.warn('handshake timed out; closing');
+      this.#opts.logLimiter.warn(this.#log, 'nbd-handshake-timeout', clientAddress(socket), 'handshake timed out; closing');
       socket.destroy();
     }, this.#opts.handshakeTimeoutMs);
     let exportName: string | undefined;
@@ -219,6 +229,7 @@ class NbdConnection {
         maxInflight: this.#opts.maxInflight,
         maxInflightBytes: this.#opts.maxInflightBytes,
         buffers: this.#buffers,
+        budget: this.#opts.budget,
       });
       this.#transmission = transmission;
       try {
@@ -229,7 +240,7 @@ class NbdConnection {
       await endGracefully(socket);
     } catch (err) {
       if (err instanceof ProtocolViolation) {
-        this.#log.warn('protocol violation; closing connection', { reason: err.message });
+        this.#opts.logLimiter.warn(this.#log, 'nbd-protocol-violation', clientAddress(socket), 'protocol violation; closing connection', { reason: err.message });
         await endGracefully(socket);
       } else if (err instanceof StopRequested) {
         await endGracefully(socket);

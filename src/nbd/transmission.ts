@@ -5,11 +5,17 @@
  * Invariants:
  *  - Each reply is handed to the socket in one synchronous step (a single write, or several
  *    inside cork/uncork), so bytes of two replies never interleave.
- *  - Memory per connection is bounded: at most `maxInflight` requests run at once, their payload
- *    bytes (READ lengths, WRITE payloads) stay within `maxInflightBytes` (one request larger than
- *    that runs alone), and no request is read while the socket holds over SEND_BUFFER_LIMIT of
- *    unsent replies. A client that does not read its replies is therefore not fed: qemu-nbd keeps
- *    16 requests in flight, nbdkit as many as it has threads, for the same reason.
+ *  - Memory per connection is bounded: a request counts from the moment its header is read until
+ *    its reply has been handed to the kernel (the socket's write callback), so unsent replies
+ *    count too. At most `maxInflight` requests count at once, their payload bytes (READ lengths,
+ *    WRITE payloads) stay within `maxInflightBytes` (one request larger than that runs alone), and
+ *    no request is read while the socket holds over SEND_BUFFER_LIMIT of unsent replies. A client
+ *    that does not read its replies is therefore not fed: qemu-nbd keeps 16 requests in flight,
+ *    nbdkit as many as it has threads, for the same reason.
+ *  - Memory of the daemon is bounded too: the same payload bytes are taken from `budget`, shared
+ *    by every NBD connection and NFS READ/WRITE (util/byte-budget.ts, FIFO). A request that cannot
+ *    get its bytes waits, and no further request of its connection is read meanwhile
+ *    (backpressure); a client that leaves while waiting gives up its place in the queue.
  *  - When the client goes away, requests still queued below (QoS, locks) are cancelled through
  *    their AbortSignal; the device layers honour it where waiting is possible.
  *  - A failed request gets an error reply and the connection carries on. Only framing errors
@@ -52,6 +58,7 @@ import {
 import { ProtocolViolation } from './handshake.js';
 import { BlockError } from '../errors.js';
 import type { ReplyBufferPool } from './reply-buffers.js';
+import type { ByteBudget } from '../util/byte-budget.js';
 
 const WRITE_COMMANDS = new Set<number>([Cmd.WRITE, Cmd.TRIM, Cmd.WRITE_ZEROES]);
 
@@ -68,6 +75,15 @@ export interface TransmissionOptions {
   maxInflightBytes?: number;
   /** Where READ reply buffers come from and go back to (shared by the server's connections). */
   buffers: ReplyBufferPool;
+  /** The daemon's total of payload bytes in flight (shared by all connections and NFS). */
+  budget: ByteBudget;
+}
+
+/** One request counted against the limits: released once its reply left (or the socket is gone). */
+interface Hold {
+  /** The reply is queued on the socket (or the request ended without one). */
+  queued: boolean;
+  release(): void;
 }
 
 export class Transmission {
@@ -79,6 +95,10 @@ export class Transmission {
   readonly #maxInflight: number;
   readonly #maxInflightBytes: number;
   readonly #gone = new AbortController();
+  /** Aborted by close() or the client leaving: ends a wait for the daemon's budget. */
+  readonly #stop = new AbortController();
+  readonly #budget: ByteBudget;
+  readonly #holds = new Set<Hold>();
   readonly #flags: number;
   readonly #buffers: ReplyBufferPool;
   readonly #alloc: (size: number) => Buffer;
@@ -101,12 +121,17 @@ export class Transmission {
     this.#flags = session.transmissionFlags;
     this.#buffers = opts.buffers;
     this.#alloc = (size) => this.#buffers.acquire(size);
+    this.#budget = opts.budget;
     socket.on('drain', () => this.#wakeUp());
     // A client that left: its queued work is cancelled, and the read loop stops even while it waits
     // for a 'drain' that a closed socket never emits (a client that stopped reading, then left).
     socket.once('close', () => {
       this.#gone.abort(new BlockError('ESHUTDOWN', 'the client went away'));
       this.#stopping = true;
+      this.#stop.abort(new StopRequested());
+      // Replies that will never be sent: their requests no longer count (running ones release
+      // when they end).
+      for (const h of [...this.#holds]) if (h.queued) h.release();
       this.#wakeUp();
     });
   }
@@ -126,12 +151,20 @@ export class Transmission {
         if (req.type === Cmd.WRITE && req.length > MAX_PAYLOAD) throw new ProtocolViolation(`WRITE payload of ${req.length} bytes exceeds 32 MiB`);
         const cost = payloadBytes(req);
         await this.#waitForBytes(cost);
-        const payload = req.type === Cmd.WRITE ? await this.#reader.readExact(req.length) : undefined;
+        const granted = cost > 0 ? await this.#acquireTotal(cost) : 0;
+        let payload: Buffer | undefined;
+        try {
+          payload = req.type === Cmd.WRITE ? await this.#reader.readExact(req.length) : undefined;
+        } catch (err) {
+          this.#budget.release(granted);
+          throw err;
+        }
         if (req.type === Cmd.DISC) {
+          this.#budget.release(granted);
           this.#log.debug('client sent DISC');
           break;
         }
-        this.#start(req, payload, cost);
+        this.#start(req, payload, cost, granted);
       }
     } finally {
       await this.#drain();
@@ -144,28 +177,59 @@ export class Transmission {
    */
   close(): Promise<void> {
     this.#stopping = true;
+    this.#stop.abort(new StopRequested());
     this.#wakeUp();
     return this.#drain();
   }
 
-  #start(req: RequestHeader, payload: Buffer | undefined, cost: number): void {
+  #start(req: RequestHeader, payload: Buffer | undefined, cost: number, granted: number): void {
     this.#inflight++;
     this.#inflightBytes += cost;
-    this.#execute(req, payload)
-      .catch((err) => this.#log.error('reply failed', { err: String(err) }))
-      .finally(() => {
+    let released = false;
+    const hold: Hold = {
+      queued: false,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.#holds.delete(hold);
         this.#inflight--;
         this.#inflightBytes -= cost;
+        this.#budget.release(granted);
         this.#wakeUp();
         if (this.#inflight === 0) {
           const idle = this.#idle;
           this.#idle = undefined;
           idle?.();
         }
+      },
+    };
+    this.#holds.add(hold);
+    this.#execute(req, payload, hold.release)
+      .catch((err) => {
+        this.#log.error('reply failed', { err: String(err) });
+        hold.release();
+      })
+      .finally(() => {
+        hold.queued = true;
+        if (this.#socket.destroyed) hold.release();
       });
   }
 
-  async #execute(req: RequestHeader, payload: Buffer | undefined): Promise<void> {
+  /** Takes `cost` bytes of the daemon's budget, waiting in line; a stop or the client leaving ends the wait. */
+  async #acquireTotal(cost: number): Promise<number> {
+    const now = this.#budget.tryAcquire(cost);
+    if (now > 0) return now;
+    try {
+      return await this.#budget.acquire(cost, this.#stop.signal);
+    } catch {
+      // A graceful stop: the request is still answered (ESHUTDOWN), holding nothing.
+      if (this.#gone.signal.aborted) throw new StopRequested();
+      return 0;
+    }
+  }
+
+  /** Runs one request and queues its reply; `sent` runs once the socket has taken the reply. */
+  async #execute(req: RequestHeader, payload: Buffer | undefined, sent: () => void): Promise<void> {
     try {
       if (this.#stopping) throw new BlockError('ESHUTDOWN', 'server is shutting down');
       // On a read-only export the write path is refused for that reason first (EPERM), whatever
@@ -177,7 +241,7 @@ export class Transmission {
       if (req.offset < 0) throw new BlockError('EINVAL', 'offset beyond 2^53');
       switch (req.type) {
         case Cmd.READ:
-          return await this.#read(req);
+          return await this.#read(req, sent);
         case Cmd.WRITE:
           await this.#device.write(payload!, req.offset, { fua: (req.flags & CmdFlag.FUA) !== 0, signal: this.#gone.signal });
           break;
@@ -200,13 +264,13 @@ export class Transmission {
           if (req.offset + req.length > this.#device.size) throw new BlockError('EINVAL', 'cache request past the end');
           break;
         case Cmd.BLOCK_STATUS:
-          return await this.#blockStatus(req);
+          return await this.#blockStatus(req, sent);
         default:
           throw new BlockError('EINVAL', `unknown command ${req.type}`);
       }
-      this.#send(encodeSimpleReply(NbdErrno.OK, req.cookie));
+      this.#send(sent, encodeSimpleReply(NbdErrno.OK, req.cookie));
     } catch (err) {
-      this.#sendError(req, err);
+      this.#sendError(req, err, sent);
     }
   }
 
@@ -230,7 +294,7 @@ export class Transmission {
     }
   }
 
-  async #read(req: RequestHeader): Promise<void> {
+  async #read(req: RequestHeader, sent: () => void): Promise<void> {
     const { cookie, offset, length } = req;
     const caps = this.#device.capabilities();
     const structured = this.#session.structuredReplies;
@@ -245,7 +309,7 @@ export class Transmission {
         this.#buffers.release(buf);
         throw err;
       }
-      this.#sendPooled([buf]);
+      this.#sendPooled(sent, [buf]);
       return;
     }
     // Sparse read: hole chunks where the device knows the range reads as zero.
@@ -268,7 +332,7 @@ export class Transmission {
       for (const b of pooled) this.#buffers.release(b);
       throw failed.reason;
     }
-    this.#sendPooled(settled.map((r) => (r as PromiseFulfilledResult<Buffer>).value), pooled);
+    this.#sendPooled(sent, settled.map((r) => (r as PromiseFulfilledResult<Buffer>).value), pooled);
   }
 
   #checkReadLength(length: number): number {
@@ -296,7 +360,7 @@ export class Transmission {
     return out;
   }
 
-  async #blockStatus(req: RequestHeader): Promise<void> {
+  async #blockStatus(req: RequestHeader, sent: () => void): Promise<void> {
     const contexts = this.#session.metaContexts;
     if (contexts.size === 0) throw new BlockError('EINVAL', 'no metadata context was negotiated');
     if (req.length === 0) throw new BlockError('EINVAL', 'zero-length block status request');
@@ -308,41 +372,46 @@ export class Transmission {
       flags: (e.hole ? STATE_HOLE : 0) | (e.zero ? STATE_ZERO : 0),
     }));
     const ids = [...contexts.keys()];
-    this.#send(...ids.map((id, i) => encodeBlockStatusChunk(req.cookie, id, descriptors, i === ids.length - 1)));
+    this.#send(sent, ...ids.map((id, i) => encodeBlockStatusChunk(req.cookie, id, descriptors, i === ids.length - 1)));
   }
 
-  #sendError(req: RequestHeader, err: unknown): void {
+  #sendError(req: RequestHeader, err: unknown, sent: () => void): void {
     const { errno, message } = toNbdError(err);
     const fields = { cmd: commandName(req.type), offset: req.offset, length: req.length, errno, message };
     if (errno === NbdErrno.EIO) this.#log.warn('request failed', fields);
     else this.#log.debug('request refused', fields);
-    if (this.#session.structuredReplies) this.#send(encodeErrorChunk(req.cookie, errno, message));
-    else this.#send(encodeSimpleReply(errno, req.cookie));
+    if (this.#session.structuredReplies) this.#send(sent, encodeErrorChunk(req.cookie, errno, message));
+    else this.#send(sent, encodeSimpleReply(errno, req.cookie));
   }
 
   /**
    * Queues one reply. Replies completed in the same tick go out together: the socket is corked on
    * the first and uncorked on the next tick (one writev instead of a write per reply).
    */
-  #send(...buffers: Buffer[]): void {
+  #send(sent: () => void, ...buffers: Buffer[]): void {
     const s = this.#socket;
-    if (s.destroyed) return;
+    if (s.destroyed) return sent();
     this.#cork();
-    for (const b of buffers) s.write(b);
+    buffers.forEach((b, i) => s.write(b, i === buffers.length - 1 ? sent : undefined));
   }
 
   /** Like #send; `pooled` buffers (default: all) return to the pool once the kernel has them. */
-  #sendPooled(buffers: Buffer[], pooled: Buffer[] = buffers): void {
+  #sendPooled(sent: () => void, buffers: Buffer[], pooled: Buffer[] = buffers): void {
     const s = this.#socket;
     if (s.destroyed) {
       for (const b of pooled) this.#buffers.release(b);
-      return;
+      return sent();
     }
     this.#cork();
-    for (const b of buffers) {
-      if (pooled.includes(b)) s.write(b, () => this.#buffers.release(b));
-      else s.write(b);
-    }
+    buffers.forEach((b, i) => {
+      const last = i === buffers.length - 1;
+      if (pooled.includes(b)) {
+        s.write(b, () => {
+          this.#buffers.release(b);
+          if (last) sent();
+        });
+      } else s.write(b, last ? sent : undefined);
+    });
   }
 
   #cork(): void {

@@ -13,6 +13,8 @@ import * as mm from '@jsonjoy.com/json-pack/lib/nfs/v3/mount/messages.js';
 import * as ms from '@jsonjoy.com/json-pack/lib/nfs/v3/mount/structs.js';
 import { errorText } from '../errors.js';
 import type { Logger } from '../util/log.js';
+import type { LogLimiter } from '../util/log-limiter.js';
+import { portAllowed } from './policy.js';
 import type { Datastore } from './datastore/datastore.js';
 import { isDir } from './datastore/nodes.js';
 import { Nfs3Stat, toNfsStat } from './error-map.js';
@@ -31,15 +33,17 @@ export class MountProgram implements RpcProgram {
   readonly #ds: Datastore;
   readonly #policy: ExportPolicy;
   readonly #log: Logger;
+  readonly #limiter: LogLimiter;
   readonly #decoder = new MountDecoder();
   readonly #encoder = new MountEncoder();
   /** "host\0path" of current mounts. */
   readonly #mounts = new Set<string>();
 
-  constructor(ds: Datastore, policy: ExportPolicy, log: Logger) {
+  constructor(ds: Datastore, policy: ExportPolicy, log: Logger, limiter: LogLimiter) {
     this.#ds = ds;
     this.#policy = policy;
     this.#log = log;
+    this.#limiter = limiter;
   }
 
   call(call: RpcCall): RpcResult | Promise<RpcResult> {
@@ -100,7 +104,16 @@ export class MountProgram implements RpcProgram {
         ),
       );
     if (!this.#policy.allows(call.peer.address)) {
-      this.#log.warn('mount refused: client not allowed', { peer: call.peer.address, path: req.dirpath });
+      this.#limiter.warn(this.#log, 'nfs-mount-not-allowed', call.peer.address, 'mount refused: client not allowed', { peer: call.peer.address, path: req.dirpath });
+      return reply(Nfs3Stat.ACCES);
+    }
+    // mountd answers MNT3ERR_ACCES to a mount from a port >= 1024 of an export without `insecure`.
+    if (!portAllowed(this.#policy, call.peer)) {
+      this.#limiter.warn(this.#log, 'nfs-insecure-port', call.peer.address, 'mount refused: source port is not privileged', {
+        peer: `${call.peer.address}:${call.peer.port}`,
+        path: req.dirpath,
+        setting: 'nfsRequirePrivilegedPort',
+      });
       return reply(Nfs3Stat.ACCES);
     }
     try {

@@ -20,6 +20,11 @@ import { PortmapProgram, type PortMapping } from './portmap.js';
 import { IPPROTO_TCP, IPPROTO_UDP, PROG_MOUNT, PROG_NFS, PROG_PORTMAP } from './rpc/constants.js';
 import { BufferPool } from './rpc/buffers.js';
 import { RpcServer } from './rpc/server.js';
+import { recordLimit } from './rpc/constants.js';
+import { MAX_IO, MAX_IO_LIMIT, MIN_IO } from './nfs3/context.js';
+import { ByteBudget } from '../util/byte-budget.js';
+import { LogLimiter } from '../util/log-limiter.js';
+import { ReboundError } from '../errors.js';
 
 export interface NfsServerOptions {
   /** The catalog as published on NFS. */
@@ -31,6 +36,12 @@ export interface NfsServerOptions {
   readOnly?: boolean;
   /** Client addresses or subnets allowed to mount; empty = everyone. */
   allowedClients?: readonly string[];
+  /** MOUNT and NFS calls only from source ports below 1024 (knfsd's `secure`). Default false. */
+  requirePrivilegedPort?: boolean;
+  /** Largest READ/WRITE payload (FSINFO rtmax/wtmax); the RPC record cap follows it. Default 1 MiB. */
+  maxIoSize?: number;
+  /** The daemon's total of payload bytes in flight, shared with NBD (default: 512 MiB of its own). */
+  budget?: ByteBudget;
   /** Calls processed concurrently per connection (default 128). */
   maxInflight?: number;
   /** Daemon start time: the write verifier is derived from it. */
@@ -54,7 +65,12 @@ export class NfsServer {
     const codec = HandleCodec.open(opts.stateDir);
     this.datastore = new Datastore({ catalog: opts.catalog, codec, log: this.#log });
     this.#ops = new FileOps(this.datastore, this.#log, (opts.startedAt ?? new Date()).getTime());
-    const policy = exportPolicy(opts.allowedClients ?? [], opts.readOnly ?? false);
+    const maxIo = opts.maxIoSize ?? MAX_IO;
+    if (!Number.isSafeInteger(maxIo) || maxIo < MIN_IO || maxIo > MAX_IO_LIMIT || maxIo % 4096 !== 0) {
+      throw new ReboundError('ERR_INVALID_ARGUMENT', `nfsMaxIoSize must be a multiple of 4K from 4K to 16M, got ${maxIo}`);
+    }
+    const limiter = new LogLimiter();
+    const policy = exportPolicy(opts.allowedClients ?? [], opts.readOnly ?? false, opts.requirePrivilegedPort ?? false);
     const ctx = {
       ds: this.datastore,
       ops: this.#ops,
@@ -63,9 +79,12 @@ export class NfsServer {
       statfsPath: opts.stateDir,
       log: this.#log,
       buffers: new BufferPool(),
+      maxIo,
+      budget: opts.budget ?? new ByteBudget(512 * 1024 * 1024),
+      limiter,
     };
-    this.#mount = new MountProgram(this.datastore, policy, this.#log);
-    this.#rpc = new RpcServer({ label: 'NFS', log: this.#log, maxInflight: opts.maxInflight });
+    this.#mount = new MountProgram(this.datastore, policy, this.#log, limiter);
+    this.#rpc = new RpcServer({ label: 'NFS', log: this.#log, maxInflight: opts.maxInflight, maxRecordBytes: recordLimit(maxIo), limiter });
     this.#rpc.addProgram(new Nfs3Program(ctx, policy));
     this.#rpc.addProgram(this.#mount);
     this.#portmapper = new RpcServer({ label: 'portmapper', log: this.#log });

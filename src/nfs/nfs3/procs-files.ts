@@ -6,7 +6,7 @@ import { isWritable } from '../datastore/nodes.js';
 import { checkOwnerChange, checkSetAttrs } from '../datastore/ownership.js';
 import type { AuthSys } from '../rpc/auth.js';
 import { fattr, fromSattr, postOp, wccOf, writeFattr, FATTR3_BYTES } from './attrs.js';
-import { MAX_IO, type NfsContext, type RawReply } from './context.js';
+import type { NfsContext, RawReply } from './context.js';
 
 const ACCESS_READ = 0x01;
 const ACCESS_LOOKUP = 0x02;
@@ -45,16 +45,20 @@ export async function access(c: NfsContext, a: m.Nfsv3AccessRequest, readOnly: b
 
 /**
  * READ, hand-encoded: status, post_op_attr, count, eof, then the data read straight into the
- * reply buffer (no copy). Returns the reply body. Short only at the end of the file.
+ * reply buffer (no copy). Returns the reply body. Short at the end of the file, and when the
+ * client asks for more than rtmax (clamped, as knfsd does; RFC 1813 allows the short read).
+ * The data counts against the daemon's in-flight budget until the socket has taken the reply;
+ * a client that leaves while waiting for it gives up its place (`signal`).
  */
-export async function read(c: NfsContext, a: m.Nfsv3ReadRequest): Promise<RawReply> {
+export async function read(c: NfsContext, a: m.Nfsv3ReadRequest, signal?: AbortSignal): Promise<RawReply> {
   const n = await c.ds.resolve(a.file.data);
   const attrs = await c.ds.attrs(n);
   if (attrs.dir) throw new NfsError(Nfs3Stat.ISDIR, 'is a directory');
   const size = attrs.size;
   const offset = a.offset;
-  const want = Math.min(a.count, MAX_IO);
+  const want = Math.min(a.count, c.maxIo);
   const count = offset >= size ? 0 : Number(size - offset < BigInt(want) ? size - offset : BigInt(want));
+  const held = count > 0 ? await c.budget.acquire(count, signal) : 0;
   const head = 4 + 4 + FATTR3_BYTES + 12;
   const pad = (4 - (count % 4)) % 4;
   const buf = c.buffers.acquire(head + count + pad);
@@ -63,6 +67,7 @@ export async function read(c: NfsContext, a: m.Nfsv3ReadRequest): Promise<RawRep
     if (count > 0) got = await c.ops.read(n, buf.subarray(head, head + count), Number(offset));
   } catch (err) {
     c.buffers.release(buf);
+    c.budget.release(held);
     throw err;
   }
   const eof = offset + BigInt(got) >= size;
@@ -75,16 +80,36 @@ export async function read(c: NfsContext, a: m.Nfsv3ReadRequest): Promise<RawRep
   x += 12 + got;
   const end = x + ((4 - (got % 4)) % 4);
   buf.fill(0, x, end);
-  return { raw: true, body: [buf.subarray(0, end)], sent: () => c.buffers.release(buf) };
+  let released = false;
+  const sent = (): void => {
+    if (released) return;
+    released = true;
+    c.buffers.release(buf);
+    c.budget.release(held);
+  };
+  return { raw: true, body: [buf.subarray(0, end)], sent };
 }
 
-export async function write(c: NfsContext, a: m.Nfsv3WriteRequest): Promise<m.Nfsv3WriteResponse> {
+/**
+ * WRITE. More data than wtmax is cut to wtmax and the reply's count says so (a short write:
+ * RFC 1813 FSINFO "any WRITE with a count greater than wtmax will result in a short write of at
+ * most wtmax bytes", and knfsd does the same); the client sends the rest again. The RPC record
+ * cap keeps such a WRITE from being much larger than wtmax in the first place. The data counts
+ * against the daemon's in-flight budget while it is written.
+ */
+export async function write(c: NfsContext, a: m.Nfsv3WriteRequest, signal?: AbortSignal): Promise<m.Nfsv3WriteResponse> {
   const n = await c.ds.resolve(a.file.data);
-  if (a.count > MAX_IO) throw new NfsError(Nfs3Stat.INVAL, 'write larger than wtmax');
-  const data = a.data.length > a.count ? a.data.subarray(0, a.count) : a.data;
+  const count = Math.min(a.count, c.maxIo);
+  const data = a.data.length > count ? a.data.subarray(0, count) : a.data;
   const before = await c.ds.attrs(n);
   if (a.offset > BigInt(Number.MAX_SAFE_INTEGER)) throw new NfsError(Nfs3Stat.FBIG, 'offset too large');
-  const committed = await c.ops.write(n, data, Number(a.offset), a.stable);
+  const held = data.length > 0 ? await c.budget.acquire(data.length, signal) : 0;
+  let committed;
+  try {
+    committed = await c.ops.write(n, data, Number(a.offset), a.stable);
+  } finally {
+    c.budget.release(held);
+  }
   const after = await c.ds.attrs(n);
   return new m.Nfsv3WriteResponse(Nfs3Stat.OK, new m.Nfsv3WriteResOk(wccOf(before, after, c.fsid), data.length, committed, c.ops.verifier));
 }
@@ -113,7 +138,7 @@ export async function fsinfo(c: NfsContext, a: m.Nfsv3FsinfoRequest): Promise<m.
   const FSF3_CANSETTIME = 0x10;
   return new m.Nfsv3FsinfoResponse(
     Nfs3Stat.OK,
-    new m.Nfsv3FsinfoResOk(postOp(attrs, c.fsid), MAX_IO, MAX_IO, 4096, MAX_IO, MAX_IO, 4096, 64 * 1024, 0x7fffffffffffffffn, { seconds: 0, nseconds: 1 }, FSF3_HOMOGENEOUS | FSF3_CANSETTIME),
+    new m.Nfsv3FsinfoResOk(postOp(attrs, c.fsid), c.maxIo, c.maxIo, 4096, c.maxIo, c.maxIo, 4096, 64 * 1024, 0x7fffffffffffffffn, { seconds: 0, nseconds: 1 }, FSF3_HOMOGENEOUS | FSF3_CANSETTIME),
   );
 }
 

@@ -2,8 +2,9 @@
  * The NFS v3 program (RFC 1813): decodes arguments with json-pack's Nfsv3Decoder, runs the
  * procedure, encodes the result with Nfsv3Encoder (READ is hand-encoded, see procs-files.ts).
  *
- *  - Every procedure but NULL needs AUTH_SYS (anything else: AUTH_ERROR/AUTH_TOOWEAK) and a client
- *    address the export allows (otherwise NFS3ERR_ACCES). uid 0 is root: no squashing, since ESXi
+ *  - Every procedure but NULL needs AUTH_SYS (anything else: AUTH_ERROR/AUTH_TOOWEAK), a client
+ *    address the export allows (otherwise NFS3ERR_ACCES) and, when the export requires privileged
+ *    ports, a source port below 1024 (otherwise NFS3ERR_PERM, as knfsd answers without `insecure`). uid 0 is root: no squashing, since ESXi
  *    must be root on a datastore. The claimed uid decides nothing on disk: what clients create
  *    belongs to the service ids, SETATTR uid/gid is checked (only uid 0 may) and dropped, and
  *    regular files never get execute or set-id bits (datastore/ownership.ts).
@@ -23,6 +24,7 @@ import { NO_ATTRS, NO_WCC } from './attrs.js';
 import type { NfsContext, RawReply } from './context.js';
 import * as dirs from './procs-dirs.js';
 import * as files from './procs-files.js';
+import { portAllowed } from '../policy.js';
 
 export const Proc = {
   NULL: 0, GETATTR: 1, SETATTR: 2, LOOKUP: 3, ACCESS: 4, READLINK: 5, READ: 6, WRITE: 7, CREATE: 8, MKDIR: 9,
@@ -39,6 +41,8 @@ export interface ExportPolicy {
   readOnly: boolean;
   /** Whether a client address may use the export. */
   allows(address: string): boolean;
+  /** Calls must come from a source port below 1024 (knfsd's `secure`). */
+  requirePrivilegedPort: boolean;
 }
 
 export class Nfs3Program implements RpcProgram {
@@ -62,7 +66,21 @@ export class Nfs3Program implements RpcProgram {
     if (proc > Proc.COMMIT) return { kind: 'proc-unavail' };
     if (call.credFlavor !== AuthFlavor.AUTH_SYS) return { kind: 'auth-error', authStat: AuthStat.AUTH_TOOWEAK };
     if (!call.auth) return { kind: 'auth-error', authStat: AuthStat.AUTH_BADCRED };
-    if (!this.#policy.allows(call.peer.address)) return this.#fail(proc, Nfs3Stat.ACCES);
+    if (!this.#policy.allows(call.peer.address)) {
+      this.#c.limiter.warn(this.#c.log, 'nfs-client-not-allowed', call.peer.address, 'NFS call refused: client not allowed', {
+        peer: call.peer.address,
+        proc: PROC_NAMES[proc],
+      });
+      return this.#fail(proc, Nfs3Stat.ACCES);
+    }
+    if (!portAllowed(this.#policy, call.peer)) {
+      this.#c.limiter.warn(this.#c.log, 'nfs-insecure-port', call.peer.address, 'NFS call refused: source port is not privileged', {
+        peer: `${call.peer.address}:${call.peer.port}`,
+        proc: PROC_NAMES[proc],
+        setting: 'nfsRequirePrivilegedPort',
+      });
+      return this.#fail(proc, Nfs3Stat.PERM);
+    }
     if (UNSUPPORTED.has(proc)) return this.#fail(proc, Nfs3Stat.NOTSUPP);
     if (MODIFYING.has(proc) && this.#policy.readOnly) return this.#fail(proc, Nfs3Stat.ROFS);
     if (!call.params) return { kind: 'garbage-args' };
@@ -99,8 +117,8 @@ export class Nfs3Program implements RpcProgram {
       case Proc.SETATTR: return files.setattr(c, a as m.Nfsv3SetattrRequest, call.auth);
       case Proc.LOOKUP: return dirs.lookup(c, a as m.Nfsv3LookupRequest);
       case Proc.ACCESS: return files.access(c, a as m.Nfsv3AccessRequest, this.#policy.readOnly);
-      case Proc.READ: return files.read(c, a as m.Nfsv3ReadRequest);
-      case Proc.WRITE: return files.write(c, a as m.Nfsv3WriteRequest);
+      case Proc.READ: return files.read(c, a as m.Nfsv3ReadRequest, call.signal);
+      case Proc.WRITE: return files.write(c, a as m.Nfsv3WriteRequest, call.signal);
       case Proc.CREATE: return dirs.create(c, a as m.Nfsv3CreateRequest);
       case Proc.MKDIR: return dirs.mkdir(c, a as m.Nfsv3MkdirRequest);
       case Proc.REMOVE: return dirs.remove(c, a as m.Nfsv3RemoveRequest, false);

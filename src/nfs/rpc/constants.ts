@@ -24,8 +24,19 @@ export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
 
 /**
- * Largest RPC record accepted, all its fragments together (bytes): the largest WRITE the server
- * advertises (FSINFO wtmax = MAX_IO, 1 MiB, nfs3/context.ts) plus headers, with room to spare.
- * A connection sending a larger record — finished or not — is dropped. Keep above MAX_IO + 64 KiB.
+ * Room in an RPC record beyond a WRITE's data: RPC header, credential and verifier (up to 400
+ * bytes each), file handle, offset, count, stable, data length, with room to spare.
  */
-export const MAX_RECORD_BYTES = 4 * 1024 * 1024;
+export const RECORD_OVERHEAD = 64 * 1024;
+
+/**
+ * Largest RPC record accepted, all its fragments together, for a server whose largest WRITE
+ * (FSINFO wtmax, nfsMaxIoSize) is `maxIo`: that WRITE and its headers. A connection sending a
+ * larger record — finished or not — is dropped, as knfsd drops a record over its max payload.
+ */
+export function recordLimit(maxIo: number): number {
+  return maxIo + RECORD_OVERHEAD;
+}
+
+/** The record cap of the default nfsMaxIoSize (1 MiB; nfs3/context.ts MAX_IO). */
+export const MAX_RECORD_BYTES = recordLimit(1024 * 1024);

@@ -26,6 +26,8 @@ export interface RpcCall {
   /** The procedure's arguments (undefined when empty). */
   params: XdrReader | undefined;
   peer: { address: string; port: number };
+  /** Aborted when the client's connection closes (TCP): work waiting for it can stop. */
+  signal?: AbortSignal;
 }
 
 export type RpcResult =

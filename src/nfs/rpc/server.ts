@@ -8,6 +8,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { ReboundError } from '../../errors.js';
 import type { Logger } from '../../util/log.js';
+import { LogLimiter } from '../../util/log-limiter.js';
 import { normaliseAddress, RpcConnection, type RpcProgram } from './connection.js';
 import { callProgram, datagramReader, decodeCall, encodeResult, type RpcResult } from './messages.js';
 
@@ -17,6 +18,12 @@ export interface RpcServerOptions {
   log: Logger;
   /** Calls processed concurrently per connection. */
   maxInflight?: number;
+  /** Record bytes of the calls running on one connection (connection.ts). */
+  maxInflightBytes?: number;
+  /** Largest record accepted (default MAX_RECORD_BYTES). */
+  maxRecordBytes?: number;
+  /** Rate limit of refusal log lines (default: one of its own). */
+  limiter?: LogLimiter;
 }
 
 export class RpcServer {
@@ -25,11 +32,13 @@ export class RpcServer {
   readonly #udp: dgram.Socket[] = [];
   readonly #connections = new Set<RpcConnection>();
   readonly #opts: RpcServerOptions;
+  readonly #limiter: LogLimiter;
   #closing = false;
   #nextId = 1;
 
   constructor(opts: RpcServerOptions) {
     this.#opts = opts;
+    this.#limiter = opts.limiter ?? new LogLimiter();
   }
 
   addProgram(p: RpcProgram): void {
@@ -102,7 +111,12 @@ export class RpcServer {
       return;
     }
     const log = this.#opts.log.child({ conn: this.#nextId++, peer: `${socket.remoteAddress}:${socket.remotePort}` });
-    const conn = new RpcConnection(socket, this.#programs, log, this.#opts.maxInflight ?? 128);
+    const conn = new RpcConnection(socket, this.#programs, log, {
+      maxInflight: this.#opts.maxInflight ?? 128,
+      maxInflightBytes: this.#opts.maxInflightBytes,
+      maxRecordBytes: this.#opts.maxRecordBytes,
+      limiter: this.#limiter,
+    });
     this.#connections.add(conn);
     log.debug('client connected');
     void conn.closed.then(() => {
