@@ -97,9 +97,10 @@ export class RpcTestClient {
     socket.on('error', () => undefined);
   }
 
-  static connect(port: number, host = '127.0.0.1'): Promise<RpcTestClient> {
+  /** `localPort`: bind the client's end to this source port (below 1024 needs root). */
+  static connect(port: number, host = '127.0.0.1', localPort?: number): Promise<RpcTestClient> {
     return new Promise((resolve, reject) => {
-      const s = net.connect({ port, host }, () => resolve(new RpcTestClient(s)));
+      const s = net.connect({ port, host, ...(localPort !== undefined ? { localPort, localAddress: host } : {}) }, () => resolve(new RpcTestClient(s)));
       s.once('error', reject);
     });
   }
