@@ -96,6 +96,7 @@ export function registerSessionRoutes(app: FastifyInstance, ctx: SessionRouteCon
     await sessions.discard(req.params.name);
     return { discarded: req.params.name };
   });
+            allow: { type: 'array', maxItems: 64, items: { type: 'string', minLength: 1, maxLength: 1024 } },
 
   app.put<{ Params: { name: string }; Body: QosLimits }>('/v1/sessions/:name/qos', { schema: { body: qosSchema } }, async (req) => {
     const s = await sessions.setQos(req.params.name, req.body ?? {});

@@ -11,6 +11,8 @@
  * flags and JSON arrays.
  */
 import type { LogLevel } from '../util/log.js';
+import { accessRuleType } from '../tls/access.js';
+import { TLS_MODES } from '../tls/nbd-tls.js';
 import { EXPORT_OPTIONS } from './export-spec.js';
 import {
   addressType,
@@ -233,6 +235,43 @@ export const CONFIG_SCHEMA = {
     default: 30_000,
     flag: 'nbd-handshake-timeout',
     doc: 'An NBD client must finish the handshake (options up to NBD_OPT_GO) this long after connecting or is dropped; bytes it sends do not extend it.',
+  }),
+  nbdTls: field({
+    type: choiceType('MODE', TLS_MODES),
+    default: 'off',
+    flag: 'tls',
+    doc:
+      "TLS for NBD (NBD_OPT_STARTTLS, as nbdkit's --tls): 'off' plain text only; 'on' clients may upgrade; 'require' every client " +
+      'must upgrade before anything else (LIST shows nothing, other options get NBD_REP_ERR_TLS_REQD). Needs tlsCertDir or tlsPskFile.',
+  }),
+  tlsCertDir: field({
+    type: pathType('DIR', { off: true }),
+    default: 'off',
+    flag: 'tls-certificates',
+    doc:
+      "x509 credentials for NBD TLS: a directory with ca-cert.pem, server-cert.pem, server-key.pem and optionally ca-crl.pem " +
+      "(qemu's and nbdkit's layout), or 'off'.",
+  }),
+  tlsVerifyPeer: field({
+    type: booleanType,
+    default: false,
+    doc: "NBD TLS clients must present a certificate signed by tlsCertDir's ca-cert.pem; its subject DN is the client's identity (nbdAccess).",
+  }),
+  tlsPskFile: field({
+    type: pathType('FILE', { off: true }),
+    default: 'off',
+    flag: 'tls-psk',
+    doc: "TLS-PSK keys for NBD: a psktool file of USERNAME:HEXKEY lines, or 'off'. The username is the client's identity (nbdAccess). May be combined with tlsCertDir.",
+  }),
+  nbdAccess: field({
+    type: listType(accessRuleType),
+    default: [],
+    flag: 'nbd-access',
+    doc:
+      'Which NBD TLS identity may open which exports: IDENTITY:PATTERN[,PATTERN...][:ro] (config.json also takes ' +
+      '{"identity", "exports", "readOnly"}). IDENTITY is a PSK username or a certificate subject DN (or CN=NAME); PATTERNs are globs ' +
+      "on the export, VM or session name. With TLS on, a connection's identity sees only exports a rule or the session's allow " +
+      'list (rebound recover --allow) admits; others look absent. Ignored with TLS off (docs/security.md).',
   }),
   shutdownTimeoutMs: field({
     type: integerType('ms', { min: 1, placeholder: 'MS' }),

@@ -17,6 +17,8 @@ import { plainConfig, type ValidatedConfig } from '../config/schema.js';
 import { createApi } from '../api/server.js';
 import { Catalog } from '../exports/catalog.js';
 import { NbdServer } from '../nbd/server.js';
+import { NbdTls } from '../tls/nbd-tls.js';
+import { AccessPolicy, parseAccessRule } from '../tls/access.js';
 import { formatTcpAddress, parseTcpAddress } from '../util/address.js';
 import type { Logger } from '../util/log.js';
 import { VERSION } from '../version.js';
@@ -125,6 +127,7 @@ export class Daemon {
       const m = await backup(this.#repo, { vm: DEMO_VM, disks: [{ name: DEMO_DISK, source: image }], tags: ['demo'] });
       this.#log.info('demo disk backed up', { point: `${m.vm}@${m.id}` });
     }
+    await this.#setUpNbdTls();
     for (const spec of this.config.exportSpecs) {
       const { device, overlay } = await this.#openExport(spec);
       this.catalog.publish({
@@ -210,6 +213,18 @@ export class Daemon {
       base = await this.repo.openImage(m, src.disk);
       baseId = `repo:${m.vm}@${m.id}/${src.disk}`;
     } else {
+  /** Loads the NBD TLS credentials and access rules (first: bad credentials fail the start at once). */
+  async #setUpNbdTls(): Promise<void> {
+    const log = this.#log.child({ component: 'nbd' });
+    const tls = await NbdTls.load(this.config, log);
+    const rules = this.config.nbdAccess.map(parseAccessRule);
+    if (!tls && rules.length > 0) log.warn('nbdAccess rules are ignored: NBD TLS is off (no identities without TLS)');
+    if (tls && rules.length > 0 && !tls.verifyPeer && !tls.psk) {
+      log.warn('nbdAccess rules need client identities: set --tls-verify-peer or --tls-psk, or no client gets an export');
+    }
+    this.nbd.configureTls(tls, new AccessPolicy({ enabled: tls !== undefined, rules }));
+  }
+
       base = await RawFileDevice.open(src.path);
       baseId = src.path;
     }

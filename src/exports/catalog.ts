@@ -79,6 +79,8 @@ export interface PublishRequest {
   owned?: boolean;
   /** Extra facts for listings (overlay size, state, ...), computed when listed. */
   details?: () => Record<string, unknown>;
+  /** TLS identities admitted to this disk besides the admin's rules (a session's `--allow`; tls/access.ts). */
+  allow?: readonly string[];
 }
 
 export interface OpenOptions {
@@ -97,6 +99,7 @@ export class CatalogEntry {
   readonly point: PointInfo | undefined;
   readonly session: SessionInfo | undefined;
   readonly publishedOn: ReadonlySet<FrontEnd>;
+  readonly allow: readonly string[] | undefined;
   readonly publishedAt = new Date();
   readonly #caps: Capabilities;
   readonly #open: () => Promise<BlockDevice>;
@@ -116,6 +119,7 @@ export class CatalogEntry {
     this.point = req.point;
     this.session = req.session;
     this.publishedOn = new Set(req.publish);
+    this.allow = req.allow && req.allow.length > 0 ? Object.freeze([...req.allow]) : undefined;
     this.#caps = Object.freeze({ ...req.capabilities, blockSize: Object.freeze({ ...req.capabilities.blockSize }) });
     if ((req.open === undefined) === (req.device === undefined)) throw new TypeError('publish needs exactly one of open and device');
     const device = req.device;
@@ -192,6 +196,7 @@ export class CatalogEntry {
       size: this.size,
       readOnly: !this.writable,
       publishedOn: [...this.publishedOn],
+      ...(this.allow ? { allow: [...this.allow] } : {}),
       capabilities: this.#caps,
       connections: this.openers,
       opened: this.#device !== undefined,

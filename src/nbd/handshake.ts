@@ -1,9 +1,20 @@
 /**
  * Fixed-newstyle handshake and option haggling (proto.md §Handshake).
  *
- * Implemented options: EXPORT_NAME, ABORT, LIST, INFO, GO, STRUCTURED_REPLY, LIST_META_CONTEXT and
- * SET_META_CONTEXT (base:allocation). Every other option (STARTTLS, EXTENDED_HEADERS, PEEK_EXPORT,
- * unknown numbers) is answered ERR_UNSUP after its data is consumed, and haggling goes on.
+ * Implemented options: EXPORT_NAME, ABORT, LIST, INFO, GO, STRUCTURED_REPLY, LIST_META_CONTEXT,
+ * SET_META_CONTEXT (base:allocation) and STARTTLS. Every other option (EXTENDED_HEADERS,
+ * PEEK_EXPORT, unknown numbers) is answered ERR_UNSUP after its data is consumed, and haggling goes on.
+ *
+ * TLS (as nbdkit): without TLS configured STARTTLS gets ERR_POLICY. In 'require' mode every option
+ * but STARTTLS and ABORT gets ERR_TLS_REQD until the upgrade (so LIST reveals nothing), and
+ * EXPORT_NAME, which has no error reply, closes the connection. After STARTTLS the options go on
+ * over TLS with everything negotiated before forgotten (structured replies, meta contexts); a
+ * second STARTTLS gets ERR_INVALID. Plain-text bytes the client sent behind its STARTTLS (before
+ * our ACK) are a protocol violation: they would otherwise be read as if they came through TLS.
+ *
+ * Access: once the connection has an identity, `access` decides which exports it may see; a refused
+ * export is answered exactly like an absent one (ERR_UNKNOWN, left out of LIST) and logged; a
+ * read-only grant makes the export read-only for this connection.
  *
  * Hard disconnects happen only where the spec allows them: unknown client flags, a bad option
  * magic, an EXPORT_NAME we cannot answer, absurdly large options, or too many options (DoS).
@@ -42,6 +53,7 @@ import {
   TFlag,
 } from './protocol.js';
 import type { Capabilities } from '../blockdev/types.js';
+import { identityText, type AccessDecision, type TlsIdentity } from '../tls/access.js';
 
 /** Context id of base:allocation in BLOCK_STATUS replies. */
 export const BASE_ALLOCATION_ID = 1;
@@ -63,6 +75,10 @@ export interface Negotiated {
   /** Selected meta context ids -> names. */
   metaContexts: Map<number, string>;
   transmissionFlags: number;
+  /** The connection was upgraded with STARTTLS. */
+  tls: boolean;
+  /** Who the TLS peer is (verified certificate or PSK username); undefined if anonymous. */
+  identity?: TlsIdentity;
 }
 
 /** The client broke a MUST of the protocol; the connection is dropped. */
@@ -94,6 +110,18 @@ export interface HandshakeContext {
   exports: ExportLookup;
   log: Logger;
   shuttingDown: () => boolean;
+  /** TLS settings; absent: TLS off (STARTTLS gets ERR_POLICY). */
+  tls?: {
+    mode: 'on' | 'require';
+    /**
+     * Called right after the STARTTLS ACK was queued: runs the TLS handshake and returns the
+     * reader and writer of the encrypted stream. Rejects (connection lost, peer refused) end the
+     * handshake with that error.
+     */
+    start: () => Promise<{ reader: ByteReader; send: (b: Buffer) => void; identity: TlsIdentity | undefined }>;
+  };
+  /** Which exports the connection's identity may open; absent: all, as published. */
+  access?: (identity: TlsIdentity | undefined, entry: CatalogEntry) => AccessDecision;
 }
 
 /**
@@ -101,7 +129,8 @@ export interface HandshakeContext {
  * NBD_OPT_ABORT. Rejects with ProtocolViolation (drop the connection) or ConnectionClosed.
  */
 export async function negotiate(ctx: HandshakeContext): Promise<Negotiated | undefined> {
-  const { reader, send, log } = ctx;
+  const { log } = ctx;
+  let { reader, send } = ctx;
   send(encodeGreeting(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES));
   const clientFlags = (await reader.readExact(4)).readUInt32BE(0);
   if (clientFlags & ~KNOWN_CLIENT_FLAGS) {
@@ -113,6 +142,33 @@ export async function negotiate(ctx: HandshakeContext): Promise<Negotiated | und
   let structuredReplies = false;
   // Contexts chosen by SET_META_CONTEXT, and the export they were chosen for.
   let selected: { exportName: string; contexts: Map<number, string> } | undefined;
+  let usingTls = false;
+  let identity: TlsIdentity | undefined;
+
+  const decide = (entry: CatalogEntry): AccessDecision =>
+    ctx.access ? ctx.access(identity, entry) : { allowed: true, readOnly: !entry.capabilities().canWrite };
+  /** The entry a name opens for this connection, or undefined (absent, or refused: logged). */
+  const lookup = (name: string): { entry: CatalogEntry; readOnly: boolean } | undefined => {
+    const entry = ctx.exports.get(name);
+    if (!entry) return undefined;
+    const d = decide(entry);
+    if (!d.allowed) {
+      log.warn('NBD export refused: the client identity has no access to it', { identity: identityText(identity), export: clip(name) });
+      return undefined;
+    }
+    return { entry, readOnly: d.readOnly };
+  };
+  const flagsFor = (caps: Capabilities, readOnly: boolean): number =>
+    transmissionFlags(readOnly && caps.canWrite ? { ...caps, canWrite: false } : caps, structuredReplies);
+  const done = (name: string, exp: CatalogEntry, flags: number): Negotiated => ({
+    name,
+    export: exp,
+    structuredReplies,
+    metaContexts: metaFor(selected, exp, ctx),
+    transmissionFlags: flags,
+    tls: usingTls,
+    ...(identity ? { identity } : {}),
+  });
 
   for (let count = 0; ; count++) {
     if (count >= MAX_OPTIONS_PER_CONNECTION) throw new ProtocolViolation('too many options');
@@ -140,17 +196,53 @@ export async function negotiate(ctx: HandshakeContext): Promise<Negotiated | und
     const data = length > 0 ? await reader.readExact(length) : Buffer.alloc(0);
     log.debug('option', { option: optionName(option), length });
 
+    if (ctx.tls?.mode === 'require' && !usingTls && option !== Opt.STARTTLS && option !== Opt.ABORT) {
+      if (option === Opt.EXPORT_NAME) throw new ProtocolViolation('NBD_OPT_EXPORT_NAME before STARTTLS; TLS is required');
+      fail(Rep.ERR_TLS_REQD, 'TLS is required: send NBD_OPT_STARTTLS first');
+      continue;
+    }
+
     switch (option) {
       case Opt.EXPORT_NAME: {
         const name = data.toString('utf8');
-        const exp = ctx.exports.get(name);
-        if (!exp || ctx.shuttingDown()) {
+        const found = ctx.shuttingDown() ? undefined : lookup(name);
+        if (!found) {
           // EXPORT_NAME has no error reply: the spec says close.
-          throw new ProtocolViolation(ctx.shuttingDown() ? 'server is shutting down' : `unknown export '${name}'`);
+          throw new ProtocolViolation(ctx.shuttingDown() ? 'server is shutting down' : `unknown export '${clip(name)}'`);
         }
-        const flags = transmissionFlags(exp.capabilities(), structuredReplies);
+        const exp = found.entry;
+        const flags = flagsFor(exp.capabilities(), found.readOnly);
         send(encodeExportNameReply(exp.size, flags, noZeroes));
-        return { name, export: exp, structuredReplies, metaContexts: metaFor(selected, exp, ctx), transmissionFlags: flags };
+        return done(name, exp, flags);
+      }
+
+      case Opt.STARTTLS: {
+        if (length !== 0) {
+          fail(Rep.ERR_INVALID, 'STARTTLS takes no data');
+          break;
+        }
+        if (!ctx.tls) {
+          fail(Rep.ERR_POLICY, 'TLS is not enabled on this server');
+          break;
+        }
+        if (usingTls) {
+          fail(Rep.ERR_INVALID, 'TLS is already in use');
+          break;
+        }
+        if (reader.available > 0) {
+          throw new ProtocolViolation('the client sent plain-text data behind NBD_OPT_STARTTLS');
+        }
+        reply(Rep.ACK);
+        const up = await ctx.tls.start();
+        reader = up.reader;
+        send = up.send;
+        usingTls = true;
+        identity = up.identity;
+        // Nothing negotiated in plain text survives the upgrade.
+        structuredReplies = false;
+        selected = undefined;
+        log.debug('TLS established', { identity: identityText(identity) });
+        break;
       }
 
       case Opt.ABORT:
@@ -162,7 +254,9 @@ export async function negotiate(ctx: HandshakeContext): Promise<Negotiated | und
           fail(Rep.ERR_INVALID, 'LIST takes no data');
           break;
         }
-        for (const { name, entry } of ctx.exports.names()) reply(Rep.SERVER, encodeServerReply(name, entry.description));
+        for (const { name, entry } of ctx.exports.names()) {
+          if (decide(entry).allowed) reply(Rep.SERVER, encodeServerReply(name, entry.description));
+        }
         reply(Rep.ACK);
         break;
       }
@@ -187,13 +281,14 @@ export async function negotiate(ctx: HandshakeContext): Promise<Negotiated | und
           fail(Rep.ERR_SHUTDOWN, 'server is shutting down');
           break;
         }
-        const exp = ctx.exports.get(req.name);
-        if (!exp) {
+        const found = lookup(req.name);
+        if (!found) {
           fail(Rep.ERR_UNKNOWN, `unknown export '${clip(req.name)}'`);
           break;
         }
+        const exp = found.entry;
         const caps = exp.capabilities();
-        const flags = transmissionFlags(caps, structuredReplies);
+        const flags = flagsFor(caps, found.readOnly);
         reply(Rep.INFO, encodeInfoExport(exp.size, flags));
         if (req.infos.includes(Info.NAME)) reply(Rep.INFO, encodeInfoName(req.name || exp.name));
         if (req.infos.includes(Info.DESCRIPTION) && exp.description) reply(Rep.INFO, encodeInfoDescription(exp.description));
@@ -202,9 +297,7 @@ export async function negotiate(ctx: HandshakeContext): Promise<Negotiated | und
           reply(Rep.INFO, encodeInfoBlockSize(min, Math.max(preferred, min, 512), Math.min(max, MAX_PAYLOAD)));
         }
         reply(Rep.ACK);
-        if (option === Opt.GO) {
-          return { name: req.name, export: exp, structuredReplies, metaContexts: metaFor(selected, exp, ctx), transmissionFlags: flags };
-        }
+        if (option === Opt.GO) return done(req.name, exp, flags);
         break;
       }
 
@@ -220,7 +313,7 @@ export async function negotiate(ctx: HandshakeContext): Promise<Negotiated | und
           fail(Rep.ERR_INVALID, 'malformed meta context request');
           break;
         }
-        if (!ctx.exports.get(q.exportName)) {
+        if (!lookup(q.exportName)) {
           fail(Rep.ERR_UNKNOWN, `unknown export '${clip(q.exportName)}'`);
           break;
         }
@@ -238,7 +331,7 @@ export async function negotiate(ctx: HandshakeContext): Promise<Negotiated | und
       }
 
       default:
-        // STARTTLS (no TLS yet), EXTENDED_HEADERS, PEEK_EXPORT and unknown options.
+        // EXTENDED_HEADERS, PEEK_EXPORT and unknown options.
         fail(Rep.ERR_UNSUP, `option ${optionName(option)} is not supported`);
     }
   }

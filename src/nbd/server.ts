@@ -5,6 +5,11 @@
  * (its own checked() gate, closed when the client leaves). A failure on one connection is logged
  * and closes only that connection.
  *
+ * TLS (tls/nbd-tls.ts): a connection starts in plain text; on NBD_OPT_STARTTLS the handshake hands
+ * the raw socket to NbdTls.upgrade() and goes on with a reader on the TLS socket, which transmission
+ * then uses. The handshake timeout covers the TLS handshake. `access` (tls/access.ts) decides per
+ * identity which exports a connection may open.
+ *
  * Lifecycle: listen*() may be called several times; close() stops accepting, lets every
  * connection finish its in-flight requests (new ones get ESHUTDOWN) and then closes the sockets,
  * destroying whatever is left after the timeout; destroy() cuts everything at once.
@@ -14,6 +19,8 @@ import net from 'node:net';
 import { errorText, ReboundError } from '../errors.js';
 import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
+import { AccessPolicy, identityText } from '../tls/access.js';
+import { TlsRefused, type NbdTls } from '../tls/nbd-tls.js';
 import { ByteReader, ConnectionClosed } from './byte-reader.js';
 import { negotiate, ProtocolViolation, type ExportLookup } from './handshake.js';
 import { ReplyBufferPool } from './reply-buffers.js';
@@ -38,6 +45,10 @@ export interface NbdServerOptions {
   maxConnectionsPerClient?: number;
   /** Rate limit of refusal log lines, per kind and client address (default: one of its own). */
   logLimiter?: LogLimiter;
+  /** TLS (NBD_OPT_STARTTLS); absent: off. */
+  tls?: NbdTls;
+  /** Who may open what once connections have identities (default: everyone, everything). */
+  access?: AccessPolicy;
 }
 
 export const DEFAULT_MAX_CONNECTIONS = 1024;
@@ -48,7 +59,7 @@ export const DEFAULT_MAX_INFLIGHT_BYTES_TOTAL = 512 * 1024 * 1024;
 export type NbdListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 
 export class NbdServer {
-  readonly #opts: Required<Omit<NbdServerOptions, 'log'>>;
+  readonly #opts: ConnectionOptions;
   readonly #log: Logger;
   readonly #listeners: net.Server[] = [];
   readonly #connections = new Set<NbdConnection>();
@@ -65,11 +76,22 @@ export class NbdServer {
       handshakeTimeoutMs: DEFAULT_HANDSHAKE_TIMEOUT_MS,
       maxConnections: DEFAULT_MAX_CONNECTIONS,
       maxConnectionsPerClient: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+      access: AccessPolicy.OPEN,
       ...opts,
       budget: opts.budget ?? new ByteBudget(DEFAULT_MAX_INFLIGHT_BYTES_TOTAL),
       logLimiter: opts.logLimiter ?? new LogLimiter(),
     };
     this.#log = opts.log ?? silentLogger;
+  }
+
+  /**
+   * Sets TLS and the access policy for connections accepted from now on (the daemon loads the
+   * credentials, which is asynchronous, before it listens).
+   */
+  configureTls(tls: NbdTls | undefined, access: AccessPolicy = AccessPolicy.OPEN): void {
+    if (tls) this.#opts.tls = tls;
+    else delete this.#opts.tls;
+    this.#opts.access = access;
   }
 
   get connectionCount(): number {
@@ -165,11 +187,15 @@ export class NbdServer {
   }
 }
 
+type ConnectionOptions = Required<Omit<NbdServerOptions, 'log' | 'tls'>> & { tls?: NbdTls };
+
 class NbdConnection {
-  readonly #socket: net.Socket;
+  /** The raw socket, and the TLS socket over it once the client sent STARTTLS. */
+  readonly #raw: net.Socket;
+  #socket: net.Socket;
   readonly #server: NbdServer;
   readonly #log: Logger;
-  readonly #opts: Required<Omit<NbdServerOptions, 'log'>>;
+  readonly #opts: ConnectionOptions;
   readonly #buffers: ReplyBufferPool;
   #transmission: Transmission | undefined;
 
@@ -178,9 +204,10 @@ class NbdConnection {
     socket: net.Socket,
     server: NbdServer,
     log: Logger,
-    opts: Required<Omit<NbdServerOptions, 'log'>>,
+    opts: ConnectionOptions,
     buffers: ReplyBufferPool,
   ) {
+    this.#raw = socket;
     this.#socket = socket;
     this.#buffers = buffers;
     this.#server = server;
@@ -192,23 +219,40 @@ class NbdConnection {
   }
 
   async serve(): Promise<void> {
-    const socket = this.#socket;
-    const reader = new ByteReader(socket);
-    const send = (b: Buffer): void => {
-      if (!socket.destroyed) socket.write(b);
+    let socket = this.#socket;
+    let reader = new ByteReader(socket);
+    const sender = (s: net.Socket) => (b: Buffer): void => {
+      if (!s.destroyed) s.write(b);
     };
     const timer = setTimeout(() => {
       this.#opts.logLimiter.warn(this.#log, 'nbd-handshake-timeout', clientAddress(socket), 'handshake timed out; closing');
-      socket.destroy();
+      this.destroy();
     }, this.#opts.handshakeTimeoutMs);
+    const tls = this.#opts.tls;
+    const access = this.#opts.access;
     let exportName: string | undefined;
     try {
       const session = await negotiate({
         reader,
-        send,
+        send: sender(socket),
         exports: this.#opts.exports,
         log: this.#log,
         shuttingDown: () => this.#server.shuttingDown,
+        ...(tls
+          ? {
+              tls: {
+                mode: tls.mode,
+                start: async () => {
+                  const up = await tls.upgrade(this.#raw, this.#log);
+                  socket = this.#socket = up.socket;
+                  up.socket.on('error', () => undefined); // reported through ByteReader / close
+                  reader = new ByteReader(up.socket);
+                  return { reader, send: sender(up.socket), identity: up.identity };
+                },
+              },
+            }
+          : {}),
+        access: (identity, entry) => access.decide(identity, entry, entry.capabilities().canWrite),
       });
       clearTimeout(timer);
       if (!session) {
@@ -224,6 +268,7 @@ class NbdConnection {
         ...(session.name && session.name !== exp.name ? { as: session.name } : {}),
         structured: session.structuredReplies,
         flags: '0x' + session.transmissionFlags.toString(16),
+        ...(session.tls ? { tls: true, identity: identityText(session.identity) } : {}),
       });
       const transmission = new Transmission(socket, reader, session, device, log, {
         maxInflight: this.#opts.maxInflight,
@@ -239,7 +284,9 @@ class NbdConnection {
       }
       await endGracefully(socket);
     } catch (err) {
-      if (err instanceof ProtocolViolation) {
+      if (err instanceof TlsRefused) {
+        this.destroy(); // logged by NbdTls with the reason
+      } else if (err instanceof ProtocolViolation) {
         this.#opts.logLimiter.warn(this.#log, 'nbd-protocol-violation', clientAddress(socket), 'protocol violation; closing connection', { reason: err.message });
         await endGracefully(socket);
       } else if (err instanceof StopRequested) {
@@ -263,6 +310,7 @@ class NbdConnection {
 
   destroy(): void {
     this.#socket.destroy();
+    this.#raw.destroy();
   }
 }
 

@@ -31,6 +31,7 @@ import type { SwitchableDevice } from '../blockdev/layers/switchable.js';
 import type { CowOverlay } from '../blockdev/layers/cow/cow-overlay.js';
 import { errorText, ReboundError } from '../errors.js';
 import { openTarget, zeroRange, type WriteTarget } from '../repo/targets.js';
+import type { PathGate } from '../util/path-policy.js';
 import type { Logger } from '../util/log.js';
 import { TokenBucket } from '../util/token-bucket.js';
 import type { DiskState } from './disk-state.js';
@@ -74,6 +75,8 @@ export interface DiskMigrationOptions {
   tracker: DirtyTracker;
   log: Logger;
   unit?: number;
+  /** Checks the target file as opened (util/path-policy.ts); each start or resume opens it anew. */
+  targetGate?: PathGate;
 }
 
 export class DiskMigration {
@@ -84,6 +87,7 @@ export class DiskMigration {
   readonly #unit: number;
   readonly #bucket: TokenBucket;
   #target: WriteTarget | undefined;
+  readonly #targetGate: PathGate | undefined;
   #run: Promise<void> | undefined;
   #stop: AbortController | undefined;
   #rateWindow: Array<[number, number]> = [];
@@ -95,6 +99,7 @@ export class DiskMigration {
     this.#overlay = opts.overlay;
     this.#tracker = opts.tracker;
     this.#log = opts.log;
+    this.#targetGate = opts.targetGate;
     this.#unit = opts.unit ?? MIGRATION_UNIT;
     this.#bucket = new TokenBucket(this.#record.rate ?? 0, 0.25);
   }
@@ -191,7 +196,7 @@ export class DiskMigration {
       r.cursor = 0;
       r.copiedBytes = 0;
     }
-    this.#target ??= await openTarget(r.target, this.#disk.size, { startOver: !resume || r.cursor === 0 });
+    this.#target ??= await openTarget(r.target, this.#disk.size, { startOver: !resume || r.cursor === 0, gate: this.#targetGate });
     const target = this.#target;
     this.#tracker.start();
     if (resume) for (const [off, len] of this.#overlay.changedRanges()) if (off < r.cursor) this.#tracker.mark(off, Math.min(len, r.cursor - off));

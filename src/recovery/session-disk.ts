@@ -30,6 +30,7 @@ import { ReboundError } from '../errors.js';
 import type { PointManifest } from '../repo/manifest.js';
 import type { Repository } from '../repo/repository.js';
 import { openTarget, type WriteTarget } from '../repo/targets.js';
+import type { PathGate } from '../util/path-policy.js';
 import type { Logger } from '../util/log.js';
 import { checkTransition, overlayAuthoritative, type DiskState } from './disk-state.js';
 import { DiskMigration, MIGRATION_UNIT, newMigrationRecord, type MigrationProgress } from './migration.js';
@@ -59,6 +60,11 @@ export interface DiskHost {
   readonly shared: QosLimiter;
   readonly repo: Repository;
   readonly log: Logger;
+  /**
+   * Checks every migration target file as opened, when the migration starts, resumes or the
+   * switched disk reopens (util/path-policy.ts); absent in-process (nothing checked).
+   */
+  readonly targetGate?: PathGate | undefined;
   /** Saves the record durably with `change` applied, then applies it in memory; rejects (changing nothing) if it cannot. */
   commit(change?: (r: SessionRecord) => void): Promise<void>;
 }
@@ -93,7 +99,7 @@ export class SessionDisk {
    */
   static async open(host: DiskHost, record: SessionDiskRecord, m: PointManifest): Promise<SessionDisk> {
     if (!overlayAuthoritative(record.state)) {
-      const target = await openTarget(record.migration!.target, record.size);
+      const target = await openTarget(record.migration!.target, record.size, { gate: host.targetGate });
       return new SessionDisk(host, record, await buildSessionDiskStack(target, host.limiter, host.shared), { target });
     }
     const diskEntry = m.disks.find((x) => x.name === record.name);
@@ -258,7 +264,13 @@ export class SessionDisk {
   }
 
   #newMigration(): DiskMigration {
-    return new DiskMigration({ disk: this, overlay: this.#overlay!, tracker: this.#tracker!, log: this.#host.log.child({ session: this.#host.name, disk: this.name }) });
+    return new DiskMigration({
+      disk: this,
+      overlay: this.#overlay!,
+      tracker: this.#tracker!,
+      log: this.#host.log.child({ session: this.#host.name, disk: this.name }),
+      targetGate: this.#host.targetGate,
+    });
   }
 }
 

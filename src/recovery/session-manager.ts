@@ -38,6 +38,8 @@ export interface RecoverRequest {
   /** Front ends to publish the disks on (default: all). */
   publish?: Partial<PublishChoice>;
 }
+  /** NBD TLS identities (PSK username, certificate DN or CN=NAME) admitted to the disks (tls/access.ts). */
+  allow?: string[];
 
 export interface MigrateRequest {
   /** Disks to migrate (default all). */
@@ -139,6 +141,11 @@ export class SessionManager {
       vm: m.vm,
       pointId: m.id,
       createdAt: new Date().toISOString(),
+    for (const a of req.allow ?? []) {
+      if (typeof a !== 'string' || a.trim() === '' || a.length > 1024 || /[\x00-\x1f]/.test(a)) {
+        throw new ReboundError('ERR_INVALID_ARGUMENT', `invalid --allow identity ${JSON.stringify(a)}: a PSK username, a certificate subject DN or CN=NAME`);
+      }
+    }
       quota: req.quota ?? null,
       qos: cleanQos(req.qos ?? {}),
       publish: { nbd: req.publish?.nbd ?? true, nfs: req.publish?.nfs ?? true, fuse: req.publish?.fuse ?? true },
@@ -151,6 +158,7 @@ export class SessionManager {
       const s = await this.#open(dir, record);
       this.#deps.log.info('session recovered', { session: name, point: `${m.vm}@${m.id}`, disks: record.disks.length });
       return s;
+      ...(req.allow && req.allow.length > 0 ? { allow: [...new Set(req.allow)] } : {}),
     } catch (err) {
       await fs.promises.rm(dir, { recursive: true, force: true });
       throw err;
@@ -192,6 +200,7 @@ export class SessionManager {
       if (this.#deps.catalog.has(name)) await this.#deps.catalog.revoke(name);
     }
   }
+        ...(s.record.allow ? { allow: s.record.allow } : {}),
 
   /** After a restart: copies resume; a switch that never took effect is undone; a switched disk's overlay is retired. */
   async #resume(s: RecoverySession): Promise<void> {

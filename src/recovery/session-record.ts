@@ -62,6 +62,8 @@ export interface SessionRecord {
   disks: SessionDiskRecord[];
   /** Restore points stored from this session by `rebound commit`. */
   commits: Array<{ pointId: string; at: string }>;
+  /** NBD TLS identities admitted to the session's disks (`recover --allow`; absent in older records: none). */
+  allow?: string[];
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -127,6 +129,9 @@ export function parseRecord(raw: unknown): SessionRecord {
   const rec = r as unknown as SessionRecord;
   if (typeof rec.name !== 'string' || !Array.isArray(rec.disks)) throw new Error('session record lacks its name or disks');
   for (const d of rec.disks) if (!DISK_STATES.includes(d.state)) throw new Error(`disk ${d.name} has an unknown state '${String(d.state)}'`);
+  if (rec.allow !== undefined && !(Array.isArray(rec.allow) && rec.allow.every((a) => typeof a === 'string'))) {
+    throw new Error('session record has an allow list that is not a list of identities');
+  }
   return rec;
 }
 

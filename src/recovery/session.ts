@@ -15,6 +15,7 @@ import type { Repository } from '../repo/repository.js';
 import type { Logger } from '../util/log.js';
 import { overlayAuthoritative } from './disk-state.js';
 import { SessionDisk, type DiskHost } from './session-disk.js';
+import type { PathGate } from '../util/path-policy.js';
 import { saveRecord, type SessionRecord } from './session-record.js';
 
 export interface SessionDeps {
@@ -22,6 +23,8 @@ export interface SessionDeps {
   /** Limits shared by all session disks. */
   shared: QosLimiter;
   log: Logger;
+  /** The daemon's path policy for migration targets (DiskHost.targetGate). */
+  targetGate?: PathGate;
 }
 
 export class RecoverySession implements DiskHost {
@@ -31,6 +34,7 @@ export class RecoverySession implements DiskHost {
   readonly shared: QosLimiter;
   readonly repo: Repository;
   readonly log: Logger;
+  readonly targetGate: PathGate | undefined;
   readonly info: SessionInfo;
   #record: SessionRecord;
   #saving: Promise<void> = Promise.resolve();
@@ -42,6 +46,7 @@ export class RecoverySession implements DiskHost {
     this.repo = deps.repo;
     this.shared = deps.shared;
     this.log = deps.log;
+    this.targetGate = deps.targetGate;
     this.limiter = new QosLimiter(record.qos);
     this.info = { name: record.name, vm: record.vm, pointId: record.pointId, createdAt: new Date(record.createdAt), filesDir: dir };
   }

@@ -20,6 +20,7 @@ import { LABELS, POINT_FORMAT, POINT_VERSION, type BackupLabel, type DiskManifes
 import type { Repository } from './repository.js';
 import { writeFileDurable } from '../util/durable-file.js';
 import { openSource, type BackupSource, type Range } from './sources.js';
+import type { PathGate } from '../util/path-policy.js';
 import type { BlockDevice } from '../blockdev/types.js';
 
 export interface BackupRequest {
@@ -49,7 +50,15 @@ export interface BackupProgress {
 export interface BackupOptions {
   signal?: AbortSignal;
   onProgress?: (p: BackupProgress) => void;
+  /**
+   * A request's path policy for its source files and config files (util/path-policy.ts): each is
+   * checked as opened. Without one (in-process callers: the demo, --export) nothing is checked.
+   */
+  sourceGate?: PathGate;
 }
+
+/** Largest VM configuration file stored with a point (they are a few KiB: .vmx, libvirt XML, .conf). */
+const CONFIG_FILE_MAX = 16 * 1024 * 1024;
 
 export async function backup(repo: Repository, req: BackupRequest, opts: BackupOptions = {}): Promise<PointManifest> {
   checkName('VM', req.vm);
@@ -79,7 +88,7 @@ export async function backup(repo: Repository, req: BackupRequest, opts: BackupO
     const disks: DiskManifest[] = [];
     for (const d of req.disks) {
       opts.signal?.throwIfAborted();
-      const source = typeof d.source === 'string' ? await openSource(d.source, { dirtyBitmap: req.dirtyBitmap }) : d.source;
+      const source = typeof d.source === 'string' ? await openSource(d.source, { dirtyBitmap: req.dirtyBitmap, gate: opts.sourceGate }) : d.source;
       try {
         disks.push(await backupDisk(repo, source, d.name, previous, req, tmp, claims.set, opts));
       } finally {
@@ -91,7 +100,7 @@ export async function backup(repo: Repository, req: BackupRequest, opts: BackupO
       fs.mkdirSync(path.join(tmp, 'config'));
       for (const c of req.configs) {
         const name = path.basename(c);
-        writeFileDurable(path.join(tmp, 'config', name), fs.readFileSync(c));
+        writeFileDurable(path.join(tmp, 'config', name), readConfigFile(c, opts.sourceGate));
         configs.push(name);
       }
     }
@@ -276,4 +285,18 @@ async function uniqueId(repo: Repository, vm: string, now: Date): Promise<string
   const taken = new Set((await repo.points(vm)).map((p) => p.id));
   if (!taken.has(base)) return base;
   for (let n = 2; ; n++) if (!taken.has(`${base}-${n}`)) return `${base}-${n}`;
+}
+
+/** Reads a VM config file through one descriptor: a regular file, admitted by the gate, bounded. */
+function readConfigFile(file: string, gate: PathGate | undefined): Buffer {
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  try {
+    gate?.opened(fd);
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw new ReboundError('ERR_INVALID_ARGUMENT', `config file ${file} is not a regular file`);
+    if (st.size > CONFIG_FILE_MAX) throw new ReboundError('ERR_INVALID_ARGUMENT', `config file ${file} has ${st.size} bytes; at most ${CONFIG_FILE_MAX} are stored`);
+    return fs.readFileSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
 }

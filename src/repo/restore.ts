@@ -6,6 +6,7 @@
  * The target is synced (fsync / NBD FLUSH) before the restore reports success.
  */
 import type { Repository } from './repository.js';
+import type { PathGate } from '../util/path-policy.js';
 import { openTarget, targetIoError, zeroRange } from './targets.js';
 
 export interface RestoreRequest {
@@ -34,14 +35,19 @@ export interface RestoreResult extends RestoreProgress {
 export async function restore(
   repo: Repository,
   req: RestoreRequest,
-  opts: { signal?: AbortSignal; onProgress?: (p: RestoreProgress) => void } = {},
+  opts: {
+    signal?: AbortSignal;
+    onProgress?: (p: RestoreProgress) => void;
+    /** A request's path policy for the target, checked as opened (util/path-policy.ts). */
+    targetGate?: PathGate;
+  } = {},
 ): Promise<RestoreResult> {
   const started = Date.now();
   const m = await repo.point(req.vm, req.point ?? 'latest');
   const index = await repo.readIndex(m, req.disk);
   // A regular file is emptied first, so zero chunks need no writes (it stays sparse); a block
   // device or an NBD export may hold old data, so they are zeroed.
-  const target = await openTarget(req.to, index.size, { startOver: true });
+  const target = await openTarget(req.to, index.size, { startOver: true, gate: opts.targetGate });
   const progress: RestoreProgress = { totalBytes: index.size, doneBytes: 0, writtenBytes: 0 };
   const unpin = repo.pin(m.vm, m.id); // prune and gc must not take the point away mid-restore
   const claims = repo.store.claim();

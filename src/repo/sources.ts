@@ -7,10 +7,13 @@
  * are not read (base:allocation for NBD), and with a QEMU dirty bitmap (qemu:dirty-bitmap:NAME)
  * only the ranges changed since the bitmap started are.
  */
+import { isGateRefusal } from '../blockdev/base/disk-file.js';
 import { NbdClientDevice } from '../blockdev/base/nbd-client.js';
 import { RawFileDevice } from '../blockdev/base/raw-file.js';
 import type { BlockDevice } from '../blockdev/types.js';
 import { errorText, ReboundError } from '../errors.js';
+import { parseNbdUri } from '../nbd/client.js';
+import type { PathGate } from '../util/path-policy.js';
 
 export type Range = [offset: number, length: number];
 
@@ -32,14 +35,22 @@ export function isNbdUri(s: string): boolean {
   return /^nbd(\+unix)?:\/\//.test(s);
 }
 
-export async function openSource(spec: string, opts: { dirtyBitmap?: string } = {}): Promise<BackupSource> {
-  if (isNbdUri(spec)) return openNbdSource(spec, opts.dirtyBitmap);
+/**
+ * Opens a backup source. With a gate (a request's path policy), a file must be allowed as opened
+ * and an nbd+unix socket as named (util/path-policy.ts); its refusal is ERR_PATH_NOT_ALLOWED.
+ */
+export async function openSource(spec: string, opts: { dirtyBitmap?: string; gate?: PathGate } = {}): Promise<BackupSource> {
+  if (isNbdUri(spec)) {
+    if (opts.gate) checkNbdSocket(spec, opts.gate);
+    return openNbdSource(spec, opts.dirtyBitmap);
+  }
   if (opts.dirtyBitmap) {
     throw new ReboundError('ERR_BACKUP_SOURCE', `--dirty-bitmap needs an NBD source (e.g. qemu-nbd -B ${opts.dirtyBitmap}), not the file ${spec}`);
   }
   try {
-    return { description: spec, device: await RawFileDevice.open(spec) };
+    return { description: spec, device: await RawFileDevice.open(spec, { gate: opts.gate }) };
   } catch (err) {
+    if (isGateRefusal(err)) throw err;
     throw new ReboundError('ERR_BACKUP_SOURCE', errorText(err), { cause: err });
   }
 }
@@ -55,6 +66,18 @@ async function openNbdSource(uri: string, bitmap: string | undefined): Promise<B
   }
   if (!context) return { description: uri, device };
   return { description: uri, device, dirtyRanges: () => dirtyRanges(device, context) };
+}
+
+/** Lets the gate check the socket of an nbd+unix URI (TCP URIs are not paths). */
+export function checkNbdSocket(uri: string, gate: PathGate): void {
+  if (!uri.startsWith('nbd+unix:')) return;
+  let socket: string;
+  try {
+    socket = (parseNbdUri(uri) as { socket: string }).socket;
+  } catch (err) {
+    throw new ReboundError('ERR_INVALID_ARGUMENT', errorText(err), { cause: err });
+  }
+  gate.socket(socket);
 }
 
 /** Walks the whole export with BLOCK_STATUS of a dirty bitmap, collecting the dirty ranges. */

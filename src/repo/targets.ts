@@ -12,7 +12,8 @@ import { NbdClientDevice } from '../blockdev/base/nbd-client.js';
 import { WritableFileDevice } from '../blockdev/base/writable-file.js';
 import type { BlockDevice } from '../blockdev/types.js';
 import { BlockError, errorText, ReboundError } from '../errors.js';
-import { isNbdUri } from './sources.js';
+import { checkNbdSocket, isNbdUri } from './sources.js';
+import type { PathGate } from '../util/path-policy.js';
 
 export { zeroRange } from '../blockdev/emulate.js';
 
@@ -25,14 +26,19 @@ export interface WriteTarget extends BlockDevice {
 
 /**
  * Opens a target that shows `size` bytes. `startOver`: a regular file is emptied first (a new
- * copy); without it its content is kept (a resumed copy).
+ * copy); without it its content is kept (a resumed copy). `gate` (a request's path policy): a file
+ * must be allowed as opened (or its directory, for a new one), an nbd+unix socket as named; its
+ * refusal is ERR_PATH_NOT_ALLOWED.
  */
-export async function openTarget(spec: string, size: number, opts: { startOver?: boolean } = {}): Promise<WriteTarget> {
+export async function openTarget(spec: string, size: number, opts: { startOver?: boolean; gate?: PathGate } = {}): Promise<WriteTarget> {
   try {
-    if (isNbdUri(spec)) return await NbdClientDevice.open(spec, { size, writable: true });
+    if (isNbdUri(spec)) {
+      if (opts.gate) checkNbdSocket(spec, opts.gate);
+      return await NbdClientDevice.open(spec, { size, writable: true });
+    }
     return await WritableFileDevice.open(spec, size, opts);
   } catch (err) {
-    if (err instanceof ReboundError && err.code === 'ERR_TARGET_OPEN_FAILED') throw err;
+    if (err instanceof ReboundError && (err.code === 'ERR_TARGET_OPEN_FAILED' || err.code === 'ERR_PATH_NOT_ALLOWED' || err.code === 'ERR_INVALID_ARGUMENT')) throw err;
     throw new ReboundError('ERR_TARGET_OPEN_FAILED', `cannot open target ${spec}: ${errorText(err)}`, { cause: err });
   }
 }

@@ -15,13 +15,19 @@
  *    `/data`).
  * Entries are resolved at check time, so a directory created after the daemon started counts.
  *
- * Left out: the check and the later open are two steps, so someone who can rename directories
- * inside an allowed directory can race it; allowed directories should be writable only by the
- * admin. NBD URIs are not paths and are not checked here. An empty list allows nothing.
+ * Checked twice. The routes check the path named in a request before anything starts (a clear
+ * 403 at once); the work that then opens it is given a PathGate (`gate()`) that checks what the
+ * open actually reached: the real path of the open descriptor (/proc/self/fd/N), with the same
+ * rules. So a directory renamed or a symlink planted between the check and the open cannot lead
+ * the daemon outside the allowed directories. A file that does not exist yet is created through
+ * its parent directory's descriptor (blockdev/base/disk-file.ts), which the gate checked first, so
+ * the creation cannot land elsewhere either. The Unix socket of an `nbd+unix://` URI is a path too:
+ * it is checked like a file (the connect follows it; a socket has no descriptor to check first).
+ * NBD TCP URIs are not paths. An empty list allows nothing.
  *
- * The in-process repository API (backup(), restore()) does not consult this; the HTTP routes do,
- * before anything is opened. The daemon gives its policy to the API (ApiContext.paths);
- * an API without one allows no path.
+ * The in-process repository API (backup(), restore()) checks only when given a gate; the HTTP
+ * routes and the session manager give one. The daemon gives its policy to the API
+ * (ApiContext.paths) and the session manager; an API without one allows no path.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -34,7 +40,19 @@ export interface PathPolicyOptions {
   targetDirs: readonly string[];
 }
 
-type Kind = 'source' | 'target';
+export type PathKind = 'source' | 'target';
+type Kind = PathKind;
+
+/**
+ * What opens a path on a request's behalf asks before using it (the second check, see above).
+ * Both throw ERR_PATH_NOT_ALLOWED.
+ */
+export interface PathGate {
+  /** The open descriptor (file, block device, or the directory a new file is created in) is allowed. */
+  opened(fd: number): void;
+  /** The Unix socket at `socketPath` may be connected to. */
+  socket(socketPath: string): void;
+}
 
 const SETTING: Record<Kind, { key: string; flag: string }> = {
   source: { key: 'sourceDirs', flag: '--source-dir' },
@@ -68,27 +86,52 @@ export class PathPolicy {
     return this.#check('target', file, what);
   }
 
-  #check(kind: Kind, file: string, what: string): string {
-    const { key, flag } = SETTING[kind];
-    const refuse = (why: string): never => {
-      throw new ReboundError('ERR_PATH_NOT_ALLOWED', `${what} ${file} ${why}`, { details: { path: file, setting: key, flag } });
+  /** The gate for work that opens `kind` paths on a request's behalf (see the header). */
+  gate(kind: PathKind, what: string): PathGate {
+    return {
+      opened: (fd) => {
+        let real: string;
+        try {
+          real = fs.readlinkSync(`/proc/self/fd/${fd}`);
+        } catch (err) {
+          throw new ReboundError('ERR_PATH_NOT_ALLOWED', `${what}: cannot tell which file was opened (${(err as Error).message})`, { cause: err });
+        }
+        this.#admit(kind, real, real, `${what} (as opened)`);
+      },
+      socket: (socketPath) => void this.#check(kind, socketPath, `${what} socket`),
     };
+  }
+
+  #check(kind: Kind, file: string, what: string): string {
+    const refuse = (why: string): never => this.#refuse(kind, file, what, why);
     if (!path.isAbsolute(file)) refuse(`is not an absolute path`);
     if (file.split(/[\\/]/).includes('..')) refuse(`contains '..'`);
     const resolved = resolvePath(file);
     if (resolved === undefined) refuse(`is or passes a symbolic link that points nowhere`);
+    return this.#admit(kind, file, resolved!, what);
+  }
+
+  #refuse(kind: Kind, file: string, what: string, why: string): never {
+    const { key, flag } = SETTING[kind];
+    throw new ReboundError('ERR_PATH_NOT_ALLOWED', `${what} ${file} ${why}`, { details: { path: file, setting: key, flag } });
+  }
+
+  /** Admits `resolved` (the real path of `file`) if it is a listed device or at/below a listed directory. */
+  #admit(kind: Kind, file: string, resolved: string, what: string): string {
+    const { key, flag } = SETTING[kind];
+    const refuse = (why: string): never => this.#refuse(kind, file, what, why);
     const entries = kind === 'source' ? this.sourceDirs : this.targetDirs;
-    if (isDevice(resolved!)) {
+    if (isDevice(resolved)) {
       const exact = entries.filter(isDeviceEntry).map((e) => resolvePath(e) ?? e);
-      if (!exact.includes(resolved!)) refuse(`is a device${resolved !== file ? ` (${resolved})` : ''} not listed exactly in ${key} (${flag} DEVICE)`);
-      return resolved!;
+      if (!exact.includes(resolved)) refuse(`is a device${resolved !== file ? ` (${resolved})` : ''} not listed exactly in ${key} (${flag} DEVICE)`);
+      return resolved;
     }
     const dirs = entries.filter((e) => !isDeviceEntry(e)).map((e) => resolvePath(e) ?? path.resolve(e));
-    if (!dirs.some((d) => isAtOrBelow(resolved!, d))) {
+    if (!dirs.some((d) => isAtOrBelow(resolved, d))) {
       const via = resolved !== file ? `(resolves to ${resolved}) ` : '';
       refuse(`${via}is not below a directory in ${key} (${flag} DIR)${entries.length === 0 ? `, which is empty` : ''}`);
     }
-    return resolved!;
+    return resolved;
   }
 }
 

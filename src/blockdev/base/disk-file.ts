@@ -6,10 +6,17 @@
  *
  * Opening fails with the system error (or an Error saying the path is neither a file nor a block
  * device); the device that opens it decides which domain error that is.
+ *
+ * With a gate (util/path-policy.ts) the open is checked by what it reached, not by the name it was
+ * given: the descriptor goes to `gate.opened` before anything is read or written, and a file that
+ * must be created is created through its parent directory's descriptor (`/proc/self/fd/N/NAME`,
+ * i.e. openat), after the gate admitted that directory, with O_EXCL so a symlink planted under
+ * the name is not followed. Nothing is created outside what the gate allows.
  */
 import fs from 'node:fs';
 import { promisify } from 'node:util';
-import { BlockError } from '../../errors.js';
+import nodePath from 'node:path';
+import { BlockError, ReboundError } from '../../errors.js';
 import { fdatasync, pread, pwrite } from '../../util/file-io.js';
 
 const open = promisify(fs.open);
@@ -18,6 +25,11 @@ const ftruncate = promisify(fs.ftruncate);
 const close = promisify(fs.close);
 
 export type DiskFileKind = 'file' | 'block-device';
+
+/** Checks an open descriptor before it is used; throws to refuse it (a PathPolicy gate is one). */
+export interface OpenGate {
+  opened(fd: number): void;
+}
 
 export class DiskFile {
   readonly path: string;
@@ -36,21 +48,22 @@ export class DiskFile {
   }
 
   /** Opens `path` read-only, or read-write (`create`: a missing regular file is created empty). */
-  static async open(path: string, mode: { write: boolean; create?: boolean }): Promise<DiskFile> {
+  static async open(path: string, mode: { write: boolean; create?: boolean; gate?: OpenGate }): Promise<DiskFile> {
     let fd: number;
     let created = false;
     if (!mode.write) {
-      fd = await open(path, fs.constants.O_RDONLY);
+      fd = await open(path, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
     } else {
       try {
-        fd = await open(path, fs.constants.O_RDWR);
+        fd = await open(path, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !mode.create) throw err;
-        fd = await open(path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644);
+        fd = await createFile(path, mode.gate);
         created = true;
       }
     }
     try {
+      mode.gate?.opened(fd);
       const { kind, length } = await describe(fd, path);
       return new DiskFile(path, fd, kind, length, created);
     } catch (err) {
@@ -120,6 +133,27 @@ export class DiskFile {
 }
 
 /** A system error of file I/O as a BlockError: out of space stays ENOSPC, everything else is EIO. */
+/** A gate's refusal passes through the opening devices unwrapped (it is not an open failure). */
+export function isGateRefusal(err: unknown): boolean {
+  return err instanceof ReboundError && err.code === 'ERR_PATH_NOT_ALLOWED';
+}
+
+/**
+ * Creates `path` (O_EXCL: never an existing file, never through a symlink at the name). With a
+ * gate, through the parent directory's descriptor once the gate admitted it.
+ */
+async function createFile(path: string, gate: OpenGate | undefined): Promise<number> {
+  const flags = fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL;
+  if (!gate) return open(path, flags, 0o644);
+  const dir = await open(nodePath.dirname(path), fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  try {
+    gate.opened(dir);
+    return await open(`/proc/self/fd/${dir}/${nodePath.basename(path)}`, flags | fs.constants.O_NOFOLLOW, 0o644);
+  } finally {
+    await close(dir).catch(() => undefined);
+  }
+}
+
 export function ioError(err: unknown, what: string): BlockError {
   if (err instanceof BlockError) return err;
   const code = (err as NodeJS.ErrnoException).code;

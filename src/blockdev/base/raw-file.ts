@@ -14,7 +14,7 @@
 import { errorText, ReboundError } from '../../errors.js';
 import { allData } from '../emulate.js';
 import type { Extent } from '../types.js';
-import { DiskFile } from './disk-file.js';
+import { DiskFile, isGateRefusal, type OpenGate } from './disk-file.js';
 import { ReadOnlyDevice } from './read-only.js';
 
 export class RawFileDevice extends ReadOnlyDevice {
@@ -31,11 +31,15 @@ export class RawFileDevice extends ReadOnlyDevice {
     this.size = file.length;
   }
 
-  /** Opens `path` read-only. Fails with ERR_SOURCE_OPEN_FAILED if it is missing or not a file/device. */
-  static async open(path: string): Promise<RawFileDevice> {
+  /**
+   * Opens `path` read-only. Fails with ERR_SOURCE_OPEN_FAILED if it is missing or not a file/device,
+   * or with the gate's error (ERR_PATH_NOT_ALLOWED) if the gate refuses what was opened.
+   */
+  static async open(path: string, opts: { gate?: OpenGate } = {}): Promise<RawFileDevice> {
     try {
-      return new RawFileDevice(await DiskFile.open(path, { write: false }));
+      return new RawFileDevice(await DiskFile.open(path, { write: false, gate: opts.gate }));
     } catch (err) {
+      if (isGateRefusal(err)) throw err;
       throw new ReboundError('ERR_SOURCE_OPEN_FAILED', `cannot open image '${path}': ${errorText(err)}`, { cause: err });
     }
   }

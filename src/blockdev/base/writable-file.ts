@@ -18,11 +18,13 @@ import { BlockError, errorText, ReboundError } from '../../errors.js';
 import { allData, withFuaByFlush, zeroByWriting } from '../emulate.js';
 import type { BlockDevice, Capabilities, Extent, IoOptions, WriteOptions, ZeroOptions } from '../types.js';
 import { writableCapabilities } from '../types.js';
-import { DiskFile } from './disk-file.js';
+import { DiskFile, isGateRefusal, type OpenGate } from './disk-file.js';
 
 export interface WritableFileOptions {
   /** Empty a regular file first (a new copy); without it its content is kept (a resumed copy). */
   startOver?: boolean;
+  /** Checks what was opened (or the directory a new file is created in) before it is used. */
+  gate?: OpenGate;
 }
 
 export class WritableFileDevice implements BlockDevice {
@@ -50,8 +52,9 @@ export class WritableFileDevice implements BlockDevice {
     if (!Number.isSafeInteger(size) || size < 0) throw new RangeError(`invalid device size ${size}`);
     let file: DiskFile;
     try {
-      file = await DiskFile.open(path, { write: true, create: true });
+      file = await DiskFile.open(path, { write: true, create: true, gate: opts.gate });
     } catch (err) {
+      if (isGateRefusal(err)) throw err;
       throw new ReboundError('ERR_TARGET_OPEN_FAILED', `cannot open target ${path}: ${errorText(err)}`, { cause: err });
     }
     try {
