@@ -82,6 +82,7 @@ export function registerSessionRoutes(app: FastifyInstance, ctx: SessionRouteCon
             quota: { type: 'integer', minimum: 1 },
             qos: qosSchema,
             publish: { type: 'object', additionalProperties: false, properties: { nbd: { type: 'boolean' }, nfs: { type: 'boolean' }, fuse: { type: 'boolean' } } },
+            allow: { type: 'array', maxItems: 64, items: { type: 'string', minLength: 1, maxLength: 1024 } },
           },
         },
       },
@@ -96,7 +97,6 @@ export function registerSessionRoutes(app: FastifyInstance, ctx: SessionRouteCon
     await sessions.discard(req.params.name);
     return { discarded: req.params.name };
   });
-            allow: { type: 'array', maxItems: 64, items: { type: 'string', minLength: 1, maxLength: 1024 } },
 
   app.put<{ Params: { name: string }; Body: QosLimits }>('/v1/sessions/:name/qos', { schema: { body: qosSchema } }, async (req) => {
     const s = await sessions.setQos(req.params.name, req.body ?? {});

@@ -120,6 +120,7 @@ export class Daemon {
   }
 
   async #open(): Promise<void> {
+    await this.#setUpNbdTls();
     this.#repo = await Repository.open(this.config.dataDir, { chunkSize: this.config.chunkSize, cacheBytes: this.config.cacheSize });
     this.#points = new PointPublisher({ repo: this.#repo, catalog: this.catalog, log: this.#log.child({ component: 'points' }), onNbd: this.config.exportPoints });
     if (this.config.demo && (await this.#repo.points(DEMO_VM)).length === 0) {
@@ -127,7 +128,6 @@ export class Daemon {
       const m = await backup(this.#repo, { vm: DEMO_VM, disks: [{ name: DEMO_DISK, source: image }], tags: ['demo'] });
       this.#log.info('demo disk backed up', { point: `${m.vm}@${m.id}` });
     }
-    await this.#setUpNbdTls();
     for (const spec of this.config.exportSpecs) {
       const { device, overlay } = await this.#openExport(spec);
       this.catalog.publish({

@@ -134,6 +134,11 @@ export class SessionManager {
     const dir = path.join(sessionsDir(this.#deps.dataDir), name);
     if (this.#sessions.has(name) || (await exists(dir))) throw new ReboundError('ERR_SESSION_EXISTS', `a recovery session named '${name}' already exists`);
     if (req.quota !== undefined && !(req.quota > 0)) throw new ReboundError('ERR_INVALID_ARGUMENT', 'the quota must be a positive size');
+    for (const a of req.allow ?? []) {
+      if (typeof a !== 'string' || a.trim() === '' || a.length > 1024 || /[\x00-\x1f]/.test(a)) {
+        throw new ReboundError('ERR_INVALID_ARGUMENT', `invalid --allow identity ${JSON.stringify(a)}: a PSK username, a certificate subject DN or CN=NAME`);
+      }
+    }
     const record: SessionRecord = {
       format: SESSION_FORMAT,
       version: SESSION_VERSION,
@@ -141,16 +146,12 @@ export class SessionManager {
       vm: m.vm,
       pointId: m.id,
       createdAt: new Date().toISOString(),
-    for (const a of req.allow ?? []) {
-      if (typeof a !== 'string' || a.trim() === '' || a.length > 1024 || /[\x00-\x1f]/.test(a)) {
-        throw new ReboundError('ERR_INVALID_ARGUMENT', `invalid --allow identity ${JSON.stringify(a)}: a PSK username, a certificate subject DN or CN=NAME`);
-      }
-    }
       quota: req.quota ?? null,
       qos: cleanQos(req.qos ?? {}),
       publish: { nbd: req.publish?.nbd ?? true, nfs: req.publish?.nfs ?? true, fuse: req.publish?.fuse ?? true },
       disks: m.disks.map((d) => ({ name: d.name, size: d.size, state: 'running' as const, migration: null })),
       commits: [],
+      ...(req.allow && req.allow.length > 0 ? { allow: [...new Set(req.allow)] } : {}),
     };
     await fs.promises.mkdir(dir, { recursive: true });
     try {
@@ -158,7 +159,6 @@ export class SessionManager {
       const s = await this.#open(dir, record);
       this.#deps.log.info('session recovered', { session: name, point: `${m.vm}@${m.id}`, disks: record.disks.length });
       return s;
-      ...(req.allow && req.allow.length > 0 ? { allow: [...new Set(req.allow)] } : {}),
     } catch (err) {
       await fs.promises.rm(dir, { recursive: true, force: true });
       throw err;
@@ -188,6 +188,7 @@ export class SessionManager {
         session: s.info,
         open: async () => d.top,
         owned: false, // the session owns its stacks
+        ...(s.record.allow ? { allow: s.record.allow } : {}),
         details: () => ({ state: d.state, overlay: d.overlay?.stats() ?? null, qos: s.limiter.limits, io: d.counters() }),
       });
     }
@@ -200,7 +201,6 @@ export class SessionManager {
       if (this.#deps.catalog.has(name)) await this.#deps.catalog.revoke(name);
     }
   }
-        ...(s.record.allow ? { allow: s.record.allow } : {}),
 
   /** After a restart: copies resume; a switch that never took effect is undone; a switched disk's overlay is retired. */
   async #resume(s: RecoverySession): Promise<void> {
