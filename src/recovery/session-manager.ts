@@ -27,6 +27,7 @@ import type { SessionDisk } from './session-disk.js';
 import { checkSessionName, loadRecords, saveRecord, sessionsDir, SESSION_FORMAT, SESSION_VERSION, type PublishChoice, type SessionRecord } from './session-record.js';
 import { describeSession, type ReportContext, type SessionReport } from './session-report.js';
 import { RecoverySession } from './session.js';
+import type { PathPolicy } from '../util/path-policy.js';
 
 export interface RecoverRequest {
   vm: string;
@@ -37,9 +38,9 @@ export interface RecoverRequest {
   qos?: QosLimits;
   /** Front ends to publish the disks on (default: all). */
   publish?: Partial<PublishChoice>;
-}
   /** NBD TLS identities (PSK username, certificate DN or CN=NAME) admitted to the disks (tls/access.ts). */
   allow?: string[];
+}
 
 export interface MigrateRequest {
   /** Disks to migrate (default all). */
@@ -72,6 +73,12 @@ export interface SessionManagerDeps {
   /** Limits for all session disks together. */
   globalQos: QosLimits;
   report: Omit<ReportContext, 'now'>;
+  /**
+   * The daemon's path policy: migration targets are checked as opened, also when a migration
+   * resumes after a restart (the policy may have changed since it was asked for). Absent
+   * in-process: nothing is checked.
+   */
+  paths?: PathPolicy;
 }
 
 export class SessionManager {
@@ -167,7 +174,12 @@ export class SessionManager {
 
   async #open(dir: string, record: SessionRecord): Promise<RecoverySession> {
     const m = await this.#deps.repo.point(record.vm, record.pointId);
-    const s = await RecoverySession.open(dir, record, m, { repo: this.#deps.repo, shared: this.shared, log: this.#deps.log.child({ component: 'session' }) });
+    const s = await RecoverySession.open(dir, record, m, {
+      repo: this.#deps.repo,
+      shared: this.shared,
+      log: this.#deps.log.child({ component: 'session' }),
+      targetGate: this.#deps.paths?.gate('target', 'migration target'),
+    });
     this.#publish(s);
     this.#sessions.set(s.name, s);
     return s;
