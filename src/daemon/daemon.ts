@@ -202,17 +202,6 @@ export class Daemon {
     }
   }
 
-  async #openExport(spec: ExportSpec): Promise<{ device: BlockDevice; overlay?: CowOverlay }> {
-    const src = spec.source;
-    if (src.kind === 'memory') return { device: new MemoryDevice(src.size) };
-    let base: BlockDevice;
-    let baseId: string;
-    if (src.kind === 'repo') {
-      // The overlay is tied to the resolved point: after a new backup, VM@latest means another base.
-      const m = await this.repo.point(src.vm, src.point);
-      base = await this.repo.openImage(m, src.disk);
-      baseId = `repo:${m.vm}@${m.id}/${src.disk}`;
-    } else {
   /** Loads the NBD TLS credentials and access rules (first: bad credentials fail the start at once). */
   async #setUpNbdTls(): Promise<void> {
     const log = this.#log.child({ component: 'nbd' });
@@ -225,6 +214,17 @@ export class Daemon {
     this.nbd.configureTls(tls, new AccessPolicy({ enabled: tls !== undefined, rules }));
   }
 
+  async #openExport(spec: ExportSpec): Promise<{ device: BlockDevice; overlay?: CowOverlay }> {
+    const src = spec.source;
+    if (src.kind === 'memory') return { device: new MemoryDevice(src.size) };
+    let base: BlockDevice;
+    let baseId: string;
+    if (src.kind === 'repo') {
+      // The overlay is tied to the resolved point: after a new backup, VM@latest means another base.
+      const m = await this.repo.point(src.vm, src.point);
+      base = await this.repo.openImage(m, src.disk);
+      baseId = `repo:${m.vm}@${m.id}/${src.disk}`;
+    } else {
       base = await RawFileDevice.open(src.path);
       baseId = src.path;
     }
