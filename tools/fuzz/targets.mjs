@@ -5,4 +5,5 @@ export const TARGETS = {
   nbd: ['nbd.ts', 'nbdTarget'],
   nfs: ['nfs.ts', 'nfsTarget'],
   api: ['api.ts', 'apiTarget'],
+  overlay: ['overlay.ts', 'overlayTarget'],
 };
