@@ -88,6 +88,10 @@ export const ERROR_CODES = {
   ERR_ORIGIN_NOT_ALLOWED: { status: 403, summary: 'A write request to the API came from another web origin (a page in a browser); it is refused.' },
   ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, summary: 'A write request to the API has a body that is not JSON (Content-Type must be application/json).' },
   ERR_NOT_FOUND: { status: 404, summary: 'No API route matches the request.' },
+  ERR_UNAUTHENTICATED: { status: 401, summary: 'An API request has no bearer token, or one that is not a token of this daemon (revoked, mistyped); see docs/security.md, Tokens and roles.' },
+  ERR_FORBIDDEN: { status: 403, summary: "The API token's role lacks the route's permission, or the request names a VM outside the token's VM patterns." },
+  ERR_TOO_MANY_REQUESTS: { status: 429, summary: 'Too many requests with bad API tokens from this client address; wait for Retry-After seconds.' },
+  ERR_TOKEN_NOT_FOUND: { status: 404, summary: 'No API token has that id (rebound token list).' },
   ERR_INTERNAL: { status: 500, summary: 'An unexpected failure; the log has details.' },
 } as const satisfies Record<string, ErrorSpec>;
 

@@ -17,11 +17,13 @@ export interface FuseRouteContext {
 export function registerFuseRoutes(app: FastifyInstance, ctx: FuseRouteContext): void {
   const { fuse } = ctx;
 
-  app.get('/v1/mounts', async () => ({ mounts: fuse.list() }));
+  // The file tree shows every VM: a token limited to some VMs may list mounts but not make them.
+  app.get('/v1/mounts', { config: { permission: 'read' } }, async () => ({ mounts: fuse.list() }));
 
   app.post<{ Body: { dir: string } }>(
     '/v1/mounts',
     {
+      config: { permission: 'operate' },
       schema: {
         body: { type: 'object', required: ['dir'], additionalProperties: false, properties: { dir: { type: 'string', minLength: 1, maxLength: 4000 } } },
       },
@@ -36,6 +38,7 @@ export function registerFuseRoutes(app: FastifyInstance, ctx: FuseRouteContext):
   app.delete<{ Querystring: { dir: string; lazy?: boolean } }>(
     '/v1/mounts',
     {
+      config: { permission: 'operate' },
       schema: {
         querystring: {
           type: 'object',

@@ -3,9 +3,11 @@
  * job and answer 202 with it; clients poll GET /v1/jobs/ID. Quick ones (list, show, prune,
  * reindex) answer directly. Request bodies are validated by JSON schema (400 ERR_INVALID_ARGUMENT).
  * Paths in requests (backup sources, config files, restore targets) pass the daemon's path policy
- * (util/path-policy.ts) before anything is opened: 403 ERR_PATH_NOT_ALLOWED.
+ * (util/path-policy.ts) before anything is opened: 403 ERR_PATH_NOT_ALLOWED. Each route's
+ * permission and the VMs it names are in its `config` (api/auth.ts).
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { tokenSees } from './auth.js';
 import { ReboundError } from '../errors.js';
 import { backup, type BackupRequest } from '../repo/ingest.js';
 import { restore, type RestoreRequest } from '../repo/restore.js';
@@ -29,26 +31,48 @@ export interface RepoRouteContext {
 
 const name = { type: 'string', minLength: 1, maxLength: 128 } as const;
 
+/** The VM of a route's `:vm`, or of its body's `vm`. */
+const vmParam = (req: FastifyRequest): string[] => [(req.params as { vm: string }).vm];
+const vmBody = (req: FastifyRequest): string[] => {
+  const vm = (req.body as { vm?: unknown } | undefined)?.vm;
+  return typeof vm === 'string' ? [vm] : [];
+};
+
+/** The VM a job works on (its params name it), or 'all' (gc, a verify of everything). */
+export function jobVms(jobs: JobRegistry, id: string): string[] | 'all' {
+  let params: Record<string, unknown>;
+  try {
+    params = jobs.get(id).params;
+  } catch {
+    return []; // no such job: 404 for everyone
+  }
+  return typeof params.vm === 'string' ? [params.vm] : 'all';
+}
+
 export function registerRepoRoutes(app: FastifyInstance, ctx: RepoRouteContext): void {
   const { repo, jobs } = ctx;
 
-  app.get('/v1/repo', async () => ({ dir: repo.dir, ...repo.config, cache: repo.cache.stats() }));
+  const read = { permission: 'read' } as const;
+  const operate = { permission: 'operate' } as const;
+  const admin = { permission: 'admin' } as const;
 
-  app.post('/v1/repo/reindex', async () => {
+  app.get('/v1/repo', { config: read }, async () => ({ dir: repo.dir, ...repo.config, cache: repo.cache.stats() }));
+
+  app.post('/v1/repo/reindex', { config: admin }, async () => {
     const points = await repo.reindex();
     await ctx.repoChanged();
     return { points };
   });
 
-  app.get('/v1/vms', async () => ({ vms: await repo.vms() }));
+  app.get('/v1/vms', { config: read }, async (req) => ({ vms: (await repo.vms()).filter((v) => tokenSees(req, v.vm)) }));
 
-  app.get<{ Params: { vm: string } }>('/v1/vms/:vm/points', async (req) => {
+  app.get<{ Params: { vm: string } }>('/v1/vms/:vm/points', { config: { ...read, vms: vmParam } }, async (req) => {
     const points = await repo.points(req.params.vm);
     if (points.length === 0) throw new ReboundError('ERR_VM_NOT_FOUND', `no backups of VM '${req.params.vm}'`);
     return { vm: req.params.vm, points };
   });
 
-  app.get<{ Params: { vm: string; point: string } }>('/v1/vms/:vm/points/:point', async (req) => {
+  app.get<{ Params: { vm: string; point: string } }>('/v1/vms/:vm/points/:point', { config: { ...read, vms: vmParam } }, async (req) => {
     const m = await repo.point(req.params.vm, req.params.point);
     return {
       ...m,
@@ -60,6 +84,7 @@ export function registerRepoRoutes(app: FastifyInstance, ctx: RepoRouteContext):
   app.post<{ Body: BackupRequest }>(
     '/v1/backups',
     {
+      config: { ...operate, vms: vmBody },
       schema: {
         body: {
           type: 'object',
@@ -104,6 +129,7 @@ export function registerRepoRoutes(app: FastifyInstance, ctx: RepoRouteContext):
   app.post<{ Body: RestoreRequest }>(
     '/v1/restores',
     {
+      config: { ...operate, vms: vmBody },
       schema: {
         body: {
           type: 'object',
@@ -129,7 +155,7 @@ export function registerRepoRoutes(app: FastifyInstance, ctx: RepoRouteContext):
 
   app.post<{ Body: { vm?: string; point?: string } }>(
     '/v1/verify',
-    { schema: { body: { type: 'object', additionalProperties: false, properties: { vm: name, point: { type: 'string', minLength: 1 } } } } },
+    { config: { ...operate, vms: (req) => (vmBody(req).length ? vmBody(req) : 'all') }, schema: { body: { type: 'object', additionalProperties: false, properties: { vm: name, point: { type: 'string', minLength: 1 } } } } },
     async (req, reply) => {
       if (req.body?.point && !req.body.vm) throw new ReboundError('ERR_INVALID_ARGUMENT', 'a point needs its VM');
       if (req.body?.vm) await repo.point(req.body.vm, req.body.point ?? 'latest'); // 404 now, not a failed job
@@ -144,6 +170,7 @@ export function registerRepoRoutes(app: FastifyInstance, ctx: RepoRouteContext):
   app.post<{ Body: { vm: string; dryRun?: boolean } & RetentionPolicy }>(
     '/v1/prune',
     {
+      config: { ...admin, vms: vmBody },
       schema: {
         body: {
           type: 'object',
@@ -163,7 +190,7 @@ export function registerRepoRoutes(app: FastifyInstance, ctx: RepoRouteContext):
 
   app.post<{ Body: { graceMs?: number } }>(
     '/v1/gc',
-    { schema: { body: { type: 'object', additionalProperties: false, properties: { graceMs: { type: 'integer', minimum: 0 } } } } },
+    { config: admin, schema: { body: { type: 'object', additionalProperties: false, properties: { graceMs: { type: 'integer', minimum: 0 } } } } },
     async (req, reply) => {
       const job = jobs.start('gc', { ...req.body }, (signal, progress) =>
         gc(repo, { graceMs: req.body?.graceMs, signal, onProgress: (p) => progress({ ...p }) }),
@@ -172,7 +199,10 @@ export function registerRepoRoutes(app: FastifyInstance, ctx: RepoRouteContext):
     },
   );
 
-  app.get('/v1/jobs', async () => ({ jobs: jobs.list() }));
-  app.get<{ Params: { id: string } }>('/v1/jobs/:id', async (req) => jobs.get(req.params.id));
-  app.delete<{ Params: { id: string } }>('/v1/jobs/:id', async (req) => jobs.cancel(req.params.id));
+  const ofJob = (req: FastifyRequest): string[] | 'all' => jobVms(jobs, (req.params as { id: string }).id);
+  app.get('/v1/jobs', { config: read }, async (req) => ({
+    jobs: jobs.list().filter((j) => !req.token?.vms?.length || (typeof j.params.vm === 'string' && tokenSees(req, j.params.vm))),
+  }));
+  app.get<{ Params: { id: string } }>('/v1/jobs/:id', { config: { ...read, vms: ofJob } }, async (req) => jobs.get(req.params.id));
+  app.delete<{ Params: { id: string } }>('/v1/jobs/:id', { config: { ...operate, vms: ofJob } }, async (req) => jobs.cancel(req.params.id));
 }

@@ -12,6 +12,10 @@
  * ERR_UNSUPPORTED_MEDIA_TYPE (no "simple" cross-site form or text/plain request reaches a route),
  * and one whose Origin is not the API's own is 403 ERR_ORIGIN_NOT_ALLOWED. A body-less write
  * without Content-Type is fine (the CLI sends none). Bodies are limited to BODY_LIMIT.
+ *
+ * Then authentication (api/auth.ts): every route declares its permission (`config.permission`),
+ * and every request but GET /v1/health needs a bearer token whose role has it. With `tls` the
+ * API speaks HTTPS only.
  */
 import os from 'node:os';
 import Fastify, { type FastifyReply, type FastifyInstance, type FastifyRequest } from 'fastify';
@@ -25,6 +29,8 @@ import { registerRepoRoutes, type RepoRouteContext } from './repo-routes.js';
 import { PathPolicy } from '../util/path-policy.js';
 import { registerFuseRoutes, type FuseRouteContext } from './fuse-routes.js';
 import { registerSessionRoutes, type SessionRouteContext } from './session-routes.js';
+import { installAuth, type ApiAuth } from './auth.js';
+import { registerTokenRoutes } from './token-routes.js';
 
 export interface ApiContext extends Partial<RepoRouteContext> {
   /** Every published disk (`/v1/exports`). */
@@ -40,6 +46,10 @@ export interface ApiContext extends Partial<RepoRouteContext> {
   fuse?: FuseRouteContext['fuse'];
   /** Recovery sessions (`/v1/sessions`); absent when the daemon has no repository. */
   sessions?: SessionRouteContext['sessions'];
+  /** API tokens and the failed-login limits (api/auth.ts). */
+  auth: ApiAuth;
+  /** Serve HTTPS with this certificate and key (tls/cert-dir.ts). */
+  tls?: { cert: Buffer; key: Buffer; ca?: Buffer };
 }
 
 /** Largest request body, bytes: every body is a small JSON object. */
@@ -51,6 +61,7 @@ const WILDCARD_HOSTS = new Set(['', '0.0.0.0', '::', '*']);
 
 export function createApi(ctx: ApiContext): FastifyInstance {
   const app = Fastify({
+    ...(ctx.tls ? { https: { cert: ctx.tls.cert, key: ctx.tls.key } } : {}),
     logger: false,
     bodyLimit: BODY_LIMIT,
     // Errors of the router itself (a malformed percent-encoding in the URL) get the API's error
@@ -61,7 +72,8 @@ export function createApi(ctx: ApiContext): FastifyInstance {
     },
   });
   const hostAllowed = allowedHosts(ctx);
-  app.addHook('onRequest', async (req) => checkRequest(req, hostAllowed));
+  app.addHook('onRequest', async (req) => checkRequest(req, hostAllowed, Boolean(ctx.tls)));
+  installAuth(app, ctx.auth, ctx.log);
 
   app.setErrorHandler((err, req, reply) => {
     const { status, body } = toApiError(err);
@@ -78,7 +90,7 @@ export function createApi(ctx: ApiContext): FastifyInstance {
 
   // `eventLoopDelay` (util/event-loop.ts): p50/p99/max/mean ms since start and since the last
   // reset; `?reset=1` starts a new window after answering, so two calls bracket an interval.
-  app.get<{ Querystring: { reset?: string } }>('/v1/health', async (req) => ({
+  app.get<{ Querystring: { reset?: string } }>('/v1/health', { config: { permission: 'open' } }, async (req) => ({
     status: 'ok',
     version: ctx.version,
     pid: process.pid,
@@ -97,20 +109,23 @@ export function createApi(ctx: ApiContext): FastifyInstance {
     ...(name !== e.name ? { aliasOf: e.name } : {}),
     uris: e.publishedOn.has('nbd') ? nbdUris(name, ctx.endpoints()) : [],
   });
-  app.get('/v1/exports', async () => {
+  app.get('/v1/exports', { config: { permission: 'read' } }, async () => {
     const nbd = ctx.catalog.view('nbd');
     const rows = nbd.names().map(({ name, entry }) => row(name, entry));
     for (const e of ctx.catalog.entries()) if (!e.publishedOn.has('nbd')) rows.push(row(e.name, e));
     return { defaultExport: ctx.catalog.defaultName ?? null, exports: rows };
   });
 
-  app.get<{ Params: { name: string } }>('/v1/exports/:name', async (req) => {
+  app.get<{ Params: { name: string } }>('/v1/exports/:name', { config: { permission: 'read' } }, async (req) => {
     const e = req.params.name === '' ? undefined : ctx.catalog.resolve(req.params.name);
     if (!e) throw new ReboundError('ERR_EXPORT_NOT_FOUND', `no export named '${req.params.name}'`);
     return { ...row(req.params.name, e), stack: await e.stack() };
   });
 
-  app.get('/v1/config', async () => ctx.config());
+  // The configuration names the daemon's paths and policy: admins only.
+  app.get('/v1/config', { config: { permission: 'admin' } }, async () => ctx.config());
+
+  registerTokenRoutes(app, { tokens: ctx.auth.tokens });
 
   // Paths in requests are policy: without one given, no path is allowed.
   const paths = ctx.paths ?? PathPolicy.none();
@@ -155,7 +170,7 @@ function allowedHosts(ctx: ApiContext): (host: string) => boolean {
   };
 }
 
-function checkRequest(req: FastifyRequest, hostAllowed: (host: string) => boolean): void {
+function checkRequest(req: FastifyRequest, hostAllowed: (host: string) => boolean, https: boolean): void {
   const host = req.headers.host;
   if (host !== undefined && !hostAllowed(hostName(host))) {
     throw new ReboundError('ERR_HOST_NOT_ALLOWED', `this daemon does not answer to the host name '${host}'; use the address it listens on`);
@@ -166,16 +181,17 @@ function checkRequest(req: FastifyRequest, hostAllowed: (host: string) => boolea
     throw new ReboundError('ERR_UNSUPPORTED_MEDIA_TYPE', `${req.method} requests take a JSON body (Content-Type: application/json), not '${type}'`);
   }
   const origin = req.headers.origin;
-  if (origin !== undefined && !sameOrigin(origin, host)) {
+  if (origin !== undefined && !sameOrigin(origin, host, https)) {
     throw new ReboundError('ERR_ORIGIN_NOT_ALLOWED', `cross-origin ${req.method} requests are refused (Origin ${origin})`);
   }
 }
 
-function sameOrigin(origin: string, host: string | undefined): boolean {
+function sameOrigin(origin: string, host: string | undefined, https: boolean): boolean {
   if (host === undefined) return false;
   try {
     const o = new URL(origin);
-    return o.protocol === 'http:' && o.host === new URL(`http://${host}`).host;
+    const scheme = https ? 'https:' : 'http:';
+    return o.protocol === scheme && o.host === new URL(`${scheme}//${host}`).host;
   } catch {
     return false;
   }

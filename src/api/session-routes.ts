@@ -4,8 +4,10 @@
  * as jobs (progress through /v1/jobs/ID); the session's own report also shows migration progress.
  * The routes only call SessionManager: every workflow (migrate -> wait -> switch) lives there.
  * Migration targets that are paths pass the daemon's path policy (util/path-policy.ts) first.
+ * Each route's permission and the VM it names (a session's VM) are in its `config` (api/auth.ts).
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { tokenSees } from './auth.js';
 import type { QosLimits } from '../blockdev/layers/qos.js';
 import type { SessionManager, RecoverRequest, MigrateRequest } from '../recovery/session-manager.js';
 import type { MigrationProgress } from '../recovery/migration.js';
@@ -58,18 +60,30 @@ export function connectionInfo(ctx: SessionRouteContext, session: string, disks:
 
 export function registerSessionRoutes(app: FastifyInstance, ctx: SessionRouteContext): void {
   const { sessions, jobs } = ctx;
+  // The VM of the session a route names ([] when there is none: the route answers 404).
+  const sessionVm = (req: FastifyRequest): string[] => {
+    const s = sessions.get((req.params as { name: string }).name);
+    return s ? [s.info.vm] : [];
+  };
+  const read = { permission: 'read' } as const;
+  const operate = { permission: 'operate' } as const;
+  const onSession = { config: { ...operate, vms: sessionVm } };
   const withConnection = (n: string): Record<string, unknown> => {
     const [report] = sessions.report(n);
     return { ...report, connect: report!.publish.nbd ? connectionInfo(ctx, n, report!.disks.map((d) => d.name)) : null };
   };
 
-  app.get('/v1/sessions', async () => ({ sessions: sessions.report(), broken: sessions.broken }));
+  app.get('/v1/sessions', { config: read }, async (req) => ({
+    sessions: sessions.report().filter((r) => tokenSees(req, r.vm)),
+    broken: req.token?.vms?.length ? [] : sessions.broken,
+  }));
 
-  app.get<{ Params: { name: string } }>('/v1/sessions/:name', async (req) => withConnection(req.params.name));
+  app.get<{ Params: { name: string } }>('/v1/sessions/:name', { config: { ...read, vms: sessionVm } }, async (req) => withConnection(req.params.name));
 
   app.post<{ Body: RecoverRequest }>(
     '/v1/sessions',
     {
+      config: { ...operate, vms: (req) => [(req.body as RecoverRequest).vm] },
       schema: {
         body: {
           type: 'object',
@@ -93,18 +107,19 @@ export function registerSessionRoutes(app: FastifyInstance, ctx: SessionRouteCon
     },
   );
 
-  app.delete<{ Params: { name: string } }>('/v1/sessions/:name', async (req) => {
+  app.delete<{ Params: { name: string } }>('/v1/sessions/:name', onSession, async (req) => {
     await sessions.discard(req.params.name);
     return { discarded: req.params.name };
   });
 
-  app.put<{ Params: { name: string }; Body: QosLimits }>('/v1/sessions/:name/qos', { schema: { body: qosSchema } }, async (req) => {
+  app.put<{ Params: { name: string }; Body: QosLimits }>('/v1/sessions/:name/qos', { ...onSession, schema: { body: qosSchema } }, async (req) => {
     const s = await sessions.setQos(req.params.name, req.body ?? {});
     return { session: s.name, qos: s.limiter.limits };
   });
 
-  app.get('/v1/qos', async () => ({ qos: sessions.shared.limits }));
-  app.put<{ Body: QosLimits }>('/v1/qos', { schema: { body: qosSchema } }, async (req) => {
+  app.get('/v1/qos', { config: read }, async () => ({ qos: sessions.shared.limits }));
+  // Global: a token limited to some VMs cannot change it (api/auth.ts).
+  app.put<{ Body: QosLimits }>('/v1/qos', { config: operate, schema: { body: qosSchema } }, async (req) => {
     sessions.setGlobalQos(req.body ?? {});
     return { qos: sessions.shared.limits };
   });
@@ -112,6 +127,7 @@ export function registerSessionRoutes(app: FastifyInstance, ctx: SessionRouteCon
   app.post<{ Params: { name: string }; Body: MigrateRequest }>(
     '/v1/sessions/:name/migrate',
     {
+      ...onSession,
       schema: {
         body: {
           type: 'object',
@@ -132,37 +148,37 @@ export function registerSessionRoutes(app: FastifyInstance, ctx: SessionRouteCon
       // Starting (and its checks: session, disks, states, paths) answers the request itself; the
       // way home is the job.
       const disks = await sessions.migrate(n, req.body);
-      const job = jobs.start('migrate', { session: n, ...req.body }, (signal, progress) =>
+      const job = jobs.start('migrate', { session: n, vm: sessions.require(n).info.vm, ...req.body }, (signal, progress) =>
         sessions.home(n, disks, { signal, switch: req.body.switch, onProgress: (ps) => progress(sumProgress(ps)) }),
       );
       return reply.status(202).send(job);
     },
   );
 
-  app.delete<{ Params: { name: string }; Querystring: { disk?: string } }>('/v1/sessions/:name/migrate', async (req) => {
+  app.delete<{ Params: { name: string }; Querystring: { disk?: string } }>('/v1/sessions/:name/migrate', onSession, async (req) => {
     await sessions.cancelMigration(req.params.name, req.query.disk ? [req.query.disk] : undefined);
     return withConnection(req.params.name);
   });
 
-  app.post<{ Params: { name: string } }>('/v1/sessions/:name/switch', async (req) => {
+  app.post<{ Params: { name: string } }>('/v1/sessions/:name/switch', onSession, async (req) => {
     const verified = await sessions.switchOver(req.params.name);
     return { ...withConnection(req.params.name), verified };
   });
 
-  app.post<{ Params: { name: string } }>('/v1/sessions/:name/finish', async (req) => {
+  app.post<{ Params: { name: string } }>('/v1/sessions/:name/finish', onSession, async (req) => {
     await sessions.finish(req.params.name);
     return { finished: req.params.name };
   });
 
   app.post<{ Params: { name: string }; Body: { tags?: string[] } }>(
     '/v1/sessions/:name/commit',
-    { schema: { body: { type: 'object', additionalProperties: false, properties: { tags: { type: 'array', items: { type: 'string', minLength: 1, maxLength: 64 } } } } } },
+    { ...onSession, schema: { body: { type: 'object', additionalProperties: false, properties: { tags: { type: 'array', items: { type: 'string', minLength: 1, maxLength: 64 } } } } } },
     async (req, reply) => {
       const n = req.params.name;
-      sessions.require(n);
+      const s = sessions.require(n);
       const job = jobs.start(
         'commit',
-        { session: n },
+        { session: n, vm: s.info.vm },
         (signal, progress) => sessions.commit(n, req.body ?? {}, { signal, onProgress: (p) => progress({ ...p }) }),
         async (info) => {
           if (info.state === 'succeeded') await ctx.repoChanged();

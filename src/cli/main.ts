@@ -2,7 +2,8 @@
 /**
  * The `rebound` command. `main(argv, io)` returns an exit code and touches the outside world only
  * through `io`, so tests run it in-process. `serve` runs the daemon; every other command is a thin
- * client of the daemon's HTTP API (--server URL, or $REBOUND_SERVER).
+ * client of the daemon's HTTP API (--server URL, or $REBOUND_SERVER), authenticated with a token
+ * (--token-file, $REBOUND_TOKEN, $REBOUND_TOKEN_FILE, or the data directory's admin token: cli/api.ts).
  *
  * Exit codes: 0 success, 1 failure (the message says why), 2 usage error.
  */
@@ -17,6 +18,7 @@ import { registerStatus } from './commands/status.js';
 import { registerRepo } from './commands/repo.js';
 import { registerSessions } from './commands/sessions.js';
 import { registerMount } from './commands/mount.js';
+import { registerToken } from './commands/token.js';
 import type { CliIo } from './io.js';
 import { processIo } from './io.js';
 
@@ -27,7 +29,10 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
         'Publishes disk images and backups to hypervisors over NBD, at once, without restoring them.',
     )
     .version(VERSION, '-V, --version')
-    .option('--server <url>', 'daemon API URL for client commands (env REBOUND_SERVER)', io.env.REBOUND_SERVER)
+    .option('--server <url>', 'daemon API URL for client commands, http:// or https:// (env REBOUND_SERVER)', io.env.REBOUND_SERVER)
+    .option('--token-file <file>', 'file holding the API token for client commands (env REBOUND_TOKEN_FILE, or the token itself in REBOUND_TOKEN; default: DATA/auth/admin.token when readable)')
+    .option('--ca-cert <file>', 'PEM CA certificate to trust for an https:// server (env REBOUND_CA_CERT)')
+    .option('--data <dir>', 'data directory: where `serve` keeps its state and where client commands look for the admin token (env REBOUND_DATA; default ./rebound-data)')
     .exitOverride()
     .configureOutput({ writeOut: (s) => io.stdout(s), writeErr: (s) => io.stderr(s) })
     .showHelpAfterError('(run with --help for usage)')
@@ -50,6 +55,7 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
   registerRepo(program, io);
   registerSessions(program, io);
   registerMount(program, io);
+  registerToken(program, io);
 
   try {
     await program.parseAsync(argv, { from: 'user' });

@@ -34,6 +34,7 @@ import { FuseMounts } from '../fuse/manager.js';
 import type { NfsServer } from '../nfs/server.js';
 import { PathPolicy } from '../util/path-policy.js';
 import { ByteBudget } from '../util/byte-budget.js';
+import { TokenStore, authDir } from '../auth/token-store.js';
 
 export interface DaemonEndpoints {
   nbd: string[];
@@ -60,6 +61,7 @@ export class Daemon {
   readonly #log: Logger;
   readonly #lock: DataDirLock;
   #api: FastifyInstance | undefined;
+  #tokens: TokenStore | undefined;
   #endpoints: DaemonEndpoints = { nbd: [], nbdSocket: [], http: undefined };
   #closing: Promise<void> | undefined;
 
@@ -176,6 +178,8 @@ export class Daemon {
     if (this.config.nfs.length > 0) await this.#startNfs();
     if (this.config.http !== 'off') {
       const { host, port } = parseTcpAddress(this.config.http);
+      this.#tokens = await TokenStore.open(authDir(this.config.dataDir), { log: this.#log.child({ component: 'auth' }) });
+      await this.#tokens.ensureAdminToken();
       this.#api = createApi({
         catalog: this.catalog,
         log: this.#log.child({ component: 'api' }),
@@ -189,6 +193,7 @@ export class Daemon {
         fuse: this.#fuse,
         sessions: this.#sessionManager,
         paths: new PathPolicy({ sourceDirs: this.config.sourceDirs, targetDirs: this.config.targetDirs }),
+        auth: { tokens: this.#tokens },
       });
       try {
         await this.#api.listen({ host, port });
@@ -269,6 +274,7 @@ export class Daemon {
     this.#closing ??= (async () => {
       this.#log.info('shutting down');
       await Promise.allSettled([this.#api?.close(), this.nbd.close(this.config.shutdownTimeoutMs), this.jobs.close(), this.#nfs?.close(this.config.shutdownTimeoutMs)]);
+      await this.#tokens?.close();
       await this.#fuse?.close();
       await this.#sessionManager?.close();
       await this.catalog.close();

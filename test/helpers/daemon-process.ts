@@ -2,7 +2,8 @@
  * Runs the built `rebound serve` as a real child process (dist/ must be built: tools/test.sh does).
  * Waits for its banner and parses the listen addresses from it. Unless `args` set them, the daemon
  * may back up from and restore/migrate into the OS temp dir (--source-dir, --target-dir), where
- * tests keep their files.
+ * tests keep their files. With an HTTP listener, the daemon's admin token (DATA/auth/admin.token)
+ * comes back as `token`/`tokenFile`: pass `--token-file` to the CLI, `authorization` to fetch/curl.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -24,6 +25,14 @@ export interface DaemonProcess {
   /** First NBD TCP address (HOST:PORT) and HTTP address from the banner. */
   nbd: string;
   http: string | undefined;
+  /** The API base URL (http:// or https://), when HTTP is on. */
+  url: string | undefined;
+  /** The data directory and its admin token (first start), when HTTP is on. */
+  dataDir: string;
+  tokenFile: string;
+  token: string | undefined;
+  /** `{authorization: 'Bearer TOKEN'}` with the admin token. */
+  auth: Record<string, string>;
   /** Sends a signal and resolves with the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
   exited: Promise<number | null>;
@@ -54,13 +63,24 @@ export async function startDaemonProcess(args: string[], opts: { cwd?: string; e
     await new Promise((r) => setTimeout(r, 25));
   }
   const nbd = /nbd:\/\/([^/\s]+)\//.exec(out)?.[1] ?? '';
-  const http = /HTTP API: http:\/\/([^/\s]+)\//.exec(out)?.[1];
+  const api = /HTTP API: (https?):\/\/([^/\s]+)\//.exec(out);
+  const http = api?.[2];
+  const cwd = opts.cwd ?? process.cwd();
+  const dataArg = args.lastIndexOf('--data');
+  const dataDir = path.resolve(cwd, dataArg >= 0 ? args[dataArg + 1]! : (opts.env?.REBOUND_DATA ?? process.env.REBOUND_DATA ?? 'rebound-data'));
+  const tokenFile = path.join(dataDir, 'auth', 'admin.token');
+  const token = http && fs.existsSync(tokenFile) ? fs.readFileSync(tokenFile, 'utf8').trim() : undefined;
   return {
     child,
     stdout: () => out,
     stderr: () => err,
     nbd,
     http,
+    url: api ? `${api[1]}://${api[2]}` : undefined,
+    dataDir,
+    tokenFile,
+    token,
+    auth: token ? { authorization: `Bearer ${token}` } : {},
     exited,
     stop: async (signal = 'SIGTERM') => {
       if (child.exitCode === null) child.kill(signal);

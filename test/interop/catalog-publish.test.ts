@@ -24,7 +24,7 @@ describe.skipIf(missing.length > 0 || noFuse)('one catalog behind NBD, NFS and F
   let mnt: string;
   let sock: string;
   const rb = async (...a: string[]) => {
-    const r = await cli(['--server', `http://${daemon!.http}`, ...a]);
+    const r = await cli(['--server', `http://${daemon!.http}`, '--token-file', daemon!.tokenFile, ...a]);
     expect(r.code, r.stderr).toBe(0);
     return r;
   };

@@ -37,7 +37,7 @@ describe.skipIf(missing.length > 0)('rebound serve as a process', () => {
       expect(changed.stdout).toContain('Content mismatch');
       const still = await run('qemu-img', ['compare', `nbd://${d.nbd}/demo@latest/disk0`, image]);
       expect(still.stdout).toContain('Images are identical');
-      const exps = await runOk(process.execPath, [CLI, '--server', `http://${d.http}`, 'exports', '--json']);
+      const exps = await runOk(process.execPath, [CLI, '--server', `http://${d.http}`, '--token-file', d.tokenFile, 'exports', '--json']);
       expect(JSON.parse(exps.stdout).exports.map((e: { name: string }) => e.name).sort()).toEqual(
         expect.arrayContaining(['recovered', 'scratch', 'demo@latest/disk0']),
       );

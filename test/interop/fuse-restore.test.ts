@@ -78,7 +78,7 @@ afterAll(async () => {
 });
 
 async function backup(vm: string, disk: string, extra: string[] = []): Promise<PointManifest> {
-  const r = await cli(['--server', server, 'backup', vm, '--disk', `disk0=${disk}`, ...extra, '--json']);
+  const r = await cli(['--server', server, '--data', daemon.config.dataDir, 'backup', vm, '--disk', `disk0=${disk}`, ...extra, '--json']);
   expect(r.code, r.stderr).toBe(0);
   return JSON.parse(r.stdout).result as PointManifest;
 }
@@ -167,7 +167,7 @@ describe.skipIf(missing.length > 0)('FUSE file-level restore with real peers', (
     const point = path.join(mnt, 'vms/broken', m.id);
     await expect(fsp.readdir(path.join(point, 'disk0.parts'))).rejects.toThrow(/EIO|input\/output error/i);
     expect((await fsp.readFile(path.join(point, 'disk0.raw'))).equals(buf)).toBe(true);
-    const mounts = JSON.parse((await cli(['--server', server, 'mount', '--json'])).stdout) as { mounts: Array<{ dir: string; errors: number }> };
+    const mounts = JSON.parse((await cli(['--server', server, '--data', daemon.config.dataDir, 'mount', '--json'])).stdout) as { mounts: Array<{ dir: string; errors: number }> };
     expect(mounts.mounts.find((x) => x.dir === mnt)!.errors).toBeGreaterThan(0);
     const line = events.find((e) => e.msg === 'FUSE request failed' && String(e.path).includes('/vms/broken/'));
     expect(line?.err).toMatch(/^broken@\d{8}T\d{6}Z\/disk0: malformed partition table: partition 1 \(sectors 2048\+1000000\) extends past the end of the disk/);
@@ -185,31 +185,31 @@ describe.skipIf(missing.length > 0)('FUSE file-level restore with real peers', (
     await expect(fsp.open(file, 'r+')).rejects.toThrow(/EROFS|read-only/);
 
     const cliMnt = path.join(dir, 'fuse-cli');
-    const mounted = await cli(['--server', server, 'mount', cliMnt]);
+    const mounted = await cli(['--server', server, '--data', daemon.config.dataDir, 'mount', cliMnt]);
     expect(mounted.code, mounted.stderr).toBe(0);
-    const list = JSON.parse((await cli(['--server', server, 'mount', '--json'])).stdout) as { mounts: Array<{ dir: string }> };
+    const list = JSON.parse((await cli(['--server', server, '--data', daemon.config.dataDir, 'mount', '--json'])).stdout) as { mounts: Array<{ dir: string }> };
     expect(list.mounts.map((x) => x.dir).sort()).toEqual([mnt, cliMnt].sort());
     const st2 = await fsp.stat(path.join(cliMnt, 'vms/small', first.id, 'disk0.raw'));
     expect([st2.ino, st2.size, st2.mtime.getTime()]).toEqual([st.ino, st.size, st.mtime.getTime()]);
-    const um = await cli(['--server', server, 'unmount', cliMnt]);
+    const um = await cli(['--server', server, '--data', daemon.config.dataDir, 'unmount', cliMnt]);
     expect(um.code, um.stderr).toBe(0);
     expect(findMount(cliMnt)).toBeUndefined();
-    const again = await cli(['--server', server, 'unmount', cliMnt]);
+    const again = await cli(['--server', server, '--data', daemon.config.dataDir, 'unmount', cliMnt]);
     expect(again.code).toBe(1);
     expect(again.stderr).toMatch(/no file tree of this daemon is mounted at/);
     // Mounting twice at the same place is a no-op; a non-empty directory or a foreign mount point is refused.
-    expect((await cli(['--server', server, 'mount', mnt])).code).toBe(0);
+    expect((await cli(['--server', server, '--data', daemon.config.dataDir, 'mount', mnt])).code).toBe(0);
     const full = path.join(dir, 'not-empty');
     await fsp.mkdir(full, { recursive: true });
     await fsp.writeFile(path.join(full, 'x'), 'x');
-    const refused = await cli(['--server', server, 'mount', full]);
+    const refused = await cli(['--server', server, '--data', daemon.config.dataDir, 'mount', full]);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/cannot mount at .*not-empty: the directory is not empty/);
     const tmpfs = path.join(dir, 'tmpfs');
     await fsp.mkdir(tmpfs, { recursive: true });
     await runOk('mount', ['-t', 'tmpfs', 'rebound-test', tmpfs]);
     try {
-      const foreign = await cli(['--server', server, 'mount', tmpfs]);
+      const foreign = await cli(['--server', server, '--data', daemon.config.dataDir, 'mount', tmpfs]);
       expect(foreign.code).toBe(1);
       expect(foreign.stderr).toMatch(/it is already a mount point \(tmpfs from rebound-test\)/);
     } finally {
@@ -220,31 +220,31 @@ describe.skipIf(missing.length > 0)('FUSE file-level restore with real peers', (
     const second = await backup('small', disk);
     expect((await fsp.readdir(path.join(mnt, 'vms/small'))).sort()).toEqual([first.id, second.id, 'latest'].sort());
     expect(await fsp.readlink(path.join(mnt, 'vms/small/latest'))).toBe(second.id);
-    const pr = await cli(['--server', server, 'prune', 'small', '--keep-last', '1']);
+    const pr = await cli(['--server', server, '--data', daemon.config.dataDir, 'prune', 'small', '--keep-last', '1']);
     expect(pr.code, pr.stderr).toBe(0);
     expect((await fsp.readdir(path.join(mnt, 'vms/small'))).sort()).toEqual([second.id, 'latest'].sort());
   });
 
   it('a busy mount is not unmounted, with a message naming the cause; --lazy detaches it and open files keep working', async () => {
     const cliMnt = path.join(dir, 'fuse-cli');
-    expect((await cli(['--server', server, 'mount', cliMnt])).code).toBe(0);
+    expect((await cli(['--server', server, '--data', daemon.config.dataDir, 'mount', cliMnt])).code).toBe(0);
     const at = path.join(dir, 'loop-busy');
     await loops.mount(path.join(cliMnt, 'vms/gptvm/latest/disk0.parts/1'), at);
-    const busy = await cli(['--server', server, 'unmount', cliMnt]);
+    const busy = await cli(['--server', server, '--data', daemon.config.dataDir, 'unmount', cliMnt]);
     expect(busy.code).toBe(1);
     expect(busy.stderr).toMatch(/cannot unmount .*fuse-cli: it is busy .*losetup -j.*--lazy/);
     expect(findMount(cliMnt)).toBeDefined();
     expect(await fsp.readFile(path.join(at, 'etc/hostname'), 'utf8')).toBe('gpt-1\n'); // still serving
     // --lazy detaches at once; the loop-mounted partition keeps working until it is unmounted.
-    const lazy = await cli(['--server', server, 'unmount', '--lazy', cliMnt]);
+    const lazy = await cli(['--server', server, '--data', daemon.config.dataDir, 'unmount', '--lazy', cliMnt]);
     expect(lazy.code, lazy.stderr).toBe(0);
     expect(findMount(cliMnt)).toBeUndefined();
     const big = await fsp.readFile(path.join(at, 'var/log/big.bin'));
     expect(big.equals(fs.readFileSync(path.join(dir, 'gpt-tree1/var/log/big.bin')))).toBe(true);
     await loops.umount(at);
     // Mounting there again works, and a mount nobody uses unmounts at once.
-    expect((await cli(['--server', server, 'mount', cliMnt])).code).toBe(0);
-    const ok = await cli(['--server', server, 'unmount', cliMnt]);
+    expect((await cli(['--server', server, '--data', daemon.config.dataDir, 'mount', cliMnt])).code).toBe(0);
+    const ok = await cli(['--server', server, '--data', daemon.config.dataDir, 'unmount', cliMnt]);
     expect(ok.code, ok.stderr).toBe(0);
   });
 

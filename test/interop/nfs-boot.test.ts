@@ -49,7 +49,7 @@ describe.skipIf(missing.length > 0)('QEMU boots a guest from the NFS datastore',
     expect(hasCommand('qemu-system-x86_64')).toBe(true);
     const d = await startDaemonInNetns(ns, ['--data', path.join(dir, 'data'), '--nbd', 'none', '--http', '127.0.0.1:10810', '--nfs', '127.0.0.1:2049', '--portmap', '111', '--source-dir', dir]);
     server = d;
-    const cli = (...a: string[]): Promise<unknown> => ns.runOk(process.execPath, [CLI, '--server', `http://${d.http}`, ...a], { timeoutMs: 120_000 });
+    const cli = (...a: string[]): Promise<unknown> => ns.runOk(process.execPath, [CLI, '--server', `http://${d.http}`, '--token-file', path.join(dir, 'data', 'auth', 'admin.token'), ...a], { timeoutMs: 120_000 });
     await cli('backup', 'vm1', '--disk', `disk0=${base}`);
     await cli('recover', 'vm1', '--name', 'vm1-rec', '--no-nbd');
   }, 300_000);

@@ -44,9 +44,9 @@ describe.skipIf(missing.length > 0)('NFS datastore in the daemon process', () =>
     expect(daemon!.stdout()).toMatch(/NFS: datastore at 127\.0\.0\.1:\d+ \(portmapper off\)/);
     const health = (await (await fetch(`http://${daemon!.http}/v1/health`)).json()) as { endpoints: { nfs?: string[]; portmap?: string[] } };
     expect(health.endpoints).toMatchObject({ nfs: [`127.0.0.1:${nfsPort(daemon!)}`], portmap: [] });
-    const status = await cli(['--server', `http://${daemon!.http}`, 'status']);
+    const status = await cli(['--server', `http://${daemon!.http}`, '--token-file', daemon!.tokenFile, 'status']);
     expect(status.stdout).toContain(`NFS:  127.0.0.1:${nfsPort(daemon!)} (portmapper off)`);
-    const b = await cli(['--server', `http://${daemon!.http}`, 'backup', 'web1', '--disk', `disk0=${path.join(dir, 'disk.raw')}`, '--json']);
+    const b = await cli(['--server', `http://${daemon!.http}`, '--token-file', daemon!.tokenFile, 'backup', 'web1', '--disk', `disk0=${path.join(dir, 'disk.raw')}`, '--json']);
     expect(b.code, b.stderr).toBe(0);
     const point = JSON.parse(b.stdout).result.id as string;
 
@@ -81,7 +81,7 @@ describe.skipIf(missing.length > 0)('NFS datastore in the daemon process', () =>
 
   it('recover --no-nbd publishes a session folder; its handles survive kill -9; discard makes them STALE', async () => {
     let server = `http://${daemon!.http}`;
-    const r = await cli(['--server', server, 'recover', 'web1', '--name', 'web1-rec', '--no-nbd', '--json']);
+    const r = await cli(['--server', server, '--token-file', daemon!.tokenFile, 'recover', 'web1', '--name', 'web1-rec', '--no-nbd', '--json']);
     expect(r.code, r.stderr).toBe(0);
     let port = nfsPort(daemon!);
     const ls = await runOk('nfs-ls', [nfsUrl('/sessions/web1-rec', port)]);
@@ -110,7 +110,7 @@ describe.skipIf(missing.length > 0)('NFS datastore in the daemon process', () =>
     expect(Buffer.from((await c.read(flat, 1 * MiB - 4096, 16384)).resok!.data).equals(want)).toBe(true);
     expect(Buffer.from((await c.read(lck, 0, 100)).resok!.data).toString()).toBe('esxi-01\n');
 
-    const d = await cli(['--server', server, 'discard', 'web1-rec']);
+    const d = await cli(['--server', server, '--token-file', daemon!.tokenFile, 'discard', 'web1-rec']);
     expect(d.code, d.stderr).toBe(0);
     expect((await c.getattr(flat)).status).toBe(70); // NFS3ERR_STALE
     expect((await c.getattr(lck)).status).toBe(70);

@@ -38,7 +38,7 @@ describe.skipIf(missing.length > 0)('instant recovery end to end: boot from back
     const data = path.join(dir, 'data');
     const sock = path.join(dir, 'nbd.sock');
     daemon = await startDaemonProcess(['--data', data, '--nbd', 'none', '--nbd-socket', sock, '--http', '127.0.0.1:0', '--source-dir', path.dirname(guest.disk)]);
-    const rb = (...a: string[]) => runOk(process.execPath, [CLI, '--server', `http://${daemon!.http}`, ...a], { timeoutMs: 240_000 });
+    const rb = (...a: string[]) => runOk(process.execPath, [CLI, '--server', `http://${daemon!.http}`, '--token-file', daemon!.tokenFile, ...a], { timeoutMs: 240_000 });
     await rb('backup', 'guest', '--disk', `disk0=${guest.disk}`);
     const rec = JSON.parse((await rb('recover', 'guest', '--name', 'vm', '--json')).stdout) as { disks: Array<{ nbdUri: string }> };
     const uri = rec.disks[0]!.nbdUri;

@@ -28,7 +28,7 @@ describe.skipIf(missing.length > 0 || notRoot)('switch-over with a full data dir
   let expected: Buffer;
   const target = (): string => path.join(dir, 'production.raw');
   const args = (): string[] => ['--data', data, '--nbd', 'none', '--nbd-socket', sock, '--http', '127.0.0.1:0'];
-  const rb = (...a: string[]) => cli(['--server', `http://${daemon!.http}`, ...a]);
+  const rb = (...a: string[]) => cli(['--server', `http://${daemon!.http}`, '--token-file', daemon!.tokenFile, ...a]);
   const uri = `nbd+unix:///session/vm/disk0?socket=`;
   const vmWrite = async (pattern: number, off: number, len: number): Promise<void> => {
     // writethrough: every write is FUA, i.e. acknowledged only once stable

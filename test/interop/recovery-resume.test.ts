@@ -24,7 +24,7 @@ describe.skipIf(missing.length > 0)('migration resume after SIGKILL', () => {
   });
 
   const api = async <T>(method: string, url: string, body?: unknown): Promise<T> => {
-    const r = await fetch(`http://${daemon!.http}${url}`, { method, headers: body ? { 'content-type': 'application/json' } : {}, body: body ? JSON.stringify(body) : undefined });
+    const r = await fetch(`http://${daemon!.http}${url}`, { method, headers: { ...daemon!.auth, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined });
     const j = (await r.json()) as T;
     if (!r.ok) throw new Error(JSON.stringify(j));
     return j;
@@ -40,7 +40,7 @@ describe.skipIf(missing.length > 0)('migration resume after SIGKILL', () => {
     fs.writeFileSync(src, patternBuffer(0, SIZE));
     const args = ['--data', data, '--nbd', '127.0.0.1:0', '--http', '127.0.0.1:0'];
     daemon = await startDaemonProcess(args);
-    await runOk(process.execPath, [CLI, '--server', `http://${daemon.http}`, 'backup', 'db', '--disk', `disk0=${src}`]);
+    await runOk(process.execPath, [CLI, '--server', `http://${daemon.http}`, '--token-file', daemon.tokenFile, 'backup', 'db', '--disk', `disk0=${src}`]);
     await api('POST', '/v1/sessions', { vm: 'db' });
     const nbd = `nbd://${daemon.nbd}/session/db/disk0`;
     await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x11 40M 1M', nbd]);
@@ -68,14 +68,14 @@ describe.skipIf(missing.length > 0)('migration resume after SIGKILL', () => {
     expect(m.state).toBe('in-step');
     // Resumed: what was copied after the restart is about the rest of the disk, not all of it.
     expect(m.copiedBytes - atKill.copiedBytes).toBeLessThan(SIZE - atKill.cursor + 8 * MiB);
-    const sw = await runOk(process.execPath, [CLI, '--server', `http://${daemon.http}`, 'switch', 'db', '--json']);
+    const sw = await runOk(process.execPath, [CLI, '--server', `http://${daemon.http}`, '--token-file', daemon.tokenFile, 'switch', 'db', '--json']);
     expect(JSON.parse(sw.stdout).verified[0].repaired).toBe(0);
     const expected = fs.readFileSync(src);
     expected.fill(0x11, 40 * MiB, 41 * MiB);
     expected.fill(0x22, 1 * MiB, 2 * MiB);
     expected.fill(0x33, 60 * MiB, 61 * MiB);
     expect(fs.readFileSync(target).equals(expected)).toBe(true);
-    await runOk(process.execPath, [CLI, '--server', `http://${daemon.http}`, 'finish', 'db']);
+    await runOk(process.execPath, [CLI, '--server', `http://${daemon.http}`, '--token-file', daemon.tokenFile, 'finish', 'db']);
     expect(await daemon.stop('SIGTERM')).toBe(0);
     daemon = undefined;
   }, 120_000);

@@ -32,7 +32,7 @@ async function startDaemon(): Promise<Daemon> {
   const config = validateConfig({ ...defaultConfig({}), sourceDirs: [os.tmpdir()], targetDirs: [os.tmpdir()], dataDir: data, nbd: ['127.0.0.1:0'], http: '127.0.0.1:0', chunkSize: 256 * 1024 });
   return Daemon.start(config, silentLogger);
 }
-const rb = (...args: string[]) => cli(['--server', `http://${daemon.endpoints.http}`, ...args]);
+const rb = (...args: string[]) => cli(['--server', `http://${daemon.endpoints.http}`, '--data', daemon.config.dataDir, ...args]);
 const uri = (exp: string): string => `nbd://${daemon.endpoints.nbd[0]}/${exp}`;
 async function rbJson<T>(...args: string[]): Promise<T> {
   const r = await rb(...args, '--json');

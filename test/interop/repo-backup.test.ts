@@ -58,7 +58,7 @@ async function stop(child: ChildProcess): Promise<void> {
 }
 
 async function backupJson(args: string[]): Promise<PointManifest> {
-  const r = await cli(['--server', server, 'backup', ...args, '--json']);
+  const r = await cli(['--server', server, '--data', daemon.config.dataDir, 'backup', ...args, '--json']);
   expect(r.code, r.stderr).toBe(0);
   return JSON.parse(r.stdout).result as PointManifest;
 }
@@ -79,7 +79,7 @@ describe.skipIf(missing.length > 0)('repository backups with real peers', () => 
     expect(JSON.parse(info.stdout)['virtual-size']).toBe(24 * MiB + 4096);
 
     const restored = path.join(dir, 'restored.img');
-    const r = await cli(['--server', server, 'restore', 'web1@latest', '--disk', 'disk0', '--to', restored]);
+    const r = await cli(['--server', server, '--data', daemon.config.dataDir, 'restore', 'web1@latest', '--disk', 'disk0', '--to', restored]);
     expect(r.code, r.stderr).toBe(0);
     expect(fs.readFileSync(restored).equals(fs.readFileSync(img))).toBe(true);
     expect(fs.statSync(restored).blocks * 512).toBeLessThan(12 * MiB); // sparse: zero chunks not written
@@ -90,14 +90,14 @@ describe.skipIf(missing.length > 0)('repository backups with real peers', () => 
     const sock = path.join(dir, 'prod.sock');
     const q = await qemuNbd(['-f', 'raw', '-x', 'prod', target], sock);
     try {
-      const rn = await cli(['--server', server, 'restore', `web1@${m.id}`, '--disk', 'disk0', '--to', `nbd+unix:///prod?socket=${sock}`]);
+      const rn = await cli(['--server', server, '--data', daemon.config.dataDir, 'restore', `web1@${m.id}`, '--disk', 'disk0', '--to', `nbd+unix:///prod?socket=${sock}`]);
       expect(rn.code, rn.stderr).toBe(0);
     } finally {
       await stop(q);
     }
     expect(fs.readFileSync(target).equals(fs.readFileSync(img))).toBe(true); // zero chunks were zeroed too
 
-    const show = await cli(['--server', server, 'show', 'web1@latest']);
+    const show = await cli(['--server', server, '--data', daemon.config.dataDir, 'show', 'web1@latest']);
     expect(show.stdout).toContain(`web1@${m.id}/disk0`);
     expect(show.stdout).toContain('config files: vm.xml');
   });
@@ -148,7 +148,7 @@ describe.skipIf(missing.length > 0)('repository backups with real peers', () => 
     } finally {
       await stop(q);
     }
-    const list = await cli(['--server', server, 'list', 'app1', '--json']);
+    const list = await cli(['--server', server, '--data', daemon.config.dataDir, 'list', 'app1', '--json']);
     expect(JSON.parse(list.stdout).points.map((p: PointManifest) => p.id)).toHaveLength(2);
   });
 
@@ -158,7 +158,7 @@ describe.skipIf(missing.length > 0)('repository backups with real peers', () => 
     const sock = path.join(dir, 'nb.sock');
     const q = await qemuNbd(['-r', '-f', 'qcow2', '-x', 'x', qcow], sock);
     try {
-      const r = await cli(['--server', server, 'backup', 'nb1', '--disk', `d=nbd+unix:///x?socket=${sock}`, '--dirty-bitmap', 'nope']);
+      const r = await cli(['--server', server, '--data', daemon.config.dataDir, 'backup', 'nb1', '--disk', `d=nbd+unix:///x?socket=${sock}`, '--dirty-bitmap', 'nope']);
       expect(r.code).toBe(1);
       expect(r.stderr).toMatch(/qemu:dirty-bitmap:nope/);
     } finally {

@@ -42,7 +42,7 @@ describe.skipIf(missing.length > 0)('boot from a restore point through a cow exp
     const data = path.join(dir, 'data');
     const sock = path.join(dir, 'nbd.sock');
     daemon = await startDaemonProcess(['--data', data, '--nbd', 'none', '--nbd-socket', sock, '--http', '127.0.0.1:0', '--source-dir', path.dirname(guest.disk)]);
-    await runOk(process.execPath, [CLI, '--server', `http://${daemon.http}`, 'backup', 'guest', '--disk', `disk0=${guest.disk}`]);
+    await runOk(process.execPath, [CLI, '--server', `http://${daemon.http}`, '--token-file', daemon.tokenFile, 'backup', 'guest', '--disk', `disk0=${guest.disk}`]);
     expect(await daemon.stop('SIGTERM')).toBe(0);
 
     const args = ['--data', data, '--nbd', 'none', '--nbd-socket', sock, '--http', 'off', '--export', 'vm=repo:guest/disk0,cow'];

@@ -39,7 +39,7 @@ afterAll(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-const rb = (...args: string[]) => cli(['--server', server, ...args]);
+const rb = (...args: string[]) => cli(['--server', server, '--data', daemon.config.dataDir, ...args]);
 
 async function backup(vm: string, img: string): Promise<PointManifest> {
   const r = await rb('backup', vm, '--disk', `disk0=${img}`, '--json');

@@ -13,6 +13,7 @@ import { createApi, type ApiContext } from '../../src/api/server.js';
 import { Catalog } from '../../src/exports/catalog.js';
 import type { Repository } from '../../src/repo/repository.js';
 import { silentLogger } from '../../src/util/log.js';
+import { testAuth, type TestAuth } from '../helpers/api-auth.js';
 
 let reindexed = 0;
 let http: string | undefined;
@@ -32,10 +33,13 @@ function context(listen: () => string | undefined): ApiContext {
     repo,
     jobs: new JobRegistry(silentLogger),
     repoChanged: async () => undefined,
+    auth: t.auth,
   };
 }
 
+let t: TestAuth;
 beforeAll(async () => {
+  t = await testAuth();
   catalog = new Catalog();
   app = createApi(context(() => http));
   await app.listen({ host: '127.0.0.1', port: 0 });
@@ -47,7 +51,7 @@ afterAll(async () => {
   await catalog.close();
 });
 
-const reindex = (headers: Record<string, string>, payload?: string) => app.inject({ method: 'POST', url: '/v1/repo/reindex', headers: { host: http!, ...headers }, payload });
+const reindex = (headers: Record<string, string>, payload?: string) => app.inject({ method: 'POST', url: '/v1/repo/reindex', headers: { host: http!, ...t.headers('admin'), ...headers }, payload });
 
 describe('API request hygiene', () => {
   it('a cross-origin text/plain POST (what a web page can send) is refused and runs nothing', async () => {
@@ -113,7 +117,7 @@ describe('API request hygiene', () => {
   });
 
   it("the CLI's client still works over HTTP: body-less and JSON POSTs, GETs", async () => {
-    const client = new ApiClient(`http://${http}`);
+    const client = new ApiClient(`http://${http}`, { token: t.token.admin });
     const before = reindexed;
     await expect(client.post('/v1/repo/reindex')).resolves.toEqual({ points: before + 1 });
     await expect(client.post('/v1/repo/reindex', {})).resolves.toEqual({ points: before + 2 });

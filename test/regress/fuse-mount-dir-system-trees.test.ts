@@ -9,6 +9,7 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApi } from '../../src/api/server.js';
+import { testAuth, type TestAuth } from '../helpers/api-auth.js';
 import { Catalog } from '../../src/exports/catalog.js';
 import { FuseMounts, resolveMountDir } from '../../src/fuse/manager.js';
 import { silentLogger } from '../../src/util/log.js';
@@ -25,7 +26,9 @@ function bounded<T>(p: Promise<T>, what: string, ms = 20_000): Promise<T> {
 let dir: string;
 let fuse: FuseMounts;
 let app: FastifyInstance;
+let t: TestAuth;
 beforeAll(async () => {
+  t = await testAuth();
   dir = tempDir('rebound-mountdir-');
   const catalog = new Catalog();
   fuse = new FuseMounts({ catalog: catalog.view('fuse'), log: silentLogger });
@@ -37,6 +40,7 @@ beforeAll(async () => {
     endpoints: () => ({ nbd: [], nbdSocket: [], http: undefined }),
     config: () => ({}),
     fuse,
+    auth: t.auth,
   });
   await app.ready();
 });
@@ -47,7 +51,7 @@ afterAll(async () => {
 });
 
 const post = (d: string): Promise<{ statusCode: number; json: () => { error?: { code: string; message: string }; dir?: string } }> =>
-  bounded(app.inject({ method: 'POST', url: '/v1/mounts', payload: { dir: d } }), `POST /v1/mounts ${d}`);
+  bounded(app.inject({ method: 'POST', url: '/v1/mounts', headers: t.headers('operator'), payload: { dir: d } }), `POST /v1/mounts ${d}`);
 
 describe('mount directories in system trees', () => {
   it('/proc/sys/x is refused at once with ERR_MOUNT_DIR_NOT_ALLOWED', async () => {
@@ -80,7 +84,7 @@ describe('mount directories in system trees', () => {
     const r = await post(mnt);
     if (r.statusCode === 201) {
       expect(r.json().dir).toBe(path.join(fs.realpathSync(dir), 'a', 'b', 'mnt'));
-      const del = await bounded(app.inject({ method: 'DELETE', url: `/v1/mounts?dir=${encodeURIComponent(mnt)}` }), 'unmount');
+      const del = await bounded(app.inject({ method: 'DELETE', url: `/v1/mounts?dir=${encodeURIComponent(mnt)}`, headers: t.headers('operator') }), 'unmount');
       expect(del.statusCode).toBe(200);
     } else {
       console.log(`FUSE mount not possible here: ${JSON.stringify(r.json())}`);

@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { createApi } from '../../src/api/server.js';
+import { TokenStore } from '../../src/auth/token-store.js';
 import { Catalog } from '../../src/exports/catalog.js';
 import { silentLogger } from '../../src/util/log.js';
 
@@ -17,6 +18,7 @@ describe('regress: malformed URLs', () => {
       startedAt: new Date(),
       endpoints: () => ({ nbd: [], nbdSocket: [], http: '127.0.0.1:10810' }),
       config: () => ({ http: '127.0.0.1:10810' }),
+      auth: { tokens: TokenStore.inMemory() },
     });
     try {
       for (const [method, url] of [['GET', '/v1/nope/%'], ['POST', '/v1/sessions/%E2%82/switch'], ['GET', '/v1/exports/%E2%82']] as const) {

@@ -13,16 +13,21 @@ import { Daemon } from '../../src/daemon/daemon.js';
 import { backup } from '../../src/repo/ingest.js';
 import { silentLogger } from '../../src/util/log.js';
 import { makeImage, tempDir } from '../helpers/images.js';
+import { adminTokenPath } from '../../src/auth/token-store.js';
 
 let root: string;
 let allowed: string;
 let outside: string;
 let daemon: Daemon;
 
-async function api(method: string, url: string, body?: unknown): Promise<{ status: number; body: any }> {
+/** A token of each role: the admin's from the data directory, the others made with it. */
+const tokens: Record<string, string> = {};
+const ROLES = ['viewer', 'operator', 'admin'] as const;
+
+async function api(method: string, url: string, body?: unknown, role: (typeof ROLES)[number] = 'admin'): Promise<{ status: number; body: any }> {
   const res = await fetch(`http://${daemon.endpoints.http}${url}`, {
     method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    headers: { authorization: `Bearer ${tokens[role]}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   return { status: res.status, body: await res.json() };
@@ -62,6 +67,8 @@ beforeAll(async () => {
     targetDirs: [allowed],
   });
   daemon = await Daemon.start(config, silentLogger);
+  tokens.admin = fs.readFileSync(adminTokenPath(config.dataDir), 'utf8').trim();
+  for (const role of ['viewer', 'operator'] as const) tokens[role] = (await api('POST', '/v1/tokens', { name: role, role })).body.token;
 });
 afterAll(async () => {
   await daemon?.close();
@@ -75,6 +82,28 @@ describe('POST /v1/backups takes paths from sourceDirs only', () => {
     expect(r.status).toBe(403);
     expect(r.body.error.code).toBe('ERR_PATH_NOT_ALLOWED');
     expect(r.body.error.message).toContain('is not below a directory in sourceDirs (--source-dir DIR)');
+    expect(await stored()).toEqual(before);
+  });
+
+  it('refuses the shadow read for every role: a viewer may not back up, an operator and an admin not outside sourceDirs', async () => {
+    const before = await stored();
+    for (const role of ROLES) {
+      for (const body of [
+        { vm: 'stolen', disks: [{ name: 'd0', source: path.join(outside, 'secret.img') }] },
+        { vm: 'stolen', disks: [{ name: 'd0', source: path.join(allowed, 'disk.img') }], configs: ['/etc/shadow'] },
+      ]) {
+        const r = await api('POST', '/v1/backups', body, role);
+        expect(r.status, role).toBe(403);
+        expect(r.body.error.code, role).toBe(role === 'viewer' ? 'ERR_FORBIDDEN' : 'ERR_PATH_NOT_ALLOWED');
+      }
+    }
+    // Without a token, nothing at all.
+    const anon = await fetch(`http://${daemon.endpoints.http}/v1/backups`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ vm: 'stolen', disks: [{ name: 'd0', source: '/etc/shadow' }] }),
+    });
+    expect(anon.status).toBe(401);
     expect(await stored()).toEqual(before);
   });
 

@@ -12,6 +12,7 @@ import { defaultConfig, validateConfig } from '../../src/config/schema.js';
 import { Daemon } from '../../src/daemon/daemon.js';
 import { silentLogger } from '../../src/util/log.js';
 import { makeImage, tempDir } from '../helpers/images.js';
+import { adminTokenPath } from '../../src/auth/token-store.js';
 
 let root: string;
 let allowed: string;
@@ -21,10 +22,14 @@ let image: Buffer;
 let daemon: Daemon;
 const PRECIOUS = 'root-owned content that must survive\n';
 
-async function api(method: string, url: string, body?: unknown): Promise<{ status: number; body: any }> {
+/** A token of each role: the admin's from the data directory, the others made with it. */
+const tokens: Record<string, string> = {};
+const ROLES = ['viewer', 'operator', 'admin'] as const;
+
+async function api(method: string, url: string, body?: unknown, role: (typeof ROLES)[number] = 'admin'): Promise<{ status: number; body: any }> {
   const res = await fetch(`http://${daemon.endpoints.http}${url}`, {
     method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    headers: { authorization: `Bearer ${tokens[role]}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   return { status: res.status, body: await res.json() };
@@ -64,6 +69,8 @@ beforeAll(async () => {
     targetDirs: [allowed],
   });
   daemon = await Daemon.start(config, silentLogger);
+  tokens.admin = fs.readFileSync(adminTokenPath(config.dataDir), 'utf8').trim();
+  for (const role of ['viewer', 'operator'] as const) tokens[role] = (await api('POST', '/v1/tokens', { name: role, role })).body.token;
   const b = await api('POST', '/v1/backups', { vm: 'vm1', disks: [{ name: 'd0', source: path.join(allowed, 'disk.img') }] });
   expect(await waitJob(b.body.id)).toMatchObject({ state: 'succeeded' });
 });
@@ -76,6 +83,22 @@ describe('POST /v1/restores writes below targetDirs only', () => {
   it('refuses a file outside targetDirs and leaves it unchanged', async () => {
     const r = await api('POST', '/v1/restores', { vm: 'vm1', disk: 'd0', to: victim });
     expectRefused(r, 'is not below a directory in targetDirs (--target-dir DIR)');
+    expect(fs.readFileSync(victim, 'utf8')).toBe(PRECIOUS);
+    expect((await api('GET', '/v1/jobs')).body.jobs.filter((j: any) => j.kind === 'restore')).toEqual([]);
+  });
+
+  it('refuses the overwrite for every role: a viewer may not restore, an operator and an admin not outside targetDirs', async () => {
+    for (const role of ROLES) {
+      const r = await api('POST', '/v1/restores', { vm: 'vm1', disk: 'd0', to: victim }, role);
+      expect(r.status, role).toBe(403);
+      expect(r.body.error.code, role).toBe(role === 'viewer' ? 'ERR_FORBIDDEN' : 'ERR_PATH_NOT_ALLOWED');
+    }
+    const anon = await fetch(`http://${daemon.endpoints.http}/v1/restores`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ vm: 'vm1', disk: 'd0', to: victim }),
+    });
+    expect(anon.status).toBe(401);
     expect(fs.readFileSync(victim, 'utf8')).toBe(PRECIOUS);
     expect((await api('GET', '/v1/jobs')).body.jobs.filter((j: any) => j.kind === 'restore')).toEqual([]);
   });

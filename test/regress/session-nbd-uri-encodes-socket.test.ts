@@ -43,7 +43,7 @@ describe.skipIf(missing.length > 0)('session NBD URIs with an unusual socket pat
   });
 
   it('reports URIs that name the real socket and export, and work with nbdinfo', async () => {
-    const out = await runOk(process.execPath, [CLI, '--server', `http://${daemon!.http}`, 'sessions', '--json']);
+    const out = await runOk(process.execPath, [CLI, '--server', `http://${daemon!.http}`, '--token-file', daemon!.tokenFile, 'sessions', '--json']);
     const uris = unixUris(JSON.parse(out.stdout));
     expect(uris.length).toBeGreaterThanOrEqual(2);
     const sizes: Record<string, number> = { disk0: 69632, disk1: 32768 };

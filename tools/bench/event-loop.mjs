@@ -23,6 +23,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   api, cpuSeconds, fmt, killAllSync, log, MiB, pathFlags, REBOUND_MAIN, removeTmpSync, rebound, ROOT, run, setTmpDir, sleep, startFio, startServer, stopServer, table, which, writeVmImage,
+  useDaemonToken,
 } from './lib.mjs';
 
 const TARGET_P99_MS = 5;
@@ -163,6 +164,7 @@ async function main() {
     sock, uri: `nbd+unix:///?socket=${sock}`, dir: tmpDir,
     ready: (_s, text) => /HTTP API: (http:\/\/[^/\s]+)\//.exec(text)?.[1],
   });
+  useDaemonToken(data);
   const ctx = { http: server.ready, pid: server.pid, sock, tmpDir, size, migrateRate: values['migrate-rate'] };
   const R = {
     size, runtime, cacheSize, fio: { ...fioOpts, rateIops }, migrateRate: ctx.migrateRate ?? null, cpus: os.cpus().length,

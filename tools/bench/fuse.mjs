@@ -29,6 +29,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   cpuSeconds, fmt, killAllSync, log, MiB, pathFlags, REBOUND_MAIN, removeTmpSync, ROOT, run, setTmpDir, startServer, stopServer, table, waitNbd, which, writeImage,
+  useDaemonToken,
 } from './lib.mjs';
 
 const TARGETS = { seqReadVsNbd: 0.5, rssOverCacheMiB: 100 };
@@ -168,6 +169,7 @@ async function main() {
     });
     mounts.push({ dir: mnt, fuse: true });
     d.http = d.ready;
+    useDaemonToken(dataDir);
     return d;
   };
   const stop = async (d) => {

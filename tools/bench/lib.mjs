@@ -548,11 +548,22 @@ export function startFio({ uri, name, rw, bs, iodepth, runtime, extra = [] }) {
   return { child, command: ['fio', ...args].join(' '), stop, result };
 }
 
-/** A call of the daemon's HTTP API (JSON); throws with the answer on an error status. */
+/**
+ * After `rebound serve --data DATA` printed its banner: its first admin token (DATA/auth/admin.token)
+ * becomes REBOUND_TOKEN, which api() sends and the `rebound` children inherit.
+ */
+export function useDaemonToken(dataDir) {
+  process.env.REBOUND_TOKEN = fs.readFileSync(path.join(dataDir, 'auth', 'admin.token'), 'utf8').trim();
+}
+
+/** A call of the daemon's HTTP API (JSON, with REBOUND_TOKEN); throws with the answer on an error status. */
 export async function api(http, method, url, body) {
   const res = await fetch(`${http}${url}`, {
     method,
-    headers: body ? { 'content-type': 'application/json' } : {},
+    headers: {
+      ...(process.env.REBOUND_TOKEN ? { authorization: `Bearer ${process.env.REBOUND_TOKEN}` } : {}),
+      ...(body ? { 'content-type': 'application/json' } : {}),
+    },
     body: body ? JSON.stringify(body) : undefined,
     signal: AbortSignal.timeout(600_000),
   });

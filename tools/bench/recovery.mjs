@@ -20,6 +20,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   api, fmt, GiB, killAllSync, log, MiB, pathFlags, REBOUND_MAIN, removeTmpSync, rebound, ROOT, run, setTmpDir, sleep, startServer, stopServer, table, which, writeVmImage,
+  useDaemonToken,
 } from './lib.mjs';
 
 const USAGE = `usage: node tools/bench/recovery.mjs [options]
@@ -89,6 +90,7 @@ async function main() {
     sock, uri: `nbd+unix:///?socket=${sock}`, dir: tmpDir,
     ready: (_s, text) => /HTTP API: (http:\/\/[^/\s]+)\//.exec(text)?.[1],
   });
+  useDaemonToken(data);
   const ctx = { http: server.ready, sock };
   try {
     // ---- 1. time to a usable export ------------------------------------------------------

@@ -39,6 +39,7 @@ import { parseArgs } from 'node:util';
 import {
   cpuSeconds, dirUsage, firstLine, fmt, GiB, killAllSync, log, makeRng, measureFio, measureNbdcopy, MiB, REBOUND_MAIN,
   pathFlags, removeTmpSync, ROOT, run, setTmpDir, startServer, stopServer, table, VM_IMAGE_MIX, waitNbd, warmPageCache, which, writeVmImage,
+  useDaemonToken,
 } from './lib.mjs';
 
 const TARGETS = { restoreVsConvert: 0.8, warmRandVsNbdkit: 0.7 };
@@ -179,6 +180,7 @@ async function startDaemon(ctx, { dataDir, sock, dir, logName }) {
     },
   });
   server.http = server.ready;
+  useDaemonToken(dataDir);
   return server;
 }
 

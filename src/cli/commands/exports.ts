@@ -19,7 +19,7 @@ export function registerExports(program: Command, io: CliIo): void {
     .description('list the exports the daemon serves, with their NBD URIs')
     .option('--json', 'print the full JSON answer of GET /v1/exports')
     .action(async (opts: { json?: boolean }, cmd: Command) => {
-      const res = await apiClient(cmd).get<{ exports: ExportRow[]; defaultExport: string | null }>('/v1/exports');
+      const res = await apiClient(cmd, io).get<{ exports: ExportRow[]; defaultExport: string | null }>('/v1/exports');
       if (opts.json) {
         io.stdout(JSON.stringify(res, null, 2) + '\n');
         return;

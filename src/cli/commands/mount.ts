@@ -25,7 +25,7 @@ export function registerMount(program: Command, io: CliIo): void {
         '\nSee docs/file-restore.md.',
     )
     .action(async (dir: string | undefined, opts: { json?: boolean }, cmd: Command) => {
-      const client = apiClient(cmd);
+      const client = apiClient(cmd, io);
       if (!dir) {
         const r = await client.get<{ mounts: MountInfo[] }>('/v1/mounts');
         if (opts.json) return io.stdout(JSON.stringify(r, null, 2) + '\n');
@@ -53,7 +53,7 @@ export function registerMount(program: Command, io: CliIo): void {
     .action(async (dir: string, opts: { lazy?: boolean; json?: boolean }, cmd: Command) => {
       const abs = path.resolve(io.cwd, dir);
       const q = `dir=${encodeURIComponent(abs)}${opts.lazy ? '&lazy=true' : ''}`;
-      const r = await apiClient(cmd).request<{ dir: string; unmounted: boolean }>('DELETE', `/v1/mounts?${q}`);
+      const r = await apiClient(cmd, io).request<{ dir: string; unmounted: boolean }>('DELETE', `/v1/mounts?${q}`);
       if (opts.json) return io.stdout(JSON.stringify(r, null, 2) + '\n');
       io.stdout(`unmounted ${abs}${opts.lazy ? ' (lazily)' : ''}\n`);
     });

@@ -39,7 +39,7 @@ export function registerRepo(program: Command, io: CliIo): void {
         if (eq <= 0) throw new Error(`--disk ${d}: expected NAME=SOURCE`);
         return { name: d.slice(0, eq), source: absolute(d.slice(eq + 1)) };
       });
-      const client = apiClient(cmd);
+      const client = apiClient(cmd, io);
       const job = await client.post<JobInfo>('/v1/backups', {
         vm,
         disks,
@@ -67,7 +67,7 @@ export function registerRepo(program: Command, io: CliIo): void {
     .argument('[vm]', 'a VM name')
     .option('--json', 'print JSON')
     .action(async (vm: string | undefined, opts: { json?: boolean }, cmd: Command) => {
-      const client = apiClient(cmd);
+      const client = apiClient(cmd, io);
       if (!vm) {
         const r = await client.get<{ vms: Array<{ vm: string; points: number; latest: string }> }>('/v1/vms');
         if (opts.json) return io.stdout(JSON.stringify(r, null, 2) + '\n');
@@ -98,7 +98,7 @@ export function registerRepo(program: Command, io: CliIo): void {
     .option('--json', 'print JSON')
     .action(async (ref: string, opts: { json?: boolean }, cmd: Command) => {
       const { vm, point } = parsePointRef(ref);
-      const m = await apiClient(cmd).get<PointManifest & { exports: string[]; pinned: boolean }>(
+      const m = await apiClient(cmd, io).get<PointManifest & { exports: string[]; pinned: boolean }>(
         `/v1/vms/${encodeURIComponent(vm)}/points/${encodeURIComponent(point)}`,
       );
       if (opts.json) return io.stdout(JSON.stringify(m, null, 2) + '\n');
@@ -121,7 +121,7 @@ export function registerRepo(program: Command, io: CliIo): void {
     .option('--json', 'print the finished job as JSON')
     .action(async (ref: string, opts: { disk: string; to: string; json?: boolean }, cmd: Command) => {
       const { vm, point } = parsePointRef(ref);
-      const client = apiClient(cmd);
+      const client = apiClient(cmd, io);
       const job = await client.post<JobInfo>('/v1/restores', { vm, point, disk: opts.disk, to: absolute(opts.to) });
       const done = await followJob(client, job, io);
       if (opts.json) return io.stdout(JSON.stringify(done, null, 2) + '\n');
@@ -139,7 +139,7 @@ export function registerRepo(program: Command, io: CliIo): void {
     .option('--json', 'print the report as JSON')
     .action(async (ref: string | undefined, opts: { json?: boolean }, cmd: Command) => {
       const target = ref ? (ref.includes('@') ? parsePointRef(ref) : { vm: ref }) : {};
-      const client = apiClient(cmd);
+      const client = apiClient(cmd, io);
       const job = await followJob(client, await client.post<JobInfo>('/v1/verify', target), io, { total: 'total', done: 'done' });
       const r = job.result as VerifyReport;
       if (opts.json) io.stdout(JSON.stringify(r, null, 2) + '\n');
@@ -173,7 +173,7 @@ export function registerRepo(program: Command, io: CliIo): void {
           policy[key] = n;
         }
       }
-      const r = await apiClient(cmd).post<PruneResult>('/v1/prune', { vm, dryRun: Boolean(opts.dryRun), ...policy });
+      const r = await apiClient(cmd, io).post<PruneResult>('/v1/prune', { vm, dryRun: Boolean(opts.dryRun), ...policy });
       if (opts.json) return io.stdout(JSON.stringify(r, null, 2) + '\n');
       for (const k of r.keep) io.stdout(`keep    ${vm}@${k.id}  (${k.reasons.join(', ')})\n`);
       for (const x of r.remove) io.stdout(`${r.dryRun ? 'would remove' : 'remove'}  ${vm}@${x.id}\n`);
@@ -185,7 +185,7 @@ export function registerRepo(program: Command, io: CliIo): void {
     .description('delete chunks no restore point, export or running backup uses (mark and sweep; safe while serving)')
     .option('--json', 'print the result as JSON')
     .action(async (opts: { json?: boolean }, cmd: Command) => {
-      const client = apiClient(cmd);
+      const client = apiClient(cmd, io);
       const job = await followJob(client, await client.post<JobInfo>('/v1/gc', {}), io, { total: 'total', done: 'done' });
       const r = job.result as GcResult;
       if (opts.json) return io.stdout(JSON.stringify(r, null, 2) + '\n');
@@ -197,14 +197,14 @@ export function registerRepo(program: Command, io: CliIo): void {
     .command('reindex')
     .description('rebuild the catalog from the restore point files (the files are the source of truth)')
     .action(async (_o: unknown, cmd: Command) => {
-      const r = await apiClient(cmd).post<{ points: number }>('/v1/repo/reindex');
+      const r = await apiClient(cmd, io).post<{ points: number }>('/v1/repo/reindex');
       io.stdout(`catalog rebuilt: ${r.points} restore point(s)\n`);
     });
   repo
     .command('info')
     .description('show the repository as JSON: location, format, chunk size, codec, cache statistics')
     .action(async (_o: unknown, cmd: Command) => {
-      const r = await apiClient(cmd).get<Record<string, unknown>>('/v1/repo');
+      const r = await apiClient(cmd, io).get<Record<string, unknown>>('/v1/repo');
       io.stdout(JSON.stringify(r, null, 2) + '\n');
     });
 }

@@ -1,4 +1,6 @@
 import type { Command } from 'commander';
+import fs from 'node:fs';
+import { adminTokenPath } from '../../auth/token-store.js';
 import { nbdUris } from '../../nbd/client.js';
 import { addConfigOptions } from '../../config/cli-options.js';
 import { loadConfig, plainConfig, validateConfig, type ConfigLayer, type ValidatedConfig } from '../../config/schema.js';
@@ -27,7 +29,12 @@ export function registerServe(program: Command, io: CliIo, setExit: (code: numbe
         '  rebound serve --nfs 0.0.0.0:2049 --cache-size 1G --qos-bandwidth 200M',
     )
     .action(async (opts: { printConfig?: boolean }) => {
-      const config = buildConfig(readFlags(), io);
+      // --data is also a global option (client commands find the admin token with it), and
+      // commander hands it to the program wherever it is typed.
+      const flags = readFlags();
+      const globalData = program.opts<{ data?: string }>().data;
+      if (globalData !== undefined && flags.values.dataDir === undefined) flags.values.dataDir = globalData;
+      const config = buildConfig(flags, io);
       if (opts.printConfig) {
         io.stdout(JSON.stringify(plainConfig(config), null, 2) + '\n');
         return;
@@ -74,6 +81,8 @@ function banner(daemon: Daemon): string {
       `  rebound recover VM --server http://${ep.http}      (instant recovery of a backed-up VM, e.g. demo)`,
       `HTTP API: http://${ep.http}/v1/exports`,
     );
+    const tokenFile = adminTokenPath(daemon.config.dataDir);
+    if (fs.existsSync(tokenFile)) lines.push(`API token (admin): ${tokenFile} (the CLI reads it when run by this user with the same --data; clients send Authorization: Bearer TOKEN)`);
   }
   lines.push('Press Ctrl-C to stop.');
   return lines.join('\n') + '\n';

@@ -61,7 +61,7 @@ export function registerSessions(program: Command, io: CliIo): void {
     .option('--json', 'print the session as JSON')
     .action(async (ref: string, opts: { name?: string; quota?: string; iops?: string; bandwidth?: string; nbd: boolean; nfs: boolean; fuse: boolean; allow: string[]; json?: boolean }, cmd: Command) => {
       const { vm, point } = parsePointRef(ref);
-      const s = await apiClient(cmd).post<SessionDetail>('/v1/sessions', {
+      const s = await apiClient(cmd, io).post<SessionDetail>('/v1/sessions', {
         vm,
         point,
         ...(opts.name ? { name: opts.name } : {}),
@@ -81,7 +81,7 @@ export function registerSessions(program: Command, io: CliIo): void {
     .argument('[name]', 'one session, with its connection strings')
     .option('--json', 'print JSON')
     .action(async (name: string | undefined, opts: { json?: boolean }, cmd: Command) => {
-      const client = apiClient(cmd);
+      const client = apiClient(cmd, io);
       if (name) {
         const s = await client.get<SessionDetail>(`/v1/sessions/${enc(name)}`);
         if (opts.json) return io.stdout(JSON.stringify(s, null, 2) + '\n');
@@ -118,7 +118,7 @@ export function registerSessions(program: Command, io: CliIo): void {
     .description('end a recovery session and throw away its overlays (every write since recover) and unpin its restore point')
     .argument('<session>')
     .action(async (name: string, _opts: unknown, cmd: Command) => {
-      await apiClient(cmd).request('DELETE', `/v1/sessions/${enc(name)}`);
+      await apiClient(cmd, io).request('DELETE', `/v1/sessions/${enc(name)}`);
       io.stdout(`discarded session ${name}\n`);
     });
 
@@ -131,7 +131,7 @@ export function registerSessions(program: Command, io: CliIo): void {
     .option('--bandwidth <rate>', 'bytes per second, e.g. 200M/s (0: unlimited)')
     .option('--json', 'print JSON')
     .action(async (name: string | undefined, opts: { global?: boolean; iops?: string; bandwidth?: string; json?: boolean }, cmd: Command) => {
-      const client = apiClient(cmd);
+      const client = apiClient(cmd, io);
       if (!name && !opts.global) throw new Error('give a session name, or --global');
       const url = opts.global ? '/v1/qos' : `/v1/sessions/${enc(name!)}/qos`;
       const change = opts.iops !== undefined || opts.bandwidth !== undefined;
@@ -155,7 +155,7 @@ export function registerSessions(program: Command, io: CliIo): void {
     .option('--switch', 'switch the session\'s exports to the target as soon as it is in step')
     .option('--json', 'print the finished job as JSON')
     .action(async (name: string, opts: { to: string; disk?: string[]; rate?: string; switch?: boolean; json?: boolean }, cmd: Command) => {
-      const client = apiClient(cmd);
+      const client = apiClient(cmd, io);
       const to = isNbdUri(opts.to) ? opts.to : path.resolve(io.cwd, opts.to);
       const job = await client.post<JobInfo>(`/v1/sessions/${enc(name)}/migrate`, {
         to,
@@ -178,7 +178,7 @@ export function registerSessions(program: Command, io: CliIo): void {
     .argument('<session>')
     .option('--json', 'print JSON')
     .action(async (name: string, opts: { json?: boolean }, cmd: Command) => {
-      const r = await apiClient(cmd).post<SessionDetail & { verified: Array<{ disk: string; units: number; repaired: number }> }>(`/v1/sessions/${enc(name)}/switch`, {});
+      const r = await apiClient(cmd, io).post<SessionDetail & { verified: Array<{ disk: string; units: number; repaired: number }> }>(`/v1/sessions/${enc(name)}/switch`, {});
       if (opts.json) return io.stdout(JSON.stringify(r, null, 2) + '\n');
       for (const v of r.verified) io.stdout(`${v.disk}: switched; final comparison of ${v.units} units, ${v.repaired} repaired; overlay retired\n`);
     });
@@ -188,7 +188,7 @@ export function registerSessions(program: Command, io: CliIo): void {
     .description('end a switched session (its disks live on production storage now); refused while a target is incomplete')
     .argument('<session>')
     .action(async (name: string, _opts: unknown, cmd: Command) => {
-      await apiClient(cmd).post(`/v1/sessions/${enc(name)}/finish`, {});
+      await apiClient(cmd, io).post(`/v1/sessions/${enc(name)}/finish`, {});
       io.stdout(`finished session ${name}\n`);
     });
 
@@ -199,7 +199,7 @@ export function registerSessions(program: Command, io: CliIo): void {
     .option('--tag <tag>', 'a tag to attach, repeatable', (v: string, prev: string[] = []) => [...prev, v])
     .option('--json', 'print the finished job as JSON')
     .action(async (name: string, opts: { tag?: string[]; json?: boolean }, cmd: Command) => {
-      const client = apiClient(cmd);
+      const client = apiClient(cmd, io);
       const job = await client.post<JobInfo>(`/v1/sessions/${enc(name)}/commit`, { tags: opts.tag ?? [] });
       const done = await followJob(client, job, io);
       if (opts.json) return io.stdout(JSON.stringify(done, null, 2) + '\n');

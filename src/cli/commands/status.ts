@@ -17,7 +17,7 @@ export function registerStatus(program: Command, io: CliIo): void {
     .description("show whether the daemon is up, where it listens and how many exports it serves")
     .option('--json', 'print the JSON answer of GET /v1/health')
     .action(async (opts: { json?: boolean }, cmd: Command) => {
-      const h = await apiClient(cmd).get<Health>('/v1/health');
+      const h = await apiClient(cmd, io).get<Health>('/v1/health');
       if (opts.json) {
         io.stdout(JSON.stringify(h, null, 2) + '\n');
         return;
@@ -34,7 +34,7 @@ export function registerStatus(program: Command, io: CliIo): void {
     .command('config')
     .description("print the running daemon's effective configuration (JSON)")
     .action(async (_opts: unknown, cmd: Command) => {
-      const c = await apiClient(cmd).get<Record<string, unknown>>('/v1/config');
+      const c = await apiClient(cmd, io).get<Record<string, unknown>>('/v1/config');
       io.stdout(JSON.stringify(c, null, 2) + '\n');
     });
 }

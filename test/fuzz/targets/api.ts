@@ -18,6 +18,7 @@ import fc from 'fast-check';
 import type { FastifyInstance } from 'fastify';
 import { JobRegistry } from '../../../src/api/jobs.js';
 import { createApi } from '../../../src/api/server.js';
+import { TokenStore } from '../../../src/auth/token-store.js';
 import { Catalog } from '../../../src/exports/catalog.js';
 import { SessionManager } from '../../../src/recovery/session-manager.js';
 import { backup } from '../../../src/repo/ingest.js';
@@ -103,6 +104,8 @@ interface Ctx {
   jobs: JobRegistry;
   sessions: SessionManager;
   catalog: Catalog;
+  /** An admin token: requests reach the routes' handlers. */
+  admin: string;
 }
 
 export function apiTarget(): FuzzTarget<Input, Ctx> {
@@ -123,6 +126,9 @@ export function apiTarget(): FuzzTarget<Input, Ctx> {
       const jobs = new JobRegistry(silentLogger);
       const endpoints = () => ({ nbd: ['127.0.0.1:10809'], nbdSocket: [], http: '127.0.0.1:10810' });
       const sessions = await SessionManager.open({ dataDir, repo, catalog, log: silentLogger, globalQos: {}, report: { warnAgeHours: 24, warnBytes: 1 << 30, endpoints } });
+      // Every route with an admin token: the fuzzer reaches the handlers, not the 401.
+      const tokens = TokenStore.inMemory();
+      const admin = (await tokens.create({ name: 'fuzz', role: 'admin' })).token;
       const app = createApi({
         catalog,
         log: silentLogger,
@@ -135,15 +141,16 @@ export function apiTarget(): FuzzTarget<Input, Ctx> {
         repoChanged: async () => undefined,
         sessions,
         paths: new PathPolicy({ sourceDirs: [dirs.src], targetDirs: [dirs.dst] }),
+        auth: { tokens },
       });
       await app.ready();
-      return { dir, app, repo, jobs, sessions, catalog };
+      return { dir, app, repo, jobs, sessions, catalog, admin };
     },
     check: async (inp, ctx) => {
       const r = await ctx.app.inject({
         method: inp.method,
         url: inp.url,
-        headers: { host: '127.0.0.1:10810', ...(inp.contentType ? { 'content-type': inp.contentType } : {}) },
+        headers: { host: '127.0.0.1:10810', authorization: `Bearer ${ctx.admin}`, ...(inp.contentType ? { 'content-type': inp.contentType } : {}) },
         payload: inp.payload,
       });
       const what = `${inp.method} ${inp.url} [${inp.contentType}] ${inp.payload?.slice(0, 300)}`;

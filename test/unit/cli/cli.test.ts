@@ -36,7 +36,7 @@ afterAll(async () => {
 
 describe('rebound CLI', () => {
   it('exports: a table with names, sizes, modes and URIs', async () => {
-    const r = await cli(['--server', server, 'exports']);
+    const r = await cli(['--server', server, '--data', daemon.config.dataDir, 'exports']);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^NAME\s+SIZE\s+MODE\s+OVERLAY\s+CONN\s+URI/);
     expect(r.stdout).toMatch(new RegExp(`a \\*\\s+1 MiB\\s+ro\\s+-\\s+0\\s+nbd://${daemon.endpoints.nbd[0]}/a`));
@@ -44,7 +44,7 @@ describe('rebound CLI', () => {
     expect(r.stdout).toMatch(/c\s+1 MiB\s+cow\s+0 B \/ 512 KiB\s+0/);
   });
   it('exports --json, with the server from REBOUND_SERVER', async () => {
-    const r = await cli(['exports', '--json'], { env: { REBOUND_SERVER: server } });
+    const r = await cli(['exports', '--json'], { env: { REBOUND_SERVER: server, REBOUND_DATA: path.join(dir, 'data') } });
     const body = JSON.parse(r.stdout);
     expect(body.exports.map((e: { name: string }) => e.name)).toEqual(['a', 'm', 'c']);
     expect(body.exports[0].description).toBe('image a');
@@ -52,10 +52,10 @@ describe('rebound CLI', () => {
     expect(body.exports[2].overlay.dir).toBe(path.join(dir, 'data', 'overlays', 'c'));
   });
   it('status and config', async () => {
-    const s = await cli(['--server', server, 'status']);
+    const s = await cli(['--server', server, '--data', daemon.config.dataDir, 'status']);
     expect(s.stdout).toContain(`pid ${process.pid}`);
     expect(s.stdout).toContain('3 export(s)');
-    const c = await cli(['--server', server, 'config']);
+    const c = await cli(['--server', server, '--data', daemon.config.dataDir, 'config']);
     expect(JSON.parse(c.stdout).dataDir).toBe(path.join(dir, 'data'));
   });
   it('explains an unreachable daemon', async () => {

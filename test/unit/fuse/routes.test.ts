@@ -6,9 +6,12 @@ import { Catalog } from '../../../src/exports/catalog.js';
 import { FuseMounts } from '../../../src/fuse/manager.js';
 import { silentLogger } from '../../../src/util/log.js';
 import { cli } from '../../helpers/cli.js';
+import { testAuth, type TestAuth } from '../../helpers/api-auth.js';
 
 let app: FastifyInstance;
+let t: TestAuth;
 beforeAll(async () => {
+  t = await testAuth();
   const catalog = new Catalog();
   const fuse = new FuseMounts({ catalog: catalog.view('fuse'), log: silentLogger });
   app = createApi({
@@ -19,6 +22,7 @@ beforeAll(async () => {
     endpoints: () => ({ nbd: [], nbdSocket: [], http: undefined }),
     config: () => ({}),
     fuse,
+    auth: t.auth,
   });
   await app.ready();
 });
@@ -26,21 +30,21 @@ afterAll(() => app.close());
 
 describe('/v1/mounts', () => {
   it('lists no mounts at first', async () => {
-    const r = await app.inject({ method: 'GET', url: '/v1/mounts' });
+    const r = await app.inject({ method: 'GET', headers: t.headers('operator'), url: '/v1/mounts' });
     expect(r.statusCode).toBe(200);
     expect(r.json()).toEqual({ mounts: [] });
   });
   it('refuses a relative directory and a missing one', async () => {
-    const rel = await app.inject({ method: 'POST', url: '/v1/mounts', payload: { dir: 'relative/dir' } });
+    const rel = await app.inject({ method: 'POST', headers: t.headers('operator'), url: '/v1/mounts', payload: { dir: 'relative/dir' } });
     expect(rel.statusCode).toBe(400);
     expect(rel.json().error).toMatchObject({ code: 'ERR_INVALID_ARGUMENT', message: expect.stringMatching(/absolute path/) });
-    const none = await app.inject({ method: 'POST', url: '/v1/mounts', payload: {} });
+    const none = await app.inject({ method: 'POST', headers: t.headers('operator'), url: '/v1/mounts', payload: {} });
     expect(none.statusCode).toBe(400);
-    const del = await app.inject({ method: 'DELETE', url: '/v1/mounts' });
+    const del = await app.inject({ method: 'DELETE', headers: t.headers('operator'), url: '/v1/mounts' });
     expect(del.statusCode).toBe(400);
   });
   it('unmounting a directory that is not mounted is 404 ERR_MOUNT_NOT_FOUND', async () => {
-    const r = await app.inject({ method: 'DELETE', url: `/v1/mounts?dir=${encodeURIComponent('/tmp/not-mounted-here')}` });
+    const r = await app.inject({ method: 'DELETE', headers: t.headers('operator'), url: `/v1/mounts?dir=${encodeURIComponent('/tmp/not-mounted-here')}` });
     expect(r.statusCode).toBe(404);
     expect(r.json().error).toMatchObject({ code: 'ERR_MOUNT_NOT_FOUND', message: 'no file tree of this daemon is mounted at /tmp/not-mounted-here' });
   });
