@@ -270,8 +270,9 @@ export const CONFIG_SCHEMA = {
     doc:
       'Which NBD TLS identity may open which exports: IDENTITY:PATTERN[,PATTERN...][:ro] (config.json also takes ' +
       '{"identity", "exports", "readOnly"}). IDENTITY is a PSK username or a certificate subject DN (or CN=NAME); PATTERNs are globs ' +
-      "on the export, VM or session name. With TLS on, a connection's identity sees only exports a rule or the session's allow " +
-      'list (rebound recover --allow) admits; others look absent. Ignored with TLS off (docs/security.md).',
+      "on the export, VM or session name. With TLS on and rules given, a connection's identity sees only exports a rule or the " +
+      "session's allow list (rebound recover --allow) admits; others look absent. No rules: every TLS client sees every export but " +
+      'sessions with an allow list. Ignored with TLS off (docs/security.md).',
   }),
   shutdownTimeoutMs: field({
     type: integerType('ms', { min: 1, placeholder: 'MS' }),

@@ -14,9 +14,12 @@
  *    VM name and the session name of the entry, so `vm1` admits vm1's restore points and sessions,
  *    `session/*` every session's disks, `*` everything.
  *  - With TLS off (policy disabled) nothing is checked: there are no identities, as before TLS.
- *    With TLS on, a connection without an identity (plain text in `--tls on`, or TLS without a
- *    client certificate) is admitted only where no access control was configured: no rules at all
- *    and no `allow` on the entry.
+ *  - An entry with an `allow` list is restricted: only its identities and rules that name it get
+ *    it. Without any rule, every other entry is open to every client that passed TLS (as nbdkit
+ *    gives everything to any trusted certificate); once rules exist, an identity gets only what they
+ *    (or allow lists) grant. A connection without an identity (plain text in `--tls on`, or TLS
+ *    without a client certificate) is admitted only where nothing is configured: no rules at all and
+ *    no `allow` on the entry.
  *  - Refused exports are indistinguishable from absent ones (NBD_REP_ERR_UNKNOWN, not in LIST).
  */
 import { ReboundError } from '../errors.js';
@@ -120,10 +123,9 @@ export class AccessPolicy {
 
   decide(identity: TlsIdentity | undefined, subject: AccessSubject, writable: boolean): AccessDecision {
     if (!this.enabled) return { allowed: true, readOnly: !writable };
-    if (!identity) {
-      const open = this.rules.length === 0 && (subject.allow === undefined || subject.allow.length === 0);
-      return open ? { allowed: true, readOnly: !writable } : { allowed: false };
-    }
+    const unconfigured = this.rules.length === 0 && (subject.allow === undefined || subject.allow.length === 0);
+    if (unconfigured) return { allowed: true, readOnly: !writable };
+    if (!identity) return { allowed: false };
     let allowed = false;
     let readOnly = true;
     if (subject.allow?.some((p) => identityMatches(p, identity))) {

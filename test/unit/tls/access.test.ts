@@ -60,11 +60,13 @@ describe('AccessPolicy', () => {
     expect(policy.decide(bobPsk, allowed, true)).toEqual({ allowed: true, readOnly: false });
     expect(policy.decide(bobPsk, allowed, false)).toEqual({ allowed: true, readOnly: true });
   });
-  it('anonymous connections get only what nobody restricted', () => {
+  it('without rules, everything but allow-listed entries is open; anonymous connections get only what nobody restricted', () => {
     expect(policy.decide(undefined, point, true)).toEqual({ allowed: false });
     const noRules = new AccessPolicy({ enabled: true });
     expect(noRules.decide(undefined, point, true)).toEqual({ allowed: true, readOnly: false });
+    expect(noRules.decide(alice, point, true)).toEqual({ allowed: true, readOnly: false });
     expect(noRules.decide(undefined, allowed, true)).toEqual({ allowed: false });
-    expect(noRules.decide(alice, point, true)).toEqual({ allowed: false });
+    expect(noRules.decide(alice, allowed, true)).toEqual({ allowed: false });
+    expect(noRules.decide(bobPsk, allowed, true)).toEqual({ allowed: true, readOnly: false });
   });
 });
