@@ -19,8 +19,11 @@ export interface FuzzTarget<T, C = unknown> {
   setup?(): Promise<C>;
   /** Throws if the oracle does not hold for `input`. */
   check(input: T, ctx: C): unknown;
-  liveness?: { every: number; check(ctx: C): Promise<void> };
+  /** `done`: inputs run so far. */
+  liveness?: { every: number; check(ctx: C, done: number): Promise<void> };
   teardown?(ctx: C): Promise<void>;
+  /** Extra figures for the summary (daemon mode: the daemon's RSS), taken before teardown. */
+  report?(ctx: C): Record<string, unknown>;
   /** Per input (default 5 s). */
   timeoutMs?: number;
 }
@@ -34,6 +37,7 @@ export interface FuzzResult {
   rssBefore: number;
   rssAfter: number;
   failure?: string;
+  report?: Record<string, unknown>;
 }
 
 export interface FuzzOptions {
@@ -64,11 +68,12 @@ export async function runFuzz<T, C>(target: FuzzTarget<T, C>, opts: FuzzOptions)
   const live = async (): Promise<void> => {
     if (!target.liveness) return;
     livenessChecks++;
-    await withTimeout(target.liveness.check(ctx), 10_000, `${target.name} liveness check`);
+    await withTimeout(target.liveness.check(ctx, done), 10_000, `${target.name} liveness check`);
   };
   const rssBefore = process.memoryUsage().rss;
   const t0 = Date.now();
   let failure: string | undefined;
+  let report: Record<string, unknown> | undefined;
   try {
     await live();
     const property = fc.asyncProperty(target.arbitrary, async (input) => {
@@ -84,9 +89,10 @@ export async function runFuzz<T, C>(target: FuzzTarget<T, C>, opts: FuzzOptions)
     }
     else await live();
   } finally {
+    report = target.report?.(ctx);
     if (target.teardown) await target.teardown(ctx);
   }
-  return { target: target.name, seed: opts.seed, runs: done, ms: Date.now() - t0, livenessChecks, rssBefore, rssAfter: process.memoryUsage().rss, failure };
+  return { target: target.name, seed: opts.seed, runs: done, ms: Date.now() - t0, livenessChecks, rssBefore, rssAfter: process.memoryUsage().rss, failure, report };
 }
 
 export function errorCode(err: unknown): string | undefined {

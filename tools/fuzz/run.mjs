@@ -1,5 +1,8 @@
 #!/usr/bin/env node
-// Long fuzz runs: tools/fuzz/run.mjs TARGET [--runs N] [--seed S] [--path P] [--stall-ms MS]
+// Long fuzz runs: tools/fuzz/run.mjs TARGET [--runs N] [--seed S] [--path P] [--stall-ms MS] [--daemon]
+//
+// --daemon (nbd, nfs): fuzz a `rebound serve` process instead of an in-process server (dist/ must be
+// built), and report its RSS (test/fuzz/daemon.ts).
 //
 // Loads the TypeScript target from test/fuzz/targets/ through vite (already a dev dependency; the
 // same transform vitest uses), runs N seeded inputs, prints inputs/s every few seconds and a JSON
@@ -15,7 +18,7 @@ import { TARGETS } from './targets.mjs';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 function parseArgs(argv) {
-  const o = { runs: 100_000, seed: Date.now() % 2 ** 31, path: undefined, stallMs: 30_000, child: false };
+  const o = { runs: 100_000, seed: Date.now() % 2 ** 31, path: undefined, stallMs: 30_000, child: false, daemon: false };
   const rest = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -24,6 +27,7 @@ function parseArgs(argv) {
     else if (a === '--path') o.path = argv[++i];
     else if (a === '--stall-ms') o.stallMs = Number(argv[++i]);
     else if (a === '--child') o.child = true;
+    else if (a === '--daemon') o.daemon = true;
     else rest.push(a);
   }
   o.target = rest[0];
@@ -73,7 +77,8 @@ async function child() {
 }
 
 async function parent() {
-  const c = spawn(process.execPath, [fileURLToPath(import.meta.url), ...process.argv.slice(2), '--child'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const env = opts.daemon ? { ...process.env, REBOUND_FUZZ_DAEMON: '1' } : process.env;
+  const c = spawn(process.execPath, [fileURLToPath(import.meta.url), ...process.argv.slice(2), '--child'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env });
   const t0 = Date.now();
   let done = 0;
   let lastChange = Date.now();
@@ -116,6 +121,8 @@ async function parent() {
     hangs: r.failure?.includes('hang:') ? 1 : 0,
     rssBeforeMiB: Math.round(r.rssBefore / 2 ** 20),
     rssAfterMiB: Math.round(r.rssAfter / 2 ** 20),
+    mode: opts.daemon ? 'daemon' : 'in-process',
+    ...(r.report ?? {}),
   };
   console.log(JSON.stringify(summary, null, 2));
   if (r.failure) console.log(r.failure);

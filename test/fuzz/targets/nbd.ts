@@ -11,6 +11,11 @@
  * Oracle: after each input the server closes the connection within 3 s of the client's EOF (no
  * hang); every 50 inputs and at the end a fresh client completes the handshake and READs 64 KiB
  * at two offsets with the bytes the device holds, and no connection is left open (no leak).
+ *
+ * Daemon mode (test/fuzz/daemon.ts): the same inputs go to a `rebound serve` process with a 1 MiB
+ * memory export on a Unix socket; the probe checks the READs succeed (the fuzzed WRITEs change the
+ * bytes, which the in-process mode reads from the device itself) and counts the daemon's sockets
+ * for leaks; the summary has the daemon's RSS.
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -26,6 +31,7 @@ import { silentLogger } from '../../../src/util/log.js';
 import { RawNbdClient } from '../../helpers/raw-nbd.js';
 import { patternBuffer } from '../../helpers/images.js';
 import { OracleFailure, rarely, u32, type FuzzTarget } from '../lib.js';
+import { daemonMode, FuzzDaemon } from '../daemon.js';
 
 const EXPORT = 'fuzz';
 const SIZE = 1 << 20;
@@ -124,9 +130,12 @@ const input: fc.Arbitrary<Input> = fc
 interface Ctx {
   dir: string;
   socket: string;
-  server: NbdServer;
-  catalog: Catalog;
-  device: MemoryDevice;
+  /** In-process mode. */
+  server?: NbdServer;
+  catalog?: Catalog;
+  device?: MemoryDevice;
+  /** Daemon mode. */
+  daemon?: FuzzDaemon;
 }
 
 /**
@@ -187,6 +196,14 @@ export function nbdTarget(): FuzzTarget<Input, Ctx> {
     timeoutMs: 5000,
     setup: async () => {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rebound-fuzz-nbd-'));
+      if (daemonMode) {
+        const socket = path.join(dir, 'nbd.sock');
+        const daemon = await FuzzDaemon.start([
+          '--data', path.join(dir, 'data'), '--nbd', '127.0.0.1:0', '--nbd-socket', socket,
+          '--export', `${EXPORT}=memory:${SIZE / 1024}K`, '--nbd-handshake-timeout', '10000',
+        ]);
+        return { dir, socket, daemon };
+      }
       const device = new MemoryDevice(SIZE);
       await device.write(patternBuffer(0, SIZE), 0);
       const catalog = new Catalog(silentLogger);
@@ -199,28 +216,42 @@ export function nbdTarget(): FuzzTarget<Input, Ctx> {
     check: async ({ bytes, linger }, ctx) => feed(ctx.socket, bytes, linger, 3000),
     liveness: {
       every: 50,
-      check: async (ctx) => {
+      check: async (ctx, done) => {
+        ctx.daemon?.sample(done);
         const c = await RawNbdClient.connect({ path: ctx.socket });
         try {
           await c.handshake(EXPORT, { structured: false });
           for (const off of [0, SIZE - 65536]) {
             c.request(Cmd.READ, { cookie: 7n, offset: off, length: 65536 });
             const r = await c.reply(65536, 3000);
+            if (ctx.daemon) {
+              if (r.error !== 0 || r.payload.length !== 65536) throw new OracleFailure(`liveness READ at ${off}: error ${r.error}, ${r.payload.length} bytes`);
+              continue;
+            }
             const want = Buffer.alloc(65536);
-            await ctx.device.read(want, off);
+            await ctx.device!.read(want, off);
             if (r.error !== 0 || !r.payload.equals(want)) throw new OracleFailure(`liveness READ at ${off}: error ${r.error}, data ${r.payload.equals(want) ? 'right' : 'wrong'}`);
           }
         } finally {
           c.close();
         }
+        if (ctx.daemon) {
+          if (ctx.daemon.proc.child.exitCode !== null) throw new OracleFailure(`the daemon exited (${ctx.daemon.proc.child.exitCode}): ${ctx.daemon.proc.stderr().slice(-2000)}`);
+          const left = await ctx.daemon.leftoverConnections();
+          if (left > 0) throw new OracleFailure(`${left} connection(s) still open in the daemon after every client left`);
+          return;
+        }
+        const server = ctx.server!;
         const deadline = Date.now() + 3000;
-        while (ctx.server.connectionCount > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-        if (ctx.server.connectionCount > 0) throw new OracleFailure(`${ctx.server.connectionCount} connection(s) still open after every client left`);
+        while (server.connectionCount > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+        if (server.connectionCount > 0) throw new OracleFailure(`${server.connectionCount} connection(s) still open after every client left`);
       },
     },
+    report: (ctx) => ctx.daemon?.report() ?? {},
     teardown: async (ctx) => {
-      await ctx.server.close(2000);
-      await ctx.catalog.close();
+      await ctx.daemon?.stop();
+      await ctx.server?.close(2000);
+      await ctx.catalog?.close();
       fs.rmSync(ctx.dir, { recursive: true, force: true });
     },
   };

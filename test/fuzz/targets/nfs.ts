@@ -11,6 +11,11 @@
  * Oracle: the server closes each connection within 3 s of the client's EOF; every 50 inputs and
  * at the end a fresh client MOUNTs /, GETATTRs the root and READs 64 KiB of the flat disk file
  * with the bytes the disk holds.
+ *
+ * Daemon mode (test/fuzz/daemon.ts): the same inputs go to a `rebound serve --demo` process's
+ * datastore; the real handles are the demo restore point's folder and flat disk (read-only, so
+ * the write procedures meet a read-only file); the probe checks the bytes against the demo image
+ * and counts the daemon's sockets for leaks; the summary has the daemon's RSS.
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -18,8 +23,9 @@ import os from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
 import { startInProcess, type InProcess } from '../../helpers/nfs-fixture.js';
-import { authSys, MOUNT, NFS, PORTMAP, RpcTestClient } from '../../helpers/nfs-rpc.js';
+import { authSys, entryNames, MOUNT, NFS, PORTMAP, RpcTestClient } from '../../helpers/nfs-rpc.js';
 import { OracleFailure, rarely, u32, type FuzzTarget } from '../lib.js';
+import { daemonMode, FuzzDaemon } from '../daemon.js';
 
 type Part = Buffer | 'root' | 'sdir' | 'flat';
 
@@ -79,7 +85,13 @@ const input: fc.Arbitrary<Input> = fc.record({
 
 interface Ctx {
   dir: string;
-  srv: InProcess;
+  port: number;
+  /** The bytes the flat disk holds at [off, off + len). */
+  want(off: number, len: number): Promise<Buffer>;
+  /** In-process mode. */
+  srv?: InProcess;
+  /** Daemon mode. */
+  daemon?: FuzzDaemon;
   fh: Record<'root' | 'sdir' | 'flat', Buffer>;
 }
 
@@ -124,37 +136,66 @@ export function nfsTarget(): FuzzTarget<Input, Ctx> {
     timeoutMs: 5000,
     setup: async () => {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rebound-fuzz-nfs-'));
+      if (daemonMode) {
+        const data = path.join(dir, 'data');
+        const daemon = await FuzzDaemon.start(['--data', data, '--nbd', '127.0.0.1:0', '--demo', '--nfs', '127.0.0.1:0', '--portmap', 'off']);
+        const port = Number(/NFS: datastore at [^ ]*:(\d+)/.exec(daemon.proc.stdout())?.[1]);
+        const image = fs.readFileSync(path.join(data, 'demo', 'demo-disk.img'));
+        const c = await RpcTestClient.connect(port);
+        try {
+          const root = (await c.mount('/')).fh!;
+          const vm = await c.lookupPath(root, 'backups/demo');
+          const point = entryNames(await c.readdirplus(vm)).find((n) => /^\d{8}T\d{6}Z$/.test(n))!;
+          const sdir = await c.lookupPath(vm, point);
+          const fh = { root, sdir, flat: await c.lookupPath(sdir, 'disk0-flat.vmdk') };
+          return { dir, port, daemon, fh, want: async (off: number, len: number) => image.subarray(off, off + len) };
+        } finally {
+          c.close();
+        }
+      }
       const srv = await startInProcess(path.join(dir, 'state'), path.join(dir, 's1'));
       const c = await RpcTestClient.connect(srv.port);
       try {
         const root = (await c.mount('/')).fh!;
         const fh = { root, sdir: await c.lookupPath(root, 'sessions/s1'), flat: await c.lookupPath(root, 'sessions/s1/disk0-flat.vmdk') };
-        return { dir, srv, fh };
+        const want = async (off: number, len: number): Promise<Buffer> => {
+          const b = Buffer.alloc(len);
+          await srv.disk.read(b, off);
+          return b;
+        };
+        return { dir, port: srv.port, srv, fh, want };
       } finally {
         c.close();
       }
     },
-    check: async (inp, ctx) => feed(ctx.srv.port, records(inp, ctx.fh), 3000),
+    check: async (inp, ctx) => feed(ctx.port, records(inp, ctx.fh), 3000),
     liveness: {
       every: 50,
-      check: async (ctx) => {
-        const c = await RpcTestClient.connect(ctx.srv.port);
+      check: async (ctx, done) => {
+        ctx.daemon?.sample(done);
+        if (ctx.daemon && ctx.daemon.proc.child.exitCode !== null) throw new OracleFailure(`the daemon exited (${ctx.daemon.proc.child.exitCode}): ${ctx.daemon.proc.stderr().slice(-2000)}`);
+        const c = await RpcTestClient.connect(ctx.port);
         try {
           const m = await c.mount('/');
           if (m.status !== 0) throw new OracleFailure(`liveness MOUNT / answered ${m.status}`);
           const ga = await c.getattr(ctx.fh.root);
           if (ga.status !== 0) throw new OracleFailure(`liveness GETATTR answered ${ga.status}`);
           const r = await c.read(ctx.fh.flat, 0, 65536);
-          const want = Buffer.alloc(65536);
-          await ctx.srv.disk.read(want, 0);
+          const want = await ctx.want(0, 65536);
           if (r.status !== 0 || !Buffer.from(r.resok!.data).equals(want)) throw new OracleFailure(`liveness READ: status ${r.status}, data differs`);
         } finally {
           c.close();
         }
+        if (ctx.daemon) {
+          const left = await ctx.daemon.leftoverConnections();
+          if (left > 0) throw new OracleFailure(`${left} connection(s) still open in the daemon after every client left`);
+        }
       },
     },
+    report: (ctx) => ctx.daemon?.report() ?? {},
     teardown: async (ctx) => {
-      await ctx.srv.close();
+      await ctx.daemon?.stop();
+      await ctx.srv?.close();
       fs.rmSync(ctx.dir, { recursive: true, force: true });
     },
   };
