@@ -13,6 +13,7 @@ import { nfsUrl, startInProcess, type InProcess } from '../helpers/nfs-fixture.j
 import { MOUNT, NFS, RpcTestClient } from '../helpers/nfs-rpc.js';
 import { missingPeers } from '../helpers/peers.js';
 import { run } from '../helpers/run.js';
+import { createLogger } from '../../src/util/log.js';
 
 const MNT3ERR_ACCES = 13;
 const NFS3ERR_PERM = 1;
@@ -79,6 +80,18 @@ describe('regress: NFS privileged source ports', () => {
     const r = await c.read(flat, 0, 65536);
     expect(r.status).toBe(0);
     expect(Buffer.from(r.resok!.data).equals(s.diskContent.subarray(0, 65536))).toBe(true);
+  });
+
+  it('its refusals are logged, at most 10 a minute per client, so a client refused in a loop does not fill the log', async () => {
+    dir = tempDir('rebound-nfs-secure-');
+    const lines: Array<Record<string, unknown>> = [];
+    const log = createLogger({ level: 'debug', format: 'json', write: (l) => lines.push(JSON.parse(l) as Record<string, unknown>) });
+    srv = await startInProcess(path.join(dir, 'state'), path.join(dir, 's1'), { requirePrivilegedPort: true, log });
+    const c = await connect(srv.port);
+    for (let i = 0; i < 30; i++) expect((await c.mount('/')).status).toBe(MNT3ERR_ACCES);
+    const refused = lines.filter((l) => l.msg === 'mount refused: source port is not privileged');
+    expect(refused).toHaveLength(10);
+    expect(refused[0]).toMatchObject({ level: 'warn', peer: `127.0.0.1:${c.socket.localPort}`, setting: 'nfsRequirePrivilegedPort' });
   });
 
   it('without the option, a high port is served', async () => {
