@@ -79,6 +79,13 @@ export const CONFIG_SCHEMA = {
     flag: 'http-host-name',
     doc: "More names the HTTP API answers to: a DNS name or address by which operators reach it (port mapping, NAT, a load balancer). Loopback names, the listen address and, on a wildcard listener, this machine's name and addresses are always accepted; any other Host is refused (DNS rebinding).",
   }),
+  httpTls: field({
+    type: booleanType,
+    default: false,
+    doc:
+      "Serve the HTTP API over HTTPS only, with tlsCertDir's server-cert.pem and server-key.pem (the certificate directory of NBD TLS). " +
+      'Clients trust its CA: rebound --ca-cert DIR/ca-cert.pem (or REBOUND_CA_CERT), curl --cacert.',
+  }),
   exports: field({
     type: listType(textType('SPEC', 'NAME=SOURCE[,OPTION...]')),
     default: [],

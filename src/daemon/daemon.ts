@@ -35,6 +35,8 @@ import type { NfsServer } from '../nfs/server.js';
 import { PathPolicy } from '../util/path-policy.js';
 import { ByteBudget } from '../util/byte-budget.js';
 import { TokenStore, authDir } from '../auth/token-store.js';
+import { loadCertDir } from '../tls/cert-dir.js';
+import { openListenerWarnings } from './open-listeners.js';
 
 export interface DaemonEndpoints {
   nbd: string[];
@@ -178,9 +180,11 @@ export class Daemon {
     if (this.config.nfs.length > 0) await this.#startNfs();
     if (this.config.http !== 'off') {
       const { host, port } = parseTcpAddress(this.config.http);
+      const tls = this.config.httpTls ? await this.#loadApiTls() : undefined;
       this.#tokens = await TokenStore.open(authDir(this.config.dataDir), { log: this.#log.child({ component: 'auth' }) });
       await this.#tokens.ensureAdminToken();
       this.#api = createApi({
+        ...(tls ? { tls } : {}),
         catalog: this.catalog,
         log: this.#log.child({ component: 'api' }),
         version: VERSION,
@@ -203,8 +207,20 @@ export class Daemon {
       const addr = this.#api.server.address();
       if (addr && typeof addr === 'object') this.#endpoints.http = formatTcpAddress({ host: addr.address, port: addr.port });
       this.#lock.update({ http: this.#endpoints.http });
-      this.#log.info('HTTP API listening', { address: this.#endpoints.http });
+      this.#log.info('HTTP API listening', { address: this.#endpoints.http, tls: Boolean(tls) });
     }
+    const c = this.config;
+    const facts = { nbd: this.#endpoints.nbd, nbdTls: c.nbdTls, nfs: this.#endpoints.nfs ?? [], nfsClients: c.nfsClients, http: this.#endpoints.http, httpTls: c.httpTls };
+    for (const w of openListenerWarnings(facts)) this.#log.warn(w);
+  }
+
+  /** HTTPS for the API (httpTls): the certificate and key of tlsCertDir, checked now. */
+  async #loadApiTls(): Promise<{ cert: Buffer; key: Buffer }> {
+    if (this.config.tlsCertDir === 'off') {
+      throw new ReboundError('ERR_INVALID_ARGUMENT', 'httpTls (--http-tls) needs a certificate directory: set tlsCertDir (--tls-certificates DIR)');
+    }
+    const certs = await loadCertDir(this.config.tlsCertDir, { logger: this.#log.child({ component: 'api' }) });
+    return { cert: certs.cert, key: certs.key };
   }
 
   /** Loads the NBD TLS credentials and access rules (first: bad credentials fail the start at once). */

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import fs from 'node:fs';
+import path from 'node:path';
 import { adminTokenPath } from '../../auth/token-store.js';
 import { nbdUris } from '../../nbd/client.js';
 import { addConfigOptions } from '../../config/cli-options.js';
@@ -76,10 +77,12 @@ function banner(daemon: Daemon): string {
     lines.push('Try:', `  qemu-img info ${first}`, `  nbdinfo --map ${first}`);
   }
   if (ep.http) {
+    const api = `${daemon.config.httpTls ? 'https' : 'http'}://${ep.http}`;
+    const ca = daemon.config.httpTls && daemon.config.tlsCertDir !== 'off' ? ` --ca-cert ${path.join(daemon.config.tlsCertDir, 'ca-cert.pem')}` : '';
     lines.push(
-      `  rebound exports --server http://${ep.http}`,
-      `  rebound recover VM --server http://${ep.http}      (instant recovery of a backed-up VM, e.g. demo)`,
-      `HTTP API: http://${ep.http}/v1/exports`,
+      `  rebound exports --server ${api}${ca}`,
+      `  rebound recover VM --server ${api}${ca}      (instant recovery of a backed-up VM, e.g. demo)`,
+      `HTTP API: ${api}/v1/exports`,
     );
     const tokenFile = adminTokenPath(daemon.config.dataDir);
     if (fs.existsSync(tokenFile)) lines.push(`API token (admin): ${tokenFile} (the CLI reads it when run by this user with the same --data; clients send Authorization: Bearer TOKEN)`);
