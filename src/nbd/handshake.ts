@@ -122,6 +122,8 @@ export interface HandshakeContext {
   };
   /** Which exports the connection's identity may open; absent: all, as published. */
   access?: (identity: TlsIdentity | undefined, entry: CatalogEntry) => AccessDecision;
+  /** Logs a refusal (rate-limited by the server); default: a warning on `log`. */
+  refused?: (msg: string, fields: Record<string, unknown>) => void;
 }
 
 /**
@@ -153,7 +155,7 @@ export async function negotiate(ctx: HandshakeContext): Promise<Negotiated | und
     if (!entry) return undefined;
     const d = decide(entry);
     if (!d.allowed) {
-      log.warn('NBD export refused: the client identity has no access to it', { identity: identityText(identity), export: clip(name) });
+      (ctx.refused ?? ((m, f) => log.warn(m, f)))('NBD export refused: the client identity has no access to it', { identity: identityText(identity), export: clip(name) });
       return undefined;
     }
     return { entry, readOnly: d.readOnly };

@@ -243,7 +243,7 @@ class NbdConnection {
               tls: {
                 mode: tls.mode,
                 start: async () => {
-                  const up = await tls.upgrade(this.#raw, this.#log);
+                  const up = await tls.upgrade(this.#raw, this.#log, (m, f) => this.#opts.logLimiter.warn(this.#log, 'nbd-tls-refused', clientAddress(this.#raw), m, f));
                   socket = this.#socket = up.socket;
                   up.socket.on('error', () => undefined); // reported through ByteReader / close
                   reader = new ByteReader(up.socket);
@@ -253,6 +253,7 @@ class NbdConnection {
             }
           : {}),
         access: (identity, entry) => access.decide(identity, entry, entry.capabilities().canWrite),
+        refused: (m, f) => this.#opts.logLimiter.warn(this.#log, 'nbd-export-refused', clientAddress(this.#raw), m, f),
       });
       clearTimeout(timer);
       if (!session) {

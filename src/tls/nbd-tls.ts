@@ -121,7 +121,7 @@ export class NbdTls {
    * Runs the TLS handshake on a socket whose NBD_OPT_STARTTLS was just acknowledged. Resolves
    * with the TLS socket and the peer's identity; rejects with TlsRefused (logged here).
    */
-  upgrade(raw: net.Socket, log: Logger): Promise<TlsUpgrade> {
+  upgrade(raw: net.Socket, log: Logger, warn: (msg: string, fields: Record<string, unknown>) => void = (m, f) => log.warn(m, f)): Promise<TlsUpgrade> {
     return new Promise((resolve, reject) => {
       let pskUser: string | undefined;
       let pskUnknown: string | undefined;
@@ -149,7 +149,7 @@ export class NbdTls {
       const refuse = (reason: string, fields: Record<string, unknown> = {}): void => {
         if (settled) return;
         settled = true;
-        log.warn('TLS client refused', { reason, ...fields });
+        warn('TLS client refused', { reason, ...fields });
         socket.destroy();
         raw.destroy();
         reject(new TlsRefused(reason));
