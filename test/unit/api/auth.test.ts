@@ -4,7 +4,9 @@
  * a token may name, bad tokens are rate-limited per address (a counted clock, no waiting). The
  * route table in docs/api-permissions.md is the rendering of the registered routes.
  */
+import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ROLES, ROLE_DOCS, ROLE_GRANTS } from '../../../src/auth/permissions.js';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { createApi, type ApiContext } from '../../../src/api/server.js';
 import { installAuth, registeredRoutes, renderRouteTable } from '../../../src/api/auth.js';
@@ -81,6 +83,14 @@ describe('every route declares its permission', () => {
 
   it('docs/api-permissions.md is the table of the registered routes', async () => {
     await expect(renderRouteTable(registeredRoutes(app))).toMatchFileSnapshot('../../../docs/api-permissions.md');
+  });
+
+  it("docs/security.md's role table is the role table of the code", () => {
+    const doc = fs.readFileSync(new URL('../../../docs/security.md', import.meta.url), 'utf8');
+    for (const role of ROLES) {
+      const perms = ROLE_GRANTS[role].filter((p) => p !== 'open').join(', ');
+      expect(doc).toContain(`| \`${role}\` | ${perms} | ${ROLE_DOCS[role]} |`);
+    }
   });
 });
 
