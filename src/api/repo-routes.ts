@@ -17,7 +17,7 @@ import { verify } from '../repo/verify.js';
 import type { Repository } from '../repo/repository.js';
 import type { JobRegistry } from './jobs.js';
 import { pointEntryName } from '../exports/catalog.js';
-import { isNbdUri } from '../repo/sources.js';
+import { checkNbdSocket, isNbdUri } from '../repo/sources.js';
 import type { PathPolicy } from '../util/path-policy.js';
 
 export interface RepoRouteContext {
@@ -111,13 +111,14 @@ export function registerRepoRoutes(app: FastifyInstance, ctx: RepoRouteContext):
       for (const d of req.body.disks) {
         // The body schema makes every source a string; an open BackupSource is in-process only.
         const source = d.source as string;
-        if (!isNbdUri(source)) paths.checkSource(source, `source of disk ${d.name}:`);
+        if (isNbdUri(source)) checkNbdSocket(source, paths.gate('source', `source of disk ${d.name}:`));
+        else paths.checkSource(source, `source of disk ${d.name}:`);
       }
       for (const c of req.body.configs ?? []) paths.checkSource(c, 'config file');
       const job = jobs.start(
         'backup',
         { ...req.body },
-        (signal, progress) => backup(repo, req.body, { signal, onProgress: (p) => progress({ ...p }) }),
+        (signal, progress) => backup(repo, req.body, { signal, onProgress: (p) => progress({ ...p }), sourceGate: paths.gate('source', 'backup source') }),
         async (info) => {
           if (info.state === 'succeeded') await ctx.repoChanged();
         },
@@ -140,14 +141,16 @@ export function registerRepoRoutes(app: FastifyInstance, ctx: RepoRouteContext):
       },
     },
     async (req, reply) => {
-      if (!isNbdUri(req.body.to)) ctx.paths.checkTarget(req.body.to, 'restore target');
+      const targetGate = ctx.paths.gate('target', 'restore target');
+      if (isNbdUri(req.body.to)) checkNbdSocket(req.body.to, targetGate);
+      else ctx.paths.checkTarget(req.body.to, 'restore target');
       // Resolve now, so a bad VM/point/disk is a 404 rather than a failed job.
       const m = await repo.point(req.body.vm, req.body.point ?? 'latest');
       if (!m.disks.some((d) => d.name === req.body.disk)) {
         throw new ReboundError('ERR_DISK_NOT_FOUND', `restore point ${m.vm}@${m.id} has no disk '${req.body.disk}'`);
       }
       const job = jobs.start('restore', { ...req.body, point: m.id }, (signal, progress) =>
-        restore(repo, { ...req.body, point: m.id }, { signal, onProgress: (p) => progress({ ...p }) }),
+        restore(repo, { ...req.body, point: m.id }, { signal, onProgress: (p) => progress({ ...p }), targetGate }),
       );
       return reply.status(202).send(job);
     },

@@ -15,7 +15,7 @@ import { sessionEntryName } from '../exports/catalog.js';
 import { nbdUris } from '../nbd/client.js';
 import { parseTcpAddress } from '../util/address.js';
 import type { JobRegistry } from './jobs.js';
-import { isNbdUri } from '../repo/sources.js';
+import { checkNbdSocket, isNbdUri } from '../repo/sources.js';
 import type { PathPolicy } from '../util/path-policy.js';
 
 export interface SessionRouteContext {
@@ -143,7 +143,8 @@ export function registerSessionRoutes(app: FastifyInstance, ctx: SessionRouteCon
       const diskNames = req.body.disks?.length ? req.body.disks : sessions.require(n).disks.map((d) => d.name);
       for (const disk of diskNames) {
         const to = req.body.to.replaceAll('{disk}', disk);
-        if (!isNbdUri(to)) ctx.paths.checkTarget(to, `migration target of disk ${disk}:`);
+        if (isNbdUri(to)) checkNbdSocket(to, ctx.paths.gate('target', `migration target of disk ${disk}:`));
+        else ctx.paths.checkTarget(to, `migration target of disk ${disk}:`);
       }
       // Starting (and its checks: session, disks, states, paths) answers the request itself; the
       // way home is the job.

@@ -137,10 +137,19 @@ describe('POST /v1/backups takes paths from sourceDirs only', () => {
     expect(JSON.stringify((await api('GET', '/v1/vms')).body.vms)).not.toContain('stolen');
   });
 
-  it('NBD URIs are not paths: the policy lets them through', async () => {
-    const r = await api('POST', '/v1/backups', { vm: 'remote', disks: [{ name: 'd0', source: 'nbd+unix:///x?socket=/nonexistent.sock' }] });
+  it('NBD TCP URIs are not paths: the policy lets them through', async () => {
+    const r = await api('POST', '/v1/backups', { vm: 'remote', disks: [{ name: 'd0', source: 'nbd://127.0.0.1:1/x' }] });
     expect(r.status).toBe(202);
     expect(await waitJob(r.body.id)).toMatchObject({ state: 'failed', error: { code: 'ERR_BACKUP_SOURCE' } });
+  });
+
+  it('the Unix socket of an nbd+unix URI is a path: outside sourceDirs it is refused, below them it is used', async () => {
+    const out = await api('POST', '/v1/backups', { vm: 'remote', disks: [{ name: 'd0', source: `nbd+unix:///x?socket=${encodeURIComponent(path.join(outside, 'any.sock'))}` }] });
+    expect(out.status).toBe(403);
+    expect(out.body.error).toMatchObject({ code: 'ERR_PATH_NOT_ALLOWED', message: expect.stringContaining('sourceDirs') });
+    const inside = await api('POST', '/v1/backups', { vm: 'remote', disks: [{ name: 'd0', source: `nbd+unix:///x?socket=${encodeURIComponent(path.join(allowed, 'none.sock'))}` }] });
+    expect(inside.status).toBe(202);
+    expect(await waitJob(inside.body.id)).toMatchObject({ state: 'failed', error: { code: 'ERR_BACKUP_SOURCE' } });
   });
 
   it('the in-process repository API stays policy-free (the daemon\'s own backups), but takes only regular files as configs', async () => {
