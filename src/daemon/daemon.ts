@@ -66,6 +66,11 @@ export class Daemon {
   #tokens: TokenStore | undefined;
   #endpoints: DaemonEndpoints = { nbd: [], nbdSocket: [], http: undefined };
   #closing: Promise<void> | undefined;
+  /** Which paths requests may name (API routes) and open (their jobs, migrations). */
+  get #paths(): PathPolicy {
+    return (this.#pathPolicy ??= new PathPolicy({ sourceDirs: this.config.sourceDirs, targetDirs: this.config.targetDirs }));
+  }
+  #pathPolicy: PathPolicy | undefined;
 
   private constructor(config: ValidatedConfig, log: Logger, lock: DataDirLock) {
     this.config = config;
@@ -160,6 +165,7 @@ export class Daemon {
       catalog: this.catalog,
       log: this.#log.child({ component: 'recovery' }),
       globalQos: { iops: this.config.qosIops, bps: this.config.qosBandwidth },
+      paths: this.#paths,
       report: {
         warnAgeHours: this.config.sessionWarnAgeHours,
         warnBytes: this.config.sessionWarnSize,
@@ -196,7 +202,7 @@ export class Daemon {
         repoChanged: () => this.#repoChanged(),
         fuse: this.#fuse,
         sessions: this.#sessionManager,
-        paths: new PathPolicy({ sourceDirs: this.config.sourceDirs, targetDirs: this.config.targetDirs }),
+        paths: this.#paths,
         auth: { tokens: this.#tokens },
       });
       try {
