@@ -38,7 +38,7 @@ describe.skipIf(missing.length > 0)('recovery session format 1 fixture', () => {
   let daemon: DaemonProcess | undefined;
   const args = (): string[] => ['--data', data, '--nbd', '127.0.0.1:0', '--http', '127.0.0.1:0'];
   const rebound = async (...argv: string[]): Promise<string> =>
-    (await runOk(process.execPath, [CLI, '--server', `http://${daemon!.http}`, ...argv], { timeoutMs: 30_000 })).stdout;
+    (await runOk(process.execPath, [CLI, '--server', `http://${daemon!.http}`, '--token-file', daemon!.tokenFile, ...argv], { timeoutMs: 30_000 })).stdout;
   /** The whole export, read with nbdcopy (a real peer), as bytes. */
   const readExport = async (name: string): Promise<Buffer> => {
     const out = path.join(dir, `${name.replaceAll('/', '_')}.raw`);
