@@ -29,7 +29,7 @@ import { registerRepoRoutes, type RepoRouteContext } from './repo-routes.js';
 import { PathPolicy } from '../util/path-policy.js';
 import { registerFuseRoutes, type FuseRouteContext } from './fuse-routes.js';
 import { registerSessionRoutes, type SessionRouteContext } from './session-routes.js';
-import { installAuth, type ApiAuth } from './auth.js';
+import { installAuth, tokenSees, type ApiAuth } from './auth.js';
 import { registerTokenRoutes } from './token-routes.js';
 
 export interface ApiContext extends Partial<RepoRouteContext> {
@@ -109,14 +109,28 @@ export function createApi(ctx: ApiContext): FastifyInstance {
     ...(name !== e.name ? { aliasOf: e.name } : {}),
     uris: e.publishedOn.has('nbd') ? nbdUris(name, ctx.endpoints()) : [],
   });
-  app.get('/v1/exports', { config: { permission: 'read' } }, async () => {
+  // A token limited to VM patterns sees the disks of its VMs' restore points and sessions only.
+  const entryVm = (e: CatalogEntry): string | undefined => e.point?.vm ?? e.session?.vm;
+  const visible = (req: FastifyRequest, e: CatalogEntry): boolean => {
+    if (!req.token?.vms?.length) return true;
+    const vm = entryVm(e);
+    return vm !== undefined && tokenSees(req, vm);
+  };
+  app.get('/v1/exports', { config: { permission: 'read' } }, async (req) => {
     const nbd = ctx.catalog.view('nbd');
-    const rows = nbd.names().map(({ name, entry }) => row(name, entry));
-    for (const e of ctx.catalog.entries()) if (!e.publishedOn.has('nbd')) rows.push(row(e.name, e));
+    const rows = nbd.names().filter(({ entry }) => visible(req, entry)).map(({ name, entry }) => row(name, entry));
+    for (const e of ctx.catalog.entries()) if (!e.publishedOn.has('nbd') && visible(req, e)) rows.push(row(e.name, e));
     return { defaultExport: ctx.catalog.defaultName ?? null, exports: rows };
   });
 
-  app.get<{ Params: { name: string } }>('/v1/exports/:name', { config: { permission: 'read' } }, async (req) => {
+  const exportVms = (req: FastifyRequest): string[] | 'all' => {
+    const name = (req.params as { name: string }).name;
+    const e = name === '' ? undefined : ctx.catalog.resolve(name);
+    if (!e) return [];
+    const vm = entryVm(e);
+    return vm === undefined ? 'all' : [vm];
+  };
+  app.get<{ Params: { name: string } }>('/v1/exports/:name', { config: { permission: 'read', vms: exportVms } }, async (req) => {
     const e = req.params.name === '' ? undefined : ctx.catalog.resolve(req.params.name);
     if (!e) throw new ReboundError('ERR_EXPORT_NOT_FOUND', `no export named '${req.params.name}'`);
     return { ...row(req.params.name, e), stack: await e.stack() };

@@ -14,6 +14,7 @@ import { JobRegistry } from '../../../src/api/jobs.js';
 import { LoginLimiter, LogThrottle } from '../../../src/auth/login-limiter.js';
 import { TokenStore } from '../../../src/auth/token-store.js';
 import { Catalog } from '../../../src/exports/catalog.js';
+import { MemoryDevice } from '../../../src/blockdev/base/memory.js';
 import { PathPolicy } from '../../../src/util/path-policy.js';
 import { silentLogger, type Logger } from '../../../src/util/log.js';
 import { testAuth, type TestAuth } from '../../helpers/api-auth.js';
@@ -36,8 +37,11 @@ const sessions = {
 const fuse = { list: () => [] };
 
 function context(auth: TestAuth['auth']): ApiContext {
+  const catalog = new Catalog();
+  const device = new MemoryDevice(1 << 20);
+  catalog.publish({ name: 'adhoc', kind: 'adhoc', disk: 'adhoc', size: device.size, capabilities: device.capabilities(), publish: ['nbd'], source: 'memory', device });
   return {
-    catalog: new Catalog(),
+    catalog,
     log,
     version: '0',
     startedAt: new Date(),
@@ -163,6 +167,14 @@ describe('VM patterns', () => {
     expect((await req('DELETE', '/v1/sessions/s-db', bearer(web))).statusCode).toBe(403);
     expect((await req('POST', '/v1/sessions', bearer(web), { vm: 'db' })).statusCode).toBe(403);
     expect((await req('POST', '/v1/restores', bearer(web), { vm: 'db', disk: 'd', to: 'nbd://x/y' })).statusCode).toBe(403);
+  });
+
+  it('sees only the exports of its VMs: an ad-hoc export is not one of them', async () => {
+    expect((await req('GET', '/v1/exports', bearer(web))).json().exports).toEqual([]);
+    expect((await req('GET', '/v1/exports', bearer(t.token.viewer))).json().exports.map((e: { name: string }) => e.name)).toEqual(['adhoc']);
+    expect((await req('GET', '/v1/exports/adhoc', bearer(web))).statusCode).toBe(403);
+    expect((await req('GET', '/v1/exports/adhoc', bearer(t.token.viewer))).statusCode).toBe(200);
+    expect((await req('GET', '/v1/exports/nope', bearer(web))).statusCode).toBe(404);
   });
 
   it('lists show it only its VMs and sessions', async () => {
