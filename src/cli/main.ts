@@ -42,6 +42,7 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
         '  rebound serve --demo                     start the gateway with demo exports\n' +
         '  rebound serve --export vm1=/images/vm1.raw   publish a raw image read-only\n' +
         '  rebound exports                          list what the daemon serves\n' +
+        '  rebound token create --name ci --role operator   an API token for another user or host\n' +
         '\nRun `rebound COMMAND --help` for the options of a command.',
     );
 
