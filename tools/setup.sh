@@ -21,6 +21,7 @@ PACKAGES=(
   rpcbind                  # rpcinfo (NFS interop: portmapper checks)
   nfs-ganesha nfs-ganesha-vfs  # reference NFS server for benchmarks
   tshark                   # decodes captured NFS test traffic
+  openssl                  # test CAs and certificates for NBD TLS (test/helpers/tls-certs.ts, tools/bench/tls.mjs)
 )
 
 missing=()

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryDevice } from '../../src/blockdev/base/memory.js';
+import { ByteReader } from '../../src/nbd/byte-reader.js';
 import { Catalog } from '../../src/exports/catalog.js';
 import { encodeGoData, encodeOption } from '../../src/nbd/messages.js';
 import { Opt } from '../../src/nbd/protocol.js';
@@ -54,5 +55,18 @@ describe('STARTTLS with plain text behind it', () => {
     const all = Buffer.concat(received);
     expect(all.length).toBe(18); // the greeting, and nothing after it: no ACK, no GO reply
     expect(lines.join('\n')).toMatch(/protocol violation; closing connection .*plain-text data behind NBD_OPT_STARTTLS/);
+  });
+
+  it('the same client without the smuggled bytes is served in plain text (--tls on, no rules)', async () => {
+    const s = net.connect(port, '127.0.0.1');
+    s.on('error', () => undefined);
+    const reader = new ByteReader(s);
+    await new Promise<void>((r) => s.once('connect', () => r()));
+    s.write(Buffer.concat([Buffer.from([0, 0, 0, 3]), encodeOption(Opt.GO, encodeGoData('disk'))]));
+    // Greeting (18), INFO_EXPORT reply (20 + 12), ACK (20).
+    const all = await reader.readExact(70);
+    expect(all.readUInt32BE(18 + 12)).toBe(3); // NBD_REP_INFO
+    expect(all.readUInt32BE(18 + 32 + 12)).toBe(1); // NBD_REP_ACK
+    s.destroy();
   });
 });
