@@ -262,7 +262,7 @@ export const CONFIG_SCHEMA = {
   tlsVerifyPeer: field({
     type: booleanType,
     default: false,
-    doc: "NBD TLS clients must present a certificate signed by tlsCertDir's ca-cert.pem; its subject DN is the client's identity (nbdAccess).",
+    doc: "NBD TLS clients must present a certificate signed by tlsCertDir's ca-cert.pem; its subject DN is the client's identity (nbdAccess). PSK clients (tlsPskFile) prove themselves with their key instead.",
   }),
   tlsPskFile: field({
     type: pathType('FILE', { off: true }),
