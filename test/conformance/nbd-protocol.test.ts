@@ -71,15 +71,18 @@ describe('handshake', () => {
     await daemonAlive();
   });
 
-  it('answers unknown and unsupported options with ERR_UNSUP and keeps haggling', async () => {
+  it('answers unknown and unsupported options with ERR_UNSUP (STARTTLS without TLS: ERR_POLICY) and keeps haggling', async () => {
     const c = await connect();
     await c.greet();
-    for (const opt of [0x1234, Opt.STARTTLS, Opt.EXTENDED_HEADERS, Opt.PEEK_EXPORT]) {
+    for (const opt of [0x1234, Opt.EXTENDED_HEADERS, Opt.PEEK_EXPORT]) {
       const replies = await c.option(opt, Buffer.from('some data'));
       expect(replies).toHaveLength(1);
       expect(replies[0]!.type).toBe(Rep.ERR_UNSUP);
       expect(replies[0]!.option).toBe(opt);
     }
+    // STARTTLS on a server without TLS: ERR_POLICY, as nbdkit (ERR_INVALID when it carries data).
+    expect((await c.option(Opt.STARTTLS)).map((r) => r.type)).toEqual([Rep.ERR_POLICY]);
+    expect((await c.option(Opt.STARTTLS, Buffer.from('x'))).map((r) => r.type)).toEqual([Rep.ERR_INVALID]);
     const go = await c.option(Opt.GO, encodeGoData('ro'));
     expect(go[go.length - 1]!.type).toBe(Rep.ACK);
     c.close();
