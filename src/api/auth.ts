@@ -23,7 +23,8 @@ import { ReboundError } from '../errors.js';
 import type { Logger } from '../util/log.js';
 import { ROLES, isPermission, leastRoleFor, roleAllows, vmAllowed, type Permission } from '../auth/permissions.js';
 import type { TokenInfo, TokenStore } from '../auth/token-store.js';
-import { LoginLimiter, LogThrottle } from '../auth/login-limiter.js';
+import { LoginLimiter } from '../auth/login-limiter.js';
+import { LogLimiter } from '../util/log-limiter.js';
 
 export type VmsOf = (req: FastifyRequest) => string[] | 'all' | Promise<string[] | 'all'>;
 
@@ -44,8 +45,8 @@ export interface ApiAuth {
   tokens: TokenStore;
   /** Failed logins per client address (default: 10 a minute). */
   limiter?: LoginLimiter;
-  /** Log lines of failed logins (default: 20 a minute). */
-  logThrottle?: LogThrottle;
+  /** Log lines of failed logins, per client address (default: util/log-limiter.ts, 10 a minute). */
+  logLimiter?: LogLimiter;
 }
 
 /** A route as registered, for the permission table and its test. */
@@ -69,7 +70,7 @@ const TOKEN_HINT =
 /** Installs the hooks; call before registering routes. */
 export function installAuth(app: FastifyInstance, auth: ApiAuth, log: Logger): void {
   const limiter = auth.limiter ?? new LoginLimiter();
-  const throttle = auth.logThrottle ?? new LogThrottle();
+  const logLimiter = auth.logLimiter ?? new LogLimiter();
   const routes: RouteEntry[] = [];
   ROUTES.set(app, routes);
   app.decorateRequest('token', undefined);
@@ -107,16 +108,7 @@ export function installAuth(app: FastifyInstance, auth: ApiAuth, log: Logger): v
         throw new ReboundError('ERR_TOO_MANY_REQUESTS', `too many requests with bad API tokens from ${address}; try again in ${Math.ceil(wait / 1000)} s`);
       }
       const failures = limiter.fail(address);
-      const t = throttle.take();
-      if (t.log) {
-        log.warn('API request with a bad token refused', {
-          client: address,
-          route: `${req.method} ${req.routeOptions.url}`,
-          failures,
-          ...(t.dropped ? { notLogged: t.dropped } : {}),
-          ...(t.last ? { note: 'more bad tokens this minute are not logged' } : {}),
-        });
-      }
+      logLimiter.warn(log, 'api-bad-token', address, 'API request with a bad token refused', { client: address, route: `${req.method} ${req.routeOptions.url}`, failures });
       void reply.header('www-authenticate', 'Bearer realm="rebound", error="invalid_token"');
       throw new ReboundError('ERR_UNAUTHENTICATED', `the API token is not valid (revoked, mistyped or of another daemon): ${TOKEN_HINT}`);
     }

@@ -5,11 +5,9 @@
  * (api/auth.ts; valid tokens still pass). Requests without any token are not failures (nothing is
  * being guessed). The table is bounded: at `maxAddresses` the windows that ended are dropped,
  * then the oldest.
+ * The log lines of failures are limited per address by util/log-limiter.ts (api/auth.ts).
  *
- * LogThrottle: the log lines of failures are limited too (`perWindow` lines a window, then one
- * line saying how many were left out), so an attacker cannot fill the log.
- *
- * Both take a clock, so tests count requests instead of waiting.
+ * It takes a clock, so tests count requests instead of waiting.
  */
 
 export interface LoginLimiterOptions {
@@ -74,41 +72,5 @@ export class LoginLimiter {
       if (this.#windows.size < this.#maxAddresses) break;
       this.#windows.delete(a);
     }
-  }
-}
-
-export class LogThrottle {
-  readonly #perWindow: number;
-  readonly #windowMs: number;
-  readonly #now: () => number;
-  #start = -Infinity;
-  #lines = 0;
-  #dropped = 0;
-
-  constructor(opts: { perWindow?: number; windowMs?: number; now?: () => number } = {}) {
-    this.#perWindow = opts.perWindow ?? 20;
-    this.#windowMs = opts.windowMs ?? 60_000;
-    this.#now = opts.now ?? Date.now;
-  }
-
-  /**
-   * Whether to log this event; `last`: it is the window's last line (say that more are left
-   * out); `dropped`: how many were left out in the previous window (said with the next line).
-   */
-  take(): { log: boolean; last: boolean; dropped: number } {
-    const now = this.#now();
-    let dropped = 0;
-    if (now - this.#start >= this.#windowMs) {
-      dropped = this.#dropped;
-      this.#start = now;
-      this.#lines = 0;
-      this.#dropped = 0;
-    }
-    if (this.#lines < this.#perWindow) {
-      this.#lines++;
-      return { log: true, last: this.#lines === this.#perWindow, dropped };
-    }
-    this.#dropped++;
-    return { log: false, last: false, dropped };
   }
 }

@@ -1,7 +1,7 @@
 /** The role table, VM patterns, and the failed-login limits (on a counted clock). */
 import { describe, expect, it } from 'vitest';
 import { PERMISSIONS, ROLES, leastRoleFor, roleAllows, vmAllowed, vmMatches } from '../../../src/auth/permissions.js';
-import { LoginLimiter, LogThrottle } from '../../../src/auth/login-limiter.js';
+import { LoginLimiter } from '../../../src/auth/login-limiter.js';
 
 describe('roles', () => {
   it('grant: viewer reads, operator operates, admin administers; each role has what the one below has', () => {
@@ -58,17 +58,5 @@ describe('LoginLimiter', () => {
     }
     expect(l.addresses).toBeLessThanOrEqual(100);
     expect(l.blockedFor('a999')).toBeGreaterThan(0);
-  });
-});
-
-describe('LogThrottle', () => {
-  it('lets N lines a window through, marks the last, and counts the rest for the next window', () => {
-    let now = 0;
-    const t = new LogThrottle({ perWindow: 3, windowMs: 1000, now: () => now });
-    const takes = Array.from({ length: 10 }, () => t.take());
-    expect(takes.map((x) => x.log)).toEqual([true, true, true, false, false, false, false, false, false, false]);
-    expect(takes[2]!.last).toBe(true);
-    now += 1000;
-    expect(t.take()).toEqual({ log: true, last: false, dropped: 7 });
   });
 });
