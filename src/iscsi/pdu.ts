@@ -58,8 +58,11 @@ export class PduError extends Error {
   readonly reason: number;
   /** The header could not be trusted (framing lost): the connection must close. */
   readonly fatal: boolean;
-  constructor(message: string, reason: number = RejectReason.ProtocolError, fatal = true) {
+  /** The BHS of the PDU at fault, when it was framed (what a Reject carries back). */
+  readonly header: Buffer | undefined;
+  constructor(message: string, reason: number = RejectReason.ProtocolError, fatal = true, header?: Buffer) {
     super(message);
+    this.header = header;
     this.name = 'PduError';
     this.reason = reason;
     this.fatal = fatal;
@@ -138,7 +141,7 @@ function assemble(h: Bhs, rest: Buffer, limits: FrameLimits): Pdu {
   off += h.dataLength + ((4 - (h.dataLength % 4)) % 4);
   if (limits.dataDigest && h.dataLength > 0) {
     const padded = rest.subarray(h.ahsLength + (limits.headerDigest ? 4 : 0), off);
-    if (crc32c(padded) !== rest.readUInt32LE(off)) throw new PduError('data digest error', RejectReason.DataDigestError, false);
+    if (crc32c(padded) !== rest.readUInt32LE(off)) throw new PduError('data digest error', RejectReason.DataDigestError, false, h.raw);
   }
   return { ...h, ahs, data };
 }

@@ -1,0 +1,209 @@
+/**
+ * IscsiServer: accepts iSCSI initiators on TCP (RFC 7143, port 3260 by convention) and serves the
+ * disks the catalog publishes on 'iscsi' (names.ts renders them as targets). One IscsiConnection
+ * per socket; MaxConnections is 1, so a session is its connection.
+ *
+ * Limits, like the NBD server's (docs/security.md, Limits): connections open at once in total and
+ * per client address (more are closed on accept), a login that has not reached the full feature
+ * phase within the login timeout is dropped, payload bytes of the commands running per connection
+ * are bounded (`maxInflightBytes`) and share the daemon's ByteBudget with NBD and NFS.
+ *
+ * Sessions are registered by I_T nexus (InitiatorName + ISID + target): a login with the same key
+ * reinstates the session, ending the old one (its tasks drained) before the new one is answered.
+ *
+ * Lifecycle: listen() may be called more than once; close() stops accepting and ends every
+ * connection (in-flight device requests drain); destroy() cuts everything at once.
+ */
+import net from 'node:net';
+import { errorText, ReboundError } from '../errors.js';
+import type { CatalogView } from '../exports/catalog.js';
+import { ByteBudget } from '../util/byte-budget.js';
+import { LogLimiter } from '../util/log-limiter.js';
+import type { Logger } from '../util/log.js';
+import { silentLogger } from '../util/log.js';
+import { IscsiConnection, type ConnectionHost } from './connection.js';
+import { DEFAULT_LOGIN_LIMITS, LoginStatus, type ChapCredentials, type LoginContext, type LoginLimits } from './login.js';
+import { renderTargets, type IscsiTarget } from './names.js';
+import { DEFAULT_QUEUE_DEPTH, type IscsiSession } from './session.js';
+
+export interface IscsiServerOptions {
+  /** The catalog's 'iscsi' view. */
+  view: CatalogView;
+  log?: Logger;
+  /** CHAP every initiator must pass (discovery and normal sessions); absent: no authentication. */
+  chap?: ChapCredentials;
+  /** Connections open at once (default 256). */
+  maxConnections?: number;
+  /** Connections open at once from one address (default 32). */
+  maxConnectionsPerClient?: number;
+  /** A login not finished this long after the accept is dropped (default 30 s). */
+  loginTimeoutMs?: number;
+  /** Payload bytes of the commands running on one connection (default 64 MiB). */
+  maxInflightBytes?: number;
+  /** The daemon's total of payload bytes in flight (shared with NBD and NFS). */
+  budget?: ByteBudget;
+  /** Commands queued per session (the CmdSN window, default 64). */
+  queueDepth?: number;
+  limits?: Partial<LoginLimits>;
+  logLimiter?: LogLimiter;
+}
+
+export const DEFAULT_ISCSI_PORT = 3260;
+const PORTAL_GROUP_TAG = 1;
+
+export class IscsiServer {
+  readonly #view: CatalogView;
+  readonly #log: Logger;
+  readonly #opts: Required<Omit<IscsiServerOptions, 'view' | 'log' | 'chap' | 'limits'>> & { chap: ChapCredentials | undefined; limits: LoginLimits };
+  readonly #listeners: net.Server[] = [];
+  readonly #connections = new Set<IscsiConnection>();
+  readonly #perClient = new Map<string, number>();
+  readonly #sessions = new Map<string, IscsiSession>();
+  #tsih = 0;
+  #shuttingDown = false;
+  #cache: { version: number; targets: IscsiTarget[] } = { version: -1, targets: [] };
+
+  constructor(opts: IscsiServerOptions) {
+    this.#view = opts.view;
+    this.#log = opts.log ?? silentLogger;
+    this.#opts = {
+      maxConnections: opts.maxConnections ?? 256,
+      maxConnectionsPerClient: opts.maxConnectionsPerClient ?? 32,
+      loginTimeoutMs: opts.loginTimeoutMs ?? 30_000,
+      maxInflightBytes: opts.maxInflightBytes ?? 64 * 1024 * 1024,
+      budget: opts.budget ?? new ByteBudget(512 * 1024 * 1024),
+      queueDepth: opts.queueDepth ?? DEFAULT_QUEUE_DEPTH,
+      logLimiter: opts.logLimiter ?? new LogLimiter(),
+      chap: opts.chap,
+      limits: { ...DEFAULT_LOGIN_LIMITS, ...opts.limits },
+    };
+  }
+
+  get connectionCount(): number {
+    return this.#connections.size;
+  }
+
+  get sessionCount(): number {
+    return this.#sessions.size;
+  }
+
+  /** Targets as the catalog renders them now (cached until the catalog changes). */
+  targets(): IscsiTarget[] {
+    const v = this.#view.catalog.version;
+    if (this.#cache.version !== v) this.#cache = { version: v, targets: renderTargets(this.#view) };
+    return this.#cache.targets;
+  }
+
+  /** Listens on TCP; port 0 picks a free port. Resolves with the bound address. */
+  listen(host: string, port: number): Promise<{ host: string; port: number }> {
+    return new Promise((resolve, reject) => {
+      const srv = net.createServer({ noDelay: true }, (socket) => this.handleSocket(socket));
+      srv.once('error', (err) => reject(new ReboundError('ERR_LISTEN_FAILED', `cannot listen for iSCSI on ${host}:${port}: ${err.message}`, { cause: err })));
+      srv.listen({ host, port }, () => {
+        srv.on('error', (err) => this.#log.error('iSCSI listener error', { err: err.message }));
+        this.#listeners.push(srv);
+        const a = srv.address() as net.AddressInfo;
+        this.#log.info('iSCSI listening', { address: `${a.address}:${a.port}` });
+        resolve({ host: a.address, port: a.port });
+      });
+    });
+  }
+
+  handleSocket(socket: net.Socket): void {
+    socket.on('error', () => undefined);
+    if (this.#shuttingDown) {
+      socket.destroy();
+      return;
+    }
+    const client = clientAddress(socket);
+    const fromClient = this.#perClient.get(client) ?? 0;
+    const { maxConnections, maxConnectionsPerClient } = this.#opts;
+    if (this.#connections.size >= maxConnections || fromClient >= maxConnectionsPerClient) {
+      socket.destroy();
+      const total = this.#connections.size >= maxConnections;
+      this.#opts.logLimiter.warn(this.#log, total ? 'iscsi-connection-limit' : 'iscsi-client-connection-limit', client, 'iSCSI connection limit reached; closing new connection', {
+        client,
+        limit: total ? maxConnections : maxConnectionsPerClient,
+      });
+      return;
+    }
+    this.#perClient.set(client, fromClient + 1);
+    socket.setNoDelay(true);
+    const log = this.#log.child({ peer: `${socket.remoteAddress}:${socket.remotePort}` });
+    const conn = new IscsiConnection(socket, this.#host(), log, new ByteBudget(this.#opts.maxInflightBytes));
+    this.#connections.add(conn);
+    conn.serve().finally(() => {
+      this.#connections.delete(conn);
+      const n = (this.#perClient.get(client) ?? 1) - 1;
+      if (n > 0) this.#perClient.set(client, n);
+      else this.#perClient.delete(client);
+    });
+  }
+
+  #host(): ConnectionHost {
+    const server = this;
+    const o = this.#opts;
+    return {
+      log: this.#log,
+      budget: o.budget,
+      maxInflightBytes: o.maxInflightBytes,
+      loginTimeoutMs: o.loginTimeoutMs,
+      queueDepth: o.queueDepth,
+      get shuttingDown() {
+        return server.#shuttingDown;
+      },
+      loginContext: (): LoginContext => ({
+        portalGroupTag: PORTAL_GROUP_TAG,
+        limits: o.limits,
+        chap: o.chap,
+        targetExists: (name) => this.#target(name) !== undefined,
+        tsihStatus: (tsih) => ([...this.#sessions.values()].some((s) => s.tsih === tsih) ? LoginStatus.TooManyConnections : LoginStatus.SessionDoesNotExist),
+      }),
+      newTsih: () => {
+        this.#tsih = this.#tsih >= 0xffff ? 1 : this.#tsih + 1;
+        return this.#tsih;
+      },
+      target: (name) => this.#target(name),
+      targets: () => this.targets(),
+      register: async (session) => {
+        const old = this.#sessions.get(session.key);
+        if (old) {
+          this.#log.info('iSCSI session reinstated', { initiator: session.initiatorName, target: session.targetName ?? '(discovery)' });
+          await old.terminate().catch((err) => this.#log.warn('ending the reinstated session failed', { err: errorText(err) }));
+        }
+        this.#sessions.set(session.key, session);
+      },
+      unregister: (session) => {
+        if (this.#sessions.get(session.key) === session) this.#sessions.delete(session.key);
+      },
+      warmReset: async (targetName, except) => {
+        const others = [...this.#connections].filter((c) => c.session && c.session !== except && c.session.targetName === targetName);
+        await Promise.all(others.map((c) => c.abortTasks(() => true)));
+      },
+    };
+  }
+
+  #target(name: string): IscsiTarget | undefined {
+    const n = name.toLowerCase();
+    return this.targets().find((t) => t.name === n);
+  }
+
+  async close(): Promise<void> {
+    this.#shuttingDown = true;
+    const closing = this.#listeners.map((l) => new Promise<void>((r) => l.close(() => r())));
+    await Promise.all([...this.#connections].map((c) => c.terminate()));
+    await Promise.all(closing);
+  }
+
+  destroy(): void {
+    this.#shuttingDown = true;
+    for (const l of this.#listeners) l.close();
+    for (const c of this.#connections) void c.terminate();
+  }
+}
+
+function clientAddress(socket: net.Socket): string {
+  const a = socket.remoteAddress;
+  if (!a) return 'unknown';
+  return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
+}
