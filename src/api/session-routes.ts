@@ -95,7 +95,7 @@ export function registerSessionRoutes(app: FastifyInstance, ctx: SessionRouteCon
             name,
             quota: { type: 'integer', minimum: 1 },
             qos: qosSchema,
-            publish: { type: 'object', additionalProperties: false, properties: { nbd: { type: 'boolean' }, nfs: { type: 'boolean' }, fuse: { type: 'boolean' } } },
+            publish: { type: 'object', additionalProperties: false, properties: { nbd: { type: 'boolean' }, nfs: { type: 'boolean' }, fuse: { type: 'boolean' }, iscsi: { type: 'boolean' } } },
             allow: { type: 'array', maxItems: 64, items: { type: 'string', minLength: 1, maxLength: 1024 } },
           },
         },

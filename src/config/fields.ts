@@ -191,6 +191,14 @@ export const CONFIG_SCHEMA = {
       'Largest NFS READ/WRITE payload (FSINFO rtmax/wtmax), a multiple of 4K up to 16M: larger READs are answered short, ' +
       'larger WRITEs are cut short (RFC 1813, as knfsd); an RPC record over this plus 64K drops the connection.',
   }),
+  iscsi: field({
+    type: listType(addressType(), { none: true }),
+    default: [],
+    doc:
+      'iSCSI target listen addresses (usually 0.0.0.0:3260): one target per recovery session ' +
+      '(iqn.2026-12.org.rebound:session.NAME) and per restore point (iqn.2026-12.org.rebound:point.VM.POINT, read-only), one LUN per disk ' +
+      '(docs/hyperv.md). None: no iSCSI.',
+  }),
   cacheSize: field({
     type: sizeType('bytes', 1),
     default: 256 * MiB,

@@ -32,6 +32,7 @@ import { backup } from '../repo/ingest.js';
 import { DEMO_DISK, DEMO_VM, prepareDemoImage } from './demo.js';
 import { FuseMounts } from '../fuse/manager.js';
 import type { NfsServer } from '../nfs/server.js';
+import type { IscsiServer } from '../iscsi/target.js';
 import { PathPolicy } from '../util/path-policy.js';
 import { ByteBudget } from '../util/byte-budget.js';
 import { TokenStore, authDir } from '../auth/token-store.js';
@@ -45,6 +46,8 @@ export interface DaemonEndpoints {
   /** NFS datastore listeners (MOUNT + NFS v3) and portmapper listeners, HOST:PORT. */
   nfs?: string[];
   portmap?: string[];
+  /** iSCSI target listeners, HOST:PORT. */
+  iscsi?: string[];
 }
 
 export class Daemon {
@@ -60,6 +63,7 @@ export class Daemon {
   #sessionManager: SessionManager | undefined;
   #fuse: FuseMounts | undefined;
   #nfs: NfsServer | undefined;
+  #iscsi: IscsiServer | undefined;
   readonly #log: Logger;
   readonly #lock: DataDirLock;
   #api: FastifyInstance | undefined;
@@ -184,6 +188,7 @@ export class Daemon {
       this.#endpoints.nbdSocket.push(p);
     }
     if (this.config.nfs.length > 0) await this.#startNfs();
+    if (this.config.iscsi.length > 0) await this.#startIscsi();
     if (this.config.http !== 'off') {
       const { host, port } = parseTcpAddress(this.config.http);
       const tls = this.config.httpTls ? await this.#loadApiTls() : undefined;
@@ -291,11 +296,22 @@ export class Daemon {
     this.#endpoints.portmap = this.#nfs.endpoints.portmap;
   }
 
+  /** The iSCSI target (src/iscsi/): sessions and restore points as targets, one LUN per disk. */
+  async #startIscsi(): Promise<void> {
+    const { IscsiServer } = await import('../iscsi/target.js');
+    this.#iscsi = new IscsiServer({ view: this.catalog.view('iscsi'), log: this.#log.child({ component: 'iscsi' }), budget: this.inflightBudget });
+    this.#endpoints.iscsi = [];
+    for (const a of this.config.iscsi) {
+      const { host, port } = parseTcpAddress(a);
+      this.#endpoints.iscsi.push(formatTcpAddress(await this.#iscsi.listen(host, port)));
+    }
+  }
+
   /** Graceful shutdown; idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#log.info('shutting down');
-      await Promise.allSettled([this.#api?.close(), this.nbd.close(this.config.shutdownTimeoutMs), this.jobs.close(), this.#nfs?.close(this.config.shutdownTimeoutMs)]);
+      await Promise.allSettled([this.#api?.close(), this.nbd.close(this.config.shutdownTimeoutMs), this.jobs.close(), this.#nfs?.close(this.config.shutdownTimeoutMs), this.#iscsi?.close()]);
       await this.#tokens?.close();
       await this.#fuse?.close();
       await this.#sessionManager?.close();

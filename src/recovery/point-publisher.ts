@@ -68,7 +68,7 @@ export class PointPublisher {
       this.#owned.delete(name);
       if (catalog.has(name)) await catalog.unpublish(name);
     }
-    const publish: FrontEnd[] = this.#opts.onNbd ? ['nbd', 'nfs', 'fuse'] : ['nfs', 'fuse'];
+    const publish: FrontEnd[] = this.#opts.onNbd ? ['nbd', 'nfs', 'fuse', 'iscsi'] : ['nfs', 'fuse', 'iscsi'];
     for (const m of points) {
       let info: PointInfo | undefined; // made once per point, only when one of its disks is new
       for (const d of m.disks) {

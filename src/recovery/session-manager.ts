@@ -155,7 +155,7 @@ export class SessionManager {
       createdAt: new Date().toISOString(),
       quota: req.quota ?? null,
       qos: cleanQos(req.qos ?? {}),
-      publish: { nbd: req.publish?.nbd ?? true, nfs: req.publish?.nfs ?? true, fuse: req.publish?.fuse ?? true },
+      publish: { nbd: req.publish?.nbd ?? true, nfs: req.publish?.nfs ?? true, fuse: req.publish?.fuse ?? true, iscsi: req.publish?.iscsi ?? true },
       disks: m.disks.map((d) => ({ name: d.name, size: d.size, state: 'running' as const, migration: null })),
       commits: [],
       ...(req.allow && req.allow.length > 0 ? { allow: [...new Set(req.allow)] } : {}),

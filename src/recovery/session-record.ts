@@ -45,8 +45,8 @@ export interface SessionDiskRecord {
   migration: MigrationRecord | null;
 }
 
-/** Front ends a session's disks are published on. */
-export type PublishChoice = Record<Exclude<FrontEnd, 'iscsi'>, boolean>;
+/** Front ends a session's disks are published on (`iscsi` absent in records older than the iSCSI target: off). */
+export type PublishChoice = Record<Exclude<FrontEnd, 'iscsi'>, boolean> & { iscsi?: boolean };
 
 export interface SessionRecord {
   format: typeof SESSION_FORMAT;

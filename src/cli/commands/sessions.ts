@@ -56,10 +56,11 @@ export function registerSessions(program: Command, io: CliIo): void {
     .option('--bandwidth <rate>', 'bandwidth limit for each disk, e.g. 100M/s')
     .option('--no-nbd', 'do not publish the session over NBD')
     .option('--no-nfs', 'do not publish the session in the NFS datastore')
+    .option('--no-iscsi', 'do not publish the session as an iSCSI target')
     .option('--no-fuse', 'do not show the session in the FUSE file tree')
     .option('--allow <identity>', 'with NBD TLS: an identity (PSK username, certificate DN or CN=NAME) that may open the session\'s disks; repeatable', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--json', 'print the session as JSON')
-    .action(async (ref: string, opts: { name?: string; quota?: string; iops?: string; bandwidth?: string; nbd: boolean; nfs: boolean; fuse: boolean; allow: string[]; json?: boolean }, cmd: Command) => {
+    .action(async (ref: string, opts: { name?: string; quota?: string; iops?: string; bandwidth?: string; nbd: boolean; nfs: boolean; iscsi: boolean; fuse: boolean; allow: string[]; json?: boolean }, cmd: Command) => {
       const { vm, point } = parsePointRef(ref);
       const s = await apiClient(cmd, io).post<SessionDetail>('/v1/sessions', {
         vm,
@@ -67,7 +68,7 @@ export function registerSessions(program: Command, io: CliIo): void {
         ...(opts.name ? { name: opts.name } : {}),
         ...(opts.quota ? { quota: parseSize(opts.quota) } : {}),
         qos: qosOf(opts),
-        publish: { nbd: opts.nbd, nfs: opts.nfs, fuse: opts.fuse },
+        publish: { nbd: opts.nbd, nfs: opts.nfs, fuse: opts.fuse, iscsi: opts.iscsi },
         ...(opts.allow.length > 0 ? { allow: opts.allow } : {}),
       });
       if (opts.json) return io.stdout(JSON.stringify(s, null, 2) + '\n');
