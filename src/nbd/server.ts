@@ -16,6 +16,7 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { errorText, ReboundError } from '../errors.js';
 import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
@@ -269,7 +270,7 @@ class NbdConnection {
         ...(session.name && session.name !== exp.name ? { as: session.name } : {}),
         structured: session.structuredReplies,
         flags: '0x' + session.transmissionFlags.toString(16),
-        ...(session.tls ? { tls: true, identity: identityText(session.identity) } : {}),
+        ...(session.tls ? { tls: (socket as TLSSocket).getProtocol?.() ?? true, cipher: (socket as TLSSocket).getCipher?.()?.name, identity: identityText(session.identity) } : {}),
       });
       const transmission = new Transmission(socket, reader, session, device, log, {
         maxInflight: this.#opts.maxInflight,

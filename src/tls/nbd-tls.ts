@@ -27,12 +27,14 @@ export type TlsMode = 'off' | 'on' | 'require';
 export const TLS_MODES: readonly TlsMode[] = ['off', 'on', 'require'];
 
 /**
- * With PSK, the TLS 1.3 suites with SHA-256 come first and the server's order wins: OpenSSL ties an
- * external PSK to SHA-256, and a handshake that picked TLS_AES_256_GCM_SHA384 (GnuTLS clients list
- * it first) silently drops the PSK and falls back to the certificate, which a PSK-only client
- * cannot use ("Insufficient credentials").
+ * The TLS 1.3 suites with SHA-256 come first and the server's order wins:
+ *  - OpenSSL ties an external PSK to SHA-256, and a handshake that picked TLS_AES_256_GCM_SHA384
+ *    (GnuTLS clients list it first) silently drops the PSK and falls back to the certificate, which
+ *    a PSK-only client cannot use ("Insufficient credentials");
+ *  - AES-128-GCM encrypts about 1.45x as fast as AES-256-GCM (openssl speed, 16 KiB blocks: 3.6 vs
+ *    2.5 GB/s here), and every byte of disk data goes through it.
  */
-const TLS13_PSK_FIRST = ['TLS_AES_128_GCM_SHA256', 'TLS_CHACHA20_POLY1305_SHA256'];
+const TLS13_FIRST = ['TLS_AES_128_GCM_SHA256', 'TLS_CHACHA20_POLY1305_SHA256'];
 /** TLS 1.2 PSK suites with forward secrecy. */
 const PSK_CIPHERS_TLS12 = [
   'ECDHE-PSK-CHACHA20-POLY1305',
@@ -80,15 +82,15 @@ export class NbdTls {
     this.verifyPeer = opts.verifyPeer ?? false;
     this.certs = opts.certs;
     this.psk = opts.psk;
-    const defaults = tls.DEFAULT_CIPHERS.split(':');
+    const defaults = tls.DEFAULT_CIPHERS.split(':').filter((c) => !TLS13_FIRST.includes(c));
     const ciphers = opts.psk
-      ? [...TLS13_PSK_FIRST, ...defaults.filter((c) => c !== '!PSK' && !TLS13_PSK_FIRST.includes(c)), ...PSK_CIPHERS_TLS12, '!kPSK'].join(':')
-      : tls.DEFAULT_CIPHERS;
+      ? [...TLS13_FIRST, ...defaults.filter((c) => c !== '!PSK'), ...PSK_CIPHERS_TLS12, '!kPSK'].join(':')
+      : [...TLS13_FIRST, ...defaults].join(':');
     try {
       this.#context = tls.createSecureContext({
         ...(opts.certs ? certDirSecureOptions(opts.certs) : {}),
         ciphers,
-        ...(opts.psk ? { honorCipherOrder: true } : {}),
+        honorCipherOrder: true,
         // OpenSSL wants one when it verifies peers and a TLS 1.3 PSK (a "resumption") is used.
         sessionIdContext: 'rebound-nbd',
         minVersion: 'TLSv1.2',

@@ -360,7 +360,7 @@ describe.skipIf(missing.length > 0)('NBD TLS: STARTTLS without TLS, and the daem
       expect((await run('nbdinfo', [uriPsk(exp, 'bob', 'bob', dport)])).code).not.toBe(0);
       expect((await run('nbdinfo', [`nbd://127.0.0.1:${dport}/${encodeURIComponent(exp)}`])).code).not.toBe(0);
       expect(lines.join('\n')).toMatch(/NBD TLS enabled .*mode=require/);
-      expect(lines.join('\n')).toMatch(/client connected .*export=session\/web\/disk0 .*tls=true identity="x509:CN=alice,O=Rebound Test"/);
+      expect(lines.join('\n')).toMatch(/client connected .*export=session\/web\/disk0 .*tls=TLSv1\.3 cipher=TLS_AES_128_GCM_SHA256 identity="x509:CN=alice,O=Rebound Test"/);
     } finally {
       await daemon.close();
     }
