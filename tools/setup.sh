@@ -21,6 +21,8 @@ PACKAGES=(
   rpcbind                  # rpcinfo (NFS interop: portmapper checks)
   nfs-ganesha nfs-ganesha-vfs  # reference NFS server for benchmarks
   tshark                   # decodes captured NFS test traffic
+  libiscsi-bin             # iscsi-ls, iscsi-inq, iscsi-test-cu (iSCSI interop and conformance)
+  tgt                      # tgtd, reference iSCSI target for the conformance comparison and benchmarks
   openssl                  # test CAs and certificates for NBD TLS (test/helpers/tls-certs.ts, tools/bench/tls.mjs)
 )
 

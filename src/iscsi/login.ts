@@ -464,8 +464,11 @@ export class LoginNegotiator {
   }
 
   #chapKey(k: string, v: string, csg: number): LoginStep | undefined {
-    if (!this.#ctx.chap || this.#chap !== 'challenged' || csg !== Stage.Security) return this.#fail(LoginStatus.InitiatorError, csg, `${k} out of turn`);
-    // The keys of one round are checked together once all of them are in (#finishChap).
+    // The initiator's own challenge (mutual CHAP: CHAP_I, CHAP_C) may come with CHAP_A (libiscsi) or
+    // with its response; its response (CHAP_N, CHAP_R) only after our challenge. They are checked
+    // together once CHAP_R is in (#finishChap).
+    const early = k === 'CHAP_I' || k === 'CHAP_C' ? this.#chap === 'method' || this.#chap === 'challenged' : this.#chap === 'challenged';
+    if (!this.#ctx.chap || !early || csg !== Stage.Security) return this.#fail(LoginStatus.InitiatorError, csg, `${k} out of turn`);
     this.#chapKeys.set(k, v);
     return undefined;
   }

@@ -68,8 +68,18 @@ function banner(daemon: Daemon): string {
   }
   if (exports.length === 0) lines.push('  (no exports yet: back up a VM with `rebound backup`, or start with --export NAME=PATH)');
   lines.push(`NBD: ${nbdUris('', ep).join('  ') || 'no listener'}`);
+  if (daemon.config.nbdTls !== 'off') {
+    lines.push(
+      `NBD TLS: ${daemon.config.nbdTls}${daemon.config.nbdTls === 'require' ? ' (plain-text clients get nothing)' : ''}: ` +
+        "libnbd clients use nbds:// URIs (…?tls-certificates=DIR or nbds://USER@…?tls-psk-file=FILE), QEMU --object tls-creds-x509 or tls-creds-psk " +
+        'with tls-creds= on the drive (docs/security.md, TLS for NBD)',
+    );
+  }
   if (ep.nfs?.length) {
     lines.push(`NFS: datastore at ${ep.nfs.join('  ')} (portmapper ${ep.portmap?.join('  ') || 'off'}): nfs://HOST/sessions/NAME/DISK-flat.vmdk, nfs://HOST/backups/VM/POINT/`);
+  }
+  if (ep.iscsi?.length) {
+    lines.push(`iSCSI: portal at ${ep.iscsi.join('  ')}: iqn.2026-12.org.rebound:session.NAME and :point.VM.POINT, LUN n = disk n (iscsi://HOST/IQN/LUN)`);
   }
   if (daemon.config.fuse !== 'off') lines.push(`FUSE: file tree at ${daemon.config.fuse} (vms/VM/POINT/DISK.raw, DISK.parts/N, sessions/NAME/DISK.raw)`);
   const first = exports[0] && nbdUris(exports[0].name, ep)[0];
