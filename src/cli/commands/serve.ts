@@ -83,7 +83,7 @@ function banner(daemon: Daemon): string {
   }
   if (daemon.config.fuse !== 'off') lines.push(`FUSE: file tree at ${daemon.config.fuse} (vms/VM/POINT/DISK.raw, DISK.parts/N, sessions/NAME/DISK.raw)`);
   const first = exports[0] && nbdUris(exports[0].name, ep)[0];
-  if (first) {
+  if (first && daemon.config.nbdTls !== 'require') {
     lines.push('Try:', `  qemu-img info ${first}`, `  nbdinfo --map ${first}`);
   }
   if (ep.http) {
