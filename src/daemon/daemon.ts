@@ -149,7 +149,7 @@ export class Daemon {
         disk: spec.name,
         size: device.size,
         capabilities: device.capabilities(),
-        publish: ['nbd'],
+        publish: ['nbd', 'iscsi'],
         device,
         description: spec.description,
         source: sourceText(spec),
