@@ -5,5 +5,6 @@ export const TARGETS = {
   nbd: ['nbd.ts', 'nbdTarget'],
   nfs: ['nfs.ts', 'nfsTarget'],
   api: ['api.ts', 'apiTarget'],
+  iscsi: ['iscsi.ts', 'iscsiTarget'],
   overlay: ['overlay.ts', 'overlayTarget'],
 };
