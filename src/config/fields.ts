@@ -199,6 +199,14 @@ export const CONFIG_SCHEMA = {
       '(iqn.2026-12.org.rebound:session.NAME) and per restore point (iqn.2026-12.org.rebound:point.VM.POINT, read-only), one LUN per disk ' +
       '(docs/hyperv.md). None: no iSCSI.',
   }),
+  iscsiChapFile: field({
+    type: pathType('FILE', { off: true }),
+    default: 'off',
+    flag: 'iscsi-chap',
+    doc:
+      "CHAP for the iSCSI target: a file (mode 600) with a line 'initiator USER SECRET' every initiator must prove, and optionally " +
+      "'target USER SECRET' for mutual CHAP; secrets of 12 to 255 characters. 'off': no authentication (docs/hyperv.md).",
+  }),
   cacheSize: field({
     type: sizeType('bytes', 1),
     default: 256 * MiB,

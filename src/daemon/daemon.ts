@@ -299,7 +299,9 @@ export class Daemon {
   /** The iSCSI target (src/iscsi/): sessions and restore points as targets, one LUN per disk. */
   async #startIscsi(): Promise<void> {
     const { IscsiServer } = await import('../iscsi/target.js');
-    this.#iscsi = new IscsiServer({ view: this.catalog.view('iscsi'), log: this.#log.child({ component: 'iscsi' }), budget: this.inflightBudget });
+    const { loadChapFile } = await import('../iscsi/chap-file.js');
+    const chap = this.config.iscsiChapFile === 'off' ? undefined : loadChapFile(this.config.iscsiChapFile);
+    this.#iscsi = new IscsiServer({ view: this.catalog.view('iscsi'), log: this.#log.child({ component: 'iscsi' }), budget: this.inflightBudget, ...(chap ? { chap } : {}) });
     this.#endpoints.iscsi = [];
     for (const a of this.config.iscsi) {
       const { host, port } = parseTcpAddress(a);
