@@ -16,12 +16,14 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { errorText, ReboundError } from '../errors.js';
 import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
 import { AccessPolicy, identityText } from '../tls/access.js';
 import { TlsRefused, type NbdTls } from '../tls/nbd-tls.js';
+import { RecordCoalescer } from '../tls/record-coalescer.js';
 import { ByteReader, ConnectionClosed } from './byte-reader.js';
 import { negotiate, ProtocolViolation, type ExportLookup } from './handshake.js';
 import { ReplyBufferPool } from './reply-buffers.js';
@@ -247,7 +249,7 @@ class NbdConnection {
                   const up = await tls.upgrade(this.#raw, this.#log, (m, f) => this.#opts.logLimiter.warn(this.#log, 'nbd-tls-refused', clientAddress(this.#raw), m, f));
                   socket = this.#socket = up.socket;
                   up.socket.on('error', () => undefined); // reported through ByteReader / close
-                  reader = new ByteReader(up.socket);
+                  reader = new ByteReader(new RecordCoalescer(up.socket) as unknown as Duplex);
                   return { reader, send: sender(up.socket), identity: up.identity };
                 },
               },
