@@ -39,7 +39,7 @@ export interface ApiContext extends Partial<RepoRouteContext> {
   version: string;
   startedAt: Date;
   /** Where the daemon listens, for clients building URIs. */
-  endpoints: () => { nbd: string[]; nbdSocket: string[]; http: string | undefined };
+  endpoints: () => { nbd: string[]; nbdSocket: string[]; http: string | undefined; iscsi?: string[] };
   /** The effective configuration (`rebound config`). */
   config: () => Record<string, unknown>;
   /** FUSE mounts (`/v1/mounts`); absent when the daemon has no repository. */

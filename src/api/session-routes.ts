@@ -6,6 +6,7 @@
  * Migration targets that are paths pass the daemon's path policy (util/path-policy.ts) first.
  * Each route's permission and the VM it names (a session's VM) are in its `config` (api/auth.ts).
  */
+import { sessionIqn } from '../iscsi/names.js';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { tokenSees } from './auth.js';
 import type { QosLimits } from '../blockdev/layers/qos.js';
@@ -23,7 +24,7 @@ export interface SessionRouteContext {
   jobs: JobRegistry;
   /** Which file targets a migration may name (targetDirs). */
   paths: PathPolicy;
-  endpoints: () => { nbd: string[]; nbdSocket: string[] };
+  endpoints: () => { nbd: string[]; nbdSocket: string[]; iscsi?: string[] };
   /** After a commit added a restore point. */
   repoChanged: () => Promise<void>;
 }
@@ -58,6 +59,15 @@ export function connectionInfo(ctx: SessionRouteContext, session: string, disks:
   return { disks: out };
 }
 
+/** The session's iSCSI target (docs/hyperv.md): portals, IQN, LUN per disk (disk-name order, as src/iscsi/names.ts numbers them). */
+export function iscsiInfo(ctx: SessionRouteContext, session: string, published: boolean, disks: string[]): Record<string, unknown> | null {
+  const portals = ctx.endpoints().iscsi ?? [];
+  if (!published || portals.length === 0) return null;
+  const iqn = sessionIqn(session);
+  const sorted = [...disks].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  return { portals, iqn, luns: sorted.map((disk, lun) => ({ lun, disk, url: `iscsi://${portals[0]}/${iqn}/${lun}` })) };
+}
+
 export function registerSessionRoutes(app: FastifyInstance, ctx: SessionRouteContext): void {
   const { sessions, jobs } = ctx;
   // The VM of the session a route names ([] when there is none: the route answers 404).
@@ -70,7 +80,7 @@ export function registerSessionRoutes(app: FastifyInstance, ctx: SessionRouteCon
   const onSession = { config: { ...operate, vms: sessionVm } };
   const withConnection = (n: string): Record<string, unknown> => {
     const [report] = sessions.report(n);
-    return { ...report, connect: report!.publish.nbd ? connectionInfo(ctx, n, report!.disks.map((d) => d.name)) : null };
+    return { ...report, connect: report!.publish.nbd ? connectionInfo(ctx, n, report!.disks.map((d) => d.name)) : null, iscsi: iscsiInfo(ctx, n, report!.publish.iscsi === true, report!.disks.map((d) => d.name)) };
   };
 
   app.get('/v1/sessions', { config: read }, async (req) => ({

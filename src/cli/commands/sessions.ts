@@ -12,6 +12,7 @@ import { parsePointRef } from './repo.js';
 
 type SessionDetail = SessionReport & {
   connect: { disks: Array<{ disk: string; export: string; nbdUri: string | null; qemuDrive: string | null; qemuBlockdev: string; libvirt: string }> } | null;
+  iscsi?: { portals: string[]; iqn: string; luns: Array<{ lun: number; disk: string; url: string }> } | null;
 };
 
 const enc = encodeURIComponent;
@@ -41,6 +42,10 @@ function printSession(io: CliIo, s: SessionDetail): void {
     io.stdout(`\n  disk ${c.disk}\n    NBD:     ${c.nbdUri ?? '(no NBD listener)'}\n`);
     if (c.qemuDrive) io.stdout(`    QEMU:    ${c.qemuDrive}\n`);
     io.stdout(`    QEMU:    ${c.qemuBlockdev}\n    libvirt: ${c.libvirt}\n`);
+  }
+  if (s.iscsi) {
+    io.stdout(`\n  iSCSI:   portal ${s.iscsi.portals.join(', ')}, target ${s.iscsi.iqn}\n`);
+    for (const l of s.iscsi.luns) io.stdout(`    LUN ${l.lun}: disk ${l.disk}  ${l.url}\n`);
   }
   for (const w of s.warnings) io.stdout(`  warning: ${w}\n`);
 }
