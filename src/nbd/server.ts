@@ -7,8 +7,9 @@
  *
  * TLS (tls/nbd-tls.ts): a connection starts in plain text; on NBD_OPT_STARTTLS the handshake hands
  * the raw socket to NbdTls.upgrade() and goes on with a reader on the TLS socket, which transmission
- * then uses. The handshake timeout covers the TLS handshake. `access` (tls/access.ts) decides per
- * identity which exports a connection may open.
+ * then uses (through tls/record-coalescer.ts: one batch of records per macrotask, not one 'data'
+ * event per request). The handshake timeout covers the TLS handshake. `access` (tls/access.ts)
+ * decides per identity which exports a connection may open.
  *
  * Lifecycle: listen*() may be called several times; close() stops accepting, lets every
  * connection finish its in-flight requests (new ones get ESHUTDOWN) and then closes the sockets,
