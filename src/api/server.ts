@@ -23,7 +23,7 @@ import { ReboundError } from '../errors.js';
 import type { Catalog, CatalogEntry } from '../exports/catalog.js';
 import type { Logger } from '../util/log.js';
 import { EventLoopDelayMonitor } from '../util/event-loop.js';
-import { nbdUris } from '../nbd/client.js';
+import { nbdUris, type NbdTlsMode } from '../nbd/client.js';
 import { toApiError } from './error-map.js';
 import { registerRepoRoutes, type RepoRouteContext } from './repo-routes.js';
 import { PathPolicy } from '../util/path-policy.js';
@@ -39,7 +39,7 @@ export interface ApiContext extends Partial<RepoRouteContext> {
   version: string;
   startedAt: Date;
   /** Where the daemon listens, for clients building URIs. */
-  endpoints: () => { nbd: string[]; nbdSocket: string[]; http: string | undefined; iscsi?: string[] };
+  endpoints: () => { nbd: string[]; nbdSocket: string[]; http: string | undefined; iscsi?: string[]; nbdTls?: NbdTlsMode };
   /** The effective configuration (`rebound config`). */
   config: () => Record<string, unknown>;
   /** FUSE mounts (`/v1/mounts`); absent when the daemon has no repository. */

@@ -13,7 +13,7 @@ import type { QosLimits } from '../blockdev/layers/qos.js';
 import type { SessionManager, RecoverRequest, MigrateRequest } from '../recovery/session-manager.js';
 import type { MigrationProgress } from '../recovery/migration.js';
 import { sessionEntryName } from '../exports/catalog.js';
-import { nbdUris } from '../nbd/client.js';
+import { nbdUris, type NbdTlsMode } from '../nbd/client.js';
 import { parseTcpAddress } from '../util/address.js';
 import type { JobRegistry } from './jobs.js';
 import { checkNbdSocket, isNbdUri } from '../repo/sources.js';
@@ -24,7 +24,7 @@ export interface SessionRouteContext {
   jobs: JobRegistry;
   /** Which file targets a migration may name (targetDirs). */
   paths: PathPolicy;
-  endpoints: () => { nbd: string[]; nbdSocket: string[]; iscsi?: string[] };
+  endpoints: () => { nbd: string[]; nbdSocket: string[]; iscsi?: string[]; nbdTls?: NbdTlsMode };
   /** After a commit added a restore point. */
   repoChanged: () => Promise<void>;
 }
@@ -33,10 +33,18 @@ const name = { type: 'string', minLength: 1, maxLength: 128 } as const;
 const limit = { type: 'integer', minimum: 0 } as const;
 const qosSchema = { type: 'object', additionalProperties: false, properties: { iops: limit, bps: limit } } as const;
 
-/** Ready-to-paste ways to attach the session's disks: NBD URIs, QEMU options, libvirt XML. */
+/**
+ * Ready-to-paste ways to attach the session's disks: NBD URIs, QEMU options, libvirt XML. With
+ * the NBD server's TLS on, the URIs are nbds://, QEMU gets a tls-creds-x509 object reading the
+ * client's certificates from QEMU_TLS_DIR (libvirt's default nbd_tls_x509_cert_dir; a PSK client
+ * uses tls-creds-psk instead, docs/security.md) and libvirt's source says tls='yes'.
+ */
 export function connectionInfo(ctx: SessionRouteContext, session: string, disks: string[]): Record<string, unknown> {
   const ep = ctx.endpoints();
   const tcp = ep.nbd[0];
+  const tls = ep.nbdTls === 'on' || ep.nbdTls === 'require';
+  const tlsObject = tls ? `-object tls-creds-x509,id=tls0,dir=${QEMU_TLS_DIR},endpoint=client ` : '';
+  const tlsOption = tls ? ',tls-creds=tls0' : '';
   const out = disks.map((disk, i) => {
     const exp = sessionEntryName(session, disk);
     const uri = nbdUris(exp, ep)[0] ?? null;
@@ -44,20 +52,30 @@ export function connectionInfo(ctx: SessionRouteContext, session: string, disks:
     const { host, port } = tcp ? parseTcpAddress(tcp) : { host: undefined, port: undefined };
     const server = tcp ? `server.type=inet,server.host=${host},server.port=${port}` : `server.type=unix,server.path=${ep.nbdSocket[0]}`;
     const dev = `vd${String.fromCharCode(97 + i)}`;
+    const sourceOpen = `<source protocol='nbd' name='${exp}'${tls ? " tls='yes'" : ''}>`;
     const source = tcp
-      ? `<source protocol='nbd' name='${exp}'><host name='${host}' port='${port}'/></source>`
-      : `<source protocol='nbd' name='${exp}'><host transport='unix' socket='${ep.nbdSocket[0]}'/></source>`;
+      ? `${sourceOpen}<host name='${host}' port='${port}'/></source>`
+      : `${sourceOpen}<host transport='unix' socket='${ep.nbdSocket[0]}'/></source>`;
+    // QEMU parses no nbds:// URI: with TLS the drive names the server with options.
+    const qemuDrive = tls
+      ? `${tlsObject}-drive driver=nbd,${server},export=${exp}${tlsOption},if=virtio,cache=none,discard=unmap`
+      : uri
+        ? `-drive file=${uri},format=raw,if=virtio,cache=none,discard=unmap`
+        : null;
     return {
       disk,
       export: exp,
       nbdUri: uri,
-      qemuDrive: uri ? `-drive file=${uri},format=raw,if=virtio,cache=none,discard=unmap` : null,
-      qemuBlockdev: `-blockdev driver=nbd,${server},export=${exp},node-name=${node} -device virtio-blk-pci,drive=${node}`,
+      qemuDrive,
+      qemuBlockdev: `${tlsObject}-blockdev driver=nbd,${server},export=${exp}${tlsOption},node-name=${node} -device virtio-blk-pci,drive=${node}`,
       libvirt: `<disk type='network' device='disk'><driver name='qemu' type='raw' cache='none' discard='unmap'/>${source}<target dev='${dev}' bus='virtio'/></disk>`,
     };
   });
   return { disks: out };
 }
+
+/** Where the QEMU lines expect the client's ca-cert.pem, client-cert.pem and client-key.pem. */
+export const QEMU_TLS_DIR = '/etc/pki/qemu';
 
 /** The session's iSCSI target (docs/hyperv.md): portals, IQN, LUN per disk (disk-name order, as src/iscsi/names.ts numbers them). */
 export function iscsiInfo(ctx: SessionRouteContext, session: string, published: boolean, disks: string[]): Record<string, unknown> | null {

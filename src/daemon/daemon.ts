@@ -17,6 +17,7 @@ import { plainConfig, type ValidatedConfig } from '../config/schema.js';
 import { createApi } from '../api/server.js';
 import { Catalog } from '../exports/catalog.js';
 import { NbdServer } from '../nbd/server.js';
+import type { NbdTlsMode } from '../nbd/client.js';
 import { NbdTls } from '../tls/nbd-tls.js';
 import { AccessPolicy, parseAccessRule } from '../tls/access.js';
 import { formatTcpAddress, parseTcpAddress } from '../util/address.js';
@@ -42,6 +43,8 @@ import { openListenerWarnings } from './open-listeners.js';
 export interface DaemonEndpoints {
   nbd: string[];
   nbdSocket: string[];
+  /** The NBD server's TLS mode: clients get nbds:// URIs and TLS options when it is not off. */
+  nbdTls?: NbdTlsMode;
   http: string | undefined;
   /** NFS datastore listeners (MOUNT + NFS v3) and portmapper listeners, HOST:PORT. */
   nfs?: string[];
@@ -78,6 +81,7 @@ export class Daemon {
 
   private constructor(config: ValidatedConfig, log: Logger, lock: DataDirLock) {
     this.config = config;
+    this.#endpoints.nbdTls = config.nbdTls;
     this.#log = log;
     this.#lock = lock;
     this.catalog = new Catalog(log.child({ component: 'catalog' }));

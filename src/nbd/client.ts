@@ -49,14 +49,22 @@ export function parseNbdUri(uri: string): NbdEndpoint {
   throw new TypeError(`${uri}: not an nbd:// or nbd+unix:// URI`);
 }
 
-/** NBD URIs (RFC-style, as libnbd and QEMU accept them) under which an export is reachable. */
-export function nbdUris(name: string, ep: { nbd: string[]; nbdSocket: string[] }): string[] {
+/**
+ * NBD URIs (RFC-style, as libnbd and QEMU accept them) under which an export is reachable; with
+ * the server's TLS on (`nbdTls` on or require) the TLS forms `nbds://` and `nbds+unix://`, which
+ * libnbd clients complete with `?tls-certificates=DIR` or a PSK (docs/security.md).
+ */
+export function nbdUris(name: string, ep: { nbd: string[]; nbdSocket: string[]; nbdTls?: NbdTlsMode }): string[] {
   const enc = encodeURI(name);
+  const s = ep.nbdTls === 'on' || ep.nbdTls === 'require' ? 's' : '';
   return [
-    ...ep.nbd.map((a) => `nbd://${a}/${enc}`),
-    ...ep.nbdSocket.map((p) => `nbd+unix:///${enc}?socket=${encodeURIComponent(p)}`),
+    ...ep.nbd.map((a) => `nbd${s}://${a}/${enc}`),
+    ...ep.nbdSocket.map((p) => `nbd${s}+unix:///${enc}?socket=${encodeURIComponent(p)}`),
   ];
 }
+
+/** The NBD server's TLS mode, as the nbdTls setting says. */
+export type NbdTlsMode = 'off' | 'on' | 'require';
 
 export interface NbdClientOptions {
   /** Meta contexts to negotiate, e.g. ['base:allocation', 'qemu:dirty-bitmap:b0']. */

@@ -5,7 +5,7 @@
  * snapshot problem of every instant-recovery product.
  */
 import type { QosLimits } from '../blockdev/layers/qos.js';
-import { nbdUris } from '../nbd/client.js';
+import { nbdUris, type NbdTlsMode } from '../nbd/client.js';
 import type { IoCounters } from '../blockdev/layers/stats.js';
 import { sessionEntryName } from '../exports/catalog.js';
 import type { DiskState } from './disk-state.js';
@@ -18,7 +18,7 @@ export interface ReportContext {
   warnAgeHours: number;
   warnBytes: number;
   /** NBD endpoints of the daemon, for connection strings. */
-  endpoints: () => { nbd: string[]; nbdSocket: string[] };
+  endpoints: () => { nbd: string[]; nbdSocket: string[]; nbdTls?: NbdTlsMode };
 }
 
 export interface SessionDiskReport {

@@ -62,7 +62,7 @@ export async function startDaemonProcess(args: string[], opts: { cwd?: string; e
     }
     await new Promise((r) => setTimeout(r, 25));
   }
-  const nbd = /nbd:\/\/([^/\s]+)\//.exec(out)?.[1] ?? '';
+  const nbd = /nbds?:\/\/([^/\s]+)\//.exec(out)?.[1] ?? '';
   const api = /HTTP API: (https?):\/\/([^/\s]+)\//.exec(out);
   const http = api?.[2];
   const cwd = opts.cwd ?? process.cwd();

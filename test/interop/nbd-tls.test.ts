@@ -342,6 +342,18 @@ describe.skipIf(missing.length > 0)('NBD TLS: STARTTLS without TLS, and the daem
       expect(r.code, r.stderr).toBe(0);
       const dport = Number(daemon.endpoints.nbd[0]!.split(':').at(-1));
       const exp = 'session/web/disk0';
+      // The connection lines recover prints are TLS lines, and QEMU takes them as printed (with
+      // the client's certificate directory in place of the default /etc/pki/qemu).
+      const connect = (JSON.parse(r.stdout) as { connect: { disks: Array<{ nbdUri: string; qemuBlockdev: string; libvirt: string }> } }).connect.disks[0]!;
+      expect(connect.nbdUri).toBe(`nbds://127.0.0.1:${dport}/${exp}`);
+      expect(connect.libvirt).toContain(`<source protocol='nbd' name='${exp}' tls='yes'>`);
+      const printed = /^-object (\S+) -blockdev (\S+) -device /.exec(connect.qemuBlockdev);
+      expect(printed, connect.qemuBlockdev).not.toBeNull();
+      const aliceDir = fx.clientDir('alice');
+      const object = printed![1]!.replace('dir=/etc/pki/qemu', `dir=${aliceDir}`);
+      const blockdev = printed![2]!.replace(/,node-name=[^,]+/, '');
+      const viaPrinted = await runOk('qemu-io', ['--object', object, '--image-opts', blockdev, '-c', 'read 0 4k']);
+      expect(viaPrinted.stdout).toContain('read 4096/4096 bytes at offset 0');
       const w = await runOk('qemu-io', ['--object', qemuX509('alice'), '--image-opts', nbdOpts(exp, dport),
         '-c', 'write -P 0xee 9M 64k', '-c', 'read -P 0xee 9M 64k', '-c', 'flush']);
       expect(w.stdout).not.toContain('Pattern verification failed');

@@ -82,7 +82,8 @@ function banner(daemon: Daemon): string {
     lines.push(`iSCSI: portal at ${ep.iscsi.join('  ')}: iqn.2026-12.org.rebound:session.NAME and :point.VM.POINT, LUN n = disk n (iscsi://HOST/IQN/LUN)`);
   }
   if (daemon.config.fuse !== 'off') lines.push(`FUSE: file tree at ${daemon.config.fuse} (vms/VM/POINT/DISK.raw, DISK.parts/N, sessions/NAME/DISK.raw)`);
-  const first = exports[0] && nbdUris(exports[0].name, ep)[0];
+  // QEMU takes no nbds:// URI: with TLS optional, the hints use the plain form.
+  const first = exports[0] && nbdUris(exports[0].name, { ...ep, nbdTls: 'off' })[0];
   if (first && daemon.config.nbdTls !== 'require') {
     lines.push('Try:', `  qemu-img info ${first}`, `  nbdinfo --map ${first}`);
   }
