@@ -128,6 +128,7 @@ export class IscsiConnection {
   readonly #tasks = new Map<number, Task>();
   readonly #nexus: NexusState = {};
   #nextTtt = 1;
+  #corked = false;
   #closing = false;
   #textState: { itt: number; incoming: Buffer[]; bytes: number; outgoing: Buffer[]; ttt: number } | undefined;
 
@@ -286,14 +287,25 @@ export class IscsiConnection {
     return this.#write(encodePdu(bhs, data, kind === 'login' ? NO_DIGESTS : this.#digests));
   }
 
+  /**
+   * Queues one PDU's parts. The socket stays corked until the current burst of work is done
+   * (process.nextTick runs after the microtasks that completed commands), so the responses of
+   * commands finishing together leave in one writev instead of one system call each.
+   */
   #write(parts: Buffer[]): Promise<void> {
     const s = this.#socket;
     if (s.destroyed || !s.writable) return Promise.resolve();
-    return new Promise((resolve) => {
+    if (!this.#corked) {
+      this.#corked = true;
       s.cork();
+      process.nextTick(() => {
+        this.#corked = false;
+        s.uncork();
+      });
+    }
+    return new Promise((resolve) => {
       for (let i = 0; i < parts.length - 1; i++) s.write(parts[i]!);
       s.write(parts[parts.length - 1]!, () => resolve());
-      s.uncork();
     });
   }
 
@@ -441,6 +453,17 @@ export class IscsiConnection {
   async #hold(task: Task, n: number): Promise<boolean> {
     const want = Math.min(n, MAX_TRANSFER_BYTES);
     if (want === 0) return true;
+    // Fast path: both budgets have room now (the common case), no promise round trips.
+    const now = this.#connBudget.tryAcquire(want);
+    if (now > 0) {
+      const daemon = this.#host.budget.tryAcquire(now);
+      if (daemon === now) {
+        task.held = now;
+        return true;
+      }
+      if (daemon > 0) this.#host.budget.release(daemon);
+      this.#connBudget.release(now);
+    }
     try {
       const a = await this.#connBudget.acquire(want, task.abort.signal);
       try {
@@ -531,8 +554,10 @@ export class IscsiConnection {
     const s = this.#session!;
     try {
       // PDUs already received are handled first (an ABORT TASK right behind its command wins).
-      await new Promise((r) => setImmediate(r));
-      if (task.abort.signal.aborted) return;
+      if (this.#reader.available >= BHS_LENGTH) {
+        await new Promise((r) => setImmediate(r));
+        if (task.abort.signal.aborted) return;
+      }
       if (!task.holding) task.holding = this.#hold(task, task.write ? task.edtl : Math.max(task.edtl, dataOutLength(task.cdb, s.units.get(task.lun)?.unit)));
       if (!(await task.holding)) return;
       let dataOut: Buffer | undefined;

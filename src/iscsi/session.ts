@@ -91,8 +91,12 @@ export class IscsiSession {
     return `${this.initiatorName.toLowerCase()}\0${this.isid.toString('hex')}\0${this.targetName ?? ''}`;
   }
 
+  #lunList: number[] | undefined;
+
+  /** LUN numbers in order (the units are set once, at login). */
   get lunList(): number[] {
-    return [...this.units.keys()].sort((a, b) => a - b);
+    if (!this.#lunList || this.#lunList.length !== this.units.size) this.#lunList = [...this.units.keys()].sort((a, b) => a - b);
+    return this.#lunList;
   }
 
   async closeUnits(): Promise<void> {
