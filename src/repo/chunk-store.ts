@@ -16,6 +16,9 @@
  *    renamed into place. A writer killed mid-chunk (kill -9) leaves its temp file there, and the
  *    repository empties tmp/ when it opens (it already did for unfinished backups): no walk of
  *    the chunk directories looks for leftovers.
+ *  - Reads run on the chunk workers (chunk-worker.ts: read, decompress, sha256 and compare on a
+ *    worker thread; the verified chunk is moved back, not copied). With workers disabled
+ *    (`workers: 0`) the same steps run here, on libuv's pool (`#readInline`).
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -23,7 +26,9 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import type { ChunkReader } from '../blockdev/base/repo-image.js';
 import { ReboundError } from '../errors.js';
+import { chunkPool, loadChunkOnWorker } from './chunk-worker.js';
 import { codecById, NONE, type Codec } from './codec.js';
+import { WorkerPoolError } from '../util/worker-pool.js';
 import { CHUNK_HEADER_BYTES, decodeChunkHeader, digestHex, encodeChunkHeader } from './format.js';
 
 /**
@@ -110,6 +115,21 @@ export class ChunkStore implements ChunkReader {
 
   /** Reads, decompresses and verifies a chunk. */
   async readChunk(digest: Uint8Array): Promise<Uint8Array> {
+    const pool = chunkPool();
+    if (!pool) return this.#readInline(digest);
+    const hex = digestHex(digest);
+    try {
+      return await loadChunkOnWorker(pool, this.pathOf(hex), digest);
+    } catch (err) {
+      const code = err instanceof WorkerPoolError ? err.code : '';
+      const details = { chunk: hex };
+      if (code === 'MISSING') throw new ReboundError('ERR_CHUNK_MISSING', `chunk ${hex} is missing from the repository`, { details });
+      if (code === 'CORRUPT') throw new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${hex} ${(err as Error).message}`, { details });
+      throw new ReboundError('ERR_REPO_IO', `reading chunk ${hex}: ${(err as Error).message}`, { cause: err, details });
+    }
+  }
+
+  async #readInline(digest: Uint8Array): Promise<Uint8Array> {
     const hex = digestHex(digest);
     let data: Buffer;
     try {

@@ -6,7 +6,9 @@
  *    point's digest is reused without reading (incremental);
  *  - zero: the source's extents say the whole chunk reads as zero (NBD base:allocation) -> not read;
  *  - read: everything else is read (several chunks in flight), hashed; an all-zero chunk is
- *    recorded as zero, any other is stored unless the repository already has it (dedup).
+ *    recorded as zero, any other is stored unless the repository already has it (dedup). The zero
+ *    check and the sha256 run on a chunk worker (chunk-worker.ts; the buffer is moved, not
+ *    copied), compression on libuv's pool (codec.ts): the event loop only moves data.
  * Every restore point is still a complete map. The backup is built in repo/tmp and committed
  * atomically (Repository.commitPoint); an error or abort removes the temp directory, so an
  * interrupted backup leaves no half restore point. Progress is reported per chunk.
@@ -15,6 +17,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ReboundError } from '../errors.js';
+import { chunkPool, hashOnWorker } from './chunk-worker.js';
 import { checkName, FixedIndex, pointIdFor } from './format.js';
 import { LABELS, POINT_FORMAT, POINT_VERSION, type BackupLabel, type DiskManifest, type PointManifest } from './manifest.js';
 import type { Repository } from './repository.js';
@@ -187,13 +190,14 @@ async function backupDisk(
       const i = next++;
       opts.signal?.throwIfAborted();
       const len = index.chunkLength(i);
-      const buf = Buffer.allocUnsafe(len);
-      await dev.read(buf, i * cs);
+      const read = Buffer.allocUnsafeSlow(len); // owns its memory: moved to a chunk worker, not copied
+      await dev.read(read, i * cs);
       progress.readBytes += len;
-      if (isZero(buf)) {
+      const { buf, zero, digest } = await hashChunk(read);
+      opts.signal?.throwIfAborted();
+      if (zero || !digest) {
         index.setDigest(i, undefined);
       } else {
-        const digest = crypto.createHash('sha256').update(buf).digest();
         const put = await repo.store.put(digest, buf, claims);
         if (put.stored) {
           newChunks++;
@@ -205,7 +209,11 @@ async function backupDisk(
       opts.onProgress?.({ ...progress });
     }
   };
-  await Promise.all(Array.from({ length: req.concurrency ?? 4 }, worker));
+  // Every worker settles before an error is thrown: none may still write a chunk (into repo/tmp)
+  // after the caller cleaned up.
+  const settled = await Promise.allSettled(Array.from({ length: req.concurrency ?? 4 }, worker));
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
   for (let i = 0; i < index.count; i++) if (!index.digest(i)) zeroChunks++;
 
   const indexFile = `${name}.fidx`;
@@ -268,6 +276,14 @@ function chunkFlags(ranges: Range[], index: FixedIndex, mode: 'any' | 'all'): Ui
   }
   for (let i = 0; i < index.count; i++) flags[i] = covered[i]! >= index.chunkLength(i) ? 1 : 0;
   return flags;
+}
+
+/** Zero check and sha256 of a chunk: on a chunk worker (`buf` is moved there and back), or here if workers are off. */
+async function hashChunk(buf: Buffer): Promise<{ buf: Buffer; zero: boolean; digest: Buffer | undefined }> {
+  const pool = chunkPool();
+  if (pool) return hashOnWorker(pool, buf);
+  if (isZero(buf)) return { buf, zero: true, digest: undefined };
+  return { buf, zero: false, digest: crypto.createHash('sha256').update(buf).digest() };
 }
 
 const ZEROES = Buffer.alloc(1024 * 1024);

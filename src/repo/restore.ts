@@ -9,6 +9,9 @@ import type { Repository } from './repository.js';
 import type { PathGate } from '../util/path-policy.js';
 import { openTarget, targetIoError, zeroRange } from './targets.js';
 
+/** Chunks read, verified and written at once (see the design notes). */
+export const RESTORE_INFLIGHT = 8;
+
 export interface RestoreRequest {
   vm: string;
   point?: string;
@@ -71,7 +74,10 @@ export async function restore(
     }
   };
   try {
-    await Promise.all(Array.from({ length: req.concurrency ?? 8 }, worker));
+    // Every worker settles before the target is closed (none writes to a closed target).
+    const settled = await Promise.allSettled(Array.from({ length: req.concurrency ?? RESTORE_INFLIGHT }, worker));
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
     await target.flush().catch((err: unknown) => Promise.reject(targetIoError(err)));
   } finally {
     await target.close().catch(() => undefined);

@@ -185,7 +185,10 @@ async function startDaemon(ctx, { dataDir, sock, dir, logName }) {
 }
 
 async function cacheStats(daemon) {
-  const res = await fetch(`${daemon.http}/v1/repo`, { signal: AbortSignal.timeout(10_000) });
+  const res = await fetch(`${daemon.http}/v1/repo`, {
+    headers: process.env.REBOUND_TOKEN ? { authorization: `Bearer ${process.env.REBOUND_TOKEN}` } : {},
+    signal: AbortSignal.timeout(10_000),
+  });
   if (!res.ok) throw new Error(`GET /v1/repo: ${res.status}`);
   return (await res.json()).cache;
 }

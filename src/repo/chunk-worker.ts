@@ -1,0 +1,195 @@
+/**
+ * The chunk workers: reading, decompressing and verifying chunk files, and hashing chunks for a
+ * backup, on worker threads (util/worker-pool.ts), so the work spreads over every core and the
+ * event loop only schedules I/O and answers protocol requests.
+ *
+ * Design notes:
+ *  - `load` does the whole read path of one chunk file in the worker: open, read the 16-byte header
+ *    and the payload (synchronously: page-cache reads cost less than a thread-pool round trip),
+ *    decompress, sha256, compare with the name. Only a verified chunk is answered; anything else
+ *    is an error code (MISSING, CORRUPT, IO) the ChunkStore turns into ERR_CHUNK_MISSING /
+ *    ERR_CHUNK_CORRUPT / ERR_REPO_IO. The check is the same full sha256 as before: moving it to a
+ *    thread changes where it runs, not what it proves (docs/repository-format.md).
+ *  - The uncompressed chunk is moved to the caller (a transferred ArrayBuffer), never copied; an
+ *    uncompressed (codec 0) payload is read straight into the buffer that is moved. Compressed
+ *    payloads are read into a few reused buffers per worker (a fresh 1 MiB allocation per chunk
+ *    costs page faults and GC).
+ *  - `hash` takes a backup's chunk (moved in and back out), says whether it is all zero and gives
+ *    its sha256.
+ *  - zstd is @mongodb-js/zstd's binding (asynchronous: the decompression itself runs on libuv's
+ *    thread pool, the worker awaits it and may take its next task meanwhile).
+ *  - The worker is an eval worker (source text, see util/worker-pool.ts) that loads its modules
+ *    with import(), so it runs whether the process treats eval code as CommonJS or as a module
+ *    (`--input-type=module` is inherited by workers); the zstd binding is required by the
+ *    absolute path the parent resolves.
+ */
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import { WorkerPool } from '../util/worker-pool.js';
+import { CHUNK_FILE_VERSION, CHUNK_HEADER_BYTES, CHUNK_MAGIC } from './format.js';
+
+const SOURCE = String.raw`
+(async () => {
+const { parentPort, workerData } = await import('node:worker_threads');
+const fs = await import('node:fs');
+const crypto = await import('node:crypto');
+const zlib = await import('node:zlib');
+const { createRequire } = await import('node:module');
+const zstd = createRequire(workerData.zstd)(workerData.zstd);
+const HEADER = workerData.headerBytes, MAGIC = workerData.magic, VERSION = workerData.version;
+
+class TaskError extends Error {
+  constructor(code, message) { super(message); this.code = code; }
+}
+const spare = [];
+function take(n) {
+  const i = spare.findIndex((b) => b.length >= n);
+  if (i >= 0) return spare.splice(i, 1)[0];
+  return Buffer.allocUnsafeSlow(Math.max(n, 64 * 1024));
+}
+function give(b) { if (spare.length < 4) spare.push(b); }
+function readFully(fd, buf, pos) {
+  let done = 0;
+  while (done < buf.length) {
+    const n = fs.readSync(fd, buf, done, buf.length - done, pos + done);
+    if (n === 0) throw new TaskError('CORRUPT', 'is truncated');
+    done += n;
+  }
+}
+function owned(b) {
+  if (b.byteOffset === 0 && b.buffer.byteLength === b.length) return b;
+  const c = Buffer.allocUnsafeSlow(b.length);
+  b.copy(c);
+  return c;
+}
+async function load(file, digest) {
+  let fd;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (e) {
+    throw new TaskError(e.code === 'ENOENT' ? 'MISSING' : e.code === 'ENOSPC' ? 'ENOSPC' : 'IO', e.message);
+  }
+  let raw;
+  try {
+    const size = fs.fstatSync(fd).size;
+    if (size < HEADER) throw new TaskError('CORRUPT', 'has a bad header');
+    const h = Buffer.allocUnsafe(HEADER);
+    readFully(fd, h, 0);
+    if (h.readUInt32BE(0) !== MAGIC || h[4] !== VERSION) throw new TaskError('CORRUPT', 'has a bad header');
+    const codec = h[5], rawLength = h.readUInt32BE(8), plen = size - HEADER;
+    if (codec === 0) {
+      if (plen !== rawLength) throw new TaskError('CORRUPT', 'is corrupt (content does not match its digest)');
+      raw = Buffer.allocUnsafeSlow(rawLength);
+      readFully(fd, raw, HEADER);
+    } else if (codec === 1 || codec === 2) {
+      const buf = take(plen);
+      try {
+        const payload = buf.subarray(0, plen);
+        readFully(fd, payload, HEADER);
+        fs.closeSync(fd);
+        fd = undefined;
+        try {
+          raw = codec === 2 ? await zstd.decompress(payload) : zlib.inflateRawSync(payload, { maxOutputLength: Math.max(rawLength, 1) });
+        } catch (e) {
+          throw new TaskError('CORRUPT', 'does not decompress');
+        }
+      } finally {
+        give(buf);
+      }
+    } else {
+      throw new TaskError('CORRUPT', 'has unknown codec ' + codec);
+    }
+    if (raw.length !== rawLength || !crypto.createHash('sha256').update(raw).digest().equals(digest)) {
+      throw new TaskError('CORRUPT', 'is corrupt (content does not match its digest)');
+    }
+  } catch (e) {
+    if (e instanceof TaskError) throw e;
+    throw new TaskError(e.code === 'ENOENT' ? 'MISSING' : 'IO', e.message);
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+  return owned(raw);
+}
+const ZEROES = Buffer.alloc(1024 * 1024);
+function isZero(b) {
+  for (let pos = 0; pos < b.length; pos += ZEROES.length) {
+    const n = Math.min(ZEROES.length, b.length - pos);
+    if (!b.subarray(pos, pos + n).equals(ZEROES.subarray(0, n))) return false;
+  }
+  return true;
+}
+parentPort.on('message', async (m) => {
+  try {
+    if (m.op === 'load') {
+      const raw = await load(m.file, Buffer.from(m.digest));
+      parentPort.postMessage({ id: m.id, ok: true, value: raw.buffer }, [raw.buffer]);
+    } else if (m.op === 'hash') {
+      const b = Buffer.from(m.buf, m.offset, m.length);
+      const zero = isZero(b);
+      const digest = zero ? undefined : crypto.createHash('sha256').update(b).digest();
+      parentPort.postMessage({ id: m.id, ok: true, value: { buf: m.buf, zero, digest } }, [m.buf]);
+    } else {
+      throw new TaskError('EINVAL', 'unknown op ' + m.op);
+    }
+  } catch (e) {
+    parentPort.postMessage({ id: m.id, ok: false, error: { code: e.code || 'EWORKER', message: String(e.message || e) } });
+  }
+});
+})();
+`;
+
+let pool: WorkerPool | undefined;
+let configured: number | undefined;
+
+/** Worker threads for chunk work: the configured count, else one per core (os.availableParallelism). */
+export function chunkWorkerCount(): number {
+  return configured ?? os.availableParallelism();
+}
+
+/**
+ * Sets the number of chunk worker threads (config `workers`); 0 runs everything on the main
+ * thread (libuv's pool for zstd and WebCrypto, as before the pool existed). Takes effect for the
+ * next pool created: a running pool is closed and replaced.
+ */
+export function setChunkWorkerCount(n: number | undefined): void {
+  if (n !== undefined && !(Number.isInteger(n) && n >= 0 && n <= 256)) throw new RangeError(`chunk workers must be 0..256 (got ${n})`);
+  configured = n;
+  const old = pool;
+  pool = undefined;
+  void old?.close();
+}
+
+/** The shared pool, or undefined when workers are disabled (0). */
+export function chunkPool(): WorkerPool | undefined {
+  const n = chunkWorkerCount();
+  if (n === 0) return undefined;
+  pool ??= new WorkerPool({
+    source: SOURCE,
+    size: n,
+    workerData: {
+      zstd: createRequire(import.meta.url).resolve('@mongodb-js/zstd/bindings.js'),
+      headerBytes: CHUNK_HEADER_BYTES,
+      magic: CHUNK_MAGIC,
+      version: CHUNK_FILE_VERSION,
+    },
+  });
+  return pool;
+}
+
+/** Reads, decompresses and verifies one chunk file on a worker; rejects with WorkerPoolError codes MISSING, CORRUPT, IO. */
+export async function loadChunkOnWorker(p: WorkerPool, file: string, digest: Uint8Array): Promise<Buffer> {
+  const ab = await p.run<ArrayBuffer>({ op: 'load', file, digest: Uint8Array.from(digest) });
+  return Buffer.from(ab);
+}
+
+/**
+ * Zero check and sha256 of `buf` on a worker. `buf` is moved there and back: the answer's `buf`
+ * views the same memory; the argument is detached (empty) afterwards. `buf` must own its
+ * ArrayBuffer from byteOffset 0 (Buffer.allocUnsafeSlow), else it is copied first.
+ */
+export async function hashOnWorker(p: WorkerPool, buf: Uint8Array): Promise<{ buf: Buffer; zero: boolean; digest: Buffer | undefined }> {
+  const own = buf.byteOffset === 0 && buf.buffer.byteLength === buf.byteLength && buf.buffer instanceof ArrayBuffer ? buf : Uint8Array.from(buf);
+  const ab = own.buffer as ArrayBuffer;
+  const r = await p.run<{ buf: ArrayBuffer; zero: boolean; digest?: Uint8Array }>({ op: 'hash', buf: ab, offset: 0, length: own.byteLength }, [ab]);
+  return { buf: Buffer.from(r.buf), zero: r.zero, digest: r.digest ? Buffer.from(r.digest) : undefined };
+}

@@ -1,0 +1,148 @@
+/**
+ * The chunk workers (src/repo/chunk-worker.ts) and the inline path (`workers: 0`) must both answer
+ * a stored chunk only when it is verified: every bit flipped in a stored chunk file is an error
+ * (ERR_CHUNK_CORRUPT), never wrong data (a flip in deflate's final padding bits changes nothing
+ * the decoder reads: the chunk still verifies and is the right data).
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { ChunkStore } from '../../../src/repo/chunk-store.js';
+import { chunkPool, hashOnWorker, setChunkWorkerCount } from '../../../src/repo/chunk-worker.js';
+import { DEFLATE, NONE, ZSTD, type Codec } from '../../../src/repo/codec.js';
+import { WorkerPool } from '../../../src/util/worker-pool.js';
+import { tempDir } from '../../helpers/images.js';
+
+const dirs: string[] = [];
+const dir = (): string => {
+  const d = tempDir();
+  dirs.push(d);
+  return d;
+};
+afterEach(() => dirs.splice(0).forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+afterAll(() => setChunkWorkerCount(undefined));
+const sha = (b: Uint8Array): Buffer => crypto.createHash('sha256').update(b).digest();
+
+/** Text-like data (compresses) or random data (stored uncompressed whatever the codec). */
+function content(kind: 'text' | 'random', size: number, seed: number): Buffer {
+  if (kind === 'random') return crypto.randomBytes(size);
+  const b = Buffer.alloc(size);
+  let pos = 0;
+  for (let n = 0; pos < size; n++) pos += b.write(`line ${seed}.${n}: the quick brown fox ${n * 7919}\n`, pos);
+  return b;
+}
+
+describe.each([
+  ['on 2 worker threads', 2],
+  ['inline (workers: 0)', 0],
+])('chunk reads %s', (_name, workers) => {
+  it.each([
+    ['zstd', ZSTD, 'text'],
+    ['deflate', DEFLATE, 'text'],
+    ['none', NONE, 'text'],
+    ['zstd, incompressible (stored raw)', ZSTD, 'random'],
+  ] as Array<[string, Codec, 'text' | 'random']>)('%s: every flipped bit tried is an error, never data', async (_c, codec, kind) => {
+    setChunkWorkerCount(workers);
+    const store = new ChunkStore(path.join(dir(), 'chunks'), codec);
+    const data = content(kind, 256 * 1024, 1);
+    const digest = sha(data);
+    await store.put(digest, data);
+    const file = store.pathOf(digest.toString('hex'));
+    const good = fs.readFileSync(file);
+    expect(Buffer.from(await store.readChunk(digest)).equals(data)).toBe(true);
+    // Header bytes that matter (magic, version, codec, length) and 48 payload positions spread over the file.
+    const positions = [0, 3, 4, 5, 8, 11, ...Array.from({ length: 48 }, (_, k) => 16 + Math.floor(((good.length - 17) * k) / 47))];
+    let sameData = 0;
+    for (const pos of positions) {
+      for (const bit of [0, 7]) {
+        const bad = Buffer.from(good);
+        bad[pos]! ^= 1 << bit;
+        fs.writeFileSync(file, bad);
+        const got = await store.readChunk(digest).catch((err: unknown) => err);
+        if (got instanceof Uint8Array) {
+          // Deflate's last byte has padding bits no decoder reads: the same data, never other data.
+          expect(codec, `bit ${bit} of byte ${pos}`).toBe(DEFLATE);
+          expect(Buffer.from(got).equals(data)).toBe(true);
+          sameData++;
+        } else {
+          expect(got, `bit ${bit} of byte ${pos}`).toMatchObject({ code: 'ERR_CHUNK_CORRUPT' });
+        }
+      }
+    }
+    expect(sameData).toBeLessThanOrEqual(1);
+    fs.writeFileSync(file, good.subarray(0, good.length - 1));
+    await expect(store.readChunk(digest)).rejects.toMatchObject({ code: 'ERR_CHUNK_CORRUPT' });
+    fs.writeFileSync(file, good.subarray(0, 10));
+    await expect(store.readChunk(digest)).rejects.toMatchObject({ code: 'ERR_CHUNK_CORRUPT' });
+    fs.rmSync(file);
+    await expect(store.readChunk(digest)).rejects.toMatchObject({ code: 'ERR_CHUNK_MISSING' });
+    fs.writeFileSync(file, good);
+    expect(Buffer.from(await store.readChunk(digest)).equals(data)).toBe(true);
+  });
+
+  it('a chunk stored under another chunk’s name is corrupt', async () => {
+    setChunkWorkerCount(workers);
+    const store = new ChunkStore(path.join(dir(), 'chunks'), ZSTD);
+    const a = content('text', 100_000, 2);
+    const b = content('text', 100_000, 3);
+    await store.put(sha(a), a);
+    await store.put(sha(b), b);
+    fs.copyFileSync(store.pathOf(sha(b).toString('hex')), store.pathOf(sha(a).toString('hex')));
+    await expect(store.readChunk(sha(a))).rejects.toMatchObject({ code: 'ERR_CHUNK_CORRUPT' });
+  });
+
+  it('many concurrent reads each get their own chunk', async () => {
+    setChunkWorkerCount(workers);
+    const store = new ChunkStore(path.join(dir(), 'chunks'), ZSTD);
+    const chunks = Array.from({ length: 40 }, (_, i) => content(i % 3 === 0 ? 'random' : 'text', 64 * 1024 + i, i));
+    for (const c of chunks) await store.put(sha(c), c);
+    const got = await Promise.all(chunks.map((c) => store.readChunk(sha(c))));
+    got.forEach((g, i) => expect(Buffer.from(g).equals(chunks[i]!), `chunk ${i}`).toBe(true));
+  });
+});
+
+describe('chunk worker pool', () => {
+  it('hashes a moved buffer and gives it back; zero chunks have no digest', async () => {
+    setChunkWorkerCount(2);
+    const pool = chunkPool()!;
+    const data = content('text', 1024 * 1024, 4);
+    const copy = Buffer.from(data);
+    const arg = Buffer.allocUnsafeSlow(data.length);
+    data.copy(arg);
+    const r = await hashOnWorker(pool, arg);
+    expect(arg.byteLength).toBe(0); // moved, not copied
+    expect(r.zero).toBe(false);
+    expect(r.digest!.equals(sha(copy))).toBe(true);
+    expect(r.buf.equals(copy)).toBe(true);
+    const z = await hashOnWorker(pool, Buffer.alloc(3 * 1024 * 1024 + 512));
+    expect(z).toMatchObject({ zero: true, digest: undefined });
+    expect(z.buf.length).toBe(3 * 1024 * 1024 + 512);
+    // A view into a larger buffer is copied first (its neighbours stay usable).
+    const big = Buffer.alloc(8192, 1);
+    const view = big.subarray(4096);
+    const v = await hashOnWorker(pool, view);
+    expect(v.digest!.equals(sha(Buffer.alloc(4096, 1)))).toBe(true);
+    expect(big[0]).toBe(1);
+  });
+
+  it('spreads tasks over its workers and fails the tasks of a worker that dies', async () => {
+    const source = `
+      const { parentPort } = require('node:worker_threads');
+      parentPort.on('message', (m) => {
+        if (m.op === 'die') process.exit(3);
+        setTimeout(() => parentPort.postMessage({ id: m.id, ok: true, value: m.n * 2 }), 20);
+      });`;
+    const pool = new WorkerPool({ source, size: 2 });
+    try {
+      const runs = Array.from({ length: 6 }, (_, n) => pool.run<number>({ op: 'double', n }));
+      expect(pool.load()).toEqual([3, 3]);
+      expect(await Promise.all(runs)).toEqual([0, 2, 4, 6, 8, 10]);
+      await expect(pool.run({ op: 'die' })).rejects.toMatchObject({ code: 'EWORKER' });
+      expect(await pool.run<number>({ op: 'double', n: 21 })).toBe(42); // replaced
+    } finally {
+      await pool.close();
+    }
+    await expect(pool.run({ op: 'double', n: 1 })).rejects.toMatchObject({ code: 'ESHUTDOWN' });
+  });
+});
