@@ -23,6 +23,7 @@ PACKAGES=(
   tshark                   # decodes captured NFS test traffic
   libiscsi-bin             # iscsi-ls, iscsi-inq, iscsi-test-cu (iSCSI interop and conformance)
   tgt                      # tgtd, reference iSCSI target for the conformance comparison and benchmarks
+  g++ make python3          # node-gyp: rebound's native addon (src/native, tools/build-native.sh)
   openssl                  # test CAs and certificates for NBD TLS (test/helpers/tls-certs.ts, tools/bench/tls.mjs)
 )
 
@@ -50,6 +51,9 @@ if [[ ! -d node_modules ]] || ! cmp -s package-lock.json node_modules/.package-l
   npm ci --no-audit --no-fund --loglevel=error
   cp package-lock.json node_modules/.package-lock.json.copy
 fi
+
+echo "setup: building the native addon (SEEK_DATA/SEEK_HOLE, against this Node's own headers)"
+tools/build-native.sh
 
 echo "setup: building"
 npm run --silent build

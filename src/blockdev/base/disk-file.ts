@@ -18,6 +18,9 @@ import { promisify } from 'node:util';
 import nodePath from 'node:path';
 import { BlockError, ReboundError } from '../../errors.js';
 import { fdatasync, pread, pwrite } from '../../util/file-io.js';
+import { seeker } from '../../native/seek.js';
+import { allData } from '../emulate.js';
+import type { Extent } from '../types.js';
 
 const open = promisify(fs.open);
 const fstat = promisify(fs.fstat);
@@ -113,6 +116,55 @@ export class DiskFile {
       throw ioError(err, `resizing ${this.path}`);
     }
     this.#length = length;
+  }
+
+  /** True when `extents` can tell holes (a regular file and the native addon built: native/seek.ts). */
+  get canSeekHoles(): boolean {
+    return this.kind === 'file' && seeker() !== undefined;
+  }
+
+  /**
+   * Data and holes of [offset, offset+length) from SEEK_DATA/SEEK_HOLE, at most `max` extents
+   * (the answer may then stop short; callers ask again from where it ended). Never reports data as a
+   * hole: without the addon, on a block device, or when a seek fails or answers something
+   * inconsistent, the rest of the range is reported as data.
+   */
+  extents(offset: number, length: number, max = 1024): Extent[] {
+    const end = offset + length;
+    const s = this.kind === 'file' ? seeker() : undefined;
+    if (!s || length <= 0) return allData(offset, length);
+    const fd = this.#open();
+    const out: Extent[] = [];
+    const push = (o: number, e: number, hole: boolean): void => {
+      const last = out[out.length - 1];
+      if (last && last.hole === hole && last.offset + last.length === o) last.length += e - o;
+      else out.push({ offset: o, length: e - o, hole, zero: hole });
+    };
+    let pos = offset;
+    try {
+      while (pos < end && out.length < max) {
+        const data = s.seekData(fd, pos);
+        if (data < 0 || data >= end) {
+          push(pos, end, true);
+          return out;
+        }
+        if (data < pos) break; // inconsistent: the rest is data
+        if (data > pos) {
+          push(pos, data, true);
+          pos = data;
+          continue;
+        }
+        const hole = s.seekHole(fd, pos);
+        if (hole <= pos) break; // the file shrank or the answer makes no sense: the rest is data
+        const e = Math.min(hole, end);
+        push(pos, e, false);
+        pos = e;
+      }
+    } catch {
+      // EINVAL (no SEEK_DATA on this filesystem) or another failure: the rest is data.
+    }
+    if (pos < end && out.length < max) push(pos, end, false);
+    return out;
   }
 
   get closed(): boolean {

@@ -3,9 +3,11 @@
  * construction (the descriptor is O_RDONLY and the write path is ReadOnlyDevice's: EROFS), so a backup
  * image published this way is never modified; its mtime stays as it was.
  *
- * Extents: Node has no SEEK_DATA/SEEK_HOLE, and guessing from content would cost a full read, so
- * every range is reported as data. That is always correct, only less efficient for sparse images
- * (clients read zeroes instead of skipping holes).
+ * Extents: a regular file's holes come from SEEK_DATA/SEEK_HOLE (DiskFile.extents, through the
+ * native addon in src/native), so `nbdinfo --map`, `qemu-img map`, nbdcopy and rebound's own
+ * backups skip them. Without the addon, and for block devices, every range is reported as data:
+ * always correct, only less efficient (clients read zeroes instead of skipping holes). Data is
+ * never reported as a hole.
  *
  * Reads go through DiskFile (disk-file.ts) and util/file-io.ts: small ones synchronously while the
  * page cache serves them, everything else on libuv's thread pool, so many requests proceed in
@@ -13,7 +15,7 @@
  */
 import { errorText, ReboundError } from '../../errors.js';
 import { allData } from '../emulate.js';
-import type { Extent } from '../types.js';
+import type { Capabilities, Extent } from '../types.js';
 import { DiskFile, isGateRefusal, type OpenGate } from './disk-file.js';
 import { ReadOnlyDevice } from './read-only.js';
 
@@ -48,8 +50,12 @@ export class RawFileDevice extends ReadOnlyDevice {
     return this.#file.read(dst, offset);
   }
 
+  override capabilities(): Capabilities {
+    return this.#file.canSeekHoles ? { ...super.capabilities(), canExtents: true } : super.capabilities();
+  }
+
   async extents(offset: number, length: number): Promise<Extent[]> {
-    return allData(offset, length);
+    return this.#file.canSeekHoles ? this.#file.extents(offset, length) : allData(offset, length);
   }
 
   close(): Promise<void> {
