@@ -74,8 +74,33 @@ export class RawIscsiClient {
     return t.ok ? Object.fromEntries(t.pairs) : {};
   }
 
+  /** PDUs that arrived for other tasks while `command` waited for its own. */
+  readonly stray: Pdu[] = [];
+
   /** Sends a SCSI command; resolves with its status, Data-In and sense. */
   async command(cdb: Buffer, opts: { lun?: number; read?: number; dataOut?: Buffer } = {}): Promise<{ status: number; data: Buffer; sense: Buffer | undefined }> {
+    const itt = this.sendCommand(cdb, opts);
+    const chunks: Buffer[] = [];
+    for (;;) {
+      const p = await this.next();
+      if (p.itt !== itt) {
+        this.stray.push(p);
+        continue;
+      }
+      if (p.opcode === Op.DataIn) {
+        chunks.push(Buffer.from(p.data));
+        if (p.flags & 0x01) return { status: p.raw[3]!, data: Buffer.concat(chunks), sense: undefined };
+      } else if (p.opcode === Op.ScsiResponse) {
+        const sense = p.data.length >= 2 ? p.data.subarray(2, 2 + p.data.readUInt16BE(0)) : undefined;
+        return { status: p.raw[3]!, data: Buffer.concat(chunks), sense };
+      } else {
+        throw new Error(`unexpected PDU opcode 0x${p.opcode.toString(16)}`);
+      }
+    }
+  }
+
+  /** Sends a SCSI Command PDU (CmdSN = this.cmdSN, then advanced); returns its ITT. */
+  sendCommand(cdb: Buffer, opts: { lun?: number; read?: number; dataOut?: Buffer } = {}): number {
     const b = Buffer.alloc(BHS_LENGTH);
     b[0] = Op.ScsiCommand;
     b[1] = 0x80 | (opts.read ? 0x40 : 0) | (opts.dataOut ? 0x20 : 0) | 1;
@@ -88,20 +113,7 @@ export class RawIscsiClient {
     b.writeUInt32BE(this.expStatSN, 28);
     cdb.copy(b, 32, 0, Math.min(16, cdb.length));
     this.send(b, opts.dataOut);
-    const chunks: Buffer[] = [];
-    for (;;) {
-      const p = await this.next();
-      if (p.itt !== itt) continue;
-      if (p.opcode === Op.DataIn) {
-        chunks.push(Buffer.from(p.data));
-        if (p.flags & 0x01) return { status: p.raw[3]!, data: Buffer.concat(chunks), sense: undefined };
-      } else if (p.opcode === Op.ScsiResponse) {
-        const sense = p.data.length >= 2 ? p.data.subarray(2, 2 + p.data.readUInt16BE(0)) : undefined;
-        return { status: p.raw[3]!, data: Buffer.concat(chunks), sense };
-      } else {
-        throw new Error(`unexpected PDU opcode 0x${p.opcode.toString(16)}`);
-      }
-    }
+    return itt;
   }
 
   close(): void {
