@@ -78,6 +78,8 @@ export interface ConnectionHost {
   /** TARGET WARM RESET: aborts the tasks of every session of a target. */
   warmReset(targetName: string, except: IscsiSession): Promise<void>;
   readonly shuttingDown: boolean;
+  /** Logs a refusal (bad login, protocol violation), rate-limited per kind and client address. */
+  refuse(kind: string, client: string, msg: string, fields?: Record<string, unknown>): void;
 }
 
 const TMF = { AbortTask: 1, AbortTaskSet: 2, ClearAca: 3, ClearTaskSet: 4, LunReset: 5, TargetWarmReset: 6, TargetColdReset: 7, TaskReassign: 8 } as const;
@@ -132,7 +134,10 @@ export class IscsiConnection {
   #closing = false;
   #textState: { itt: number; incoming: Buffer[]; bytes: number; outgoing: Buffer[]; ttt: number } | undefined;
 
-  constructor(socket: net.Socket, host: ConnectionHost, log: Logger, connBudget: ByteBudget) {
+  readonly #client: string;
+
+  constructor(socket: net.Socket, host: ConnectionHost, log: Logger, connBudget: ByteBudget, client = 'unknown') {
+    this.#client = client;
     this.#socket = socket;
     this.#host = host;
     this.#log = log;
@@ -152,7 +157,7 @@ export class IscsiConnection {
       await this.#fullFeature();
     } catch (err) {
       if (err instanceof PduError) {
-        this.#log.warn('iSCSI protocol violation; closing connection', { reason: err.message });
+        this.#host.refuse('iscsi-protocol-violation', this.#client, 'iSCSI protocol violation; closing connection', { reason: err.message });
       } else if (!(err instanceof ConnectionClosed)) {
         this.#log.error('iSCSI connection failed', { err: errorText(err) });
       }
@@ -187,7 +192,7 @@ export class IscsiConnection {
     const neg = new LoginNegotiator(ctx);
     neg.tsih = this.#host.newTsih();
     const timer = setTimeout(() => {
-      this.#log.warn('iSCSI login timed out; closing');
+      this.#host.refuse('iscsi-login-timeout', this.#client, 'iSCSI login timed out; closing');
       this.#socket.destroy();
     }, this.#host.loginTimeoutMs);
     let cmdSN = 0;
@@ -195,14 +200,14 @@ export class IscsiConnection {
       for (;;) {
         const p = await readPdu(this.#reader, { ...NO_DIGESTS, maxDataLength: LOGIN_DATA_SEGMENT });
         if (p.opcode !== Op.Login) {
-          this.#log.warn('iSCSI: non-login PDU during login; closing', { opcode: p.opcode });
+          this.#host.refuse('iscsi-protocol-violation', this.#client, 'iSCSI: non-login PDU during login; closing', { opcode: p.opcode });
           return false;
         }
         cmdSN = p.raw.readUInt32BE(24);
         const step = neg.handle(p);
         if (step.failed) {
           this.#sendLogin(step.response.bhs, step.response.data, cmdSN);
-          this.#log.warn('iSCSI login refused', { reason: step.failed, status: step.response.bhs.readUInt16BE(36).toString(16) });
+          this.#host.refuse('iscsi-login-refused', this.#client, 'iSCSI login refused', { reason: step.failed, status: step.response.bhs.readUInt16BE(36).toString(16) });
           return false;
         }
         if (step.done) {
@@ -327,7 +332,7 @@ export class IscsiConnection {
         if (err instanceof PduError && !err.fatal) {
           // A data digest error: the framing holds; the PDU is dropped with a Reject (ERL 0: the
           // initiator recovers the task or the session).
-          this.#log.warn('iSCSI data digest error; PDU rejected');
+          this.#host.refuse('iscsi-data-digest', this.#client, 'iSCSI data digest error; PDU rejected');
           if (err.header) this.#reject(err.header, err.reason);
           continue;
         }

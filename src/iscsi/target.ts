@@ -130,7 +130,7 @@ export class IscsiServer {
     this.#perClient.set(client, fromClient + 1);
     socket.setNoDelay(true);
     const log = this.#log.child({ peer: `${socket.remoteAddress}:${socket.remotePort}` });
-    const conn = new IscsiConnection(socket, this.#host(), log, new ByteBudget(this.#opts.maxInflightBytes));
+    const conn = new IscsiConnection(socket, this.#host(), log, new ByteBudget(this.#opts.maxInflightBytes), client);
     this.#connections.add(conn);
     conn.serve().finally(() => {
       this.#connections.delete(conn);
@@ -151,6 +151,9 @@ export class IscsiServer {
       queueDepth: o.queueDepth,
       get shuttingDown() {
         return server.#shuttingDown;
+      },
+      refuse: (kind, client, msg, fields) => {
+        o.logLimiter.warn(this.#log, kind, client, msg, { client, ...fields });
       },
       loginContext: (): LoginContext => ({
         portalGroupTag: PORTAL_GROUP_TAG,
