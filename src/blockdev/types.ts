@@ -76,8 +76,8 @@ export interface BlockDevice {
   close(): Promise<void>;
 }
 
-/** The widest request any device in rebound accepts: the NBD spec's 32 MiB. */
-export const MAX_REQUEST_BYTES = 32 * 1024 * 1024;
+/** The widest request any device in rebound accepts: 64 MiB, as nbdkit (MAX_REQUEST_SIZE). */
+export const MAX_REQUEST_BYTES = 64 * 1024 * 1024;
 
 export const DEFAULT_BLOCK_SIZE: BlockSizeConstraints = Object.freeze({
   min: 1,

@@ -123,7 +123,7 @@ export const SIMPLE_REPLY_HEADER_BYTES = 16;
 export const CHUNK_HEADER_BYTES = 20;
 
 /** Largest request payload we accept (the spec's recommended maximum). */
-export const MAX_PAYLOAD = 32 * 1024 * 1024;
+export const MAX_PAYLOAD = 64 * 1024 * 1024;
 /** Largest option payload we read during the handshake; bigger ones are refused (ERR_TOO_BIG). */
 export const MAX_OPTION_BYTES = 64 * 1024;
 /** Options beyond this are not even read: the connection is dropped (DoS guard). */

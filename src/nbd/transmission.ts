@@ -18,8 +18,10 @@
  *    (backpressure); a client that leaves while waiting gives up its place in the queue.
  *  - When the client goes away, requests still queued below (QoS, locks) are cancelled through
  *    their AbortSignal; the device layers honour it where waiting is possible.
- *  - A failed request gets an error reply and the connection carries on. Only framing errors
- *    (bad magic, a WRITE payload over 32 MiB) drop the connection, since the stream cannot be resynced.
+ *  - A failed request gets an error reply and the connection carries on. A WRITE over MAX_PAYLOAD
+ *    (64 MiB, as nbdkit) has its payload read and dropped (never held) and gets EOVERFLOW. Only
+ *    framing errors (bad magic, a WRITE payload over OVERSIZE_SKIP_MAX, too large to skip) drop the
+ *    connection, since the stream cannot be resynced.
  *  - After structured replies are negotiated, READ and BLOCK_STATUS never get simple replies, and
  *    errors carry a short message in an ERROR chunk.
  *  - DISC and graceful stop: no new requests are started; in-flight ones finish and are answered,
@@ -66,6 +68,8 @@ const WRITE_COMMANDS = new Set<number>([Cmd.WRITE, Cmd.TRIM, Cmd.WRITE_ZEROES]);
 const SPARSE_READ_MIN = 64 * 1024;
 /** Stop reading requests while this much reply data waits in the socket. */
 const SEND_BUFFER_LIMIT = 32 * 1024 * 1024;
+/** A WRITE payload over MAX_PAYLOAD up to this size is skipped and refused; beyond, the connection drops (as nbdkit). */
+const OVERSIZE_SKIP_MAX = 2 * MAX_PAYLOAD;
 /** Default budget of payload bytes of the requests running on one connection. */
 export const DEFAULT_MAX_INFLIGHT_BYTES = 64 * 1024 * 1024;
 
@@ -148,7 +152,12 @@ export class Transmission {
         const head = await this.#reader.readExact(REQUEST_HEADER_BYTES);
         const req = decodeRequestHeader(head);
         if (!req) throw new ProtocolViolation('bad request magic');
-        if (req.type === Cmd.WRITE && req.length > MAX_PAYLOAD) throw new ProtocolViolation(`WRITE payload of ${req.length} bytes exceeds 32 MiB`);
+        if (req.type === Cmd.WRITE && req.length > MAX_PAYLOAD) {
+          if (req.length > OVERSIZE_SKIP_MAX) throw new ProtocolViolation(`WRITE payload of ${req.length} bytes is too large to skip`);
+          await this.#reader.skip(req.length); // read and dropped: #execute answers EOVERFLOW
+          this.#start(req, undefined, 0, 0);
+          continue;
+        }
         const cost = payloadBytes(req);
         await this.#waitForBytes(cost);
         const granted = cost > 0 ? await this.#acquireTotal(cost) : 0;
@@ -243,7 +252,8 @@ export class Transmission {
         case Cmd.READ:
           return await this.#read(req, sent);
         case Cmd.WRITE:
-          await this.#device.write(payload!, req.offset, { fua: (req.flags & CmdFlag.FUA) !== 0, signal: this.#gone.signal });
+          if (!payload) throw new BlockError('EOVERFLOW', `WRITE of ${req.length} bytes exceeds the maximum request size (${MAX_PAYLOAD} bytes)`);
+          await this.#device.write(payload, req.offset, { fua: (req.flags & CmdFlag.FUA) !== 0, signal: this.#gone.signal });
           break;
         case Cmd.FLUSH:
           await this.#device.flush({ signal: this.#gone.signal });
@@ -461,7 +471,7 @@ export class Transmission {
 
 /** The payload bytes a request holds while it runs: its READ buffer or its WRITE data. */
 function payloadBytes(req: RequestHeader): number {
-  return req.type === Cmd.READ || req.type === Cmd.WRITE ? Math.min(req.length, MAX_PAYLOAD + 1) : 0;
+  return req.type === Cmd.READ || req.type === Cmd.WRITE ? Math.min(req.length, MAX_PAYLOAD + 1) : 0; // an oversized READ is refused before it allocates
 }
 
 /** Thrown inside run() when close() was called while waiting; ends the loop quietly. */

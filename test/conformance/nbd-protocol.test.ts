@@ -133,7 +133,7 @@ describe('handshake', () => {
     expect(infos.get(1)!.toString()).toBe('ro'); // '' is the default export
     expect(infos.get(2)!.toString()).toBe('read-only image');
     const bs = infos.get(3)!;
-    expect([bs.readUInt32BE(0), bs.readUInt32BE(4), bs.readUInt32BE(8)]).toEqual([1, 4096, 32 * 1024 * 1024]);
+    expect([bs.readUInt32BE(0), bs.readUInt32BE(4), bs.readUInt32BE(8)]).toEqual([1, 4096, 64 * 1024 * 1024]);
     expect(r[r.length - 1]!.type).toBe(Rep.ACK);
     // Still in option haggling: a GO works now.
     const go = await c.option(Opt.GO, encodeGoData('mem', [3]));
@@ -252,7 +252,7 @@ describe('transmission', () => {
     expect((await c.reply()).error).toBe(NbdErrno.EINVAL);
     c.request(Cmd.WRITE, { cookie: 3n, flags: CmdFlag.REQ_ONE, payload: Buffer.alloc(512) });
     expect((await c.reply()).error).toBe(NbdErrno.EINVAL);
-    c.request(Cmd.READ, { cookie: 4n, offset: 0, length: 33 * 1024 * 1024 });
+    c.request(Cmd.READ, { cookie: 4n, offset: 0, length: 65 * 1024 * 1024 });
     const big = await c.reply();
     expect(big.error).toBe(NbdErrno.EOVERFLOW);
     c.request(Cmd.WRITE, { cookie: 5n, offset: SIZE - 100, payload: Buffer.alloc(200) });
@@ -384,7 +384,7 @@ describe('transmission', () => {
 
     const b = await connect();
     await b.handshake('mem');
-    b.send(encodeRequest(0, Cmd.WRITE, 1n, 0, 64 * 1024 * 1024));
+    b.send(encodeRequest(0, Cmd.WRITE, 1n, 0, 129 * 1024 * 1024));
     expect(await b.closedWithin()).toBe(true);
 
     const t = await connect();

@@ -13,7 +13,7 @@
  */
 import { BlockError, errorText } from '../../errors.js';
 import type { Capabilities, Extent } from '../types.js';
-import { readOnlyCapabilities } from '../types.js';
+import { MAX_REQUEST_BYTES, readOnlyCapabilities } from '../types.js';
 import { ReadOnlyDevice } from './read-only.js';
 
 /** Fetches a chunk's uncompressed bytes by digest; rejects if it is missing or corrupt. */
@@ -42,7 +42,7 @@ export function repoImageCapabilities(disk: { readonly chunkSize: number } | num
   const chunkSize = typeof disk === 'number' ? disk : disk.chunkSize;
   return readOnlyCapabilities({
     canExtents: true,
-    blockSize: { min: 1, preferred: Math.min(Math.max(chunkSize, 4096), 1024 * 1024), max: 32 * 1024 * 1024 },
+    blockSize: { min: 1, preferred: Math.min(Math.max(chunkSize, 4096), 1024 * 1024), max: MAX_REQUEST_BYTES },
   });
 }
 
