@@ -62,10 +62,23 @@ export class IscsiServer {
   #tsih = 0;
   #shuttingDown = false;
   #cache: { version: number; targets: IscsiTarget[] } = { version: -1, targets: [] };
+  readonly #unsubscribe: () => void;
 
   constructor(opts: IscsiServerOptions) {
     this.#view = opts.view;
     this.#log = opts.log ?? silentLogger;
+    // A disk taken away (a discarded session, a pruned point): sessions using it end, so the
+    // initiator sees the target gone (its next login fails) rather than a LUN that is NOT READY.
+    this.#unsubscribe = this.#view.onChange((entry, what) => {
+      if (what !== 'removed') return;
+      for (const c of this.#connections) {
+        const units = c.session?.units;
+        if (units && [...units.values()].some((u) => u.unit.id === entry.name)) {
+          this.#log.info('iSCSI session ended: its disk was unpublished', { export: entry.name, initiator: c.session!.initiatorName });
+          void c.terminate();
+        }
+      }
+    });
     this.#opts = {
       maxConnections: opts.maxConnections ?? 256,
       maxConnectionsPerClient: opts.maxConnectionsPerClient ?? 32,
@@ -193,6 +206,7 @@ export class IscsiServer {
 
   async close(): Promise<void> {
     this.#shuttingDown = true;
+    this.#unsubscribe();
     const closing = this.#listeners.map((l) => new Promise<void>((r) => l.close(() => r())));
     await Promise.all([...this.#connections].map((c) => c.terminate()));
     await Promise.all(closing);
@@ -200,6 +214,7 @@ export class IscsiServer {
 
   destroy(): void {
     this.#shuttingDown = true;
+    this.#unsubscribe();
     for (const l of this.#listeners) l.close();
     for (const c of this.#connections) void c.terminate();
   }

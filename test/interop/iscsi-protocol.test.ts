@@ -87,6 +87,23 @@ describe('iSCSI protocol edges (raw PDUs)', () => {
     }
   });
 
+  it('ends the sessions of a disk that is unpublished (a discarded recovery session)', async () => {
+    const own = await startIscsi({ sizes: [1 * MiB], pointSize: 1 * MiB });
+    try {
+      const c = await RawIscsiClient.connect(own.port);
+      await c.login(own.sessionIqn);
+      expect((await c.command(read10(0, 1), { read: 512 })).status).toBe(0);
+      const gone = closed(c);
+      await own.mem.removeSession('s1');
+      await gone;
+      const again = await RawIscsiClient.connect(own.port);
+      await expect(again.login(own.sessionIqn)).rejects.toThrow(/status 0x203/);
+      again.close();
+    } finally {
+      await own.close();
+    }
+  });
+
   it('drops a connection that does not log in within the login timeout, and limits connections per client', async () => {
     const idle = await RawIscsiClient.connect(fx.port);
     await closed(idle);
