@@ -97,7 +97,10 @@ interface Task {
   readonly write: boolean;
   readonly cmdSN: number;
   readonly counted: boolean;
-  readonly abort: AbortController;
+  /** Set by task management or the end of the connection; the task then answers nothing. */
+  aborted: boolean;
+  /** Created only when the task has to wait for budget bytes (the slow path), to cancel that wait. */
+  waiting: AbortController | undefined;
   /** Data-Out pieces received (offset, bytes), copied together when the command runs. */
   pieces: Array<{ offset: number; data: Buffer }>;
   received: number;
@@ -109,8 +112,9 @@ interface Task {
   r2tSN: number;
   /** DataSN the next Data-Out of the current sequence must carry (unsolicited, then per R2T). */
   dataSN: number;
-  /** Bytes this task holds of the budgets. */
+  /** Bytes this task holds of the connection's budget and of the daemon's (each clamps to its total). */
   held: number;
+  heldDaemon: number;
   holding: Promise<boolean> | undefined;
   running: boolean;
   finished: Promise<void>;
@@ -131,6 +135,8 @@ export class IscsiConnection {
   readonly #nexus: NexusState = {};
   #nextTtt = 1;
   #corked = false;
+  /** Aborted when the connection ends: device requests still queued below give up. */
+  readonly #gone = new AbortController();
   #closing = false;
   #textState: { itt: number; incoming: Buffer[]; bytes: number; outgoing: Buffer[]; ttt: number } | undefined;
 
@@ -169,12 +175,14 @@ export class IscsiConnection {
   /** Ends the connection now: tasks are aborted and drained, the socket closed. */
   async terminate(): Promise<void> {
     this.#closing = true;
+    this.#gone.abort(new Error('connection closed'));
     this.#socket.destroy();
     await this.#abortTasks(() => true);
   }
 
   async #teardown(): Promise<void> {
     this.#closing = true;
+    this.#gone.abort(new Error('connection closed'));
     await this.#abortTasks(() => true);
     const s = this.#session;
     if (s) {
@@ -418,7 +426,8 @@ export class IscsiConnection {
       write: f.write,
       cmdSN: f.cmdSN,
       counted,
-      abort: new AbortController(),
+      aborted: false,
+      waiting: undefined,
       pieces: [],
       received: 0,
       unsolicitedExpected: 0,
@@ -428,6 +437,7 @@ export class IscsiConnection {
       r2tSN: 0,
       dataSN: 0,
       held: 0,
+      heldDaemon: 0,
       holding: undefined,
       running: false,
       finished,
@@ -464,17 +474,26 @@ export class IscsiConnection {
       const daemon = this.#host.budget.tryAcquire(now);
       if (daemon === now) {
         task.held = now;
+        task.heldDaemon = daemon;
         return true;
       }
       if (daemon > 0) this.#host.budget.release(daemon);
       this.#connBudget.release(now);
     }
     try {
-      const a = await this.#connBudget.acquire(want, task.abort.signal);
+      task.waiting ??= new AbortController();
+      if (task.aborted) return false;
+      const a = await this.#connBudget.acquire(want, task.waiting.signal);
       try {
-        const b = await this.#host.budget.acquire(want, task.abort.signal);
+        const b = await this.#host.budget.acquire(want, task.waiting.signal);
+        if (task.aborted) {
+          // Aborted (and ended) while the bytes were on their way: give them straight back.
+          this.#connBudget.release(a);
+          this.#host.budget.release(b);
+          return false;
+        }
         task.held = a;
-        if (b !== a) this.#host.budget.release(b - a);
+        task.heldDaemon = b;
         return true;
       } catch {
         this.#connBudget.release(a);
@@ -486,15 +505,14 @@ export class IscsiConnection {
   }
 
   #release(task: Task): void {
-    if (task.held > 0) {
-      this.#connBudget.release(task.held);
-      this.#host.budget.release(task.held);
-      task.held = 0;
-    }
+    this.#connBudget.release(task.held);
+    this.#host.budget.release(task.heldDaemon);
+    task.held = 0;
+    task.heldDaemon = 0;
   }
 
   #nextR2T(task: Task): void {
-    if (task.abort.signal.aborted || task.r2tOpen || task.solicitNext >= task.edtl) return;
+    if (task.aborted || task.r2tOpen || task.solicitNext >= task.edtl) return;
     const s = this.#session!;
     const length = Math.min(s.params.maxBurstLength, task.edtl - task.solicitNext);
     const ttt = this.#nextTtt;
@@ -547,7 +565,7 @@ export class IscsiConnection {
   }
 
   #maybeRun(task: Task): void {
-    if (task.running || task.abort.signal.aborted) return;
+    if (task.running || task.aborted) return;
     const unsolicitedDone = task.unsolicitedReceived >= task.unsolicitedExpected;
     const tooLarge = task.edtl > MAX_TRANSFER_BYTES;
     const solicitedDone = tooLarge || (task.solicitNext >= task.edtl && !task.r2tOpen);
@@ -561,7 +579,7 @@ export class IscsiConnection {
       // PDUs already received are handled first (an ABORT TASK right behind its command wins).
       if (this.#reader.available >= BHS_LENGTH) {
         await new Promise((r) => setImmediate(r));
-        if (task.abort.signal.aborted) return;
+        if (task.aborted) return;
       }
       if (!task.holding) task.holding = this.#hold(task, task.write ? task.edtl : Math.max(task.edtl, dataOutLength(task.cdb, s.units.get(task.lun)?.unit)));
       if (!(await task.holding)) return;
@@ -572,8 +590,10 @@ export class IscsiConnection {
         task.pieces = [];
       }
       const unit = s.units.get(task.lun)?.unit;
-      const result = await execute(unit, { cdb: task.cdb, ...(dataOut ? { dataOut } : {}), signal: task.abort.signal }, this.#nexus, s.lunList);
-      if (task.abort.signal.aborted || this.#closing) return;
+      // Device requests see the connection's signal (queued ones are cancelled when it ends); an
+      // aborted task's request runs to its end and is waited for, its answer dropped.
+      const result = await execute(unit, { cdb: task.cdb, ...(dataOut ? { dataOut } : {}), signal: this.#gone.signal }, this.#nexus, s.lunList);
+      if (task.aborted || this.#closing) return;
       if (result.status !== Status.Good) {
         this.#log.debug('iSCSI command failed', { cdb: task.cdb.toString('hex'), edtl: task.edtl, sense: result.sense?.toString('hex') });
       }
@@ -683,7 +703,8 @@ export class IscsiConnection {
   async #abortTasks(match: (t: Task) => boolean): Promise<void> {
     const victims = [...this.#tasks.values()].filter(match);
     for (const t of victims) {
-      t.abort.abort(new Error('task aborted'));
+      t.aborted = true;
+      t.waiting?.abort(new Error('task aborted'));
       if (!t.running) {
         // Never started (waiting for data or bytes): it ends here.
         this.#tasks.delete(t.itt);

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BHS_LENGTH, Op } from '../../src/iscsi/pdu.js';
+import { ByteBudget } from '../../src/util/byte-budget.js';
 import { tempDir } from '../helpers/images.js';
 import { startIscsi, type IscsiFixture } from '../helpers/iscsi-fixture.js';
 import { RawIscsiClient, read10 } from '../helpers/iscsi-raw.js';
@@ -16,9 +17,11 @@ import { runOk } from '../helpers/run.js';
 
 const MiB = 1024 * 1024;
 let fx: IscsiFixture;
+/** The daemon-wide budget the server shares (a small one: 1 MiB, so large commands wait for bytes). */
+const budget = new ByteBudget(1 * MiB);
 
 beforeAll(async () => {
-  fx = await startIscsi({ sizes: [4 * MiB], pointSize: 4 * MiB, server: { loginTimeoutMs: 300, maxConnectionsPerClient: 3 } });
+  fx = await startIscsi({ sizes: [4 * MiB], pointSize: 4 * MiB, server: { loginTimeoutMs: 300, maxConnectionsPerClient: 3, budget } });
 });
 
 afterAll(async () => {
@@ -85,6 +88,30 @@ describe('iSCSI protocol edges (raw PDUs)', () => {
       a.close();
       b.close();
     }
+  });
+
+  it('shares the daemon budget: commands larger than it run one at a time, and every byte comes back', async () => {
+    const c = await RawIscsiClient.connect(fx.port);
+    try {
+      await c.login(fx.sessionIqn, 'iqn.2026-12.org.rebound.test:budget', Buffer.from([0x80, 0, 0, 0, 4, 2]));
+      const reads = [0, 1, 2].map((i) => c.sendCommand(read10(i * 2048, 4096), { read: 2 * MiB }));
+      const seen = new Map<number, number>();
+      for (let n = 0; n < 200 && [...seen.values()].filter((v) => v === -1).length < reads.length; n++) {
+        const p = await c.next();
+        if (p.opcode === Op.DataIn) seen.set(p.itt, (seen.get(p.itt) ?? 0) + p.data.length);
+        if (p.opcode === Op.DataIn && p.flags & 0x01) {
+          expect(seen.get(p.itt)).toBe(2 * MiB);
+          seen.set(p.itt, -1);
+        }
+      }
+      expect([...seen.values()]).toEqual([-1, -1, -1]);
+    } finally {
+      c.close();
+    }
+    // The last bytes come back once the final Data-In's write callback ran: a few event-loop turns.
+    for (let i = 0; i < 1000 && budget.used > 0; i++) await new Promise((r) => setImmediate(r));
+    expect(budget.used).toBe(0);
+    expect(budget.waiting).toBe(0);
   });
 
   it('ends the sessions of a disk that is unpublished (a discarded recovery session)', async () => {
