@@ -50,8 +50,12 @@ export class RawFileDevice extends ReadOnlyDevice {
     return this.#file.read(dst, offset);
   }
 
+  #caps: Capabilities | undefined;
+
   override capabilities(): Capabilities {
-    return this.#file.canSeekHoles ? { ...super.capabilities(), canExtents: true } : super.capabilities();
+    // Asked per request: computed once.
+    this.#caps ??= this.#file.canSeekHoles ? { ...super.capabilities(), canExtents: true } : super.capabilities();
+    return this.#caps;
   }
 
   async extents(offset: number, length: number): Promise<Extent[]> {
