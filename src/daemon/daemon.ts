@@ -39,6 +39,8 @@ import { ByteBudget } from '../util/byte-budget.js';
 import { TokenStore, authDir } from '../auth/token-store.js';
 import { loadCertDir } from '../tls/cert-dir.js';
 import { openListenerWarnings } from './open-listeners.js';
+import { Metrics } from '../metrics/metrics.js';
+import { registerMetricsRoutes } from '../api/metrics-routes.js';
 
 export interface DaemonEndpoints {
   nbd: string[];
@@ -73,6 +75,7 @@ export class Daemon {
   #tokens: TokenStore | undefined;
   #endpoints: DaemonEndpoints = { nbd: [], nbdSocket: [], http: undefined };
   #closing: Promise<void> | undefined;
+  #metrics: Metrics | undefined;
   /** Which paths requests may name (API routes) and open (their jobs, migrations). */
   get #paths(): PathPolicy {
     return (this.#pathPolicy ??= new PathPolicy({ sourceDirs: this.config.sourceDirs, targetDirs: this.config.targetDirs }));
@@ -85,6 +88,16 @@ export class Daemon {
     this.#log = log;
     this.#lock = lock;
     this.catalog = new Catalog(log.child({ component: 'catalog' }));
+    // Before anything is published: every opener of every disk is counted (metrics/io-meter.ts).
+    this.#metrics = new Metrics({
+      catalog: this.catalog,
+      connections: () => ({
+        nbd: this.nbd.connectionCount,
+        ...(this.#nfs ? { nfs: this.#nfs.connectionCount } : {}),
+        ...(this.#iscsi ? { iscsi: this.#iscsi.connectionCount } : {}),
+      }),
+    });
+    this.catalog.openerLayer = this.#metrics.openerLayer;
     this.inflightBudget = new ByteBudget(config.maxInflightBytesTotal);
     this.jobs = new JobRegistry(log.child({ component: 'jobs' }));
     this.nbd = new NbdServer({
@@ -180,6 +193,7 @@ export class Daemon {
         endpoints: () => this.#endpoints,
       },
     });
+    this.#metrics?.attach({ repo: this.#repo, jobs: this.jobs, sessions: this.#sessionManager });
     this.#fuse = new FuseMounts({ catalog: this.catalog.view('fuse'), log: this.#log.child({ component: 'fuse' }) });
     if (this.config.fuse !== 'off') await this.#fuse.mount(this.config.fuse);
     for (const a of this.config.nbd) {
@@ -214,6 +228,7 @@ export class Daemon {
         paths: this.#paths,
         auth: { tokens: this.#tokens },
       });
+      if (this.#metrics) registerMetricsRoutes(this.#api, { metrics: this.#metrics });
       try {
         await this.#api.listen({ host, port });
       } catch (err) {
@@ -319,6 +334,7 @@ export class Daemon {
       this.#log.info('shutting down');
       await Promise.allSettled([this.#api?.close(), this.nbd.close(this.config.shutdownTimeoutMs), this.jobs.close(), this.#nfs?.close(this.config.shutdownTimeoutMs), this.#iscsi?.close()]);
       await this.#tokens?.close();
+      this.#metrics?.close();
       await this.#fuse?.close();
       await this.#sessionManager?.close();
       await this.catalog.close();

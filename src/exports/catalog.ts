@@ -83,6 +83,13 @@ export interface PublishRequest {
   allow?: readonly string[];
 }
 
+/**
+ * A layer the catalog puts between every opener's gate and the shared device (metrics/io-meter.ts
+ * counts I/O there: every front end opens disks through `open()`, so NBD, NFS, FUSE and iSCSI are
+ * counted alike). It must pass every call through and must not close the device below.
+ */
+export type OpenerLayer = (entry: CatalogEntry, device: BlockDevice) => BlockDevice;
+
 export interface OpenOptions {
   /** Called with any non-BlockError the device throws (a bug); the opener logs it its own way. */
   onUnexpectedError?: (err: unknown, op: string) => void;
@@ -108,8 +115,10 @@ export class CatalogEntry {
   readonly #gates = new Set<CheckedDevice>();
   #device: Promise<BlockDevice> | undefined;
   #published = true;
+  readonly #openerLayer: OpenerLayer | undefined;
 
-  constructor(req: PublishRequest) {
+  constructor(req: PublishRequest, openerLayer?: OpenerLayer) {
+    this.#openerLayer = openerLayer;
     this.name = req.name;
     this.kind = req.kind;
     this.disk = req.disk;
@@ -167,7 +176,7 @@ export class CatalogEntry {
       throw new ReboundError('ERR_SOURCE_OPEN_FAILED', `cannot open '${this.name}': ${errorText(err)}`, { cause: err });
     }
     if (dev.size !== this.size) throw new ReboundError('ERR_INTERNAL', `'${this.name}' opened with ${dev.size} bytes, published with ${this.size}`);
-    const gate: CheckedDevice = checked(dev, {
+    const gate: CheckedDevice = checked(this.#openerLayer ? this.#openerLayer(this, dev) : dev, {
       capabilities: this.#caps, // what clients were told, whatever the device below could do
       onUnexpectedError: opts.onUnexpectedError,
       release: async () => {
@@ -263,6 +272,9 @@ export class Catalog extends EventEmitter<{ added: [CatalogEntry]; changed: [Cat
   /** Bumped on every publish and removal: views keep their groupings until it moves. */
   #version = 0;
 
+  /** Put between each opener's gate and the device of entries published from now on (metrics). */
+  openerLayer: OpenerLayer | undefined;
+
   /** Every entry, whatever it is published on: what `resolve` groups (cached like a view). */
   readonly #all: CatalogView = new CatalogView(this, undefined);
 
@@ -283,7 +295,7 @@ export class Catalog extends EventEmitter<{ added: [CatalogEntry]; changed: [Cat
     if (this.#entries.has(req.name)) throw new ReboundError('ERR_EXPORT_EXISTS', `an export named '${req.name}' already exists`);
     if (req.kind === 'point' && !req.point) throw new TypeError('a point entry needs its point');
     if (req.kind === 'session' && !req.session) throw new TypeError('a session entry needs its session');
-    const e = new CatalogEntry(req);
+    const e = new CatalogEntry(req, this.openerLayer);
     this.#entries.set(e.name, e);
     this.#version++;
     this.emit('added', e);

@@ -49,6 +49,8 @@ export class QosLayer extends Layer {
   readonly name = 'qos';
   readonly limiter: QosLimiter;
   readonly #shared: QosLimiter | undefined;
+  /** Seconds requests spent waiting for these limits (summed over requests; for metrics). */
+  throttledSeconds = 0;
 
   constructor(next: BlockDevice, limiter: QosLimiter, shared?: QosLimiter) {
     super(next);
@@ -61,7 +63,11 @@ export class QosLayer extends Layer {
     const own = this.limiter.charge(bytes, signal);
     const shared = this.#shared?.charge(bytes, signal);
     if (!own && !shared) return op();
-    return Promise.all([own, shared]).then(op);
+    const start = performance.now();
+    return Promise.all([own, shared]).then(() => {
+      this.throttledSeconds += (performance.now() - start) / 1000;
+      return op();
+    });
   }
 
   override read(dst: Uint8Array, offset: number, opts?: IoOptions): Promise<void> {
