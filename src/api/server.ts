@@ -31,6 +31,8 @@ import { registerFuseRoutes, type FuseRouteContext } from './fuse-routes.js';
 import { registerSessionRoutes, type SessionRouteContext } from './session-routes.js';
 import { installAuth, tokenSees, type ApiAuth } from './auth.js';
 import { registerTokenRoutes } from './token-routes.js';
+import { registerEventRoutes } from './events-routes.js';
+import { DaemonEvents } from '../events/daemon-events.js';
 
 export interface ApiContext extends Partial<RepoRouteContext> {
   /** Every published disk (`/v1/exports`). */
@@ -46,6 +48,8 @@ export interface ApiContext extends Partial<RepoRouteContext> {
   fuse?: FuseRouteContext['fuse'];
   /** Recovery sessions (`/v1/sessions`); absent when the daemon has no repository. */
   sessions?: SessionRouteContext['sessions'];
+  /** Live events (GET /v1/events); default: fed from this context's catalog, sessions and jobs. */
+  events?: DaemonEvents;
   /** API tokens and the failed-login limits (api/auth.ts). */
   auth: ApiAuth;
   /** Serve HTTPS with this certificate and key (tls/cert-dir.ts). */
@@ -148,6 +152,13 @@ export function createApi(ctx: ApiContext): FastifyInstance {
   if (ctx.sessions && ctx.jobs && ctx.repoChanged) {
     registerSessionRoutes(app, { sessions: ctx.sessions, jobs: ctx.jobs, endpoints: ctx.endpoints, repoChanged: ctx.repoChanged, paths });
   }
+
+  // Live events for the dashboard (api/events-routes.ts), sampled only while someone listens.
+  const sessions = ctx.sessions;
+  const jobs = ctx.jobs;
+  const events = ctx.events ?? new DaemonEvents({ catalog: ctx.catalog, sessions: sessions ? () => sessions.report() : undefined, jobs: jobs ? () => jobs.list() : undefined });
+  if (!ctx.events) app.addHook('onClose', async () => events.close());
+  registerEventRoutes(app, { events, log: ctx.log });
 
   return app;
 }
