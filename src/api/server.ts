@@ -31,6 +31,7 @@ import { registerFuseRoutes, type FuseRouteContext } from './fuse-routes.js';
 import { registerSessionRoutes, type SessionRouteContext } from './session-routes.js';
 import { installAuth, tokenSees, type ApiAuth } from './auth.js';
 import { registerTokenRoutes } from './token-routes.js';
+import { installOpenApi } from './openapi.js';
 import { registerEventRoutes } from './events-routes.js';
 import { DaemonEvents } from '../events/daemon-events.js';
 
@@ -78,6 +79,7 @@ export function createApi(ctx: ApiContext): FastifyInstance {
   const hostAllowed = allowedHosts(ctx);
   app.addHook('onRequest', async (req) => checkRequest(req, hostAllowed, Boolean(ctx.tls)));
   installAuth(app, ctx.auth, ctx.log);
+  installOpenApi(app, { version: ctx.version }); // before the routes: it follows them as they register
 
   app.setErrorHandler((err, req, reply) => {
     const { status, body } = toApiError(err);
