@@ -212,6 +212,13 @@ export const CONFIG_SCHEMA = {
     default: 256 * MiB,
     doc: 'Shared cache of uncompressed chunks (restore point reads).',
   }),
+  chunkWorkers: field({
+    type: integerType('threads'),
+    default: 0,
+    doc:
+      'Worker threads that read, decompress and verify chunks and hash backup chunks, off the event loop. ' +
+      '0: one per core (os.availableParallelism()).',
+  }),
   chunkSize: field({
     type: sizeType('bytes', 1),
     default: 1 * MiB,

@@ -27,6 +27,7 @@ import { DataDirLock } from './data-dir.js';
 import { ReboundError } from '../errors.js';
 import { JobRegistry } from '../api/jobs.js';
 import { Repository } from '../repo/repository.js';
+import { setChunkWorkerCount } from '../repo/chunk-worker.js';
 import { PointPublisher } from '../recovery/point-publisher.js';
 import { SessionManager } from '../recovery/session-manager.js';
 import { backup } from '../repo/ingest.js';
@@ -151,6 +152,7 @@ export class Daemon {
 
   async #open(): Promise<void> {
     await this.#setUpNbdTls();
+    setChunkWorkerCount(this.config.chunkWorkers > 0 ? this.config.chunkWorkers : undefined);
     this.#repo = await Repository.open(this.config.dataDir, { chunkSize: this.config.chunkSize, cacheBytes: this.config.cacheSize });
     this.#points = new PointPublisher({ repo: this.#repo, catalog: this.catalog, log: this.#log.child({ component: 'points' }), onNbd: this.config.exportPoints });
     if (this.config.demo && (await this.#repo.points(DEMO_VM)).length === 0) {
