@@ -34,6 +34,7 @@ import { registerTokenRoutes } from './token-routes.js';
 import { installOpenApi } from './openapi.js';
 import { registerEventRoutes } from './events-routes.js';
 import { DaemonEvents } from '../events/daemon-events.js';
+import { registerDashboardRoutes } from './dashboard-routes.js';
 
 export interface ApiContext extends Partial<RepoRouteContext> {
   /** Every published disk (`/v1/exports`). */
@@ -51,6 +52,8 @@ export interface ApiContext extends Partial<RepoRouteContext> {
   sessions?: SessionRouteContext['sessions'];
   /** Live events (GET /v1/events); default: fed from this context's catalog, sessions and jobs. */
   events?: DaemonEvents;
+  /** The built dashboard served at / (default: dist/dashboard of this checkout). */
+  dashboardDir?: string;
   /** API tokens and the failed-login limits (api/auth.ts). */
   auth: ApiAuth;
   /** Serve HTTPS with this certificate and key (tls/cert-dir.ts). */
@@ -161,6 +164,7 @@ export function createApi(ctx: ApiContext): FastifyInstance {
   const events = ctx.events ?? new DaemonEvents({ catalog: ctx.catalog, sessions: sessions ? () => sessions.report() : undefined, jobs: jobs ? () => jobs.list() : undefined });
   if (!ctx.events) app.addHook('onClose', async () => events.close());
   registerEventRoutes(app, { events, log: ctx.log });
+  registerDashboardRoutes(app, ctx.dashboardDir !== undefined ? { dir: ctx.dashboardDir } : {});
 
   return app;
 }

@@ -70,11 +70,11 @@ const req = (method: string, url: string, headers: Record<string, string> = {}, 
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 
 describe('every route declares its permission', () => {
-  it('the registered routes all have one, and GET /v1/health alone is open', () => {
+  it('the registered routes all have one, and only GET /v1/health and the dashboard\'s static files are open', () => {
     const routes = registeredRoutes(app);
     expect(routes.length).toBeGreaterThan(30);
     expect(routes.filter((r) => !r.permission)).toEqual([]);
-    expect(routes.filter((r) => r.permission === 'open').map((r) => `${r.method} ${r.url}`)).toEqual(['GET /v1/health']);
+    expect(routes.filter((r) => r.permission === 'open').map((r) => `${r.method} ${r.url}`)).toEqual(['GET /v1/health', 'GET /', 'GET /assets/:name']);
     // Only reading is for viewers.
     expect(routes.filter((r) => r.permission === 'read').every((r) => r.method === 'GET')).toBe(true);
   });
