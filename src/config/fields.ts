@@ -14,6 +14,7 @@ import type { LogLevel } from '../util/log.js';
 import { accessRuleType } from '../tls/access.js';
 import { TLS_MODES } from '../tls/nbd-tls.js';
 import { EXPORT_OPTIONS } from './export-spec.js';
+import { validateWebhookUrl } from '../alerts/webhooks.js';
 import {
   addressType,
   booleanType,
@@ -153,6 +154,27 @@ export const CONFIG_SCHEMA = {
     type: sizeType('bytes'),
     default: 50 * 1024 * MiB,
     doc: 'The sessions report flags sessions whose overlays hold more than this.',
+  }),
+  alertWebhooks: field({
+    type: listType(textType('URL', 'an http:// or https:// URL', validateWebhookUrl)),
+    default: [],
+    flag: 'alert-webhook',
+    doc: 'Alerts are POSTed as JSON to these URLs (docs/alerts.md): sessions older or bigger than sessionWarnAgeHours/sessionWarnSize, a quota above 90 %, a paused or stalled migration, a verify that found bad chunks, a failed backup or restore, the repository\'s disk nearly full. Retried with backoff; one message when a condition starts, one when it clears.',
+  }),
+  alertDiskFreePercent: field({
+    type: integerType('percent', { placeholder: 'PERCENT' }),
+    default: 10,
+    doc: "Alert when the repository's file system has less than this share free (0: never).",
+  }),
+  alertMigrationStallMinutes: field({
+    type: integerType('minutes', { placeholder: 'MINUTES' }),
+    default: 15,
+    doc: 'Alert when a migration copying data has made no progress for this long (0: never).',
+  }),
+  alertCheckSeconds: field({
+    type: integerType('seconds', { min: 1, placeholder: 'SECONDS' }),
+    default: 30,
+    doc: 'How often the alert conditions are evaluated.',
   }),
   nfs: field({
     type: listType(addressType(), { none: true }),

@@ -42,6 +42,9 @@ import { loadCertDir } from '../tls/cert-dir.js';
 import { openListenerWarnings } from './open-listeners.js';
 import { Metrics } from '../metrics/metrics.js';
 import { registerMetricsRoutes } from '../api/metrics-routes.js';
+import { AlertMonitor } from '../alerts/monitor.js';
+import { WebhookSender } from '../alerts/webhooks.js';
+import { statfs } from 'node:fs/promises';
 
 export interface DaemonEndpoints {
   nbd: string[];
@@ -77,6 +80,7 @@ export class Daemon {
   #endpoints: DaemonEndpoints = { nbd: [], nbdSocket: [], http: undefined };
   #closing: Promise<void> | undefined;
   #metrics: Metrics | undefined;
+  #alerts: { sender: WebhookSender; monitor: AlertMonitor } | undefined;
   /** Which paths requests may name (API routes) and open (their jobs, migrations). */
   get #paths(): PathPolicy {
     return (this.#pathPolicy ??= new PathPolicy({ sourceDirs: this.config.sourceDirs, targetDirs: this.config.targetDirs }));
@@ -196,6 +200,7 @@ export class Daemon {
       },
     });
     this.#metrics?.attach({ repo: this.#repo, jobs: this.jobs, sessions: this.#sessionManager });
+    if (this.config.alertWebhooks.length > 0) this.#startAlerts();
     this.#fuse = new FuseMounts({ catalog: this.catalog.view('fuse'), log: this.#log.child({ component: 'fuse' }) });
     if (this.config.fuse !== 'off') await this.#fuse.mount(this.config.fuse);
     for (const a of this.config.nbd) {
@@ -244,6 +249,29 @@ export class Daemon {
     const c = this.config;
     const facts = { nbd: this.#endpoints.nbd, nbdTls: c.nbdTls, nfs: this.#endpoints.nfs ?? [], nfsClients: c.nfsClients, http: this.#endpoints.http, httpTls: c.httpTls };
     for (const w of openListenerWarnings(facts)) this.#log.warn(w);
+  }
+
+  /** Alert webhooks (src/alerts/): conditions checked every alertCheckSeconds. */
+  #startAlerts(): void {
+    const c = this.config;
+    const log = this.#log.child({ component: 'alerts' });
+    const sessions = this.#sessionManager;
+    const sender = new WebhookSender({ urls: c.alertWebhooks, log });
+    const monitor = new AlertMonitor({
+      send: (m) => sender.send(m),
+      sources: {
+        sessions: sessions ? () => sessions.report() : undefined,
+        jobs: () => this.jobs.list(),
+        disk: async () => {
+          const st = await statfs(c.dataDir);
+          return { path: c.dataDir, totalBytes: st.blocks * st.bsize, freeBytes: st.bavail * st.bsize };
+        },
+      },
+      thresholds: { warnAgeHours: c.sessionWarnAgeHours, warnBytes: c.sessionWarnSize, diskFreePercent: c.alertDiskFreePercent, stallMs: c.alertMigrationStallMinutes * 60_000 },
+      log,
+    }).start(c.alertCheckSeconds * 1000);
+    this.#alerts = { sender, monitor };
+    log.info('alert webhooks on', { webhooks: c.alertWebhooks.length });
   }
 
   /** HTTPS for the API (httpTls): the certificate and key of tlsCertDir, checked now. */
@@ -337,6 +365,8 @@ export class Daemon {
       await Promise.allSettled([this.#api?.close(), this.nbd.close(this.config.shutdownTimeoutMs), this.jobs.close(), this.#nfs?.close(this.config.shutdownTimeoutMs), this.#iscsi?.close()]);
       await this.#tokens?.close();
       this.#metrics?.close();
+      this.#alerts?.monitor.stop();
+      this.#alerts?.sender.close();
       await this.#fuse?.close();
       await this.#sessionManager?.close();
       await this.catalog.close();
