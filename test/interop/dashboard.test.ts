@@ -2,7 +2,7 @@
  * The dashboard end to end: Debian's chromium (headless, driven by playwright-core, which
  * downloads no browser) against a real `rebound serve --demo`: log in with the admin token, see the
  * demo VM's restore point, recover it, watch live numbers while qemu-io writes to the session,
- * move the IOPS slider and see the daemon's limit change, migrate to a file until "in step",
+ * move the IOPS slider and see fio-measured IOPS follow, migrate to a file until "in step",
  * switch, finish; discard a second session through its confirmation. Screenshots of every page go
  * to docs/images/ (the README shows them); the first page load's asset bytes are measured.
  */
@@ -14,9 +14,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { REPO, startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
 import { missingPeers } from '../helpers/peers.js';
+import { runOk } from '../helpers/run.js';
 
 const CHROMIUM = '/usr/bin/chromium';
-const missing = [...missingPeers('qemu-io'), ...(fs.existsSync(CHROMIUM) ? [] : ['chromium'])];
+const missing = [...missingPeers('qemu-io', 'fio'), ...(fs.existsSync(CHROMIUM) ? [] : ['chromium'])];
 const IMAGES = path.join(REPO, 'docs/images');
 /** Generous safety bound for conditions that the daemon reaches in about a second. */
 const WAIT = { timeout: 30_000 };
@@ -41,6 +42,13 @@ function qemuIoWrites(uri: string, round: number): Promise<number | null> {
   });
 }
 
+interface MiniDocument {
+  querySelector(sel: string): { textContent: string | null } | null;
+  querySelectorAll(sel: string): { length: number };
+}
+/** The page's globals inside page.waitForFunction callbacks (functions, not strings: the dashboard's CSP forbids eval). */
+type Win = { document: MiniDocument };
+
 async function shot(name: string): Promise<void> {
   await page.screenshot({ path: path.join(IMAGES, `dashboard-${name}.png`), fullPage: true });
 }
@@ -64,8 +72,9 @@ describe.skipIf(missing.length > 0)(`dashboard in chromium${missing.length ? ` (
     await page.goto(`${d.url}/`, { waitUntil: 'load' });
     await page.getByLabel('API token').waitFor(WAIT);
     // Bytes of every response of the load (page, scripts, styles), as the browser received them.
-    const bytes = await page.evaluate(() =>
-      [...performance.getEntriesByType('navigation'), ...performance.getEntriesByType('resource')].reduce((a, e) => a + (e as PerformanceResourceTiming).encodedBodySize, 0),
+    // (Browser-side code as strings or through Win: the tests' type-check has no DOM library.)
+    const bytes = await page.evaluate<number>(
+      "[...performance.getEntriesByType('navigation'), ...performance.getEntriesByType('resource')].reduce((a, e) => a + e.encodedBodySize, 0)",
     );
     firstLoadBytes = bytes;
     console.log(`dashboard first load: ${bytes} bytes (${(bytes / 1024).toFixed(1)} KiB) of assets`);
@@ -83,7 +92,7 @@ describe.skipIf(missing.length > 0)(`dashboard in chromium${missing.length ? ` (
     await page.getByText('live', { exact: true }).waitFor(WAIT);
     await page.getByRole('heading', { name: 'Repository' }).waitFor(WAIT);
     await page.getByText(/data reduction/).waitFor(WAIT);
-    expect(await page.evaluate(() => sessionStorage.length)).toBe(1);
+    expect(await page.evaluate<number>('sessionStorage.length')).toBe(1);
     expect(page.url()).not.toContain(d.token!);
   });
 
@@ -101,7 +110,7 @@ describe.skipIf(missing.length > 0)(`dashboard in chromium${missing.length ? ` (
     expect(await page.locator('.conn code').first().textContent()).toMatch(/^nbd:\/\/127\.0\.0\.1:\d+\/.*web1/);
   });
 
-  it('shows live numbers while qemu-io writes, and the QoS slider changes the limit', async () => {
+  it('shows live numbers while qemu-io writes; fio-measured IOPS follow the QoS slider', async () => {
     const s = await api('GET', '/v1/sessions/web1');
     const uri = s.connect.disks[0].nbdUri as string;
     // qemu-io writes round after round until the page shows write IOPS (bounded by count).
@@ -109,15 +118,26 @@ describe.skipIf(missing.length > 0)(`dashboard in chromium${missing.length ? ` (
     const writer = (async () => {
       for (let round = 0; round < 500 && !stop; round++) expect(await qemuIoWrites(uri, round)).toBe(0);
     })();
-    await page.waitForFunction(() => Number(document.querySelector('[data-testid^="iops-"]')?.textContent) > 0, undefined, WAIT);
-    await page.waitForFunction(() => !/^0 B$/.test(document.querySelector('[data-testid="overlay"]')?.textContent ?? '0 B'), undefined, WAIT);
+    await page.waitForFunction(() => Number((globalThis as unknown as Win).document.querySelector('[data-testid^="iops-"]')?.textContent) > 0, undefined, WAIT);
+    await page.waitForFunction(() => !/^0 B$/.test((globalThis as unknown as Win).document.querySelector('[data-testid="overlay"]')?.textContent ?? '0 B'), undefined, WAIT);
     stop = true;
     await writer;
     expect((await api('GET', '/v1/sessions/web1')).overlayBytes).toBeGreaterThan(0);
 
-    await page.getByLabel(/IOPS limit/).fill('500');
-    await page.getByTestId('qos-iops').getByText('500').waitFor(WAIT);
-    expect((await api('GET', '/v1/sessions/web1')).qos.iops).toBe(500);
+    // fio-measured IOPS follow the slider: a fixed count of 4K reads (3 s at the limit), within 10%.
+    const fio = async (ios: number): Promise<number> => {
+      const r = await runOk('fio', ['--name=q', '--ioengine=nbd', `--uri=${uri}`, '--rw=randread', '--bs=4k', '--iodepth=8', `--number_ios=${ios}`, '--size=16M', '--output-format=json'], { timeoutMs: 120_000 });
+      // libnbd prints a connection line before fio's JSON.
+      return (JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as { jobs: Array<{ read: { iops: number } }> }).jobs[0]!.read.iops;
+    };
+    for (const limit of [200, 500]) {
+      await page.getByLabel(/IOPS limit/).fill(String(limit));
+      await page.getByTestId('qos-iops').getByText(String(limit)).waitFor(WAIT);
+      expect((await api('GET', '/v1/sessions/web1')).qos.iops).toBe(limit);
+      const iops = await fio(limit * 3);
+      expect(iops).toBeGreaterThan(limit * 0.9);
+      expect(iops).toBeLessThan(limit * 1.1);
+    }
     await page.getByLabel(/IOPS limit/).fill('0');
     await page.getByTestId('qos-iops').getByText('none').waitFor(WAIT);
     expect((await api('GET', '/v1/sessions/web1')).qos.iops).toBeUndefined();
@@ -129,7 +149,7 @@ describe.skipIf(missing.length > 0)(`dashboard in chromium${missing.length ? ` (
     await page.getByRole('button', { name: 'Start migration' }).click();
     await page.getByTestId('migration').getByText('in step').waitFor(WAIT);
     await page.getByTestId('session-state').getByText('in-step').waitFor(WAIT);
-    await page.waitForFunction(() => document.querySelectorAll('.graph canvas').length === 3);
+    await page.waitForFunction(() => (globalThis as unknown as Win).document.querySelectorAll('.graph canvas').length === 3, undefined, WAIT);
     await shot('session');
     await page.getByRole('button', { name: 'Switch' }).click();
     await page.getByTestId('session-state').getByText('switched').waitFor(WAIT);
@@ -171,7 +191,7 @@ describe.skipIf(missing.length > 0)(`dashboard in chromium${missing.length ? ` (
     await page.setViewportSize({ width: 390, height: 844 });
     await page.getByRole('link', { name: 'Overview' }).click();
     await page.getByRole('heading', { name: 'Overview', level: 1 }).waitFor(WAIT);
-    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    const overflow = await page.evaluate<number>('document.documentElement.scrollWidth - window.innerWidth');
     expect(overflow).toBeLessThanOrEqual(0);
     await shot('phone');
     expect(firstLoadBytes).toBeGreaterThan(0);
