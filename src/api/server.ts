@@ -32,6 +32,8 @@ import { registerSessionRoutes, type SessionRouteContext } from './session-route
 import { installAuth, tokenSees, type ApiAuth } from './auth.js';
 import { registerTokenRoutes } from './token-routes.js';
 import { installOpenApi } from './openapi.js';
+import { registerMetricsRoutes } from './metrics-routes.js';
+import type { Metrics } from '../metrics/metrics.js';
 import { registerEventRoutes } from './events-routes.js';
 import { DaemonEvents } from '../events/daemon-events.js';
 import { registerDashboardRoutes } from './dashboard-routes.js';
@@ -56,6 +58,8 @@ export interface ApiContext extends Partial<RepoRouteContext> {
   dashboardDir?: string;
   /** API tokens and the failed-login limits (api/auth.ts). */
   auth: ApiAuth;
+  /** Prometheus metrics (`GET /metrics`, metrics/metrics.ts). */
+  metrics?: Metrics;
   /** Serve HTTPS with this certificate and key (tls/cert-dir.ts). */
   tls?: { cert: Buffer; key: Buffer; ca?: Buffer };
 }
@@ -99,16 +103,23 @@ export function createApi(ctx: ApiContext): FastifyInstance {
 
   // `eventLoopDelay` (util/event-loop.ts): p50/p99/max/mean ms since start and since the last
   // reset; `?reset=1` starts a new window after answering, so two calls bracket an interval.
-  app.get<{ Querystring: { reset?: string } }>('/v1/health', { config: { permission: 'open' } }, async (req) => ({
-    status: 'ok',
-    version: ctx.version,
-    pid: process.pid,
-    startedAt: ctx.startedAt.toISOString(),
-    uptimeSeconds: Math.round((Date.now() - ctx.startedAt.getTime()) / 1000),
-    endpoints: ctx.endpoints(),
-    exports: ctx.catalog.entries().length,
-    eventLoopDelay: eventLoop.report({ reset: req.query.reset === '1' || req.query.reset === 'true' }),
-  }));
+  app.get<{ Querystring: { reset?: string } }>(
+    '/v1/health',
+    {
+      config: { permission: 'open' },
+      schema: { querystring: { type: 'object', properties: { reset: { type: 'string', description: "'1' or 'true': start a new event-loop delay window after answering" } } } },
+    },
+    async (req) => ({
+      status: 'ok',
+      version: ctx.version,
+      pid: process.pid,
+      startedAt: ctx.startedAt.toISOString(),
+      uptimeSeconds: Math.round((Date.now() - ctx.startedAt.getTime()) / 1000),
+      endpoints: ctx.endpoints(),
+      exports: ctx.catalog.entries().length,
+      eventLoopDelay: eventLoop.report({ reset: req.query.reset === '1' || req.query.reset === 'true' }),
+    }),
+  );
 
   // Every published disk, under each name a client may use (`VM@latest/DISK` rows carry `aliasOf`);
   // NBD URIs for the disks published on NBD.
@@ -149,6 +160,7 @@ export function createApi(ctx: ApiContext): FastifyInstance {
   app.get('/v1/config', { config: { permission: 'admin' } }, async () => ctx.config());
 
   registerTokenRoutes(app, { tokens: ctx.auth.tokens });
+  if (ctx.metrics) registerMetricsRoutes(app, { metrics: ctx.metrics });
 
   // Paths in requests are policy: without one given, no path is allowed.
   const paths = ctx.paths ?? PathPolicy.none();

@@ -184,10 +184,14 @@ export function registerSessionRoutes(app: FastifyInstance, ctx: SessionRouteCon
     },
   );
 
-  app.delete<{ Params: { name: string }; Querystring: { disk?: string } }>('/v1/sessions/:name/migrate', onSession, async (req) => {
-    await sessions.cancelMigration(req.params.name, req.query.disk ? [req.query.disk] : undefined);
-    return withConnection(req.params.name);
-  });
+  app.delete<{ Params: { name: string }; Querystring: { disk?: string } }>(
+    '/v1/sessions/:name/migrate',
+    { ...onSession, schema: { querystring: { type: 'object', properties: { disk: { type: 'string', minLength: 1, description: 'cancel only this disk\'s migration' } } } } },
+    async (req) => {
+      await sessions.cancelMigration(req.params.name, req.query.disk ? [req.query.disk] : undefined);
+      return withConnection(req.params.name);
+    },
+  );
 
   app.post<{ Params: { name: string } }>('/v1/sessions/:name/switch', onSession, async (req) => {
     const verified = await sessions.switchOver(req.params.name);

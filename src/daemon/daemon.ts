@@ -41,7 +41,6 @@ import { TokenStore, authDir } from '../auth/token-store.js';
 import { loadCertDir } from '../tls/cert-dir.js';
 import { openListenerWarnings } from './open-listeners.js';
 import { Metrics } from '../metrics/metrics.js';
-import { registerMetricsRoutes } from '../api/metrics-routes.js';
 import { AlertMonitor } from '../alerts/monitor.js';
 import { WebhookSender } from '../alerts/webhooks.js';
 import { statfs } from 'node:fs/promises';
@@ -234,8 +233,8 @@ export class Daemon {
         sessions: this.#sessionManager,
         paths: this.#paths,
         auth: { tokens: this.#tokens },
+        ...(this.#metrics ? { metrics: this.#metrics } : {}),
       });
-      if (this.#metrics) registerMetricsRoutes(this.#api, { metrics: this.#metrics });
       try {
         await this.#api.listen({ host, port });
       } catch (err) {

@@ -14,6 +14,7 @@ import { JobRegistry } from '../../../src/api/jobs.js';
 import { LoginLimiter } from '../../../src/auth/login-limiter.js';
 import { LogLimiter } from '../../../src/util/log-limiter.js';
 import { TokenStore } from '../../../src/auth/token-store.js';
+import { Metrics } from '../../../src/metrics/metrics.js';
 import { Catalog } from '../../../src/exports/catalog.js';
 import { MemoryDevice } from '../../../src/blockdev/base/memory.js';
 import { PathPolicy } from '../../../src/util/path-policy.js';
@@ -55,6 +56,7 @@ function context(auth: TestAuth['auth']): ApiContext {
     sessions: sessions as never,
     fuse: fuse as never,
     auth,
+    metrics: new Metrics({ catalog, defaultMetrics: false }),
   };
 }
 

@@ -11,7 +11,6 @@ import { Catalog } from '../../../src/exports/catalog.js';
 import { Metrics } from '../../../src/metrics/metrics.js';
 import { LATENCY_BUCKETS } from '../../../src/metrics/io-meter.js';
 import { createApi } from '../../../src/api/server.js';
-import { registerMetricsRoutes } from '../../../src/api/metrics-routes.js';
 import { JobRegistry } from '../../../src/api/jobs.js';
 import { silentLogger } from '../../../src/util/log.js';
 import { parsePrometheusText, sampleValue } from '../../helpers/prom-text.js';
@@ -130,8 +129,8 @@ describe('GET /metrics', () => {
       endpoints: () => ({ nbd: [], nbdSocket: [], http: '127.0.0.1:10810' }),
       config: () => ({ http: '127.0.0.1:10810' }),
       auth: t.auth,
+      metrics,
     });
-    registerMetricsRoutes(app, { metrics });
     await app.ready();
   });
   afterAll(async () => {

@@ -10,7 +10,6 @@ import { MemoryDevice } from '../../../src/blockdev/base/memory.js';
 import { Catalog } from '../../../src/exports/catalog.js';
 import { createApi } from '../../../src/api/server.js';
 import { registeredRoutes } from '../../../src/api/auth.js';
-import { registerMetricsRoutes } from '../../../src/api/metrics-routes.js';
 import { JobRegistry } from '../../../src/api/jobs.js';
 import { Metrics } from '../../../src/metrics/metrics.js';
 import { ERROR_CODES } from '../../../src/errors.js';
@@ -44,8 +43,8 @@ beforeAll(async () => {
     sessions: { get: () => undefined, report: () => [], broken: [], shared: { limits: {} } } as never,
     fuse: { list: () => [] } as never,
     auth: t.auth,
+    metrics,
   });
-  registerMetricsRoutes(app, { metrics });
   await app.ready();
 });
 afterAll(async () => {
@@ -105,5 +104,8 @@ describe('OpenAPI document', () => {
     // Path parameters are documented where the URL has them.
     const one = doc.paths['/v1/exports/{name}'].get;
     expect(one.parameters.some((p: { in: string; name: string }) => p.in === 'path' && p.name === 'name')).toBe(true);
+    // Query parameters and bodies come from the routes' schemas.
+    expect(doc.paths['/v1/health'].get.parameters.some((p: { in: string; name: string }) => p.in === 'query' && p.name === 'reset')).toBe(true);
+    expect(doc.paths['/v1/sessions'].post.requestBody.content['application/json'].schema.required).toEqual(['vm']);
   });
 });
