@@ -9,6 +9,9 @@
  *  - Repository totals (chunks and stored bytes) need a walk of the chunk directories: it runs at
  *    most once per `repoScanIntervalMs` (default 60 s) in the background; a scrape reports the last
  *    finished walk (the first scrape waits for one).
+ *  - Only disks opened at least once have series (restore points are published by the hundred,
+ *    few are read), and a latency histogram appears for an operation once the disk served one.
+ *    Formatting costs ~5 µs a line on the event loop: 200 busy disks scrape in ~50 ms.
  *  - Label sets are bounded: `export` by the catalog (removed with the entry), `session`/`disk` by
  *    the running sessions, `op`, `state`, `kind` and `front_end` by fixed lists.
  *  - Node's own metrics (event-loop delay `nodejs_eventloop_lag_*`, heap, GC, process CPU and RSS)
@@ -128,6 +131,7 @@ export class Metrics {
       const n = 'rebound_disk_request_duration_seconds';
       for (const [name, d] of this.io.entries()) {
         IO_OPS.forEach((op, i) => {
+          if (d.ops[i] === 0) return; // an operation never used has no histogram (scrape size: 18 lines each)
           const cum = d.cumulative(i);
           LATENCY_BUCKETS.forEach((le, b) => out.push({ metricName: `${n}_bucket`, labels: { export: name, op, le }, value: cum[b]! }));
           out.push({ metricName: `${n}_bucket`, labels: { export: name, op, le: '+Inf' }, value: cum.at(-1)! });
