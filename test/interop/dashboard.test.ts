@@ -4,7 +4,8 @@
  * demo VM's restore point, recover it, watch live numbers while qemu-io writes to the session,
  * move the IOPS slider and see fio-measured IOPS follow, migrate to a file until "in step",
  * switch, finish; discard a second session through its confirmation. Screenshots of every page go
- * to docs/images/ (the README shows them); the first page load's asset bytes are measured.
+ * to test-results/dashboard/, or with REBOUND_UPDATE_SCREENSHOTS=1 to docs/images/ (the README
+ * shows them); the first page load's asset bytes are measured.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -18,7 +19,8 @@ import { runOk } from '../helpers/run.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const missing = [...missingPeers('qemu-io', 'fio'), ...(fs.existsSync(CHROMIUM) ? [] : ['chromium'])];
-const IMAGES = path.join(REPO, 'docs/images');
+/** Screenshots: into test-results/ on every run; REBOUND_UPDATE_SCREENSHOTS=1 refreshes the README's in docs/images/. */
+const IMAGES = path.join(REPO, process.env.REBOUND_UPDATE_SCREENSHOTS === '1' ? 'docs/images' : 'test-results/dashboard');
 /** Generous safety bound for conditions that the daemon reaches in about a second. */
 const WAIT = { timeout: 30_000 };
 
@@ -164,8 +166,14 @@ describe.skipIf(missing.length > 0)(`dashboard in chromium${missing.length ? ` (
   });
 
   it('discards another session only through the confirmation', async () => {
-    await api('POST', '/v1/sessions', { vm: 'demo', name: 'web2', quota: 1 << 30 });
+    // A 4 MiB quota filled past 90%: the overview shows the session's warning in red.
+    const s2 = await api('POST', '/v1/sessions', { vm: 'demo', name: 'web2', quota: 4 * 1024 * 1024 });
     await page.getByRole('link', { name: 'web2' }).waitFor(WAIT);
+    const cmds = Array.from({ length: 60 }, (_, i) => ['-c', `write -P 7 ${i * 65536} 64k`]).flat();
+    await runOk('qemu-io', ['-f', 'raw', ...cmds, s2.connect.disks[0].nbdUri], { timeoutMs: 60_000 });
+    const warning = page.locator('tr[data-session="web2"] td.warn').getByText(/of its quota/);
+    await warning.waitFor(WAIT);
+    expect(await warning.evaluate((el) => (globalThis as unknown as { getComputedStyle(e: unknown): { color: string } }).getComputedStyle(el).color)).toBe('rgb(185, 28, 28)');
     await shot('overview');
     await page.getByRole('link', { name: 'web2' }).click();
     await page.getByRole('heading', { name: 'Session web2' }).waitFor(WAIT);
