@@ -73,6 +73,10 @@ export function installOpenApi(app: FastifyInstance, opts: { version: string }):
       const error = (description: string) => ({ description, content: { 'application/json': { schema: { $ref: '#/components/schemas/ApiError' } } } });
       for (const ops of Object.values(doc.paths ?? {})) {
         for (const op of Object.values(ops)) {
+          // A route without a response schema answers a JSON object (documented, not enforced:
+          // a response schema would make fastify drop the properties it does not list).
+          const ok = op.responses?.['200'] as { description?: string; content?: unknown } | undefined;
+          if (ok && !ok.content) ok.content = { 'application/json': { schema: { type: 'object', additionalProperties: true } } };
           op.responses = { ...op.responses, '4XX': error('A client error (see error.code)'), '5XX': error('A server error (see error.code)') };
         }
       }

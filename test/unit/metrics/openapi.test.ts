@@ -99,6 +99,9 @@ describe('OpenAPI document', () => {
       for (const op of Object.values(ops)) {
         expect(op.responses['4XX'].content['application/json'].schema.$ref).toBe('#/components/schemas/ApiError');
         expect(op.responses['5XX']).toBeDefined();
+        const ok = Object.entries(op.responses as Record<string, { content?: Record<string, unknown> }>).filter(([code]) => /^2/.test(code));
+        expect(ok.length).toBeGreaterThan(0);
+        for (const [, r] of ok) expect(Object.keys(r.content ?? {}).length).toBeGreaterThan(0);
       }
     }
     // Path parameters are documented where the URL has them.
