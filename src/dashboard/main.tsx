@@ -248,7 +248,7 @@ function Overview({ store }: { store: Store }) {
           <h2>Repository</h2>
           {repo ? (
             <p>
-              {bytes(repo.stored)} stored for {bytes(repo.logical)} of disk data in {repo.points} restore points · data reduction (dedup and compression) {repo.stored > 0 ? (repo.logical / repo.stored).toFixed(1) : '–'}×
+              {bytes(repo.stored)} stored for {bytes(repo.logical)} of disk data in {repo.points} restore point{repo.points === 1 ? '' : 's'} · data reduction (dedup and compression) {repo.stored > 0 ? (repo.logical / repo.stored).toFixed(1) : '–'}×
             </p>
           ) : (
             <p>…</p>
