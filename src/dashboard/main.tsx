@@ -710,6 +710,9 @@ function CopyLine({ label, text }: { label: string; text: string }) {
 function Qos({ name, qos, onMsg }: { name: string; qos: Any; onMsg: (m: string) => void }) {
   const [iops, setIops] = useState<number>(qos?.iops ?? 0);
   const [mbps, setMbps] = useState<number>(qos?.bps ? Math.round(qos.bps / 2 ** 20) : 0);
+  // Limits changed elsewhere (the CLI, another browser) move the sliders too: each change sends both.
+  useEffect(() => setIops(qos?.iops ?? 0), [qos?.iops]);
+  useEffect(() => setMbps(qos?.bps ? Math.round(qos.bps / 2 ** 20) : 0), [qos?.bps]);
   const send = async (next: { iops: number; mbps: number }): Promise<void> => {
     try {
       const r = await api('PUT', `/v1/sessions/${encodeURIComponent(name)}/qos`, { iops: next.iops, bps: next.mbps * 2 ** 20 });

@@ -140,6 +140,13 @@ describe.skipIf(missing.length > 0)(`dashboard in chromium${missing.length ? ` (
       expect(iops).toBeGreaterThan(limit * 0.9);
       expect(iops).toBeLessThan(limit * 1.1);
     }
+    // Keyboard: the bandwidth slider moves by its step with an arrow key and applies at once.
+    await page.getByLabel(/Bandwidth limit/).focus();
+    await page.keyboard.press('ArrowRight');
+    await page.getByTestId('qos-bps').getByText('10.0 MiB/s').waitFor(WAIT);
+    expect((await api('GET', '/v1/sessions/web1')).qos.bps).toBe(10 * 1024 * 1024);
+    await page.keyboard.press('Home');
+    await page.getByTestId('qos-bps').getByText('none').waitFor(WAIT);
     await page.getByLabel(/IOPS limit/).fill('0');
     await page.getByTestId('qos-iops').getByText('none').waitFor(WAIT);
     expect((await api('GET', '/v1/sessions/web1')).qos.iops).toBeUndefined();
@@ -180,7 +187,8 @@ describe.skipIf(missing.length > 0)(`dashboard in chromium${missing.length ? ` (
     await page.getByRole('button', { name: 'Discard web2' }).click();
     const dialog = page.getByRole('dialog');
     await dialog.getByText('Everything written to web2').waitFor(WAIT);
-    await dialog.getByRole('button', { name: 'Cancel' }).click();
+    await page.keyboard.press('Escape'); // the dialog is modal and closes from the keyboard, nothing done
+    await dialog.waitFor({ state: 'hidden', ...WAIT });
     expect((await api('GET', '/v1/sessions/web2')).name).toBe('web2');
     await page.getByRole('button', { name: 'Discard web2' }).click();
     await dialog.getByRole('button', { name: 'Yes, discard web2' }).click();
