@@ -173,7 +173,9 @@ export function createApi(ctx: ApiContext): FastifyInstance {
   // Live events for the dashboard (api/events-routes.ts), sampled only while someone listens.
   const sessions = ctx.sessions;
   const jobs = ctx.jobs;
-  const events = ctx.events ?? new DaemonEvents({ catalog: ctx.catalog, sessions: sessions ? () => sessions.report() : undefined, jobs: jobs ? () => jobs.list() : undefined });
+  const events =
+    ctx.events ??
+    new DaemonEvents({ catalog: ctx.catalog, sessions: sessions ? () => sessions.report() : undefined, jobs: jobs ? () => jobs.list() : undefined, io: ctx.metrics?.io });
   if (!ctx.events) app.addHook('onClose', async () => events.close());
   registerEventRoutes(app, { events, log: ctx.log });
   registerDashboardRoutes(app, ctx.dashboardDir !== undefined ? { dir: ctx.dashboardDir } : {});

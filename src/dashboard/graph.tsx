@@ -6,14 +6,15 @@ import { bytes } from './api.js';
 
 export interface Series {
   label: string;
-  key: 'readIops' | 'writeIops' | 'readBps' | 'writeBps' | 'overlay';
+  key: 'readIops' | 'writeIops' | 'readBps' | 'writeBps' | 'readLatency' | 'writeLatency' | 'overlay';
   stroke: string;
 }
 
-export function Graph({ title, history, series, unit }: { title: string; history: Array<Record<string, number>>; series: Series[]; unit?: 'bytes' }) {
+export function Graph({ title, history, series, unit }: { title: string; history: Array<Record<string, number | null>>; series: Series[]; unit?: 'bytes' }) {
   const box = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
-  const data = (): uPlot.AlignedData => [history.map((h) => h.t!), ...series.map((s) => history.map((h) => h[s.key] ?? 0))];
+  // A missing value (latency of a second without requests) is a gap, not a zero.
+  const data = (): uPlot.AlignedData => [history.map((h) => h.t!), ...series.map((s) => history.map((h) => h[s.key] ?? null))];
   useEffect(() => {
     const el = box.current!;
     const fmt = (_u: uPlot, v: number): string => (unit === 'bytes' ? bytes(v) : String(v));
@@ -41,7 +42,7 @@ export function Graph({ title, history, series, unit }: { title: string; history
       <figcaption>
         {title}
         <span class="sr-only">
-          : latest {series.map((s) => `${s.label} ${last ? (unit === 'bytes' ? bytes(last[s.key]) : last[s.key]) : 'none'}`).join(', ')}
+          : latest {series.map((s) => `${s.label} ${last && last[s.key] !== null ? (unit === 'bytes' ? bytes(last[s.key]) : last[s.key]) : 'none'}`).join(', ')}
         </span>
       </figcaption>
       <div ref={box} aria-hidden="true" />

@@ -22,6 +22,8 @@ type Sample = {
   writeIops: number;
   readBps: number;
   writeBps: number;
+  readLatency: number | null;
+  writeLatency: number | null;
   overlay: number;
 };
 
@@ -173,7 +175,9 @@ function apply(store: Store, e: LiveEvent, refresh: () => Promise<void>): void {
     store.samples.set(d.session, d);
     const h = store.history.get(d.session) ?? [];
     const sum = (k: string): number => d.disks.reduce((a: number, x: Any) => a + (x[k] ?? 0), 0);
-    h.push({ t: Date.parse(e.at) / 1000, readIops: sum('readIops'), writeIops: sum('writeIops'), readBps: sum('readBps'), writeBps: sum('writeBps'), overlay: d.overlayBytes });
+    // The session's latency: the slowest disk's mean (null when no disk served a request).
+    const worst = (k: string): number | null => d.disks.reduce((a: number | null, x: Any) => (x[k] === null || x[k] === undefined ? a : Math.max(a ?? 0, x[k])), null);
+    h.push({ t: Date.parse(e.at) / 1000, readIops: sum('readIops'), writeIops: sum('writeIops'), readBps: sum('readBps'), writeBps: sum('writeBps'), readLatency: worst('readLatencyMs'), writeLatency: worst('writeLatencyMs'), overlay: d.overlayBytes });
     if (h.length > HISTORY) h.shift();
     store.history.set(d.session, h);
     const s = store.sessions.get(d.session);
@@ -612,7 +616,8 @@ function SessionPage({ store, name, refresh }: { store: Store; name: string; ref
               {d.name} · {bytes(d.size)} · {d.state}
             </h3>
             <p>
-              IOPS <strong data-testid={`iops-${d.name}`}>{d.iops ?? '–'}</strong> (read {d.readIops ?? '–'}, write {d.writeIops ?? '–'}) · read {bytes(d.readBps)}/s · write {bytes(d.writeBps)}/s · overlay {bytes(d.overlayBytes)}
+              IOPS <strong data-testid={`iops-${d.name}`}>{d.iops ?? '–'}</strong> (read {d.readIops ?? '–'}, write {d.writeIops ?? '–'}) · read {bytes(d.readBps)}/s · write {bytes(d.writeBps)}/s · latency read{' '}
+              <span data-testid={`rlat-${d.name}`}>{d.readLatencyMs ?? '–'}</span> ms, write <span data-testid={`wlat-${d.name}`}>{d.writeLatencyMs ?? '–'}</span> ms · overlay {bytes(d.overlayBytes)}
               {d.quota ? ` of ${bytes(d.quota)}` : ''}
             </p>
             {d.migration && <Migration m={d.migration} />}
@@ -637,6 +642,7 @@ function SessionPage({ store, name, refresh }: { store: Store; name: string; ref
       <div class="graphs">
         <Graph title="IOPS" history={history} series={IOPS_SERIES} />
         <Graph title="Bandwidth" history={history} series={BW_SERIES} unit="bytes" />
+        <Graph title="Latency (ms)" history={history} series={LATENCY_SERIES} />
         <Graph title="Overlay" history={history} series={OVERLAY_SERIES} unit="bytes" />
       </div>
 
@@ -674,6 +680,10 @@ const IOPS_SERIES: Series[] = [
 const BW_SERIES: Series[] = [
   { label: 'read', key: 'readBps', stroke: '#2563eb' },
   { label: 'write', key: 'writeBps', stroke: '#dc2626' },
+];
+const LATENCY_SERIES: Series[] = [
+  { label: 'read', key: 'readLatency', stroke: '#2563eb' },
+  { label: 'write', key: 'writeLatency', stroke: '#dc2626' },
 ];
 const OVERLAY_SERIES: Series[] = [{ label: 'overlay', key: 'overlay', stroke: '#7c3aed' }];
 

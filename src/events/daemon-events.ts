@@ -5,7 +5,8 @@
  *    job list. Each session gets a `session` sample (disk states, overlay bytes, per-disk IOPS and
  *    bytes/s from the I/O counters' deltas over the last tick, migration progress); a new session is
  *    `session.created`, a gone one `session.removed`, a changed summary or disk state
- *    `session.state`. A job whose state or progress changed since the last tick is a `job` event
+ *    `session.state`; with the metrics' meters, the mean read and write latency of the tick's
+ *    requests too. A job whose state or progress changed since the last tick is a `job` event
  *    (its state changes are kept for replay). No subscriber: no timer, and the first tick after a
  *    pause has no rates (a delta needs two samples).
  *  - The catalog is an EventEmitter: its added/changed/removed become `catalog` events directly.
@@ -14,7 +15,8 @@
  * api/jobs.ts untouched; one tick costs one report (tens of sessions at most) and one JSON
  * comparison per running job.
  */
-import type { Catalog, CatalogEntry } from '../exports/catalog.js';
+import { sessionEntryName, type Catalog, type CatalogEntry } from '../exports/catalog.js';
+import { IO_OPS, type IoMeters } from '../metrics/io-meter.js';
 import type { JobInfo } from '../api/jobs.js';
 import type { SessionReport } from '../recovery/session-report.js';
 import { EventHub } from './event-hub.js';
@@ -24,6 +26,8 @@ export interface EventSources {
   /** The sessions report (SessionManager.report); absent without a repository. */
   sessions?: () => SessionReport[];
   jobs?: () => JobInfo[];
+  /** The metrics' per-disk meters (request latency); without them samples carry no latency. */
+  io?: Pick<IoMeters, 'entries'>;
   /** Sampling period, ms (default 1000). */
   periodMs?: number;
 }
@@ -35,7 +39,15 @@ interface DiskSample {
   writeOps: number;
   readBytes: number;
   writeBytes: number;
+  /** Metered requests and their summed latency, seconds (metrics/io-meter.ts). */
+  metReads: number;
+  metReadSeconds: number;
+  metWrites: number;
+  metWriteSeconds: number;
 }
+
+const READ = IO_OPS.indexOf('read');
+const WRITE = IO_OPS.indexOf('write');
 
 export class DaemonEvents {
   readonly hub: EventHub;
@@ -79,6 +91,7 @@ export class DaemonEvents {
 
   #tickSessions(now: number, first: boolean): void {
     const reports = this.#src.sessions?.() ?? [];
+    const meters = new Map(this.#src.io && reports.length > 0 ? this.#src.io.entries() : []);
     const seen = new Set<string>();
     for (const r of reports) {
       seen.add(r.name);
@@ -92,11 +105,26 @@ export class DaemonEvents {
       const disks = r.disks.map((d) => {
         const key = `${r.name}/${d.name}`;
         const c = d.io;
-        const cur: DiskSample = { at: now, ops: c.reads + c.writes + c.trims + c.zeroes + c.flushes, readOps: c.reads, writeOps: c.writes, readBytes: c.readBytes, writeBytes: c.writeBytes };
+        const m = meters.get(sessionEntryName(r.name, d.name));
+        const cur: DiskSample = {
+          at: now,
+          ops: c.reads + c.writes + c.trims + c.zeroes + c.flushes,
+          readOps: c.reads,
+          writeOps: c.writes,
+          readBytes: c.readBytes,
+          writeBytes: c.writeBytes,
+          metReads: m?.ops[READ] ?? 0,
+          metReadSeconds: m?.seconds[READ] ?? 0,
+          metWrites: m?.ops[WRITE] ?? 0,
+          metWriteSeconds: m?.seconds[WRITE] ?? 0,
+        };
         const prev = this.#disks.get(key);
         this.#disks.set(key, cur);
         const dt = prev ? (cur.at - prev.at) / 1000 : 0;
         const rate = (k: keyof DiskSample): number | null => (prev && dt > 0 ? Math.max(0, Math.round((cur[k] - prev[k]) / dt)) : null);
+        // Mean latency of the requests of the last tick, ms (null: none served, or no meters).
+        const latency = (n: 'metReads' | 'metWrites', sec: 'metReadSeconds' | 'metWriteSeconds'): number | null =>
+          prev && cur[n] > prev[n] ? +(((cur[sec] - prev[sec]) / (cur[n] - prev[n])) * 1000).toFixed(3) : null;
         return {
           name: d.name,
           size: d.size,
@@ -108,6 +136,8 @@ export class DaemonEvents {
           writeIops: rate('writeOps'),
           readBps: rate('readBytes'),
           writeBps: rate('writeBytes'),
+          readLatencyMs: latency('metReads', 'metReadSeconds'),
+          writeLatencyMs: latency('metWrites', 'metWriteSeconds'),
           io: d.io,
           migration: d.migration,
         };

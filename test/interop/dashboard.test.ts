@@ -122,6 +122,8 @@ describe.skipIf(missing.length > 0)(`dashboard in chromium${missing.length ? ` (
     })();
     await page.waitForFunction(() => Number((globalThis as unknown as Win).document.querySelector('[data-testid^="iops-"]')?.textContent) > 0, undefined, WAIT);
     await page.waitForFunction(() => !/^0 B$/.test((globalThis as unknown as Win).document.querySelector('[data-testid="overlay"]')?.textContent ?? '0 B'), undefined, WAIT);
+    // The write latency of those seconds (metered requests), while qemu-io still writes.
+    await page.waitForFunction(() => Number((globalThis as unknown as Win).document.querySelector('[data-testid^="wlat-"]')?.textContent) > 0, undefined, WAIT);
     stop = true;
     await writer;
     expect((await api('GET', '/v1/sessions/web1')).overlayBytes).toBeGreaterThan(0);
@@ -158,7 +160,7 @@ describe.skipIf(missing.length > 0)(`dashboard in chromium${missing.length ? ` (
     await page.getByRole('button', { name: 'Start migration' }).click();
     await page.getByTestId('migration').getByText('in step').waitFor(WAIT);
     await page.getByTestId('session-state').getByText('in-step').waitFor(WAIT);
-    await page.waitForFunction(() => (globalThis as unknown as Win).document.querySelectorAll('.graph canvas').length === 3, undefined, WAIT);
+    await page.waitForFunction(() => (globalThis as unknown as Win).document.querySelectorAll('.graph canvas').length === 4, undefined, WAIT);
     await shot('session');
     await page.getByRole('button', { name: 'Switch' }).click();
     await page.getByTestId('session-state').getByText('switched').waitFor(WAIT);

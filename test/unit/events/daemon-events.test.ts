@@ -47,7 +47,10 @@ describe('DaemonEvents', () => {
     const catalog = new Catalog();
     const jobs = new JobRegistry(silentLogger);
     let reports: SessionReport[] = [];
-    const ev = new DaemonEvents({ catalog, sessions: () => reports, jobs: () => jobs.list(), periodMs: 3_600_000 });
+    // The metrics' meters of the session's disk: 30 writes took 0.06 s in all between the two samples.
+    const meter = { ops: new Float64Array(6), seconds: new Float64Array(6) };
+    const meters = { entries: () => new Map([['session/s1/sda', meter]]).entries() } as unknown as ConstructorParameters<typeof DaemonEvents>[0]['io'];
+    const ev = new DaemonEvents({ catalog, sessions: () => reports, jobs: () => jobs.list(), io: meters, periodMs: 3_600_000 });
     const got: HubEvent[] = [];
     const off = ev.hub.subscribe((e) => got.push(e)); // first subscriber: one tick at once
     const types = (): string[] => got.splice(0).map((e) => e.type);
@@ -63,6 +66,8 @@ describe('DaemonEvents', () => {
     got.length = 0;
 
     await new Promise((r) => setTimeout(r, 20));
+    meter.ops[1] = 30;
+    meter.seconds[1] = 0.06;
     reports = [report('s1', 'in-step', io(10, 30, 4096 * 40))];
     ev.tick();
     expect(got.map((e) => e.type)).toEqual(['session.state', 'session']);
@@ -70,6 +75,8 @@ describe('DaemonEvents', () => {
     expect(d.iops).toBeGreaterThan(0);
     expect(d.writeIops! / d.readIops!).toBeCloseTo(3, 1);
     expect(d.writeBps).toBeGreaterThan(0);
+    expect(d.writeLatencyMs).toBeCloseTo(2, 6);
+    expect(d.readLatencyMs).toBeNull(); // no reads metered in that tick
     got.length = 0;
 
     let finish!: () => void;
