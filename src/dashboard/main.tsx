@@ -372,14 +372,29 @@ function Backups({ store, refresh }: { store: Store; refresh: () => Promise<void
               ))}
             </ul>
           </nav>
-          {vm && <VmPoints vm={vm} refresh={refresh} />}
+          {vm && <VmPoints vm={vm} refresh={refresh} jobs={[...store.jobs.values()]} />}
         </div>
       )}
     </section>
   );
 }
 
-function VmPoints({ vm, refresh }: { vm: string; refresh: () => Promise<void> }) {
+/** The newest verify job that covered a point (of the jobs the daemon keeps), as a short state. */
+function verifyState(jobs: Any[], vm: string, point: string): { text: string; bad: boolean } | null {
+  const j = jobs
+    .filter((x) => x.kind === 'verify' && (x.params?.vm === undefined || (x.params.vm === vm && (x.params.point === undefined || x.params.point === point))))
+    .sort((a, b) => b.startedAt.localeCompare(a.startedAt))[0];
+  if (!j) return null;
+  if (j.state === 'running') return { text: 'verifying…', bad: false };
+  if (j.state !== 'succeeded') return { text: `verify ${j.state}${j.error ? `: ${j.error.message}` : ''}`, bad: true };
+  const r = j.result ?? {};
+  const hit = (r.problems ?? []).filter((p: Any) => p.affected?.some((a: Any) => a.vm === vm && a.point === point)).length;
+  const idx = (r.indexProblems ?? []).filter((p: Any) => p.vm === vm && p.point === point).length;
+  if (hit + idx > 0) return { text: `verify found ${hit} bad chunk${hit === 1 ? '' : 's'}${idx ? ` and ${idx} index problem${idx === 1 ? '' : 's'}` : ''}`, bad: true };
+  return { text: `verified ${new Date(j.finishedAt).toLocaleString()}`, bad: false };
+}
+
+function VmPoints({ vm, refresh, jobs }: { vm: string; refresh: () => Promise<void>; jobs: Any[] }) {
   const [points, setPoints] = useState<Any[]>([]);
   const [open, setOpen] = useState<string | null>(null);
   const [msg, setMsg] = useState('');
@@ -414,6 +429,10 @@ function VmPoints({ vm, refresh }: { vm: string; refresh: () => Promise<void> })
               {p.tags.map((t: string) => (
                 <span class="tag">{t}</span>
               ))}
+              {(() => {
+                const v = verifyState(jobs, vm, p.id);
+                return v && <span class={v.bad ? 'verify warn' : 'verify ok'} data-testid="verify-state">{v.text}</span>;
+              })()}
             </div>
             <div class="actions">
               <button onClick={() => setOpen(open === `r:${p.id}` ? null : `r:${p.id}`)} aria-expanded={open === `r:${p.id}`}>

@@ -103,6 +103,8 @@ describe.skipIf(missing.length > 0)(`dashboard in chromium${missing.length ? ` (
     await page.getByRole('heading', { name: 'Restore points of demo' }).waitFor(WAIT);
     const point = page.locator('[data-point]').first();
     await point.waitFor(WAIT);
+    await point.getByRole('button', { name: 'Verify' }).click();
+    await point.getByTestId('verify-state').getByText(/^verified /).waitFor(WAIT);
     await shot('backups');
     await point.getByRole('button', { name: 'Recover…' }).click();
     await point.getByLabel('Session name').fill('web1');
