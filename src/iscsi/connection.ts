@@ -26,6 +26,7 @@ import type net from 'node:net';
 import { errorText } from '../errors.js';
 import { ByteReader, ConnectionClosed } from '../nbd/byte-reader.js';
 import type { ByteBudget } from '../util/byte-budget.js';
+import { endGracefully } from '../util/connection-limits.js';
 import type { Logger } from '../util/log.js';
 import { LoginNegotiator, LOGIN_DATA_SEGMENT, LoginStatus, type LoginContext, type LoginOutcome } from './login.js';
 import type { IscsiTarget } from './names.js';
@@ -798,12 +799,3 @@ function portal(socket: net.Socket): string {
   return `${host.includes(':') ? `[${host}]` : host}:${socket.localPort}`;
 }
 
-/** Sends what is queued, then closes both directions (a peer that keeps its side open is cut). */
-function endGracefully(socket: net.Socket): Promise<void> {
-  return new Promise((resolve) => {
-    if (socket.destroyed) return resolve();
-    socket.once('close', () => resolve());
-    socket.end(() => socket.destroy());
-    setTimeout(() => socket.destroy(), 2000).unref();
-  });
-}

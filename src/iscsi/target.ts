@@ -18,6 +18,7 @@ import net from 'node:net';
 import { errorText, ReboundError } from '../errors.js';
 import type { CatalogView } from '../exports/catalog.js';
 import { ByteBudget } from '../util/byte-budget.js';
+import { clientAddress, ConnectionLimits } from '../util/connection-limits.js';
 import { LogLimiter } from '../util/log-limiter.js';
 import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
@@ -57,7 +58,8 @@ export class IscsiServer {
   readonly #opts: Required<Omit<IscsiServerOptions, 'view' | 'log' | 'chap' | 'limits'>> & { chap: ChapCredentials | undefined; limits: LoginLimits };
   readonly #listeners: net.Server[] = [];
   readonly #connections = new Set<IscsiConnection>();
-  readonly #perClient = new Map<string, number>();
+  /** Connections in all and per client address (util/connection-limits.ts). */
+  readonly #limits: ConnectionLimits;
   readonly #sessions = new Map<string, IscsiSession>();
   #tsih = 0;
   #shuttingDown = false;
@@ -90,6 +92,7 @@ export class IscsiServer {
       chap: opts.chap,
       limits: { ...DEFAULT_LOGIN_LIMITS, ...opts.limits },
     };
+    this.#limits = new ConnectionLimits(this.#opts);
   }
 
   get connectionCount(): number {
@@ -129,27 +132,23 @@ export class IscsiServer {
       return;
     }
     const client = clientAddress(socket);
-    const fromClient = this.#perClient.get(client) ?? 0;
-    const { maxConnections, maxConnectionsPerClient } = this.#opts;
-    if (this.#connections.size >= maxConnections || fromClient >= maxConnectionsPerClient) {
+    const admission = this.#limits.admit(client);
+    if (!admission.admitted) {
       socket.destroy();
-      const total = this.#connections.size >= maxConnections;
+      const total = admission.over === 'total';
       this.#opts.logLimiter.warn(this.#log, total ? 'iscsi-connection-limit' : 'iscsi-client-connection-limit', client, 'iSCSI connection limit reached; closing new connection', {
         client,
-        limit: total ? maxConnections : maxConnectionsPerClient,
+        limit: admission.limit,
       });
       return;
     }
-    this.#perClient.set(client, fromClient + 1);
     socket.setNoDelay(true);
     const log = this.#log.child({ peer: `${socket.remoteAddress}:${socket.remotePort}` });
     const conn = new IscsiConnection(socket, this.#host(), log, new ByteBudget(this.#opts.maxInflightBytes), client);
     this.#connections.add(conn);
     conn.serve().finally(() => {
       this.#connections.delete(conn);
-      const n = (this.#perClient.get(client) ?? 1) - 1;
-      if (n > 0) this.#perClient.set(client, n);
-      else this.#perClient.delete(client);
+      admission.release();
     });
   }
 
@@ -220,8 +219,3 @@ export class IscsiServer {
   }
 }
 
-function clientAddress(socket: net.Socket): string {
-  const a = socket.remoteAddress;
-  if (!a) return 'unknown';
-  return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
-}

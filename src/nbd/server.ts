@@ -30,6 +30,7 @@ import { negotiate, ProtocolViolation, type ExportLookup } from './handshake.js'
 import { ReplyBufferPool } from './reply-buffers.js';
 import { LogLimiter } from '../util/log-limiter.js';
 import { ByteBudget } from '../util/byte-budget.js';
+import { clientAddress, ConnectionLimits, endGracefully } from '../util/connection-limits.js';
 import { DEFAULT_MAX_INFLIGHT_BYTES, StopRequested, Transmission } from './transmission.js';
 
 export interface NbdServerOptions {
@@ -67,8 +68,8 @@ export class NbdServer {
   readonly #log: Logger;
   readonly #listeners: net.Server[] = [];
   readonly #connections = new Set<NbdConnection>();
-  /** Open connections per client address (see clientAddress()); entries at 0 are removed. */
-  readonly #perClient = new Map<string, number>();
+  /** Connections per listener set and per client address (util/connection-limits.ts). */
+  readonly #limits: ConnectionLimits;
   readonly #buffers = new ReplyBufferPool();
   #nextId = 1;
   #shuttingDown = false;
@@ -86,6 +87,7 @@ export class NbdServer {
       logLimiter: opts.logLimiter ?? new LogLimiter(),
     };
     this.#log = opts.log ?? silentLogger;
+    this.#limits = new ConnectionLimits(this.#opts);
   }
 
   /**
@@ -147,27 +149,24 @@ export class NbdServer {
       return;
     }
     const client = clientAddress(socket);
-    const fromClient = this.#perClient.get(client) ?? 0;
-    const { maxConnections, maxConnectionsPerClient } = this.#opts;
-    if (this.#connections.size >= maxConnections || fromClient >= maxConnectionsPerClient) {
+    const admission = this.#limits.admit(client);
+    if (!admission.admitted) {
       socket.on('error', () => undefined);
       socket.destroy();
-      const total = this.#connections.size >= maxConnections;
+      const total = admission.over === 'total';
       const kind = total ? 'nbd-connection-limit' : 'nbd-client-connection-limit';
       this.#opts.logLimiter.warn(this.#log, kind, client, total ? 'NBD connection limit reached; closing new connection' : 'NBD per-client connection limit reached; closing new connection', {
         client,
-        ...(total ? { limit: maxConnections, setting: 'nbdMaxConnections' } : { limit: maxConnectionsPerClient, setting: 'nbdMaxConnectionsPerClient' }),
+        limit: admission.limit,
+        setting: total ? 'nbdMaxConnections' : 'nbdMaxConnectionsPerClient',
       });
       return;
     }
-    this.#perClient.set(client, fromClient + 1);
     const conn = new NbdConnection(this.#nextId++, socket, this, this.#log, this.#opts, this.#buffers);
     this.#connections.add(conn);
     conn.serve().finally(() => {
       this.#connections.delete(conn);
-      const n = (this.#perClient.get(client) ?? 1) - 1;
-      if (n > 0) this.#perClient.set(client, n);
-      else this.#perClient.delete(client);
+      admission.release();
     });
   }
 
@@ -319,19 +318,3 @@ class NbdConnection {
   }
 }
 
-/** The address a connection counts against for maxConnectionsPerClient. */
-function clientAddress(socket: net.Socket): string {
-  const a = socket.remoteAddress;
-  if (!a) return 'unix';
-  return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
-}
-
-/** Sends what is queued, then closes both directions (a client that keeps its side open is cut). */
-function endGracefully(socket: net.Socket): Promise<void> {
-  return new Promise((resolve) => {
-    if (socket.destroyed) return resolve();
-    socket.once('close', () => resolve());
-    socket.end(() => socket.destroy());
-    setTimeout(() => socket.destroy(), 2000).unref();
-  });
-}
