@@ -9,6 +9,7 @@
  * with the input. A synchronous endless loop cannot be interrupted in-process: run.mjs watches the
  * progress counter from its parent process for that case.
  */
+import net from 'node:net';
 import fc from 'fast-check';
 
 export interface FuzzTarget<T, C = unknown> {
@@ -110,3 +111,54 @@ export const u32 = (): fc.Arbitrary<number> => fc.integer({ min: 0, max: 0xfffff
 /** `arb` one time in `n`, else null (fc.option's `freq` is the other way round: null one time in freq). */
 export const rarely = <T>(arb: fc.Arbitrary<T>, n: number): fc.Arbitrary<T | null> =>
   fc.oneof({ weight: n - 1, arbitrary: fc.constant(null) }, { weight: 1, arbitrary: arb });
+
+/**
+ * Sends the bytes and half-closes (at once, or after the server has been quiet for 3 ms, at most
+ * 100 ms, so that replies are written while the client still listens); drains; resolves when the
+ * server has closed the connection. `to`: a Unix socket path or a loopback TCP port. A server
+ * that keeps the connection open `closeMs` after the client's EOF is a hang (OracleFailure).
+ */
+export function feedConnection(to: string | { port: number }, bytes: Buffer, linger: boolean, closeMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = typeof to === 'string' ? net.connect(to) : net.connect({ host: '127.0.0.1', port: to.port });
+    let timer: NodeJS.Timeout | undefined;
+    const armHang = (): void => {
+      timer = setTimeout(() => {
+        s.destroy();
+        reject(new OracleFailure(`hang: the server kept the connection open ${closeMs} ms after the client's EOF (${bytes.length} bytes sent: ${bytes.toString('hex').slice(0, 400)})`));
+      }, closeMs);
+    };
+    let quiet: NodeJS.Timeout | undefined;
+    let cap: NodeJS.Timeout | undefined;
+    const finish = (): void => {
+      clearTimeout(quiet);
+      clearTimeout(cap);
+      if (!timer) {
+        s.end();
+        armHang();
+      }
+    };
+    s.on('error', () => undefined); // EPIPE/ECONNRESET when the server drops a bad client: expected
+    s.on('close', () => {
+      clearTimeout(timer);
+      clearTimeout(quiet);
+      clearTimeout(cap);
+      resolve();
+    });
+    s.on('data', () => {
+      if (!linger || timer) return;
+      clearTimeout(quiet);
+      quiet = setTimeout(finish, 3);
+    });
+    s.on('connect', () => {
+      if (!linger) {
+        s.end(bytes);
+        armHang();
+        return;
+      }
+      s.write(bytes);
+      quiet = setTimeout(finish, 3);
+      cap = setTimeout(finish, 100);
+    });
+  });
+}

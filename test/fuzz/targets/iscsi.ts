@@ -15,7 +15,6 @@
  * EOF; every 50 inputs a fresh initiator logs in and READs 64 KiB at two offsets with the bytes
  * the device holds (other sessions unaffected), and no connection is left open.
  */
-import net from 'node:net';
 import fc from 'fast-check';
 import { MemoryDevice } from '../../../src/blockdev/base/memory.js';
 import { checked } from '../../../src/blockdev/checked.js';
@@ -29,7 +28,7 @@ import { encodeText, parseText } from '../../../src/iscsi/text.js';
 import { silentLogger } from '../../../src/util/log.js';
 import { patternBuffer } from '../../helpers/images.js';
 import { RawIscsiClient, read10 } from '../../helpers/iscsi-raw.js';
-import { OracleFailure, rarely, u32, type FuzzTarget } from '../lib.js';
+import { OracleFailure, rarely, u32, type FuzzTarget, feedConnection } from '../lib.js';
 
 const EXPORT = 'fuzz';
 const TARGET = exportIqn(EXPORT);
@@ -182,50 +181,6 @@ async function decodeAll(bytes: Buffer, scratch: LogicalUnit): Promise<void> {
   parseBhs(Buffer.concat([bytes.subarray(0, BHS_LENGTH), Buffer.alloc(BHS_LENGTH)]));
 }
 
-function feed(port: number, bytes: Buffer, linger: boolean, closeMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect({ host: '127.0.0.1', port });
-    let timer: NodeJS.Timeout | undefined;
-    const armHang = (): void => {
-      timer = setTimeout(() => {
-        s.destroy();
-        reject(new OracleFailure(`hang: the server kept the connection open ${closeMs} ms after the client's EOF (${bytes.length} bytes: ${bytes.toString('hex').slice(0, 400)})`));
-      }, closeMs);
-    };
-    let quiet: NodeJS.Timeout | undefined;
-    let cap: NodeJS.Timeout | undefined;
-    const finish = (): void => {
-      clearTimeout(quiet);
-      clearTimeout(cap);
-      if (!timer) {
-        s.end();
-        armHang();
-      }
-    };
-    s.on('error', () => undefined);
-    s.on('close', () => {
-      clearTimeout(timer);
-      clearTimeout(quiet);
-      clearTimeout(cap);
-      resolve();
-    });
-    s.on('data', () => {
-      if (!linger || timer) return;
-      clearTimeout(quiet);
-      quiet = setTimeout(finish, 3);
-    });
-    s.on('connect', () => {
-      if (!linger) {
-        s.end(bytes);
-        armHang();
-        return;
-      }
-      s.write(bytes);
-      quiet = setTimeout(finish, 3);
-      cap = setTimeout(finish, 100);
-    });
-  });
-}
 
 export function iscsiTarget(): FuzzTarget<Input, Ctx> {
   return {
@@ -247,7 +202,7 @@ export function iscsiTarget(): FuzzTarget<Input, Ctx> {
     },
     check: async ({ bytes, linger }, ctx) => {
       await decodeAll(bytes, ctx.scratch);
-      await feed(ctx.port, bytes, linger, 3000);
+      await feedConnection({ port: ctx.port }, bytes, linger, 3000);
     },
     liveness: {
       every: 50,

@@ -18,7 +18,6 @@
  * for leaks; the summary has the daemon's RSS.
  */
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
@@ -30,7 +29,7 @@ import { NbdServer } from '../../../src/nbd/server.js';
 import { silentLogger } from '../../../src/util/log.js';
 import { RawNbdClient } from '../../helpers/raw-nbd.js';
 import { patternBuffer } from '../../helpers/images.js';
-import { OracleFailure, rarely, u32, type FuzzTarget } from '../lib.js';
+import { OracleFailure, rarely, u32, type FuzzTarget, feedConnection } from '../lib.js';
 import { daemonMode, FuzzDaemon } from '../daemon.js';
 
 const EXPORT = 'fuzz';
@@ -138,55 +137,6 @@ interface Ctx {
   daemon?: FuzzDaemon;
 }
 
-/**
- * Sends the bytes and half-closes (at once, or after the server has been quiet for 3 ms, at most
- * 100 ms, so that replies are written while the client still listens); drains; resolves when the
- * server has closed the connection.
- */
-function feed(socketPath: string, bytes: Buffer, linger: boolean, closeMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect(socketPath);
-    let timer: NodeJS.Timeout | undefined;
-    const armHang = (): void => {
-      timer = setTimeout(() => {
-        s.destroy();
-        reject(new OracleFailure(`hang: the server kept the connection open ${closeMs} ms after the client's EOF (${bytes.length} bytes sent: ${bytes.toString('hex').slice(0, 400)})`));
-      }, closeMs);
-    };
-    let quiet: NodeJS.Timeout | undefined;
-    let cap: NodeJS.Timeout | undefined;
-    const finish = (): void => {
-      clearTimeout(quiet);
-      clearTimeout(cap);
-      if (!timer) {
-        s.end();
-        armHang();
-      }
-    };
-    s.on('error', () => undefined); // EPIPE/ECONNRESET when the server drops a bad client: expected
-    s.on('close', () => {
-      clearTimeout(timer);
-      clearTimeout(quiet);
-      clearTimeout(cap);
-      resolve();
-    });
-    s.on('data', () => {
-      if (!linger || timer) return;
-      clearTimeout(quiet);
-      quiet = setTimeout(finish, 3);
-    });
-    s.on('connect', () => {
-      if (!linger) {
-        s.end(bytes);
-        armHang();
-        return;
-      }
-      s.write(bytes);
-      quiet = setTimeout(finish, 3);
-      cap = setTimeout(finish, 100);
-    });
-  });
-}
 
 export function nbdTarget(): FuzzTarget<Input, Ctx> {
   return {
@@ -213,7 +163,7 @@ export function nbdTarget(): FuzzTarget<Input, Ctx> {
       await server.listenUnix(socket);
       return { dir, socket, server, catalog, device };
     },
-    check: async ({ bytes, linger }, ctx) => feed(ctx.socket, bytes, linger, 3000),
+    check: async ({ bytes, linger }, ctx) => feedConnection(ctx.socket, bytes, linger, 3000),
     liveness: {
       every: 50,
       check: async (ctx, done) => {

@@ -18,13 +18,12 @@
  * and counts the daemon's sockets for leaks; the summary has the daemon's RSS.
  */
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
 import { startInProcess, type InProcess } from '../../helpers/nfs-fixture.js';
 import { authSys, entryNames, MOUNT, NFS, PORTMAP, RpcTestClient } from '../../helpers/nfs-rpc.js';
-import { OracleFailure, rarely, u32, type FuzzTarget } from '../lib.js';
+import { OracleFailure, rarely, u32, type FuzzTarget, feedConnection } from '../lib.js';
 import { daemonMode, FuzzDaemon } from '../daemon.js';
 
 type Part = Buffer | 'root' | 'sdir' | 'flat';
@@ -111,22 +110,6 @@ function records(inp: Input, fh: Ctx['fh']): Buffer {
   return inp.cut === null ? all : all.subarray(0, inp.cut % (all.length + 1));
 }
 
-function feed(port: number, bytes: Buffer, closeMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect({ port, host: '127.0.0.1' });
-    const timer = setTimeout(() => {
-      s.destroy();
-      reject(new OracleFailure(`hang: the server kept the connection open ${closeMs} ms after the client's EOF (${bytes.length} bytes: ${bytes.toString('hex').slice(0, 400)})`));
-    }, closeMs);
-    s.on('error', () => undefined);
-    s.on('close', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    s.resume();
-    s.on('connect', () => s.end(bytes));
-  });
-}
 
 export function nfsTarget(): FuzzTarget<Input, Ctx> {
   return {
@@ -168,7 +151,7 @@ export function nfsTarget(): FuzzTarget<Input, Ctx> {
         c.close();
       }
     },
-    check: async (inp, ctx) => feed(ctx.port, records(inp, ctx.fh), 3000),
+    check: async (inp, ctx) => feedConnection({ port: ctx.port }, records(inp, ctx.fh), false, 3000),
     liveness: {
       every: 50,
       check: async (ctx, done) => {
