@@ -51,6 +51,12 @@ export interface PutResult {
   bytes: number;
 }
 
+/** What the store holds: chunk files and the bytes they take on disk. */
+export interface StoreTotals {
+  chunks: number;
+  storedBytes: number;
+}
+
 export class ChunkStore implements ChunkReader {
   readonly dir: string;
   /** Where chunks are written before they are renamed into place (same filesystem as `dir`). */
@@ -58,6 +64,9 @@ export class ChunkStore implements ChunkReader {
   codec: Codec;
   readonly #claims = new Set<ClaimSet>();
   readonly #deleting = new Map<string, Promise<void>>();
+  /** Known totals (after one walk), kept by put() and remove(); see totals(). */
+  #totals: StoreTotals | undefined;
+  #totalsWalk: Promise<StoreTotals> | undefined;
 
   /** `tmpDir` defaults to `tmp` beside `dir`: the repository's layout (repo/chunks, repo/tmp). */
   constructor(dir: string, codec: Codec, opts: { tmpDir?: string } = {}) {
@@ -110,7 +119,12 @@ export class ChunkStore implements ChunkReader {
     }
     await fh.close();
     await fs.promises.rename(tmp, file);
-    return { stored: true, bytes: header.length + payload.length };
+    const bytes = header.length + payload.length;
+    if (this.#totals) {
+      this.#totals.chunks++;
+      this.#totals.storedBytes += bytes;
+    }
+    return { stored: true, bytes };
   }
 
   /** Reads, decompresses and verifies a chunk. */
@@ -169,8 +183,31 @@ export class ChunkStore implements ChunkReader {
     }
   }
 
-  /** Deletes a chunk unless claimed; resolves with whether it was deleted. */
-  async remove(hex: string): Promise<boolean> {
+  /**
+   * Chunks and bytes stored. The first call walks the store once; from then on put() and remove()
+   * keep the figures, so asking again costs nothing. Chunks written or removed while that one walk
+   * runs may be counted wrongly (a gauge's approximation), and a remove() without the chunk's size
+   * makes the next call walk again.
+   */
+  async totals(): Promise<StoreTotals> {
+    if (this.#totals) return { ...this.#totals };
+    this.#totalsWalk ??= (async () => {
+      const t: StoreTotals = { chunks: 0, storedBytes: 0 };
+      for await (const c of this.list()) {
+        t.chunks++;
+        t.storedBytes += c.size;
+      }
+      this.#totals = t;
+      return { ...t };
+    })().finally(() => (this.#totalsWalk = undefined));
+    return this.#totalsWalk;
+  }
+
+  /**
+   * Deletes a chunk unless claimed; resolves with whether it was deleted. `size` (the file's, as
+   * list() gave it) keeps totals() exact.
+   */
+  async remove(hex: string, size?: number): Promise<boolean> {
     if (this.isClaimed(hex)) return false;
     const unlink = fs.promises.rm(this.pathOf(hex), { force: true });
     this.#deleting.set(hex, unlink);
@@ -178,6 +215,12 @@ export class ChunkStore implements ChunkReader {
       await unlink;
     } finally {
       this.#deleting.delete(hex);
+    }
+    if (this.#totals && size !== undefined) {
+      this.#totals.chunks--;
+      this.#totals.storedBytes -= size;
+    } else {
+      this.#totals = undefined;
     }
     return true;
   }

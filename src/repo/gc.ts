@@ -129,7 +129,7 @@ async function collect(repo: Repository, opts: GcOptions, started: number, cutof
     for (const c of batch) {
       if (marker.has(c.hex)) continue;
       removals.push(
-        repo.store.remove(c.hex).then((removed) => {
+        repo.store.remove(c.hex, c.size).then((removed) => {
           if (removed) {
             stats.removedChunks++;
             stats.removedBytes += c.size;

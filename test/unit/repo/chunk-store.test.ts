@@ -5,9 +5,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ChunkCache } from '../../../src/blockdev/base/chunk-cache.js';
 import { RepoImage } from '../../../src/blockdev/base/repo-image.js';
 import { checked } from '../../../src/blockdev/checked.js';
-import { ChunkStore } from '../../../src/repo/chunk-store.js';
-import { DEFLATE, ZSTD } from '../../../src/repo/codec.js';
-import { FixedIndex } from '../../../src/repo/format.js';
+import { ChunkStore, sha256 } from '../../../src/repo/chunk-store.js';
+import { DEFLATE, NONE, ZSTD } from '../../../src/repo/codec.js';
+import { digestHex, FixedIndex } from '../../../src/repo/format.js';
 import { ReboundError, BlockError } from '../../../src/errors.js';
 import { tempDir } from '../../helpers/images.js';
 import { memoryChunks, storeContent } from '../../helpers/repo-fixture.js';
@@ -161,5 +161,36 @@ describe('RepoImage and ChunkCache', () => {
     const ok = Buffer.alloc(10);
     await img.read(ok, 0);
     expect(ok.equals(content.subarray(0, 10))).toBe(true);
+  });
+});
+
+describe('ChunkStore.totals', () => {
+  it('walks once, then follows put() and remove() without walking again', async () => {
+    const dir = tempDir('rebound-totals-');
+    try {
+      const store = new ChunkStore(path.join(dir, 'chunks'), NONE);
+      const a = Buffer.alloc(4096, 1);
+      const da = await sha256(a);
+      await store.put(da, a);
+      expect(await store.totals()).toEqual({ chunks: 1, storedBytes: fs.statSync(store.pathOf(digestHex(da))).size });
+      const b = Buffer.alloc(4096, 2);
+      const db = await sha256(b);
+      const put = await store.put(db, b);
+      await store.put(db, b); // deduplicated: no change
+      let walks = 0;
+      const list = store.list.bind(store);
+      store.list = () => (walks++, list());
+      const sizeA = fs.statSync(store.pathOf(digestHex(da))).size;
+      expect(await store.totals()).toEqual({ chunks: 2, storedBytes: sizeA + put.bytes });
+      await store.remove(digestHex(da), sizeA);
+      expect(await store.totals()).toEqual({ chunks: 1, storedBytes: put.bytes });
+      expect(walks).toBe(0);
+      // A removal without its size: the next call walks again and is right.
+      await store.remove(digestHex(db));
+      expect(await store.totals()).toEqual({ chunks: 0, storedBytes: 0 });
+      expect(walks).toBe(1);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
