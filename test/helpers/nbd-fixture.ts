@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { BlockDevice } from '../../src/blockdev/types.js';
 import { Catalog, type CatalogEntry } from '../../src/exports/catalog.js';
-import { NbdServer } from '../../src/nbd/server.js';
+import { MemoryDevice } from '../../src/blockdev/base/memory.js';
+import { NbdServer, type NbdServerOptions } from '../../src/nbd/server.js';
 import { createLogger, silentLogger, type Logger } from '../../src/util/log.js';
 import { tempDir } from './images.js';
 
@@ -46,11 +47,12 @@ export function publishFixture(catalog: Catalog, e: FixtureExport): CatalogEntry
   });
 }
 
-export async function startNbd(exports: FixtureExport[], opts: { maxInflight?: number; log?: Logger } = {}): Promise<NbdFixture> {
+/** `opts`: any server option (limits, log limiter, budget); `log` also goes to the catalog. */
+export async function startNbd(exports: FixtureExport[], opts: Omit<NbdServerOptions, 'exports'> = {}): Promise<NbdFixture> {
   const log = opts.log ?? (process.env.REBOUND_TEST_LOG ? createLogger({ level: 'debug' }) : silentLogger);
   const catalog = new Catalog(log);
   for (const e of exports) publishFixture(catalog, e);
-  const server = new NbdServer({ exports: catalog.view('nbd'), log, maxInflight: opts.maxInflight });
+  const server = new NbdServer({ ...opts, exports: catalog.view('nbd'), log });
   const dir = tempDir('rebound-nbd-');
   const socket = path.join(dir, 'nbd.sock');
   const tcp = await server.listenTcp('127.0.0.1', 0);
@@ -71,4 +73,29 @@ export async function startNbd(exports: FixtureExport[], opts: { maxInflight?: n
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * A memory disk whose reads below `gatedBelow` wait until open() (a slow repository read), counting
+ * the reads that started: while the gate is shut no reply reaches the socket.
+ */
+export class GatedDisk extends MemoryDevice {
+  started = 0;
+  readonly #gate: Promise<void>;
+  readonly #gatedBelow: number;
+  open!: () => void;
+
+  constructor(size: number, gatedBelow = 32 * 1024 * 1024) {
+    super(size);
+    this.#gatedBelow = gatedBelow;
+    this.#gate = new Promise((r) => (this.open = r));
+  }
+
+  override async read(dst: Uint8Array, offset: number): Promise<void> {
+    if (offset < this.#gatedBelow) {
+      this.started++;
+      await this.#gate;
+    }
+    return super.read(dst, offset);
+  }
 }

@@ -5,16 +5,10 @@
  * and kept its slot under the connection limits, so such clients could lock an address (or the
  * whole daemon) out of NBD. Now the server stops the transmission when the socket closes.
  */
-import fs from 'node:fs';
-import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryDevice } from '../../src/blockdev/base/memory.js';
-import { Catalog } from '../../src/exports/catalog.js';
 import { Cmd } from '../../src/nbd/protocol.js';
-import { NbdServer } from '../../src/nbd/server.js';
-import { silentLogger } from '../../src/util/log.js';
-import { tempDir } from '../helpers/images.js';
-import { publishFixture } from '../helpers/nbd-fixture.js';
+import { startNbd } from '../helpers/nbd-fixture.js';
 import { RawNbdClient } from '../helpers/raw-nbd.js';
 
 const MiB = 1024 * 1024;
@@ -26,18 +20,12 @@ afterEach(async () => {
 
 describe('regress: a client that stops reading and leaves', () => {
   it('is released, and its slot under the per-client limit is free again', async () => {
-    const catalog = new Catalog(silentLogger);
-    publishFixture(catalog, { name: 'd', device: new MemoryDevice(64 * MiB) });
-    const server = new NbdServer({ exports: catalog.view('nbd'), log: silentLogger, maxConnectionsPerClient: 1 });
-    const dir = tempDir('rebound-nbd-deaf-');
-    const sock = path.join(dir, 'nbd.sock');
-    await server.listenUnix(sock);
+    const fx = await startNbd([{ name: 'd', device: new MemoryDevice(64 * MiB) }], { maxConnectionsPerClient: 1 });
+    const { server, socket: sock } = fx;
     const clients: RawNbdClient[] = [];
     cleanup = async () => {
       for (const c of clients) c.close();
-      await server.close(2000);
-      await catalog.close();
-      fs.rmSync(dir, { recursive: true, force: true });
+      await fx.close();
     };
 
     const deaf = await RawNbdClient.connect({ path: sock });

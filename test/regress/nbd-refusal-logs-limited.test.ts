@@ -5,17 +5,11 @@
  * kind and client address: at most 10 a minute each, then one "suppressed K similar messages"
  * line; other kinds and other clients keep their own budget.
  */
-import fs from 'node:fs';
-import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryDevice } from '../../src/blockdev/base/memory.js';
-import { Catalog } from '../../src/exports/catalog.js';
-import { NbdServer } from '../../src/nbd/server.js';
 import { LogLimiter } from '../../src/util/log-limiter.js';
-import { silentLogger } from '../../src/util/log.js';
 import { captureLog } from '../helpers/nbd-interop.js';
-import { tempDir } from '../helpers/images.js';
-import { publishFixture } from '../helpers/nbd-fixture.js';
+import { startNbd } from '../helpers/nbd-fixture.js';
 import { RawNbdClient } from '../helpers/raw-nbd.js';
 
 let cleanup: (() => Promise<void>) | undefined;
@@ -29,18 +23,12 @@ describe('regress: NBD refusal log lines are rate-limited', () => {
     const { log, events } = captureLog();
     let now = 0;
     const logLimiter = new LogLimiter({ now: () => now });
-    const catalog = new Catalog(silentLogger);
-    publishFixture(catalog, { name: 'd', device: new MemoryDevice(1024 * 1024) });
-    const server = new NbdServer({ exports: catalog.view('nbd'), log, maxConnectionsPerClient: 1, handshakeTimeoutMs: 3000, logLimiter });
-    const dir = tempDir('rebound-nbd-reflog-');
-    const socket = path.join(dir, 'nbd.sock');
-    await server.listenUnix(socket);
+    const fx = await startNbd([{ name: 'd', device: new MemoryDevice(1024 * 1024) }], { log, maxConnectionsPerClient: 1, handshakeTimeoutMs: 3000, logLimiter });
+    const { socket } = fx;
     const clients: RawNbdClient[] = [];
     cleanup = async () => {
       for (const c of clients) c.close();
-      await server.close(2000);
-      await catalog.close();
-      fs.rmSync(dir, { recursive: true, force: true });
+      await fx.close();
     };
 
     const holder = await RawNbdClient.connect({ path: socket });

@@ -10,14 +10,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryDevice } from '../../src/blockdev/base/memory.js';
-import { Catalog } from '../../src/exports/catalog.js';
 import { NbdClient } from '../../src/nbd/client.js';
 import { Cmd } from '../../src/nbd/protocol.js';
 import { NbdServer } from '../../src/nbd/server.js';
 import { ByteBudget } from '../../src/util/byte-budget.js';
-import { silentLogger } from '../../src/util/log.js';
 import { tempDir } from '../helpers/images.js';
-import { publishFixture } from '../helpers/nbd-fixture.js';
+import { GatedDisk, startNbd } from '../helpers/nbd-fixture.js';
 import { startInProcess } from '../helpers/nfs-fixture.js';
 import { RpcTestClient } from '../helpers/nfs-rpc.js';
 import { RawNbdClient } from '../helpers/raw-nbd.js';
@@ -26,30 +24,14 @@ const MiB = 1024 * 1024;
 const tick = (ms = 20): Promise<void> => new Promise((r) => setTimeout(r, ms));
 let cleanup: Array<() => Promise<void> | void> = [];
 const gates: Array<() => void> = [];
+/** Registers the disk's gate to be opened after the test, so nothing stays blocked in a read. */
+const gated = (d: GatedDisk): GatedDisk => (gates.push(() => d.open()), d);
 afterEach(async () => {
   for (const open of gates.splice(0)) open(); // nothing stays blocked in a device read
   for (const c of cleanup.reverse()) await c();
   cleanup = [];
 });
 
-/** A memory disk whose reads below 32 MiB wait for `open()` (slow repository reads), counting them. */
-class GatedDisk extends MemoryDevice {
-  started = 0;
-  #gate: Promise<void>;
-  open!: () => void;
-  constructor(size: number) {
-    super(size);
-    this.#gate = new Promise((r) => (this.open = r));
-    gates.push(() => this.open());
-  }
-  override async read(dst: Uint8Array, offset: number): Promise<void> {
-    if (offset < 32 * MiB) {
-      this.started++;
-      await this.#gate;
-    }
-    return super.read(dst, offset);
-  }
-}
 
 /** Waits until `f()` stops changing (bounded by count). */
 async function settled(f: () => number): Promise<number> {
@@ -62,18 +44,9 @@ async function settled(f: () => number): Promise<number> {
 }
 
 async function start(budget: ByteBudget, disk: MemoryDevice): Promise<{ server: NbdServer; sock: string }> {
-  const catalog = new Catalog(silentLogger);
-  publishFixture(catalog, { name: 'd', device: disk });
-  const server = new NbdServer({ exports: catalog.view('nbd'), log: silentLogger, budget });
-  const dir = tempDir('rebound-nbd-total-');
-  const sock = path.join(dir, 'nbd.sock');
-  await server.listenUnix(sock);
-  cleanup.push(async () => {
-    await server.close(2000);
-    await catalog.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-  return { server, sock };
+  const fx = await startNbd([{ name: 'd', device: disk }], { budget });
+  cleanup.push(() => fx.close());
+  return { server: fx.server, sock: fx.socket };
 }
 
 async function deafClient(sock: string, reads: number, length: number): Promise<RawNbdClient> {
@@ -87,7 +60,7 @@ async function deafClient(sock: string, reads: number, length: number): Promise<
 
 describe('regress: the daemon-wide in-flight budget', () => {
   it('bounds the bytes of all connections together; a client that leaves gives its share back', async () => {
-    const disk = new GatedDisk(64 * MiB);
+    const disk = gated(new GatedDisk(64 * MiB));
     const budget = new ByteBudget(48 * MiB);
     const { sock } = await start(budget, disk);
     // 4 connections x 8 READs of 8 MiB: 256 MiB asked for, each connection may hold 64 MiB on its own.
@@ -115,7 +88,7 @@ describe('regress: the daemon-wide in-flight budget', () => {
   });
 
   it('NFS READs wait for the budget NBD holds, and run once it is given back', async () => {
-    const disk = new GatedDisk(64 * MiB);
+    const disk = gated(new GatedDisk(64 * MiB));
     const budget = new ByteBudget(16 * MiB);
     const { sock } = await start(budget, disk);
     const deaf = await deafClient(sock, 4, 8 * MiB);

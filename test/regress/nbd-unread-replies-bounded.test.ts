@@ -7,10 +7,9 @@
  * well-behaved client is served meanwhile.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { MemoryDevice } from '../../src/blockdev/base/memory.js';
 import { NbdClient } from '../../src/nbd/client.js';
 import { Cmd } from '../../src/nbd/protocol.js';
-import { startNbd, type NbdFixture } from '../helpers/nbd-fixture.js';
+import { GatedDisk, startNbd, type NbdFixture } from '../helpers/nbd-fixture.js';
 import { RawNbdClient } from '../helpers/raw-nbd.js';
 
 const MiB = 1024 * 1024;
@@ -20,30 +19,10 @@ afterEach(async () => {
   fx = undefined;
 });
 
-/**
- * A memory disk that counts the reads it was asked for; reads below 32 MiB wait for `open()`, as
- * slow repository reads do (so no reply reaches the socket while requests keep arriving).
- */
-class SlowDisk extends MemoryDevice {
-  started = 0;
-  #gate: Promise<void>;
-  open!: () => void;
-  constructor(size: number) {
-    super(size);
-    this.#gate = new Promise((r) => (this.open = r));
-  }
-  override async read(dst: Uint8Array, offset: number): Promise<void> {
-    if (offset < 32 * MiB) {
-      this.started++;
-      await this.#gate;
-    }
-    return super.read(dst, offset);
-  }
-}
 
 describe('regress: a client that never reads its replies', () => {
   it('gets only a bounded number of requests started, while another client is served', async () => {
-    const disk = new SlowDisk(64 * MiB);
+    const disk = new GatedDisk(64 * MiB);
     fx = await startNbd([{ name: 'd', device: disk }]);
     const bad = await RawNbdClient.connect({ path: fx.socket });
     await bad.handshake('d', { structured: false });
