@@ -9,10 +9,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultConfig, validateConfig } from '../../src/config/schema.js';
+import { ROLES } from '../../src/auth/permissions.js';
 import { Daemon } from '../../src/daemon/daemon.js';
 import { silentLogger } from '../../src/util/log.js';
+import { daemonApi, type DaemonApi } from '../helpers/api-auth.js';
 import { makeImage, tempDir } from '../helpers/images.js';
-import { adminTokenPath } from '../../src/auth/token-store.js';
 
 let root: string;
 let allowed: string;
@@ -22,26 +23,8 @@ let image: Buffer;
 let daemon: Daemon;
 const PRECIOUS = 'root-owned content that must survive\n';
 
-/** A token of each role: the admin's from the data directory, the others made with it. */
-const tokens: Record<string, string> = {};
-const ROLES = ['viewer', 'operator', 'admin'] as const;
-
-async function api(method: string, url: string, body?: unknown, role: (typeof ROLES)[number] = 'admin'): Promise<{ status: number; body: any }> {
-  const res = await fetch(`http://${daemon.endpoints.http}${url}`, {
-    method,
-    headers: { authorization: `Bearer ${tokens[role]}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: res.status, body: await res.json() };
-}
-
-async function waitJob(id: string): Promise<any> {
-  for (;;) {
-    const { body } = await api('GET', `/v1/jobs/${id}`);
-    if (body.state !== 'running' && body.state !== 'queued') return body;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+let api: DaemonApi['api'];
+let waitJob: DaemonApi['waitJob'];
 
 function expectRefused(r: { status: number; body: any }, setting: string): void {
   expect(r.status).toBe(403);
@@ -69,8 +52,7 @@ beforeAll(async () => {
     targetDirs: [allowed],
   });
   daemon = await Daemon.start(config, silentLogger);
-  tokens.admin = fs.readFileSync(adminTokenPath(config.dataDir), 'utf8').trim();
-  for (const role of ['viewer', 'operator'] as const) tokens[role] = (await api('POST', '/v1/tokens', { name: role, role })).body.token;
+  ({ api, waitJob } = await daemonApi(daemon));
   const b = await api('POST', '/v1/backups', { vm: 'vm1', disks: [{ name: 'd0', source: path.join(allowed, 'disk.img') }] });
   expect(await waitJob(b.body.id)).toMatchObject({ state: 'succeeded' });
 });
