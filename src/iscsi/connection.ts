@@ -27,6 +27,7 @@ import { errorText } from '../errors.js';
 import { ByteReader, ConnectionClosed } from '../nbd/byte-reader.js';
 import type { ByteBudget } from '../util/byte-budget.js';
 import { endGracefully } from '../util/connection-limits.js';
+import { TickCork } from '../util/tick-cork.js';
 import type { Logger } from '../util/log.js';
 import { LoginNegotiator, LOGIN_DATA_SEGMENT, LoginStatus, type LoginContext, type LoginOutcome } from './login.js';
 import type { IscsiTarget } from './names.js';
@@ -135,7 +136,7 @@ export class IscsiConnection {
   readonly #tasks = new Map<number, Task>();
   readonly #nexus: NexusState = {};
   #nextTtt = 1;
-  #corked = false;
+  readonly #tickCork: TickCork;
   /** Aborted when the connection ends: device requests still queued below give up. */
   readonly #gone = new AbortController();
   #closing = false;
@@ -146,6 +147,7 @@ export class IscsiConnection {
   constructor(socket: net.Socket, host: ConnectionHost, log: Logger, connBudget: ByteBudget, client = 'unknown') {
     this.#client = client;
     this.#socket = socket;
+    this.#tickCork = new TickCork(socket);
     this.#host = host;
     this.#log = log;
     this.#connBudget = connBudget;
@@ -309,14 +311,7 @@ export class IscsiConnection {
   #write(parts: Buffer[]): Promise<void> {
     const s = this.#socket;
     if (s.destroyed || !s.writable) return Promise.resolve();
-    if (!this.#corked) {
-      this.#corked = true;
-      s.cork();
-      process.nextTick(() => {
-        this.#corked = false;
-        s.uncork();
-      });
-    }
+    this.#tickCork.hold();
     return new Promise((resolve) => {
       for (let i = 0; i < parts.length - 1; i++) s.write(parts[i]!);
       s.write(parts[parts.length - 1]!, () => resolve());

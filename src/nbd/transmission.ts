@@ -61,6 +61,7 @@ import { ProtocolViolation } from './handshake.js';
 import { BlockError } from '../errors.js';
 import type { ReplyBufferPool } from './reply-buffers.js';
 import type { ByteBudget } from '../util/byte-budget.js';
+import { TickCork } from '../util/tick-cork.js';
 
 const WRITE_COMMANDS = new Set<number>([Cmd.WRITE, Cmd.TRIM, Cmd.WRITE_ZEROES]);
 
@@ -106,7 +107,7 @@ export class Transmission {
   readonly #flags: number;
   readonly #buffers: ReplyBufferPool;
   readonly #alloc: (size: number) => Buffer;
-  #corked = false;
+  readonly #tickCork: TickCork;
   #inflight = 0;
   #inflightBytes = 0;
   #stopping = false;
@@ -116,6 +117,7 @@ export class Transmission {
   /** `device` is the export opened for this connection (its own gate; the caller closes it). */
   constructor(socket: Socket, reader: ByteReader, session: Negotiated, device: CheckedDevice, log: Logger, opts: TransmissionOptions) {
     this.#socket = socket;
+    this.#tickCork = new TickCork(socket);
     this.#reader = reader;
     this.#session = session;
     this.#device = device;
@@ -401,7 +403,7 @@ export class Transmission {
   #send(sent: () => void, ...buffers: Buffer[]): void {
     const s = this.#socket;
     if (s.destroyed) return sent();
-    this.#cork();
+    this.#tickCork.hold();
     buffers.forEach((b, i) => s.write(b, i === buffers.length - 1 ? sent : undefined));
   }
 
@@ -412,7 +414,7 @@ export class Transmission {
       for (const b of pooled) this.#buffers.release(b);
       return sent();
     }
-    this.#cork();
+    this.#tickCork.hold();
     buffers.forEach((b, i) => {
       const last = i === buffers.length - 1;
       if (pooled.includes(b)) {
@@ -421,16 +423,6 @@ export class Transmission {
           if (last) sent();
         });
       } else s.write(b, last ? sent : undefined);
-    });
-  }
-
-  #cork(): void {
-    if (this.#corked) return;
-    this.#corked = true;
-    this.#socket.cork();
-    process.nextTick(() => {
-      this.#corked = false;
-      this.#socket.uncork();
     });
   }
 

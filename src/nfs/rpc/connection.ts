@@ -29,6 +29,7 @@ import { LogLimiter } from '../../util/log-limiter.js';
 import { BlockError } from '../../errors.js';
 import { MAX_RECORD_BYTES } from './constants.js';
 import { callProgram, decodeCall, encodeResult, type RpcCall, type RpcProgram, type RpcResult, type XdrReader } from './messages.js';
+import { TickCork } from '../../util/tick-cork.js';
 
 const SEND_BUFFER_LIMIT = 32 * 1024 * 1024;
 /** Default bytes of the records of the calls running on one connection. */
@@ -65,12 +66,13 @@ export class RpcConnection {
   #fragmentBytes = 0;
   #paused = false;
   #stopping = false;
-  #corked = false;
+  readonly #tickCork: TickCork;
   #idle: Array<() => void> = [];
   readonly closed: Promise<void>;
 
   constructor(socket: Socket, programs: ReadonlyMap<number, RpcProgram>, log: Logger, opts: RpcConnectionOptions) {
     this.#socket = socket;
+    this.#tickCork = new TickCork(socket);
     this.#programs = programs;
     this.#log = log;
     this.#maxInflight = opts.maxInflight;
@@ -191,14 +193,7 @@ export class RpcConnection {
     let len = head.length - 4;
     for (const b of body) len += b.length;
     head.writeUInt32BE((0x80000000 | len) >>> 0, 0);
-    if (!this.#corked) {
-      this.#corked = true;
-      s.cork();
-      process.nextTick(() => {
-        this.#corked = false;
-        s.uncork();
-      });
-    }
+    this.#tickCork.hold();
     const parts = body.filter((b) => b.length > 0);
     const done = sent && ((): void => sent());
     s.write(head, parts.length === 0 ? done : undefined);
