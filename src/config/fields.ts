@@ -15,6 +15,7 @@ import { accessRuleType } from '../tls/access.js';
 import { TLS_MODES } from '../tls/nbd-tls.js';
 import { EXPORT_OPTIONS } from './export-spec.js';
 import { validateWebhookUrl } from '../alerts/webhooks.js';
+import { XEN_FORMATS } from '../nfs/xen-names.js';
 import {
   addressType,
   booleanType,
@@ -212,6 +213,13 @@ export const CONFIG_SCHEMA = {
     doc:
       'Largest NFS READ/WRITE payload (FSINFO rtmax/wtmax), a multiple of 4K up to 16M: larger READs are answered short, ' +
       'larger WRITEs are cut short (RFC 1813, as knfsd); an RPC record over this plus 64K drops the connection.',
+  }),
+  nfsXenFormat: field({
+    type: choiceType('FORMAT', XEN_FORMATS),
+    default: 'raw',
+    doc:
+      'How the NFS datastore shows session disks to XenServer / XCP-ng under /xen/SR-UUID/ (docs/xenserver.md): ' +
+      '`raw` (VDI-UUID.raw), `vhd` (VDI-UUID.vhd, the disk plus a fixed-VHD footer), or `off` (no /xen folder).',
   }),
   iscsi: field({
     type: listType(addressType(), { none: true }),

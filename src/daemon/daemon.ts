@@ -34,6 +34,7 @@ import { backup } from '../repo/ingest.js';
 import { DEMO_DISK, DEMO_VM, prepareDemoImage } from './demo.js';
 import { FuseMounts } from '../fuse/manager.js';
 import type { NfsServer } from '../nfs/server.js';
+import type { XenFormat } from '../nfs/xen-names.js';
 import type { IscsiServer } from '../iscsi/target.js';
 import { PathPolicy } from '../util/path-policy.js';
 import { ByteBudget } from '../util/byte-budget.js';
@@ -54,6 +55,8 @@ export interface DaemonEndpoints {
   /** NFS datastore listeners (MOUNT + NFS v3) and portmapper listeners, HOST:PORT. */
   nfs?: string[];
   portmap?: string[];
+  /** How /xen shows session disks (nfsXenFormat), while the NFS datastore runs. */
+  nfsXen?: XenFormat;
   /** iSCSI target listeners, HOST:PORT. */
   iscsi?: string[];
 }
@@ -329,6 +332,7 @@ export class Daemon {
       allowedClients: c.nfsClients,
       requirePrivilegedPort: c.nfsRequirePrivilegedPort,
       maxIoSize: c.nfsMaxIoSize,
+      xenFormat: c.nfsXenFormat,
       budget: this.inflightBudget,
       startedAt: this.startedAt,
     });
@@ -342,6 +346,7 @@ export class Daemon {
     }
     this.#endpoints.nfs = this.#nfs.endpoints.nfs;
     this.#endpoints.portmap = this.#nfs.endpoints.portmap;
+    this.#endpoints.nfsXen = c.nfsXenFormat;
   }
 
   /** The iSCSI target (src/iscsi/): sessions and restore points as targets, one LUN per disk. */

@@ -25,6 +25,7 @@ import { MAX_IO, MAX_IO_LIMIT, MIN_IO } from './nfs3/context.js';
 import { ByteBudget } from '../util/byte-budget.js';
 import { LogLimiter } from '../util/log-limiter.js';
 import { ReboundError } from '../errors.js';
+import type { XenFormat } from './xen-names.js';
 
 export interface NfsServerOptions {
   /** The catalog as published on NFS. */
@@ -46,6 +47,8 @@ export interface NfsServerOptions {
   maxInflight?: number;
   /** Daemon start time: the write verifier is derived from it. */
   startedAt?: Date;
+  /** The XenServer SR folders under /xen (xen-names.ts): `.raw` VDIs (default), fixed `.vhd`, or off. */
+  xenFormat?: XenFormat;
 }
 
 export class NfsServer {
@@ -63,7 +66,7 @@ export class NfsServer {
   constructor(opts: NfsServerOptions) {
     this.#log = opts.log ?? silentLogger;
     const codec = HandleCodec.open(opts.stateDir);
-    this.datastore = new Datastore({ catalog: opts.catalog, codec, log: this.#log });
+    this.datastore = new Datastore({ catalog: opts.catalog, codec, log: this.#log, xenFormat: opts.xenFormat ?? 'raw' });
     this.#ops = new FileOps(this.datastore, this.#log, (opts.startedAt ?? new Date()).getTime());
     const maxIo = opts.maxIoSize ?? MAX_IO;
     if (!Number.isSafeInteger(maxIo) || maxIo < MIN_IO || maxIo > MAX_IO_LIMIT || maxIo % 4096 !== 0) {
@@ -102,7 +105,7 @@ export class NfsServer {
     return a;
   }
 
-  /** PORTMAP v2 on TCP and UDP, same port (clients expect 111; `rpcinfo -p` uses UDP). */
+  /** PORTMAP v2 and rpcbind v3/v4 on TCP and UDP, same port (clients expect 111; `rpcinfo -p` uses UDP). */
   async listenPortmap(host: string, port: number): Promise<{ host: string; port: number }> {
     const a = await this.#portmapper.listen(host, port);
     await this.#portmapper.listenUdp(host, a.port);
@@ -115,8 +118,10 @@ export class NfsServer {
   mappings(): PortMapping[] {
     const out: PortMapping[] = [];
     if (this.#portmapPort) {
-      out.push({ prog: PROG_PORTMAP, vers: 2, prot: IPPROTO_TCP, port: this.#portmapPort });
-      out.push({ prog: PROG_PORTMAP, vers: 2, prot: IPPROTO_UDP, port: this.#portmapPort });
+      for (const vers of [4, 3, 2]) {
+        out.push({ prog: PROG_PORTMAP, vers, prot: IPPROTO_TCP, port: this.#portmapPort });
+        out.push({ prog: PROG_PORTMAP, vers, prot: IPPROTO_UDP, port: this.#portmapPort });
+      }
     }
     const port = this.#nfsPorts[0];
     if (port) {

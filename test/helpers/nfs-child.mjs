@@ -60,6 +60,7 @@ const server = new NfsServer({
   stateDir: cfg.stateDir,
   readOnly: cfg.readOnly ?? false,
   allowedClients: cfg.clients ?? [],
+  ...(cfg.xenFormat ? { xenFormat: cfg.xenFormat } : {}),
   log,
 });
 const [host, port] = cfg.nfs.split(':');

@@ -47,6 +47,8 @@ export interface ChildConfig {
   portmap?: string;
   readOnly?: boolean;
   clients?: string[];
+  /** The /xen rendering (default raw). */
+  xenFormat?: 'raw' | 'vhd' | 'off';
   sessions?: ChildSession[];
   points?: ChildPoint[];
   logLevel?: string;

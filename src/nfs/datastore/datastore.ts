@@ -9,6 +9,10 @@
  *                                          creates (.lck-*, vmware.log, .vswp, .nvram, snapshots)
  *   /backups/<vm>/<point>/                 restore points, read-only: <disk>-flat.vmdk, <disk>.vmdk,
  *                                          config files
+ *   /xen/<SR-UUID>/<VDI-UUID>.raw          the same session disks as a XenServer storage repository
+ *                                          (xen-names.ts; `.vhd` with a fixed-VHD footer instead when
+ *                                          the format is vhd), merged with ordinary files under
+ *                                          <filesDir>/xen/ (what the storage manager creates)
  *
  * Design notes:
  *  - Nodes are found through `#index` (file id -> node), filled by every lookup and listing. A
@@ -25,18 +29,22 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { CatalogView, PointGroup, SessionGroup } from '../../exports/catalog.js';
+import type { CatalogEntry, CatalogView, PointGroup, SessionGroup } from '../../exports/catalog.js';
 import type { Logger } from '../../util/log.js';
 import { Nfs3Stat, NfsError } from '../error-map.js';
 import type { HandleCodec } from './handles.js';
-import { isDir, msToNs, type DsNode, type NodeAttrs, type NodeKind } from './nodes.js';
+import { flatSize, isDir, msToNs, type DsNode, type Layout, type NodeAttrs, type NodeKind } from './nodes.js';
+import { vhdFooter } from './vhd-footer.js';
 import { descriptorName, flatName, vmdkDescriptor } from './vmdk.js';
+import { XEN_DIR, xenSrUuid, xenVdiFile, xenVdiUuid, type XenFormat } from '../xen-names.js';
 
 export interface DatastoreOptions {
   /** The catalog as published on NFS. */
   catalog: CatalogView;
   codec: HandleCodec;
   log: Logger;
+  /** How /xen renders session disks: `<VDI>.raw`, `<VDI>.vhd` (fixed VHD), or no /xen. Default raw. */
+  xenFormat?: XenFormat;
 }
 
 const startNs = msToNs(Date.now());
@@ -58,6 +66,8 @@ export class Datastore {
   readonly root: DsNode;
   readonly #sessionsDir: DsNode;
   readonly #backupsDir: DsNode;
+  readonly #xenDir: DsNode | undefined;
+  readonly #xenFormat: XenFormat;
 
   constructor(opts: DatastoreOptions) {
     this.codec = opts.codec;
@@ -66,6 +76,8 @@ export class Datastore {
     this.root = this.#node('root', '', undefined, { k: 'root' });
     this.#sessionsDir = this.#node('sessions', 'sessions', this.root, { k: 'sessions' });
     this.#backupsDir = this.#node('backups', 'backups', this.root, { k: 'backups' });
+    this.#xenFormat = opts.xenFormat ?? 'raw';
+    if (this.#xenFormat !== 'off') this.#xenDir = this.#node('xen', XEN_DIR, this.root, { k: 'xen' });
     this.#unsubscribe.push(
       this.#catalog.onChange((e, what) => {
         if (what === 'changed') return;
@@ -129,12 +141,14 @@ export class Datastore {
     const k = dir.kind;
     switch (k.k) {
       case 'root':
-        return [this.#backupsDir, this.#sessionsDir];
+        return this.#xenDir ? [this.#backupsDir, this.#sessionsDir, this.#xenDir] : [this.#backupsDir, this.#sessionsDir];
       case 'sessions':
-        return this.#catalog.sessions().map((s) => this.#sessionNode(s));
+        return this.#catalog.sessions().map((s) => this.#sessionNode(s, 'vmware'));
+      case 'xen':
+        return this.#catalog.sessions().map((s) => this.#sessionNode(s, 'xen')).sort(byName);
       case 'session': {
-        await this.ensureSessionDir(k.s);
-        const flats = k.s.disks.map((d) => this.#node(`flat:${sessionKey(k.s)}:${d.disk}`, flatName(d.disk), dir, { k: 'flat', s: k.s, disk: d }));
+        await this.ensureSessionDir(k.s, k.layout);
+        const flats = k.s.disks.map((d) => this.#flatNode(dir, k.s, d, k.layout));
         const real = await this.#listReal(dir, k.s, k.realDir);
         const taken = new Set(flats.map((f) => f.name));
         return [...flats, ...real.filter((r) => !taken.has(r.name))].sort(byName);
@@ -179,6 +193,7 @@ export class Datastore {
       case 'root':
         return dir(startNs, false);
       case 'sessions':
+      case 'xen':
         return dir(this.#sessionsChangedNs, false);
       case 'backups':
       case 'vm':
@@ -192,7 +207,7 @@ export class Datastore {
       case 'point-config':
         return file((await k.p.info.readConfig(k.name)).length, msToNs(k.p.info.createdAt.getTime()), false);
       case 'flat':
-        return file(k.disk.size, this.#mtimes.get(n.id) ?? msToNs(k.s.info.createdAt.getTime()), true);
+        return file(flatSize(k), this.#mtimes.get(n.id) ?? msToNs(k.s.info.createdAt.getTime()), true);
       case 'session': {
         const base = dir(msToNs(k.s.info.createdAt.getTime()), true);
         try {
@@ -217,12 +232,15 @@ export class Datastore {
     this.#mtimes.set(n.id, msToNs(Date.now()));
   }
 
-  /** Makes `<filesDir>/nfs/` with descriptors and config files, once per session (atomic rename). */
-  ensureSessionDir(s: SessionGroup): Promise<void> {
-    const key = sessionKey(s);
+  /**
+   * Makes `<filesDir>/nfs/` with descriptors and config files (layout vmware), or an empty
+   * `<filesDir>/xen/` (layout xen), once per session and layout (atomic rename).
+   */
+  ensureSessionDir(s: SessionGroup, layout: Layout = 'vmware'): Promise<void> {
+    const key = `${layout}:${sessionKey(s)}`;
     let p = this.#ready.get(key);
     if (!p) {
-      p = this.#prepareSessionDir(s);
+      p = layout === 'xen' ? this.#prepareSrDir(s) : this.#prepareSessionDir(s);
       this.#ready.set(key, p);
       p.catch(() => this.#ready.delete(key));
     }
@@ -254,8 +272,25 @@ export class Datastore {
     return n;
   }
 
-  #sessionNode(s: SessionGroup): DsNode {
-    return this.#node(`session:${sessionKey(s)}`, s.info.name, this.#sessionsDir, { k: 'session', s, realDir: path.join(s.info.filesDir, 'nfs') });
+  #sessionNode(s: SessionGroup, layout: Layout): DsNode {
+    if (layout === 'xen') {
+      return this.#node(`sr:${sessionKey(s)}`, xenSrUuid(s.info.name, s.info.createdAt), this.#xenDir, { k: 'session', s, realDir: path.join(s.info.filesDir, XEN_DIR), layout });
+    }
+    return this.#node(`session:${sessionKey(s)}`, s.info.name, this.#sessionsDir, { k: 'session', s, realDir: path.join(s.info.filesDir, 'nfs'), layout });
+  }
+
+  /** A session disk's file in a session folder (vmware) or SR folder (xen). */
+  #flatNode(dir: DsNode, s: SessionGroup, d: CatalogEntry, layout: Layout): DsNode {
+    if (layout === 'vmware') return this.#node(`flat:${sessionKey(s)}:${d.disk}`, flatName(d.disk), dir, { k: 'flat', s, disk: d, layout });
+    const format = this.#xenFormat === 'vhd' ? 'vhd' : 'raw';
+    const name = xenVdiFile(s.info.name, s.info.createdAt, d.disk, format);
+    const footer = format === 'vhd' ? vhdFooter(d.size, xenVdiUuid(s.info.name, s.info.createdAt, d.disk), s.info.createdAt) : undefined;
+    return this.#node(`vdi:${format}:${sessionKey(s)}:${d.disk}`, name, dir, { k: 'flat', s, disk: d, layout, ...(footer ? { footer } : {}) });
+  }
+
+  /** The name of a session disk's file in a folder of this layout. */
+  #flatName(s: SessionGroup, d: CatalogEntry, layout: Layout): string {
+    return layout === 'vmware' ? flatName(d.disk) : xenVdiFile(s.info.name, s.info.createdAt, d.disk, this.#xenFormat === 'vhd' ? 'vhd' : 'raw');
   }
 
   #pointNode(vmDir: DsNode, p: PointGroup): DsNode {
@@ -277,9 +312,9 @@ export class Datastore {
     let s: SessionGroup;
     let dirPath: string;
     if (k.k === 'session') {
-      const d = k.s.disks.find((x) => flatName(x.disk) === name);
-      if (d) return this.#node(`flat:${sessionKey(k.s)}:${d.disk}`, name, dir, { k: 'flat', s: k.s, disk: d });
-      await this.ensureSessionDir(k.s);
+      const d = k.s.disks.find((x) => this.#flatName(k.s, x, k.layout) === name);
+      if (d) return this.#flatNode(dir, k.s, d, k.layout);
+      await this.ensureSessionDir(k.s, k.layout);
       s = k.s;
       dirPath = k.realDir;
     } else if (k.k === 'real' && k.dir) {
@@ -324,6 +359,7 @@ export class Datastore {
       case 'root':
       case 'sessions':
       case 'backups':
+      case 'xen':
         return n;
       case 'session':
       case 'flat':
@@ -389,6 +425,14 @@ export class Datastore {
     } catch (err) {
       this.#log.warn('datastore walk failed', { err: (err as Error).message });
     }
+  }
+
+  /** `<filesDir>/xen/`: the SR folder's own files (the storage manager's test files, sm-hardlink.conf, ...). */
+  async #prepareSrDir(s: SessionGroup): Promise<void> {
+    // Not recursive: the session owns its directory; if it is gone, so is the session.
+    await fs.promises.mkdir(path.join(s.info.filesDir, XEN_DIR)).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EEXIST') throw err;
+    });
   }
 
   async #prepareSessionDir(s: SessionGroup): Promise<void> {

@@ -26,7 +26,7 @@ import { fdatasync, pread, pwrite } from '../../util/file-io.js';
 import type { Logger } from '../../util/log.js';
 import { Nfs3Stat, NfsError } from '../error-map.js';
 import type { Datastore } from './datastore.js';
-import type { DsNode } from './nodes.js';
+import { flatSize, type DsNode } from './nodes.js';
 import { checkSetAttrs, diskMode } from './ownership.js';
 
 export const StableHow = { UNSTABLE: 0, DATA_SYNC: 1, FILE_SYNC: 2 } as const;
@@ -60,9 +60,13 @@ export class FileOps {
     const k = n.kind;
     switch (k.k) {
       case 'flat':
-      case 'point-flat':
-        await readAt(await this.#device(k.disk), dst, offset);
+      case 'point-flat': {
+        // A VHD's footer follows the disk's bytes (the caller clipped the range to both).
+        const inDisk = Math.max(0, Math.min(dst.length, k.disk.size - offset));
+        if (inDisk > 0) await readAt(await this.#device(k.disk), dst.subarray(0, inDisk), offset);
+        if (inDisk < dst.length && k.k === 'flat' && k.footer) k.footer.copy(dst, inDisk, offset + inDisk - k.disk.size);
         return dst.length;
+      }
       case 'point-desc':
         return k.text.copy(dst, 0, offset, offset + dst.length);
       case 'point-config':
@@ -85,7 +89,16 @@ export class FileOps {
     const k = n.kind;
     if (k.k === 'flat') {
       const dev = await this.#device(k.disk);
-      if (offset + data.length > dev.size) throw new NfsError(Nfs3Stat.FBIG, 'write past the end of the disk');
+      if (offset + data.length > flatSize(k)) throw new NfsError(Nfs3Stat.FBIG, 'write past the end of the disk');
+      if (k.footer && offset + data.length > dev.size) {
+        // The VHD footer is derived from the disk: rewriting it unchanged is fine, changing it is not.
+        const from = Math.max(offset, dev.size);
+        if (!Buffer.from(data.subarray(from - offset)).equals(k.footer.subarray(from - dev.size, offset + data.length - dev.size))) {
+          throw new NfsError(Nfs3Stat.ACCES, `the VHD footer of ${n.name} is fixed (a fixed disk of ${dev.size} bytes)`);
+        }
+        data = data.subarray(0, Math.max(0, dev.size - offset));
+        if (data.length === 0) return stable === StableHow.UNSTABLE ? StableHow.UNSTABLE : StableHow.FILE_SYNC;
+      }
       if (stable === StableHow.UNSTABLE) await dev.write(data, offset);
       else if (dev.capabilities().canFua) await dev.write(data, offset, { fua: true });
       else {
@@ -130,8 +143,8 @@ export class FileOps {
     const k = n.kind;
     if (k.k === 'flat') {
       // The disk's size is fixed; other attributes of a virtual file are accepted and dropped.
-      if (a.size !== undefined && a.size !== BigInt(k.disk.size)) {
-        throw new NfsError(Nfs3Stat.INVAL, `the size of ${n.name} is fixed at ${k.disk.size} bytes`);
+      if (a.size !== undefined && a.size !== BigInt(flatSize(k))) {
+        throw new NfsError(Nfs3Stat.INVAL, `the size of ${n.name} is fixed at ${flatSize(k)} bytes`);
       }
       if (a.mtime) this.#ds.touched(n);
       return;
@@ -177,5 +190,5 @@ export class FileOps {
 }
 
 function isVirtualDir(n: DsNode): boolean {
-  return ['root', 'sessions', 'backups', 'session', 'vm', 'point'].includes(n.kind.k);
+  return ['root', 'sessions', 'backups', 'xen', 'session', 'vm', 'point'].includes(n.kind.k);
 }

@@ -128,7 +128,7 @@ export class Mutations {
     checkName(name);
     const k = dir.kind;
     if (k.k === 'session') {
-      await this.#ds.ensureSessionDir(k.s);
+      await this.#ds.ensureSessionDir(k.s, k.layout);
       return { s: k.s, dirPath: k.realDir };
     }
     if (k.k === 'real') {
