@@ -151,12 +151,55 @@ describe('ONC RPC over TCP', () => {
     const entries: number[][] = [];
     for (let x = 0; dump.body.readUInt32BE(x) === 1; x += 20) entries.push([1, 2, 3, 4].map((i) => dump.body.readUInt32BE(x + 4 * i)));
     expect(entries).toEqual([
-      [PORTMAP, 2, 6, pm.port],
-      [PORTMAP, 2, 17, pm.port],
+      ...[4, 3, 2].flatMap((v) => [[PORTMAP, v, 6, pm.port], [PORTMAP, v, 17, pm.port]]),
       [MOUNT, 3, 6, srv.port],
       [NFS, 3, 6, srv.port],
     ]);
-    expect(await c.call(PORTMAP, 3, 0)).toMatchObject({ kind: 'accepted', stat: 2 });
+    // rpcbind v3/v4 (rpcinfo -s, mount.nfs): GETADDR gives a universal address, DUMP the table with netids.
+    expect(await c.call(PORTMAP, 3, 0)).toMatchObject({ kind: 'accepted', stat: 0 });
+    expect(await c.call(PORTMAP, 5, 0)).toMatchObject({ kind: 'accepted', stat: 2 }); // PROG_MISMATCH
+    const str = (t: string): Buffer => {
+      const b = Buffer.alloc(4 + Math.ceil(t.length / 4) * 4);
+      b.writeUInt32BE(t.length, 0);
+      b.write(t, 4);
+      return b;
+    };
+    const rpcb = (prog: number, vers: number, netid: string): Buffer => {
+      const head = Buffer.alloc(8);
+      head.writeUInt32BE(prog, 0);
+      head.writeUInt32BE(vers, 4);
+      return Buffer.concat([head, str(netid), str(''), str('')]);
+    };
+    const readStr = (b: Buffer, x: number): [string, number] => {
+      const n = b.readUInt32BE(x);
+      return [b.toString('utf8', x + 4, x + 4 + n), x + 4 + Math.ceil(n / 4) * 4];
+    };
+    for (const [vers, proc] of [[3, 3], [4, 9]] as const) {
+      const r = await c.call(PORTMAP, vers, proc, rpcb(NFS, 3, 'tcp'));
+      if (r.kind !== 'accepted') throw new Error('denied');
+      expect(readStr(r.body, 0)[0]).toBe(`127.0.0.1.${srv.port >> 8}.${srv.port & 0xff}`);
+    }
+    const none = await c.call(PORTMAP, 4, 9, rpcb(NFS, 4, 'tcp'));
+    if (none.kind !== 'accepted') throw new Error('denied');
+    expect(readStr(none.body, 0)[0]).toBe(''); // GETVERSADDR: no NFS v4
+    expect(await c.call(PORTMAP, 3, 3, Buffer.from([0, 1, 0]))).toMatchObject({ kind: 'accepted', stat: 4 }); // GARBAGE_ARGS
+    const huge = Buffer.alloc(12);
+    huge.writeUInt32BE(0xfffffff0, 8); // a netid "longer" than the record
+    expect(await c.call(PORTMAP, 3, 3, huge)).toMatchObject({ kind: 'accepted', stat: 4 });
+    const d3 = await c.call(PORTMAP, 3, 4);
+    if (d3.kind !== 'accepted') throw new Error('denied');
+    const rows: string[] = [];
+    for (let x = 0; d3.body.readUInt32BE(x) === 1; ) {
+      const prog = d3.body.readUInt32BE(x + 4);
+      const vers = d3.body.readUInt32BE(x + 8);
+      let netid: string, addr: string, owner: string;
+      [netid, x] = readStr(d3.body, x + 12);
+      [addr, x] = readStr(d3.body, x);
+      [owner, x] = readStr(d3.body, x);
+      rows.push(`${prog} ${vers} ${netid} ${addr} ${owner}`);
+    }
+    expect(rows).toContain(`${NFS} 3 tcp 127.0.0.1.${srv.port >> 8}.${srv.port & 0xff} superuser`);
+    expect(rows).toContain(`${PORTMAP} 4 udp 127.0.0.1.${pm.port >> 8}.${pm.port & 0xff} superuser`);
     c.close();
 
     // The same over UDP (one call per datagram, no record mark).

@@ -58,6 +58,7 @@ export class RpcConnection {
   readonly #limiter: LogLimiter;
   readonly #rm = new RmRecordDecoder();
   readonly #peer: { address: string; port: number };
+  readonly #local: string;
   readonly #gone = new AbortController();
   #inflight = 0;
   /** Bytes of the records of the calls running now. */
@@ -80,6 +81,7 @@ export class RpcConnection {
     this.#maxRecordBytes = opts.maxRecordBytes ?? MAX_RECORD_BYTES;
     this.#limiter = opts.limiter ?? new LogLimiter();
     this.#peer = { address: normaliseAddress(socket.remoteAddress ?? ''), port: socket.remotePort ?? 0 };
+    this.#local = normaliseAddress(socket.localAddress ?? '');
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('drain', () => this.#maybeResume());
@@ -151,7 +153,7 @@ export class RpcConnection {
   #onRecord(rec: XdrReader): void {
     const bytes = rec.size();
     const d = decodeCall(rec, this.#peer);
-    if (d.kind === 'call') this.#dispatch({ ...d.call, signal: this.#gone.signal }, bytes);
+    if (d.kind === 'call') this.#dispatch({ ...d.call, local: this.#local, signal: this.#gone.signal }, bytes);
     else if (d.xid !== undefined) this.#sendResult(d.xid, d.result);
   }
 

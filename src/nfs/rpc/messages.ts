@@ -26,6 +26,8 @@ export interface RpcCall {
   /** The procedure's arguments (undefined when empty). */
   params: XdrReader | undefined;
   peer: { address: string; port: number };
+  /** The server's address the call arrived at (rpcbind's universal addresses), when known. */
+  local?: string;
   /** Aborted when the client's connection closes (TCP): work waiting for it can stop. */
   signal?: AbortSignal;
 }

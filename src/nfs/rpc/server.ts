@@ -100,7 +100,7 @@ export class RpcServer {
       if (d.xid !== undefined) reply(d.xid, d.result);
       return;
     }
-    const r = callProgram(this.#programs, d.call, this.#opts.log);
+    const r = callProgram(this.#programs, { ...d.call, local: normaliseAddress(sock.address().address) }, this.#opts.log);
     if (r instanceof Promise) void r.then((x) => reply(d.call.xid, x), () => reply(d.call.xid, { kind: 'system-err' }));
     else reply(d.call.xid, r);
   }
