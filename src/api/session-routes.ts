@@ -7,6 +7,7 @@
  * Each route's permission and the VM it names (a session's VM) are in its `config` (api/auth.ts).
  */
 import { sessionIqn } from '../iscsi/names.js';
+import { xenSrPath, xenSrUuid, xenVdiFile, xenVdiUuid, type XenFormat } from '../nfs/xen-names.js';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { tokenSees } from './auth.js';
 import type { QosLimits } from '../blockdev/layers/qos.js';
@@ -24,7 +25,7 @@ export interface SessionRouteContext {
   jobs: JobRegistry;
   /** Which file targets a migration may name (targetDirs). */
   paths: PathPolicy;
-  endpoints: () => { nbd: string[]; nbdSocket: string[]; iscsi?: string[]; nbdTls?: NbdTlsMode };
+  endpoints: () => { nbd: string[]; nbdSocket: string[]; iscsi?: string[]; nbdTls?: NbdTlsMode; nfs?: string[]; nfsXen?: XenFormat };
   /** After a commit added a restore point. */
   repoChanged: () => Promise<void>;
 }
@@ -86,6 +87,20 @@ export function iscsiInfo(ctx: SessionRouteContext, session: string, published: 
   return { portals, iqn, luns: sorted.map((disk, lun) => ({ lun, disk, url: `iscsi://${portals[0]}/${iqn}/${lun}` })) };
 }
 
+/** The session as a XenServer NFS storage repository (docs/xenserver.md): server, SR path and UUID, a VDI per disk. */
+export function xenInfo(ctx: SessionRouteContext, session: string, createdAt: string, published: boolean, disks: string[]): Record<string, unknown> | null {
+  const ep = ctx.endpoints();
+  const format = ep.nfsXen ?? 'off';
+  if (!published || !ep.nfs?.length || format === 'off') return null;
+  const created = new Date(createdAt);
+  return {
+    servers: ep.nfs,
+    srUuid: xenSrUuid(session, created),
+    path: xenSrPath(session, created),
+    vdis: disks.map((disk) => ({ disk, uuid: xenVdiUuid(session, created, disk), file: xenVdiFile(session, created, disk, format) })),
+  };
+}
+
 export function registerSessionRoutes(app: FastifyInstance, ctx: SessionRouteContext): void {
   const { sessions, jobs } = ctx;
   // The VM of the session a route names ([] when there is none: the route answers 404).
@@ -98,7 +113,13 @@ export function registerSessionRoutes(app: FastifyInstance, ctx: SessionRouteCon
   const onSession = { config: { ...operate, vms: sessionVm } };
   const withConnection = (n: string): Record<string, unknown> => {
     const [report] = sessions.report(n);
-    return { ...report, connect: report!.publish.nbd ? connectionInfo(ctx, n, report!.disks.map((d) => d.name)) : null, iscsi: iscsiInfo(ctx, n, report!.publish.iscsi === true, report!.disks.map((d) => d.name)) };
+    const disks = report!.disks.map((d) => d.name);
+    return {
+      ...report,
+      connect: report!.publish.nbd ? connectionInfo(ctx, n, disks) : null,
+      iscsi: iscsiInfo(ctx, n, report!.publish.iscsi === true, disks),
+      xen: xenInfo(ctx, n, report!.createdAt, report!.publish.nfs, disks),
+    };
   };
 
   app.get('/v1/sessions', { config: read }, async (req) => ({

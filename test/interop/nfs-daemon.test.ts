@@ -17,6 +17,7 @@ import { nfsUrl } from '../helpers/nfs-fixture.js';
 import { RpcTestClient, type m } from '../helpers/nfs-rpc.js';
 import { missingPeers } from '../helpers/peers.js';
 import { runOk } from '../helpers/run.js';
+import { xenSrUuid, xenVdiUuid } from '../../src/nfs/xen-names.js';
 
 const missing = missingPeers('nfs-ls', 'nfs-cat');
 const MiB = 1024 * 1024;
@@ -84,6 +85,19 @@ describe.skipIf(missing.length > 0)('NFS datastore in the daemon process', () =>
     const r = await cli(['--server', server, '--token-file', daemon!.tokenFile, 'recover', 'web1', '--name', 'web1-rec', '--no-nbd', '--json']);
     expect(r.code, r.stderr).toBe(0);
     let port = nfsPort(daemon!);
+    // The same disk as a XenServer SR: the API's path and VDI file, which the daemon serves.
+    const created = new Date(JSON.parse(r.stdout).createdAt as string);
+    const xen = JSON.parse(r.stdout).xen as { srUuid: string; path: string; servers: string[]; vdis: Array<{ disk: string; uuid: string; file: string }> };
+    expect(xen).toEqual({
+      servers: [`127.0.0.1:${port}`],
+      srUuid: xenSrUuid('web1-rec', created),
+      path: `/xen/${xenSrUuid('web1-rec', created)}`,
+      vdis: [{ disk: 'disk0', uuid: xenVdiUuid('web1-rec', created, 'disk0'), file: `${xenVdiUuid('web1-rec', created, 'disk0')}.raw` }],
+    });
+    expect((await runOk('nfs-ls', [nfsUrl(xen.path, port)])).stdout).toMatch(new RegExp(`${12 * MiB} ${xen.vdis[0]!.file}`));
+    const shown = await cli(['--server', server, '--token-file', daemon!.tokenFile, 'sessions', 'web1-rec']);
+    expect(shown.stdout).toContain(`XenServer: NFS SR ${xen.srUuid} at 127.0.0.1:${port}, serverpath /xen`);
+    expect(shown.stdout).toContain(`VDI ${xen.vdis[0]!.uuid}: disk disk0  ${xen.path}/${xen.vdis[0]!.file}`);
     const ls = await runOk('nfs-ls', [nfsUrl('/sessions/web1-rec', port)]);
     expect(ls.stdout).toMatch(new RegExp(`${12 * MiB} disk0-flat\\.vmdk`));
     expect(ls.stdout).toMatch(/disk0\.vmdk/);
@@ -97,6 +111,7 @@ describe.skipIf(missing.length > 0)('NFS datastore in the daemon process', () =>
     const want = Buffer.concat([expected.subarray(1 * MiB - 4096, 1 * MiB), Buffer.alloc(8192, 0xee), expected.subarray(1 * MiB + 8192, 1 * MiB + 12288)]);
     expect(Buffer.from((await c.read(flat, 1 * MiB - 4096, 16384)).resok!.data).equals(want)).toBe(true);
     const ids = [(await c.getattr(flat)).resok!.objAttributes.fileid, (await c.getattr(lck)).resok!.objAttributes.fileid];
+    const vdi = await c.lookupPath(root, `${xen.path}/${xen.vdis[0]!.file}`);
     c.close();
 
     await daemon!.stop('SIGKILL'); // FILE_SYNC writes were acknowledged: they must survive
@@ -109,11 +124,13 @@ describe.skipIf(missing.length > 0)('NFS datastore in the daemon process', () =>
     expect(after.map((a) => a.resok!.objAttributes.fileid)).toEqual(ids);
     expect(Buffer.from((await c.read(flat, 1 * MiB - 4096, 16384)).resok!.data).equals(want)).toBe(true);
     expect(Buffer.from((await c.read(lck, 0, 100)).resok!.data).toString()).toBe('esxi-01\n');
+    expect(Buffer.from((await c.read(vdi, 1 * MiB - 4096, 16384)).resok!.data).equals(want)).toBe(true); // the VDI's handle too
 
     const d = await cli(['--server', server, '--token-file', daemon!.tokenFile, 'discard', 'web1-rec']);
     expect(d.code, d.stderr).toBe(0);
     expect((await c.getattr(flat)).status).toBe(70); // NFS3ERR_STALE
     expect((await c.getattr(lck)).status).toBe(70);
+    expect((await c.getattr(vdi)).status).toBe(70);
     c.close();
   });
 });

@@ -76,7 +76,8 @@ function banner(daemon: Daemon): string {
     );
   }
   if (ep.nfs?.length) {
-    lines.push(`NFS: datastore at ${ep.nfs.join('  ')} (portmapper ${ep.portmap?.join('  ') || 'off'}): nfs://HOST/sessions/NAME/DISK-flat.vmdk, nfs://HOST/backups/VM/POINT/`);
+    const xen = daemon.config.nfsXenFormat !== 'off' ? ', XenServer SRs nfs://HOST/xen/SR-UUID/' : '';
+    lines.push(`NFS: datastore at ${ep.nfs.join('  ')} (portmapper ${ep.portmap?.join('  ') || 'off'}): nfs://HOST/sessions/NAME/DISK-flat.vmdk, nfs://HOST/backups/VM/POINT/${xen}`);
   }
   if (ep.iscsi?.length) {
     lines.push(`iSCSI: portal at ${ep.iscsi.join('  ')}: iqn.2026-12.org.rebound:session.NAME and :point.VM.POINT, LUN n = disk n (iscsi://HOST/IQN/LUN)`);

@@ -13,6 +13,7 @@ import { parsePointRef } from './repo.js';
 type SessionDetail = SessionReport & {
   connect: { disks: Array<{ disk: string; export: string; nbdUri: string | null; qemuDrive: string | null; qemuBlockdev: string; libvirt: string }> } | null;
   iscsi?: { portals: string[]; iqn: string; luns: Array<{ lun: number; disk: string; url: string }> } | null;
+  xen?: { servers: string[]; srUuid: string; path: string; vdis: Array<{ disk: string; uuid: string; file: string }> } | null;
 };
 
 const enc = encodeURIComponent;
@@ -46,6 +47,10 @@ function printSession(io: CliIo, s: SessionDetail): void {
   if (s.iscsi) {
     io.stdout(`\n  iSCSI:   portal ${s.iscsi.portals.join(', ')}, target ${s.iscsi.iqn}\n`);
     for (const l of s.iscsi.luns) io.stdout(`    LUN ${l.lun}: disk ${l.disk}  ${l.url}\n`);
+  }
+  if (s.xen) {
+    io.stdout(`\n  XenServer: NFS SR ${s.xen.srUuid} at ${s.xen.servers.join(', ')}, serverpath /xen (SR folder ${s.xen.path})\n`);
+    for (const v of s.xen.vdis) io.stdout(`    VDI ${v.uuid}: disk ${v.disk}  ${s.xen.path}/${v.file}\n`);
   }
   for (const w of s.warnings) io.stdout(`  warning: ${w}\n`);
 }
