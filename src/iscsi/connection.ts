@@ -59,6 +59,7 @@ import {
   type Pdu,
 } from './pdu.js';
 import { dataOutLength, execute, LogicalUnit, MAX_TRANSFER_BYTES, type NexusState } from './scsi.js';
+import type { PersistentReservations } from './reservations.js';
 import { senseSegment, Status } from './sense.js';
 import { IscsiSession } from './session.js';
 import { encodeText, MAX_TEXT_BYTES, parseText, splitText, type TextPairs } from './text.js';
@@ -77,6 +78,8 @@ export interface ConnectionHost {
   /** Registers a session that reached the full feature phase, ending one it reinstates first. */
   register(session: IscsiSession): Promise<void>;
   unregister(session: IscsiSession): void;
+  /** The persistent reservations of a published disk (one table per catalog entry, shared by every session). */
+  reservations(entryName: string): PersistentReservations;
   /** TARGET WARM RESET: aborts the tasks of every session of a target. */
   warmReset(targetName: string, except: IscsiSession): Promise<void>;
   readonly shuttingDown: boolean;
@@ -274,7 +277,8 @@ export class IscsiConnection {
         for (let lun = 0; lun < t.luns.length; lun++) {
           const entry = t.luns[lun]!;
           const gate = await entry.open({ onUnexpectedError: (err, op) => this.#log.error('unexpected device error', { op, err: errorText(err), export: entry.name }) });
-          session.units.set(lun, { lun, gate, unit: new LogicalUnit({ id: entry.name, device: gate, capabilities: entry.capabilities(), targetName: t.name }) });
+          const reservations = this.#host.reservations(entry.name);
+          session.units.set(lun, { lun, gate, unit: new LogicalUnit({ id: entry.name, device: gate, capabilities: entry.capabilities(), targetName: t.name, reservations }) });
         }
       } catch (err) {
         this.#log.warn('iSCSI: cannot open a LUN of the target', { target: t.name, err: errorText(err) });
@@ -284,6 +288,7 @@ export class IscsiConnection {
     }
     await this.#host.register(session);
     this.#session = session;
+    this.#nexus.nexus = { id: session.key, initiatorName: o.initiatorName, isid: o.isid };
     this.#log.info('iSCSI session started', { initiator: o.initiatorName, target: o.targetName ?? '(discovery)', luns: session.units.size, tsih });
     return true;
   }

@@ -21,10 +21,14 @@
  *    FUA writes are FUA (or write + flush on devices without it).
  *  - Thin provisioning (LBPME, UNMAP, WRITE SAME with UNMAP, VPD B2, GET LBA STATUS) is reported only
  *    when the device can trim. LBPRZ is 0: a trimmed range may read as its base data.
+ *  - Persistent reservations (reservations.ts) belong to the disk, not to this session's unit: the
+ *    server hands every unit of the same catalog entry the same table; a command outside what the
+ *    reservation allows its nexus is answered RESERVATION CONFLICT before it runs.
  */
 import crypto from 'node:crypto';
 import type { BlockDevice, Capabilities } from '../blockdev/types.js';
 import { toScsiError } from './error-map.js';
+import { PersistentReservations, ReservationConflict, type Nexus } from './reservations.js';
 import {
   Asc,
   buildSense,
@@ -55,6 +59,8 @@ export interface LogicalUnitInfo {
   capabilities: Capabilities;
   /** Target IQN, for VPD 0x83's target port designator. */
   targetName: string;
+  /** The disk's persistent reservations, shared by every nexus that reaches it (default: its own). */
+  reservations?: PersistentReservations;
 }
 
 export class LogicalUnit {
@@ -66,6 +72,7 @@ export class LogicalUnit {
   readonly writable: boolean;
   readonly thin: boolean;
   readonly targetName: string;
+  readonly reservations: PersistentReservations;
   readonly #naa: Buffer;
   readonly #serial: string;
 
@@ -78,6 +85,7 @@ export class LogicalUnit {
     this.writable = info.capabilities.canWrite;
     this.thin = info.capabilities.canTrim && this.writable;
     this.targetName = info.targetName;
+    this.reservations = info.reservations ?? new PersistentReservations();
     const h = crypto.createHash('sha256').update('rebound-lun\0' + info.id).digest();
     // NAA 6 (IEEE Registered Extended): NAA nibble, 24-bit OUI (a locally assigned one), 100 bits of hash.
     const naa = Buffer.from(h.subarray(0, 16));
@@ -130,7 +138,11 @@ export interface ScsiResult {
 export interface NexusState {
   /** Sense of the last CHECK CONDITION (SPC: REQUEST SENSE after autosense reports NO SENSE). */
   pendingSense?: SenseFields | undefined;
+  /** The I_T nexus (persistent reservations); absent: an anonymous one. */
+  nexus?: Nexus;
 }
+
+const ANONYMOUS: Nexus = { id: '', initiatorName: '', isid: Buffer.alloc(6) };
 
 /** Bytes of Data-Out a CDB asks for (for a command that carries data), or 0. Never throws. */
 export function dataOutLength(cdb: Buffer, lu: LogicalUnit | undefined): number {
@@ -160,6 +172,8 @@ export function dataOutLength(cdb: Buffer, lu: LogicalUnit | undefined): number 
       return cdb[4]!;
     case 0x55:
       return cdb.readUInt16BE(7);
+    case 0x5f:
+      return cdb.readUInt32BE(5);
     default:
       return 0;
   }
@@ -186,9 +200,17 @@ export async function execute(lu: LogicalUnit | undefined, req: ScsiRequest, nex
       nexus.pendingSense = undefined;
       return good(cut(buildSense(s, d), cdb[4]!));
     }
+    const who = nexus.nexus ?? ANONYMOUS;
+    if (op === 0x5e) return good(cut(lu.reservations.in(cdb), cdb.readUInt16BE(7)));
+    if (op === 0x5f) {
+      lu.reservations.out(who, cdb, req.dataOut);
+      return good();
+    }
+    if (lu.reservations.conflicts(who.id, cdb)) return { status: Status.ReservationConflict };
     const data = await run(lu, op, req);
     return good(data);
   } catch (err) {
+    if (err instanceof ReservationConflict) return { status: Status.ReservationConflict };
     const e = toScsiError(err);
     const fields: SenseFields = { key: e.key, asc: e.asc, ascq: e.ascq, field: e.field, information: e.information };
     return { status: Status.CheckCondition, sense: buildSense(fields) };
@@ -801,6 +823,8 @@ const SUPPORTED: readonly OpInfo[] = [
   { op: 0x41, len: 10 },
   { op: 0x42, len: 10 },
   { op: 0x5a, len: 10 },
+  ...[0, 1, 2, 3].map((sa) => ({ op: 0x5e, sa, len: 10 })),
+  ...[0, 1, 2, 3, 4, 5, 6].map((sa) => ({ op: 0x5f, sa, len: 10 })),
   { op: 0x88, len: 16 },
   { op: 0x89, len: 16 },
   { op: 0x8a, len: 16 },

@@ -10,6 +10,8 @@
  *
  * Sessions are registered by I_T nexus (InitiatorName + ISID + target): a login with the same key
  * reinstates the session, ending the old one (its tasks drained) before the new one is answered.
+ * Persistent reservations are kept per published disk here (one table for every session that
+ * reaches it) and dropped when the disk is unpublished.
  *
  * Lifecycle: listen() may be called more than once; close() stops accepting and ends every
  * connection (in-flight device requests drain); destroy() cuts everything at once.
@@ -25,6 +27,7 @@ import { silentLogger } from '../util/log.js';
 import { IscsiConnection, type ConnectionHost } from './connection.js';
 import { DEFAULT_LOGIN_LIMITS, LoginStatus, type ChapCredentials, type LoginContext, type LoginLimits } from './login.js';
 import { renderTargets, type IscsiTarget } from './names.js';
+import { PersistentReservations } from './reservations.js';
 import { DEFAULT_QUEUE_DEPTH, type IscsiSession } from './session.js';
 
 export interface IscsiServerOptions {
@@ -61,6 +64,8 @@ export class IscsiServer {
   /** Connections in all and per client address (util/connection-limits.ts). */
   readonly #limits: ConnectionLimits;
   readonly #sessions = new Map<string, IscsiSession>();
+  /** Persistent reservations per published disk (catalog entry name); dropped with the entry. */
+  readonly #reservations = new Map<string, PersistentReservations>();
   #tsih = 0;
   #shuttingDown = false;
   #cache: { version: number; targets: IscsiTarget[] } = { version: -1, targets: [] };
@@ -73,6 +78,7 @@ export class IscsiServer {
     // initiator sees the target gone (its next login fails) rather than a LUN that is NOT READY.
     this.#unsubscribe = this.#view.onChange((entry, what) => {
       if (what !== 'removed') return;
+      this.#reservations.delete(entry.name);
       for (const c of this.#connections) {
         const units = c.session?.units;
         if (units && [...units.values()].some((u) => u.unit.id === entry.name)) {
@@ -190,6 +196,11 @@ export class IscsiServer {
       },
       unregister: (session) => {
         if (this.#sessions.get(session.key) === session) this.#sessions.delete(session.key);
+      },
+      reservations: (name) => {
+        let r = this.#reservations.get(name);
+        if (!r) this.#reservations.set(name, (r = new PersistentReservations()));
+        return r;
       },
       warmReset: async (targetName, except) => {
         const others = [...this.#connections].filter((c) => c.session && c.session !== except && c.session.targetName === targetName);
