@@ -60,6 +60,8 @@ export const ERROR_CODES = {
   ERR_REPO_CORRUPT: { status: 500, summary: 'A repository file (repo.json, an index, a manifest) is damaged or of an unknown version.' },
   ERR_REPO_IO: { status: 500, summary: 'The repository could not be read or written (I/O error).' },
   ERR_REPO_FULL: { status: 507, summary: "The repository's filesystem is full." },
+  ERR_REPO_UNREACHABLE: { status: 503, summary: 'The object store (S3 endpoint) did not answer, or kept failing, for longer than the retry limit (s3RetryTime); reads then fail with EIO.' },
+  ERR_REPO_BUSY: { status: 409, summary: 'Another gateway holds the repository\'s maintenance lease (gc or prune on a shared S3 repository); try again when it is done.' },
   ERR_CHUNK_CORRUPT: { status: 500, summary: 'A stored chunk does not match its digest (bit rot, tampering); verify names the restore points it breaks.' },
   ERR_CHUNK_MISSING: { status: 500, summary: 'A chunk referenced by a restore point is missing from the repository.' },
   ERR_VM_NOT_FOUND: { status: 404, summary: 'The repository holds no backups of that VM.' },

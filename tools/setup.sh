@@ -26,6 +26,8 @@ PACKAGES=(
   g++ make python3          # node-gyp: rebound's native addon (src/native, tools/build-native.sh)
   chromium                 # headless browser for the dashboard's end-to-end test (playwright-core drives it; no browser download)
   openssl                  # test CAs and certificates for NBD TLS (test/helpers/tls-certs.ts, tools/bench/tls.mjs)
+  ceph-mon ceph-osd radosgw ceph-common  # one-node Ceph RGW: the S3 endpoint of the S3 repository tests (test/helpers/rgw.ts)
+  restic                   # reference S3 backup client for tools/bench/s3.mjs
 )
 
 missing=()

@@ -56,7 +56,7 @@ export function registerRepoRoutes(app: FastifyInstance, ctx: RepoRouteContext):
   const operate = { permission: 'operate' } as const;
   const admin = { permission: 'admin' } as const;
 
-  app.get('/v1/repo', { config: read }, async () => ({ dir: repo.dir, ...repo.config, cache: repo.cache.stats() }));
+  app.get('/v1/repo', { config: read }, async () => repo.describe());
 
   app.post('/v1/repo/reindex', { config: admin }, async () => {
     const points = await repo.reindex();

@@ -242,6 +242,20 @@ export const CONFIG_SCHEMA = {
     default: 256 * MiB,
     doc: 'Shared cache of uncompressed chunks (restore point reads).',
   }),
+  diskCacheSize: field({
+    type: sizeType('bytes', 0),
+    default: 10 * 1024 * MiB,
+    doc:
+      'S3 repositories: local disk cache of chunks fetched from the bucket (DATA/cache/chunks), least recently used evicted first; ' +
+      'kept across restarts, every cached chunk verified again when read (docs/s3.md). 0: no disk cache.',
+  }),
+  s3RetryTime: field({
+    type: integerType('seconds', { min: 1, placeholder: 'SECONDS' }),
+    default: 120,
+    doc:
+      'S3 repositories: how long one request to the bucket keeps retrying (backoff from 200 ms to 5 s) before it fails: ' +
+      'an export read then gets EIO, a backup fails and leaves no point (docs/s3.md).',
+  }),
   chunkWorkers: field({
     type: integerType('threads'),
     default: 0,

@@ -24,7 +24,7 @@ import { formatTcpAddress, parseTcpAddress } from '../util/address.js';
 import type { Logger } from '../util/log.js';
 import { VERSION } from '../version.js';
 import { DataDirLock } from './data-dir.js';
-import { ReboundError } from '../errors.js';
+import { errorText, ReboundError } from '../errors.js';
 import { JobRegistry } from '../api/jobs.js';
 import { Repository } from '../repo/repository.js';
 import { setChunkWorkerCount } from '../repo/chunk-worker.js';
@@ -159,7 +159,14 @@ export class Daemon {
   async #open(): Promise<void> {
     await this.#setUpNbdTls();
     setChunkWorkerCount(this.config.chunkWorkers > 0 ? this.config.chunkWorkers : undefined);
-    this.#repo = await Repository.open(this.config.dataDir, { chunkSize: this.config.chunkSize, cacheBytes: this.config.cacheSize });
+    this.#repo = await Repository.open(this.config.dataDir, {
+      chunkSize: this.config.chunkSize,
+      cacheBytes: this.config.cacheSize,
+      diskCacheBytes: this.config.diskCacheSize,
+      s3RetryMs: this.config.s3RetryTime * 1000,
+      onS3Retry: (what, err, attempt) =>
+        this.#log.warn(attempt < 0 ? 'object store: giving up' : 'object store: retrying', { request: what, error: errorText(err) }),
+    });
     this.#points = new PointPublisher({ repo: this.#repo, catalog: this.catalog, log: this.#log.child({ component: 'points' }), onNbd: this.config.exportPoints });
     if (this.config.demo && (await this.#repo.points(DEMO_VM)).length === 0) {
       const image = prepareDemoImage(this.config.dataDir);

@@ -7,8 +7,6 @@
  * `sync()` runs after backups, prunes and deletes: new points appear, removed ones are unpublished
  * (a client still reading a removed point keeps its handle until it leaves).
  */
-import fs from 'node:fs';
-import path from 'node:path';
 import { repoImageCapabilities } from '../blockdev/base/repo-image.js';
 import { ReboundError } from '../errors.js';
 import { pointEntryName, type Catalog, type FrontEnd, type PointInfo } from '../exports/catalog.js';
@@ -30,7 +28,7 @@ export function pointInfo(repo: Repository, m: PointManifest): PointInfo {
     configs: m.configs,
     async readConfig(name: string): Promise<Buffer> {
       if (!m.configs.includes(name)) throw new ReboundError('ERR_CONFIG_FILE_NOT_FOUND', `restore point ${m.vm}@${m.id} has no config file '${name}'`);
-      return fs.promises.readFile(path.join(repo.pointDir(m.vm, m.id), 'config', name));
+      return repo.readConfigFile(m, name);
     },
   };
 }

@@ -40,6 +40,15 @@ export class Catalog {
     return true;
   }
 
+  /** Replaces one VM's points with `manifests` (points another gateway added to a shared bucket). */
+  async replaceVm(vm: string, manifests: PointManifest[]): Promise<void> {
+    const prefix = `point!${vm}!`;
+    const ops: Array<{ type: 'del'; key: string } | { type: 'put'; key: string; value: PointManifest }> = [];
+    for await (const k of this.#db.keys({ gte: prefix, lt: prefix + '\xff' })) ops.push({ type: 'del', key: k });
+    for (const m of manifests) ops.push({ type: 'put', key: key(m.vm, m.id), value: m });
+    await this.#db.batch(ops);
+  }
+
   /** Replaces the whole catalog with `manifests`. */
   async rebuild(manifests: PointManifest[]): Promise<void> {
     await this.#db.clear();

@@ -24,7 +24,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
-import type { ChunkReader } from '../blockdev/base/repo-image.js';
+import type { ChunkBackend, ClaimSet, PutResult, StoredChunk } from './backend.js';
+import { ChunkBookkeeping } from './chunk-bookkeeping.js';
 import { ReboundError } from '../errors.js';
 import { chunkPool, loadChunkOnWorker } from './chunk-worker.js';
 import { codecById, NONE, type Codec } from './codec.js';
@@ -41,35 +42,19 @@ export async function sha256(data: Uint8Array): Promise<Buffer> {
   return Buffer.from(await crypto.subtle.digest('SHA-256', data));
 }
 
-/** Digests a backup (or another user) references and must not lose to gc. */
-export type ClaimSet = Set<string>;
+export type { ClaimSet, PutResult, StoreTotals } from './backend.js';
 
-export interface PutResult {
-  /** False when the chunk was already stored (deduplicated). */
-  stored: boolean;
-  /** Bytes written to disk (compressed, with header); 0 if deduplicated. */
-  bytes: number;
-}
-
-/** What the store holds: chunk files and the bytes they take on disk. */
-export interface StoreTotals {
-  chunks: number;
-  storedBytes: number;
-}
-
-export class ChunkStore implements ChunkReader {
+export class ChunkStore extends ChunkBookkeeping implements ChunkBackend {
+  readonly kind = 'local' as const;
   readonly dir: string;
   /** Where chunks are written before they are renamed into place (same filesystem as `dir`). */
   readonly tmpDir: string;
   codec: Codec;
-  readonly #claims = new Set<ClaimSet>();
   readonly #deleting = new Map<string, Promise<void>>();
-  /** Known totals (after one walk), kept by put() and remove(); see totals(). */
-  #totals: StoreTotals | undefined;
-  #totalsWalk: Promise<StoreTotals> | undefined;
 
   /** `tmpDir` defaults to `tmp` beside `dir`: the repository's layout (repo/chunks, repo/tmp). */
   constructor(dir: string, codec: Codec, opts: { tmpDir?: string } = {}) {
+    super();
     this.dir = dir;
     this.tmpDir = opts.tmpDir ?? path.join(path.dirname(dir), 'tmp');
     this.codec = codec;
@@ -81,18 +66,6 @@ export class ChunkStore implements ChunkReader {
     return path.join(this.dir, hex.slice(0, 2), hex.slice(2, 4), hex);
   }
 
-  /** Registers a claim set; gc keeps every chunk in it. Call `release` when done. */
-  claim(): { set: ClaimSet; release: () => void } {
-    const set: ClaimSet = new Set();
-    this.#claims.add(set);
-    return { set, release: () => this.#claims.delete(set) };
-  }
-
-  isClaimed(hex: string): boolean {
-    for (const s of this.#claims) if (s.has(hex)) return true;
-    return false;
-  }
-
   /** Stores a chunk unless present. `claims` gets the digest first (see the design notes). */
   async put(digest: Uint8Array, raw: Uint8Array, claims?: ClaimSet): Promise<PutResult> {
     const hex = digestHex(digest);
@@ -100,13 +73,7 @@ export class ChunkStore implements ChunkReader {
     await this.#deleting.get(hex);
     const file = this.pathOf(hex);
     if (await exists(file)) return { stored: false, bytes: 0 };
-    let codec = this.codec;
-    let payload = await codec.compress(raw);
-    if (payload.length >= raw.length) {
-      codec = NONE;
-      payload = raw;
-    }
-    const header = encodeChunkHeader(codec.id, raw.length);
+    const { header, payload } = await encodeChunkFile(raw, this.codec);
     await fs.promises.mkdir(path.dirname(file), { recursive: true });
     const tmp = path.join(this.tmpDir, `chunk-${hex}-${crypto.randomBytes(4).toString('hex')}`);
     const fh = await fs.promises.open(tmp, 'w');
@@ -120,10 +87,7 @@ export class ChunkStore implements ChunkReader {
     await fh.close();
     await fs.promises.rename(tmp, file);
     const bytes = header.length + payload.length;
-    if (this.#totals) {
-      this.#totals.chunks++;
-      this.#totals.storedBytes += bytes;
-    }
+    this.countStored(bytes);
     return { stored: true, bytes };
   }
 
@@ -154,23 +118,11 @@ export class ChunkStore implements ChunkReader {
       }
       throw storeError(err, `reading chunk ${hex}`);
     }
-    const { codecId, rawLength } = decodeChunkHeader(data, hex);
-    let raw: Uint8Array;
-    try {
-      raw = await codecById(codecId).decompress(data.subarray(CHUNK_HEADER_BYTES), rawLength);
-    } catch (err) {
-      if (err instanceof ReboundError) throw err;
-      throw new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${hex} does not decompress`, { cause: err, details: { chunk: hex } });
-    }
-    const actual = await sha256(raw);
-    if (raw.length !== rawLength || !actual.equals(digest)) {
-      throw new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${hex} is corrupt (content does not match its digest)`, { details: { chunk: hex } });
-    }
-    return raw;
+    return decodeChunkFile(data, digest);
   }
 
   /** Every stored chunk (hex digest and file mtime), for gc and verify. */
-  async *list(): AsyncGenerator<{ hex: string; mtimeMs: number; size: number }> {
+  async *list(): AsyncGenerator<StoredChunk> {
     for (const a of await readdirSafe(this.dir)) {
       for (const b of await readdirSafe(path.join(this.dir, a))) {
         const d = path.join(this.dir, a, b);
@@ -181,26 +133,6 @@ export class ChunkStore implements ChunkReader {
         }
       }
     }
-  }
-
-  /**
-   * Chunks and bytes stored. The first call walks the store once; from then on put() and remove()
-   * keep the figures, so asking again costs nothing. Chunks written or removed while that one walk
-   * runs may be counted wrongly (a gauge's approximation), and a remove() without the chunk's size
-   * makes the next call walk again.
-   */
-  async totals(): Promise<StoreTotals> {
-    if (this.#totals) return { ...this.#totals };
-    this.#totalsWalk ??= (async () => {
-      const t: StoreTotals = { chunks: 0, storedBytes: 0 };
-      for await (const c of this.list()) {
-        t.chunks++;
-        t.storedBytes += c.size;
-      }
-      this.#totals = t;
-      return { ...t };
-    })().finally(() => (this.#totalsWalk = undefined));
-    return this.#totalsWalk;
   }
 
   /**
@@ -216,12 +148,7 @@ export class ChunkStore implements ChunkReader {
     } finally {
       this.#deleting.delete(hex);
     }
-    if (this.#totals && size !== undefined) {
-      this.#totals.chunks--;
-      this.#totals.storedBytes -= size;
-    } else {
-      this.#totals = undefined;
-    }
+    this.countRemoved(size);
     return true;
   }
 
@@ -233,6 +160,40 @@ export class ChunkStore implements ChunkReader {
       p.on('close', (code) => (code === 0 ? resolve() : reject(new ReboundError('ERR_REPO_IO', `sync -f ${this.dir} failed (${code})`))));
     });
   }
+}
+
+/**
+ * Checks and decodes the bytes of a stored chunk (header + payload, format.ts): decompresses,
+ * re-hashes and compares with `digest`. ERR_CHUNK_CORRUPT for anything else.
+ */
+export async function decodeChunkFile(data: Uint8Array, digest: Uint8Array): Promise<Uint8Array> {
+  const hex = digestHex(digest);
+  const { codecId, rawLength } = decodeChunkHeader(data, hex);
+  let raw: Uint8Array;
+  try {
+    raw = await codecById(codecId).decompress(data.subarray(CHUNK_HEADER_BYTES), rawLength);
+  } catch (err) {
+    if (err instanceof ReboundError) throw err;
+    throw new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${hex} does not decompress`, { cause: err, details: { chunk: hex } });
+  }
+  const actual = await sha256(raw);
+  if (raw.length !== rawLength || !actual.equals(digest)) {
+    throw new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${hex} is corrupt (content does not match its digest)`, { details: { chunk: hex } });
+  }
+  return raw;
+}
+
+/**
+ * The bytes a chunk is stored as (header + payload): compressed with `codec` unless that does not
+ * shrink it (then codec 0).
+ */
+export async function encodeChunkFile(raw: Uint8Array, codec: Codec): Promise<{ header: Buffer; payload: Uint8Array }> {
+  let payload = await codec.compress(raw);
+  if (payload.length >= raw.length) {
+    codec = NONE;
+    payload = raw;
+  }
+  return { header: encodeChunkHeader(codec.id, raw.length), payload };
 }
 
 async function exists(file: string): Promise<boolean> {

@@ -26,7 +26,9 @@
  *    writes the chunk again (ChunkStore's design notes).
  *  - Abort is checked between chunks and batches; an interrupted run has only deleted garbage.
  *  - Left out: other processes. Claims and open images are in-memory, so gc is only safe inside
- *    the process that owns the data directory (the daemon holds its lock). The marked set is an
+ *    the process that owns the data directory (the daemon holds its lock). A repository in an S3
+ *    bucket shared by several gateways is collected by gc-s3.ts instead (a lease and backup
+ *    markers in the bucket). The marked set is an
  *    in-memory Set of hex digests (~150 bytes per chunk); a repository with tens of millions of
  *    chunks would want a sorted digest file or a Bloom filter instead.
  */
@@ -37,6 +39,7 @@ import { ReboundError } from '../errors.js';
 import { digestHex, type FixedIndex } from './format.js';
 import { parseManifest, type PointManifest } from './manifest.js';
 import type { Repository } from './repository.js';
+import { gcS3 } from './gc-s3.js';
 
 export interface GcProgress {
   /** 'mark': done/total count restore points; 'sweep': done/total count chunk directories (ab/). */
@@ -83,6 +86,7 @@ export async function gc(repo: Repository, opts: GcOptions = {}): Promise<GcResu
   const graceMs = opts.graceMs ?? 0;
   if (!Number.isFinite(graceMs) || graceMs < 0) throw new ReboundError('ERR_INVALID_ARGUMENT', `graceMs must be a non-negative number, not ${graceMs}`);
   opts.signal?.throwIfAborted();
+  if (repo.s3) return gcS3(repo, opts);
   const started = Date.now();
   const start = startMarker(repo);
   try {

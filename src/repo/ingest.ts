@@ -11,7 +11,8 @@
  *    copied), compression on libuv's pool (codec.ts): the event loop only moves data.
  * Every restore point is still a complete map. The backup is built in repo/tmp and committed
  * atomically (Repository.commitPoint); an error or abort removes the temp directory, so an
- * interrupted backup leaves no half restore point. Progress is reported per chunk.
+ * interrupted backup leaves no half restore point (in a bucket too: the manifest is written last,
+ * s3-points.ts). Progress is reported per chunk.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -85,6 +86,8 @@ export async function backup(repo: Repository, req: BackupRequest, opts: BackupO
   // An incremental reuses the previous point's chunks without reading them: keep that point
   // (and so its chunks) from being pruned and collected while this backup runs.
   const unpin = previous && req.dirtyBitmap ? repo.pin(previous.vm, previous.id) : undefined;
+  // In a shared bucket: registered as a running backup, so no gateway's gc sweeps meanwhile.
+  const endBackup = await repo.beginBackup(opts.signal);
   const tmp = repo.tempDir();
   const claims = repo.store.claim();
   try {
@@ -121,14 +124,14 @@ export async function backup(repo: Repository, req: BackupRequest, opts: BackupO
       configs,
       durationMs: Date.now() - started,
     };
-    await repo.commitPoint(tmp, manifest);
-    return manifest;
+    return await repo.commitPoint(tmp, manifest);
   } catch (err) {
     fs.rmSync(tmp, { recursive: true, force: true });
     throw err;
   } finally {
     claims.release();
     unpin?.();
+    await endBackup().catch(() => undefined);
   }
 }
 

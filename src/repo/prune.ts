@@ -22,6 +22,7 @@
 import { ReboundError } from '../errors.js';
 import type { PointManifest } from './manifest.js';
 import type { Repository } from './repository.js';
+import { takeMaintenanceLease } from './s3-lease.js';
 
 export interface RetentionPolicy {
   keepLast?: number;
@@ -123,7 +124,8 @@ export async function prune(repo: Repository, vm: string, policy: RetentionPolic
   if (checkPolicy(policy).size === 0) {
     throw new ReboundError('ERR_INVALID_ARGUMENT', 'prune needs at least one retention rule (keepLast, keepDaily, keepWeekly, keepMonthly); refusing to decide without one');
   }
-  const points = await repo.points(vm);
+  // A shared bucket: other gateways may have added points since the catalog was read.
+  const points = repo.s3 ? await repo.refreshVm(vm) : await repo.points(vm);
   if (points.length === 0) await repo.point(vm); // checks the name, throws ERR_VM_NOT_FOUND
   const plan = planPrune(points, policy, opts.now);
   const keep = new Map(plan.keep.map((k) => [k.id, k]));
@@ -143,19 +145,25 @@ export async function prune(repo: Repository, vm: string, policy: RetentionPolic
   });
 
   const removed: string[] = [];
-  if (!opts.dryRun) {
-    opts.onProgress?.({ done: 0, total: remove.length });
-    for (const r of remove) {
-      signal?.throwIfAborted();
-      // Checked again: a recovery session may have pinned it since the plan was made.
-      if (repo.isPinned(vm, r.id)) pinned(r.id, r.createdAt);
-      else {
-        await repo.deletePoint(vm, r.id);
-        removed.push(r.id);
+  // In a shared bucket one gc or prune runs at a time (s3-lease.ts); a dry run changes nothing.
+  const lease = repo.s3 && !opts.dryRun ? await takeMaintenanceLease(repo.s3.objects, repo.s3.link.gateway, 'prune', repo.s3.leaseTiming) : undefined;
+  try {
+    if (!opts.dryRun) {
+      opts.onProgress?.({ done: 0, total: remove.length });
+      for (const r of remove) {
+        signal?.throwIfAborted();
+        // Checked again: a recovery session may have pinned it since the plan was made.
+        if (repo.isPinned(vm, r.id)) pinned(r.id, r.createdAt);
+        else {
+          await repo.deletePoint(vm, r.id);
+          removed.push(r.id);
+        }
+        opts.onProgress?.({ done: removed.length, total: remove.length });
       }
-      opts.onProgress?.({ done: removed.length, total: remove.length });
+      remove = remove.filter((r) => !keep.has(r.id));
     }
-    remove = remove.filter((r) => !keep.has(r.id));
+  } finally {
+    await lease?.release().catch(() => undefined);
   }
   const order = new Map(points.map((m, i) => [m.id, i]));
   const keepList = [...keep.values()].sort((a, b) => order.get(a.id)! - order.get(b.id)!);

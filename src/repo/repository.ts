@@ -1,8 +1,11 @@
 /**
- * Repository: the backup repository under DATA/repo plus its catalog (DATA/catalog). Owns the
- * ChunkStore and the shared ChunkCache, lists and resolves restore points, opens RepoImages of
- * their disks, and keeps track of what is in use (open images, pinned points) so that prune and gc
- * never take data away from a running export or recovery session.
+ * Repository: the backup repository plus its catalog (DATA/catalog). The repository lives in
+ * DATA/repo (a local directory: chunk-store.ts + local-points.ts) or in an S3 bucket that
+ * DATA/repo/s3.json links to (s3-chunk-store.ts + s3-points.ts, a disk chunk cache in
+ * DATA/cache/chunks); everything above goes through the two backend interfaces (backend.ts).
+ * Owns the shared ChunkCache, lists and resolves restore points, opens RepoImages of their disks,
+ * and keeps track of what is in use (open images, pinned points) so that prune and gc never take
+ * data away from a running export or recovery session of this gateway.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -10,12 +13,20 @@ import path from 'node:path';
 import { ChunkCache } from '../blockdev/base/chunk-cache.js';
 import { RepoImage } from '../blockdev/base/repo-image.js';
 import { ReboundError } from '../errors.js';
+import type { ChunkBackend, PointBackend } from './backend.js';
 import { Catalog } from './catalog.js';
 import { ChunkStore } from './chunk-store.js';
 import { codecByName, ZSTD, type Codec } from './codec.js';
+import { DiskChunkCache, type DiskCacheStats } from './disk-cache.js';
 import { checkName, FixedIndex, REPO_FORMAT, REPO_VERSION } from './format.js';
-import { parseManifest, type PointManifest } from './manifest.js';
-import { fsyncDir, writeFileDurable } from '../util/durable-file.js';
+import { LocalPoints } from './local-points.js';
+import type { PointManifest } from './manifest.js';
+import { S3ChunkStore } from './s3-chunk-store.js';
+import { readLink, type S3Link } from './s3-link.js';
+import { DEFAULT_LEASE_TIMING, registerBackup, type LeaseTiming } from './s3-lease.js';
+import { S3Objects, type S3Counters } from './s3-objects.js';
+import { S3Points } from './s3-points.js';
+import { writeFileDurable } from '../util/durable-file.js';
 
 export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
 
@@ -34,68 +45,119 @@ export interface RepositoryOptions {
   codec?: Codec;
   /** Size of the shared cache of uncompressed chunks, bytes. */
   cacheBytes?: number;
+  /** S3 repositories: size of the disk chunk cache (DATA/cache/chunks), bytes; 0 turns it off. */
+  diskCacheBytes?: number;
+  /** S3 repositories: how long one object operation retries before failing, ms. */
+  s3RetryMs?: number;
+  /** S3 repositories: lease and backup-marker timing (tests shorten it). */
+  leaseTiming?: LeaseTiming;
+  /** S3 repositories: called when an object operation starts retrying or gives up. */
+  onS3Retry?: (what: string, err: unknown, attempt: number) => void;
+}
+
+export const DEFAULT_DISK_CACHE_BYTES = 10 * 1024 ** 3;
+export const DEFAULT_S3_RETRY_MS = 120_000;
+
+/** The S3 side of a repository: link, object access, leases. */
+export interface S3Parts {
+  link: S3Link;
+  objects: S3Objects;
+  leaseTiming: LeaseTiming;
+  diskCache: DiskChunkCache | undefined;
 }
 
 export class Repository {
+  /** DATA/repo: the repository itself (local), or the S3 link and the temp directory (S3). */
   readonly dir: string;
   readonly config: RepoConfig;
-  readonly store: ChunkStore;
+  readonly store: ChunkBackend;
+  readonly pointStore: PointBackend;
   readonly cache: ChunkCache;
   readonly catalog: Catalog;
+  /** Set for a repository in a bucket. */
+  readonly s3: S3Parts | undefined;
   /** Indexes of open images (by key vm/point/disk) with a use count: gc keeps their chunks. */
   readonly #openIndexes = new Map<string, { index: FixedIndex; users: number }>();
   /** Points pinned by recovery sessions: prune keeps them. */
   readonly #pins = new Map<string, number>();
 
-  private constructor(dir: string, config: RepoConfig, store: ChunkStore, cache: ChunkCache, catalog: Catalog) {
+  private constructor(dir: string, config: RepoConfig, store: ChunkBackend, pointStore: PointBackend, cache: ChunkCache, catalog: Catalog, s3: S3Parts | undefined) {
     this.dir = dir;
     this.config = config;
     this.store = store;
+    this.pointStore = pointStore;
     this.cache = cache;
     this.catalog = catalog;
+    this.s3 = s3;
   }
 
-  /** Opens DATA/repo (creating it) and DATA/catalog (rebuilding it if empty). */
+  /** Opens DATA/repo (creating a local one unless DATA/repo/s3.json links a bucket) and DATA/catalog (rebuilding it if empty). */
   static async open(dataDir: string, opts: RepositoryOptions = {}): Promise<Repository> {
     const dir = path.join(dataDir, 'repo');
-    const cfgFile = path.join(dir, 'repo.json');
-    let config: RepoConfig;
-    if (fs.existsSync(cfgFile)) {
-      config = JSON.parse(fs.readFileSync(cfgFile, 'utf8')) as RepoConfig;
-      if (config.format !== REPO_FORMAT) throw new ReboundError('ERR_REPO_CORRUPT', `${cfgFile} is not a rebound repository`);
-      if (config.version !== REPO_VERSION) {
-        throw new ReboundError('ERR_REPO_CORRUPT', `${dir} has repository format ${config.version}; this rebound reads ${REPO_VERSION}`);
-      }
+    const link = readLink(dataDir);
+    let repo: Repository;
+    if (link) {
+      repo = await Repository.#openS3(dataDir, link, opts);
     } else {
-      const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
-      if (chunkSize < 4096 || chunkSize > 16 * 1024 * 1024 || (chunkSize & (chunkSize - 1)) !== 0) {
-        throw new ReboundError('ERR_INVALID_ARGUMENT', `invalid chunk size ${chunkSize}: a power of two from 4K to 16M`);
+      const cfgFile = path.join(dir, 'repo.json');
+      let config: RepoConfig;
+      if (fs.existsSync(cfgFile)) {
+        config = checkRepoConfig(JSON.parse(fs.readFileSync(cfgFile, 'utf8')) as RepoConfig, dir);
+      } else {
+        config = newRepoConfig(opts);
+        for (const sub of ['chunks', 'vms', 'tmp']) fs.mkdirSync(path.join(dir, sub), { recursive: true });
+        writeFileDurable(cfgFile, JSON.stringify(config, null, 2) + '\n');
       }
-      config = { format: REPO_FORMAT, version: REPO_VERSION, chunkSize, codec: (opts.codec ?? ZSTD).name, createdAt: new Date().toISOString() };
-      for (const sub of ['chunks', 'vms', 'tmp']) fs.mkdirSync(path.join(dir, sub), { recursive: true });
-      writeFileDurable(cfgFile, JSON.stringify(config, null, 2) + '\n');
+      const store = new ChunkStore(path.join(dir, 'chunks'), opts.codec ?? codecByName(config.codec), { tmpDir: path.join(dir, 'tmp') });
+      const cache = new ChunkCache(store, opts.cacheBytes ?? 256 * 1024 * 1024);
+      const catalog = await Catalog.open(path.join(dataDir, 'catalog'));
+      repo = new Repository(dir, config, store, new LocalPoints(dir), cache, catalog, undefined);
     }
-    const store = new ChunkStore(path.join(dir, 'chunks'), opts.codec ?? codecByName(config.codec), { tmpDir: path.join(dir, 'tmp') });
-    const cache = new ChunkCache(store, opts.cacheBytes ?? 256 * 1024 * 1024);
-    const catalog = await Catalog.open(path.join(dataDir, 'catalog'));
-    const repo = new Repository(dir, config, store, cache, catalog);
     // Leftovers of interrupted backups are garbage: their stored chunks go at the next gc, their
     // half-written ones (tmp/chunk-*, see ChunkStore) and unfinished points now.
     fs.rmSync(path.join(dir, 'tmp'), { recursive: true, force: true });
     fs.mkdirSync(path.join(dir, 'tmp'), { recursive: true });
-    if (await catalog.isEmpty()) await repo.reindex();
+    if (await repo.catalog.isEmpty()) await repo.reindex();
     return repo;
+  }
+
+  static async #openS3(dataDir: string, link: S3Link, opts: RepositoryOptions): Promise<Repository> {
+    const dir = path.join(dataDir, 'repo');
+    const objects = new S3Objects(link, { retryMs: opts.s3RetryMs ?? DEFAULT_S3_RETRY_MS, onRetry: opts.onS3Retry });
+    try {
+      const config = await readRemoteConfig(objects);
+      const diskBytes = opts.diskCacheBytes ?? DEFAULT_DISK_CACHE_BYTES;
+      const diskCache = diskBytes > 0 ? await DiskChunkCache.open(path.join(dataDir, 'cache', 'chunks'), diskBytes) : undefined;
+      const store = new S3ChunkStore(objects, opts.codec ?? codecByName(config.codec), diskCache);
+      const cache = new ChunkCache({ readChunk: (d) => store.readCached(d) }, opts.cacheBytes ?? 256 * 1024 * 1024);
+      const catalog = await Catalog.open(path.join(dataDir, 'catalog'));
+      const s3: S3Parts = { link, objects, leaseTiming: opts.leaseTiming ?? DEFAULT_LEASE_TIMING, diskCache };
+      return new Repository(dir, config, store, new S3Points(objects, link.gateway), cache, catalog, s3);
+    } catch (err) {
+      objects.close();
+      throw err;
+    }
   }
 
   get chunkSize(): number {
     return this.config.chunkSize;
   }
 
+  get backend(): 'local' | 's3' {
+    return this.s3 ? 's3' : 'local';
+  }
+
+  /** A local repository's point directory (local repositories only: tests, tools). */
   pointDir(vm: string, id: string): string {
     return path.join(this.dir, 'vms', vm, id);
   }
 
-  /** A fresh directory for a backup in progress. */
+  /** Where a point lives: its directory or its s3:// prefix. */
+  pointLocation(vm: string, id: string): string {
+    return this.pointStore.locationOf(vm, id);
+  }
+
+  /** A fresh local directory for a backup in progress. */
   tempDir(): string {
     const d = path.join(this.dir, 'tmp', crypto.randomBytes(8).toString('hex'));
     fs.mkdirSync(d, { recursive: true });
@@ -112,10 +174,15 @@ export class Repository {
     return [...by.entries()].map(([vm, ps]) => ({ vm, points: ps.length, latest: ps[ps.length - 1]!.id }));
   }
 
-  /** Resolves `VM@POINT` parts: POINT is an id, 'latest', or omitted (latest). */
+  /**
+   * Resolves `VM@POINT` parts: POINT is an id, 'latest', or omitted (latest). In a shared bucket
+   * another gateway may have added points: a VM or point this catalog does not know is looked up
+   * in the bucket before the answer is "not found".
+   */
   async point(vm: string, spec = 'latest'): Promise<PointManifest> {
     checkName('VM', vm);
-    const ps = await this.points(vm);
+    let ps = await this.points(vm);
+    if (this.s3 && (ps.length === 0 || (spec !== 'latest' && !ps.some((x) => x.id === spec)))) ps = await this.refreshVm(vm);
     if (ps.length === 0) throw new ReboundError('ERR_VM_NOT_FOUND', `no backups of VM '${vm}'`);
     if (spec === 'latest') return ps[ps.length - 1]!;
     const p = ps.find((x) => x.id === spec);
@@ -123,13 +190,30 @@ export class Repository {
     return p;
   }
 
+  /** Re-reads one VM's points from the repository into the catalog. */
+  async refreshVm(vm: string): Promise<PointManifest[]> {
+    const manifests = sortManifests((await this.pointStore.listManifests(vm)).filter((m) => m.vm === vm));
+    await this.catalog.replaceVm(vm, manifests);
+    return manifests;
+  }
+
   async readIndex(m: PointManifest, disk: string): Promise<FixedIndex> {
     const d = m.disks.find((x) => x.name === disk);
     if (!d) {
       throw new ReboundError('ERR_DISK_NOT_FOUND', `restore point ${m.vm}@${m.id} has no disk '${disk}' (disks: ${m.disks.map((x) => x.name).join(', ')})`);
     }
-    const file = path.join(this.pointDir(m.vm, m.id), d.index);
-    return FixedIndex.decode(await fs.promises.readFile(file), file);
+    const where = this.backend === 'local' ? path.join(this.pointDir(m.vm, m.id), d.index) : `${this.pointLocation(m.vm, m.id)}${d.index}`;
+    return FixedIndex.decode(await this.pointStore.readFile(m.vm, m.id, d.index), where);
+  }
+
+  /** A VM configuration file stored with a point. */
+  async readConfigFile(m: PointManifest, name: string): Promise<Buffer> {
+    return this.pointStore.readFile(m.vm, m.id, `config/${name}`);
+  }
+
+  /** Whether a point is still complete in the repository (not deleted meanwhile). */
+  async pointExists(m: PointManifest): Promise<boolean> {
+    return this.pointStore.exists(m.vm, m.id);
   }
 
   /** Opens a read-only image of one disk of a point, through the shared cache. */
@@ -171,48 +255,110 @@ export class Repository {
     return this.#pins.has(`${vm}@${id}`);
   }
 
-  /** Commits a completed backup directory as restore point `m` (see format.ts crash rules). */
-  async commitPoint(tmp: string, m: PointManifest): Promise<void> {
-    writeFileDurable(path.join(tmp, 'point.json'), JSON.stringify(m, null, 2) + '\n');
-    fsyncDir(tmp);
-    const vmDir = path.join(this.dir, 'vms', m.vm);
-    fs.mkdirSync(vmDir, { recursive: true });
-    fs.renameSync(tmp, path.join(vmDir, m.id));
-    fsyncDir(vmDir);
-    await this.catalog.put(m);
+  /**
+   * A backup starts writing (chunks, then a point). In a shared bucket it registers itself so
+   * that no gc sweeps while it runs (s3-lease.ts); resolves with the function that ends it.
+   */
+  async beginBackup(signal?: AbortSignal): Promise<() => Promise<void>> {
+    if (!this.s3) return async () => undefined;
+    return registerBackup(this.s3.objects, this.s3.link.gateway, this.s3.leaseTiming, signal);
+  }
+
+  /**
+   * Commits a completed backup directory as restore point `m` (see the crash rules in
+   * docs/repository-format.md). Resolves with the point as committed: in a shared bucket its id
+   * may get a suffix if another gateway took it first.
+   */
+  async commitPoint(tmp: string, m: PointManifest): Promise<PointManifest> {
+    const committed = await this.pointStore.commit(tmp, m);
+    if (this.s3) fs.rmSync(tmp, { recursive: true, force: true });
+    await this.catalog.put(committed);
+    return committed;
   }
 
   /** Deletes a restore point (its chunks stay until gc). Refuses a pinned point. */
   async deletePoint(vm: string, id: string): Promise<void> {
     if (this.isPinned(vm, id)) throw new ReboundError('ERR_INVALID_ARGUMENT', `restore point ${vm}@${id} is in use by a recovery session`);
-    const d = this.pointDir(vm, id);
-    if (!fs.existsSync(d)) {
-      await this.catalog.delete(vm, id);
-      throw new ReboundError('ERR_POINT_NOT_FOUND', `restore point ${vm}@${id} is already gone from the repository`);
-    }
-    // Rename first so a crash never leaves a half-deleted point that still looks complete.
-    const trash = path.join(this.dir, 'tmp', `deleted-${vm}-${id}-${crypto.randomBytes(4).toString('hex')}`);
-    fs.renameSync(d, trash);
+    const existed = await this.pointStore.delete(vm, id);
     await this.catalog.delete(vm, id);
-    fs.rmSync(trash, { recursive: true, force: true });
+    if (!existed) throw new ReboundError('ERR_POINT_NOT_FOUND', `restore point ${vm}@${id} is already gone from the repository`);
   }
 
-  /** Rebuilds the catalog from the manifests on disk; returns the number of points found. */
+  /** Rebuilds the catalog from the manifests in the repository; returns the number of points found. */
   async reindex(): Promise<number> {
-    const manifests: PointManifest[] = [];
-    const vmsDir = path.join(this.dir, 'vms');
-    for (const vm of fs.existsSync(vmsDir) ? fs.readdirSync(vmsDir) : []) {
-      for (const id of fs.readdirSync(path.join(vmsDir, vm))) {
-        const file = path.join(vmsDir, vm, id, 'point.json');
-        if (fs.existsSync(file)) manifests.push(parseManifest(fs.readFileSync(file, 'utf8'), file));
-      }
-    }
-    manifests.sort((a, b) => (a.vm === b.vm ? a.id.localeCompare(b.id) : a.vm.localeCompare(b.vm)));
+    const manifests = sortManifests(await this.pointStore.listManifests());
     await this.catalog.rebuild(manifests);
     return manifests.length;
   }
 
+  /** What `rebound repo info` shows beside the config: backend, caches, object store counters. */
+  describe(): Record<string, unknown> {
+    const memory = this.cache.stats();
+    const out: Record<string, unknown> = {
+      backend: this.backend,
+      dir: this.dir,
+      ...this.config,
+      cache: { ...memory, hitRate: hitRate(memory.hits, memory.misses) },
+    };
+    if (this.s3) {
+      const { link, objects, diskCache } = this.s3;
+      const disk: (DiskCacheStats & { hitRate: number | null }) | null = diskCache ? { ...diskCache.stats(), hitRate: hitRate(diskCache.stats().hits, diskCache.stats().misses) } : null;
+      const counters: S3Counters = { ...objects.counters };
+      out.s3 = {
+        endpoint: link.endpoint,
+        bucket: link.bucket,
+        prefix: link.prefix,
+        region: link.region,
+        addressing: link.addressing,
+        storageClass: link.storageClass ?? 'STANDARD',
+        gateway: link.gateway,
+        url: objects.url(''),
+        requests: counters,
+      };
+      out.diskCache = disk;
+    }
+    return out;
+  }
+
   async close(): Promise<void> {
     await this.catalog.close();
+    this.s3?.objects.close();
   }
+}
+
+function hitRate(hits: number, misses: number): number | null {
+  return hits + misses === 0 ? null : Math.round((hits / (hits + misses)) * 1000) / 1000;
+}
+
+function sortManifests(manifests: PointManifest[]): PointManifest[] {
+  return manifests.sort((a, b) => (a.vm === b.vm ? a.id.localeCompare(b.id) : a.vm.localeCompare(b.vm)));
+}
+
+export function newRepoConfig(opts: { chunkSize?: number; codec?: Codec }): RepoConfig {
+  const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
+  if (chunkSize < 4096 || chunkSize > 16 * 1024 * 1024 || (chunkSize & (chunkSize - 1)) !== 0) {
+    throw new ReboundError('ERR_INVALID_ARGUMENT', `invalid chunk size ${chunkSize}: a power of two from 4K to 16M`);
+  }
+  return { format: REPO_FORMAT, version: REPO_VERSION, chunkSize, codec: (opts.codec ?? ZSTD).name, createdAt: new Date().toISOString() };
+}
+
+export function checkRepoConfig(config: RepoConfig, where: string): RepoConfig {
+  if (config?.format !== REPO_FORMAT) throw new ReboundError('ERR_REPO_CORRUPT', `${where}/repo.json is not a rebound repository`);
+  if (config.version !== REPO_VERSION) {
+    throw new ReboundError('ERR_REPO_CORRUPT', `${where} has repository format ${config.version}; this rebound reads ${REPO_VERSION}`);
+  }
+  return config;
+}
+
+/** The repository descriptor in the bucket (written by `rebound repo init --s3`). */
+export async function readRemoteConfig(objects: S3Objects): Promise<RepoConfig> {
+  const body = await objects.get('repo.json');
+  if (!body) throw new ReboundError('ERR_REPO_CORRUPT', `${objects.url('repo.json')} does not exist: run 'rebound repo init --s3 ...' first`);
+  let parsed: RepoConfig;
+  try {
+    parsed = JSON.parse(body.toString('utf8')) as RepoConfig;
+  } catch (err) {
+    throw new ReboundError('ERR_REPO_CORRUPT', `${objects.url('repo.json')} is not valid JSON`, { cause: err });
+  }
+  return checkRepoConfig(parsed, objects.url(''));
 }

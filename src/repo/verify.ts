@@ -6,7 +6,8 @@
  *  - Pass 1 reads the selected points' indexes into one set of distinct digests (each chunk is
  *    checked once however many points share it), then checks them with a few concurrent
  *    `store.readChunk()` calls. That call decompresses and compares the sha256 with the chunk's
- *    name; the shared cache is bypassed on purpose, it would answer from memory.
+ *    name; the shared cache (and an S3 repository's disk cache) is bypassed on purpose, it would
+ *    answer from memory or local disk rather than from the repository.
  *  - Only if something is bad does pass 2 re-read indexes to find who references the bad chunks.
  *    It looks at *every* point in the repository, not just the selection: a bad chunk breaks all
  *    points that share it, and the operator needs the whole list. Keeping (point, disk, chunk#)
@@ -16,8 +17,6 @@
  *  - An index or manifest that cannot be read is reported in `indexProblems` (its chunks are
  *    unknown, so it cannot be verified) and makes the report not ok; verify itself goes on.
  */
-import fs from 'node:fs';
-import path from 'node:path';
 import { errorText, isReboundError, ReboundError } from '../errors.js';
 import { digestHex } from './format.js';
 import type { PointManifest } from './manifest.js';
@@ -114,7 +113,7 @@ export async function verify(repo: Repository, opts: VerifyOptions = {}): Promis
           if (digest) digests.add(digestHex(digest));
         }
       } catch (err) {
-        if (!pointExists(repo, m)) {
+        if (!(await repo.pointExists(m).catch(() => true))) {
           gone = true; // pruned while we looked
           break;
         }
@@ -214,10 +213,6 @@ function classify(err: unknown): ChunkErrorKind {
     if (err.code === 'ERR_CHUNK_MISSING') return 'missing';
   }
   return 'unreadable';
-}
-
-function pointExists(repo: Repository, m: PointManifest): boolean {
-  return fs.existsSync(path.join(repo.pointDir(m.vm, m.id), 'point.json'));
 }
 
 function compareRef(a: VerifyAffected, b: VerifyAffected): number {

@@ -2,7 +2,9 @@ import { Command, Option } from 'commander';
 import path from 'node:path';
 import type { JobInfo } from '../../api/jobs.js';
 import type { PointManifest } from '../../repo/manifest.js';
-import { formatSize } from '../../util/size.js';
+import { formatSize, parseSize } from '../../util/size.js';
+import { makeLink } from '../../repo/s3-link.js';
+import { initS3Repository } from '../../repo/s3-init.js';
 import { apiClient, table } from '../api.js';
 import type { CliIo } from '../io.js';
 import { followJob } from '../jobs.js';
@@ -201,10 +203,84 @@ export function registerRepo(program: Command, io: CliIo): void {
       io.stdout(`catalog rebuilt: ${r.points} restore point(s)\n`);
     });
   repo
-    .command('info')
-    .description('show the repository as JSON: location, format, chunk size, codec, cache statistics')
-    .action(async (_o: unknown, cmd: Command) => {
-      const r = await apiClient(cmd, io).get<Record<string, unknown>>('/v1/repo');
-      io.stdout(JSON.stringify(r, null, 2) + '\n');
+    .command('init')
+    .description('link the data directory (--data) to a repository in an S3 bucket, creating the repository (and the bucket) if needed or joining the one there; run before `serve` (docs/s3.md)')
+    .requiredOption('--s3 <url>', 'the S3 endpoint, http(s)://HOST[:PORT] (AWS: https://s3.REGION.amazonaws.com)')
+    .requiredOption('--bucket <name>', 'the bucket')
+    .option('--prefix <prefix>', 'a key prefix inside the bucket (several repositories in one bucket)')
+    .option('--region <region>', 'the region (default $AWS_REGION or us-east-1; any string for Ceph RGW and MinIO)')
+    .option('--virtual-host', 'virtual-host addressing (BUCKET.HOST) instead of path-style (HOST/BUCKET)')
+    .option('--storage-class <class>', 'storage class of new objects (archive classes GLACIER and DEEP_ARCHIVE are refused)')
+    .option('--profile <name>', 'AWS profile for the credentials (default: the AWS_* variables, then the default profile)')
+    .option('--access-key-id <id>', 'access key stored in DATA/repo/s3.json (mode 600), instead of the AWS_* variables or a profile')
+    .option('--secret-access-key <key>', 'secret key for --access-key-id')
+    .option('--chunk-size <size>', 'chunk size of a new repository (e.g. 1M)')
+    .option('--json', 'print the result as JSON')
+    .action(async (opts: { s3: string; bucket: string; prefix?: string; region?: string; virtualHost?: boolean; storageClass?: string; profile?: string; accessKeyId?: string; secretAccessKey?: string; chunkSize?: string; json?: boolean }, cmd: Command) => {
+      const global = cmd.optsWithGlobals<{ data?: string }>();
+      const dataDir = path.resolve(io.cwd, global.data ?? io.env.REBOUND_DATA ?? './rebound-data');
+      const link = makeLink({
+        url: opts.s3,
+        bucket: opts.bucket,
+        prefix: opts.prefix,
+        region: opts.region,
+        virtualHost: opts.virtualHost,
+        storageClass: opts.storageClass,
+        profile: opts.profile,
+        accessKeyId: opts.accessKeyId,
+        secretAccessKey: opts.secretAccessKey,
+      });
+      // The AWS_* variables of this command's environment (not stored; the daemon reads its own).
+      const env = io.env;
+      const credentials =
+        env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY
+          ? { accessKeyId: env.AWS_ACCESS_KEY_ID, secretAccessKey: env.AWS_SECRET_ACCESS_KEY, ...(env.AWS_SESSION_TOKEN ? { sessionToken: env.AWS_SESSION_TOKEN } : {}) }
+          : undefined;
+      const r = await initS3Repository(dataDir, link, { chunkSize: opts.chunkSize === undefined ? undefined : parseSize(opts.chunkSize), credentials });
+      if (opts.json) return io.stdout(JSON.stringify(r, null, 2) + '\n');
+      io.stdout(
+        `${r.created ? 'created the repository' : 'joined the existing repository'} ${r.url} (chunk size ${formatSize(r.config.chunkSize)}, ${r.config.codec}); ` +
+          `gateway ${r.gateway}; data directory ${dataDir}\n`,
+      );
     });
+  repo
+    .command('info')
+    .description('show the repository: backend (local or S3), location, format, chunk size, codec, memory and disk cache use and hit rates, S3 requests')
+    .option('--json', 'print JSON')
+    .action(async (opts: { json?: boolean }, cmd: Command) => {
+      const r = await apiClient(cmd, io).get<RepoInfo>('/v1/repo');
+      if (opts.json) return io.stdout(JSON.stringify(r, null, 2) + '\n');
+      const rate = (x: number | null): string => (x === null ? 'no reads yet' : `${(x * 100).toFixed(1)}% hits`);
+      const lines = [
+        `backend: ${r.backend}${r.s3 ? ` ${r.s3.url} (endpoint ${r.s3.endpoint}, ${r.s3.addressing}-style, ${r.s3.storageClass}; gateway ${r.s3.gateway})` : ` ${r.dir}`}`,
+        `format: version ${r.version}, chunk size ${formatSize(r.chunkSize)}, codec ${r.codec}, created ${r.createdAt}`,
+        `memory cache: ${formatSize(r.cache.bytes)} of ${formatSize(r.cache.maxBytes)} (${r.cache.chunks} chunks), ${rate(r.cache.hitRate)}`,
+      ];
+      if (r.backend === 's3') {
+        const d = r.diskCache;
+        lines.push(d ? `disk cache: ${formatSize(d.bytes)} of ${formatSize(d.maxBytes)} (${d.chunks} chunks) in ${d.dir}, ${rate(d.hitRate)}${d.rejected ? `, ${d.rejected} bad cached chunk(s) fetched again` : ''}` : 'disk cache: off');
+        const q = r.s3!.requests;
+        lines.push(`S3 requests: ${q.get} GET, ${q.head} HEAD, ${q.put} PUT, ${q.delete} DELETE, ${q.list} LIST, ${q.retries} retries; ${formatSize(q.bytesIn)} in, ${formatSize(q.bytesOut)} out`);
+      }
+      io.stdout(lines.join('\n') + '\n');
+    });
+}
+
+interface CacheInfo {
+  bytes: number;
+  maxBytes: number;
+  chunks: number;
+  hitRate: number | null;
+}
+
+interface RepoInfo {
+  backend: 'local' | 's3';
+  dir: string;
+  version: number;
+  chunkSize: number;
+  codec: string;
+  createdAt: string;
+  cache: CacheInfo;
+  diskCache?: (CacheInfo & { dir: string; rejected: number }) | null;
+  s3?: { url: string; endpoint: string; addressing: string; storageClass: string; gateway: string; requests: Record<'get' | 'head' | 'put' | 'delete' | 'list' | 'retries' | 'bytesIn' | 'bytesOut', number> };
 }

@@ -1,0 +1,116 @@
+/**
+ * S3ChunkStore: the chunk store of an S3 repository — one object per chunk, key
+ * `PREFIX/chunks/ab/<sha256 hex>`, body the same chunk file as a local repository's (16-byte
+ * header + payload; docs/repository-format.md says why one object per chunk).
+ *
+ * Design notes:
+ *  - put() is idempotent: a HEAD says whether the chunk is there; if not it is PUT whole (a
+ *    concurrent writer of the same digest writes the same bytes). A chunk is visible only once
+ *    complete (S3 PUTs are atomic), so a backup that loses the endpoint leaves whole chunks or
+ *    none, and no point (the manifest is written last, s3-points.ts).
+ *  - readChunk() always goes to the bucket and verifies (verify and restore use it);
+ *    readCached() — what exports read through — tries the disk cache (disk-cache.ts, verified
+ *    again) first, then fetches, verifies, and keeps the stored bytes in the disk cache.
+ *    Concurrent fetches of one chunk share one request. Every read retries per S3Objects: a
+ *    short outage makes it wait; past the limit it fails (ERR_REPO_UNREACHABLE -> EIO).
+ *  - Claims (running backups and restores of this gateway) work as in the local store; what other
+ *    gateways do is coordinated through the bucket (s3-lease.ts, gc-s3.ts).
+ */
+import { ReboundError } from '../errors.js';
+import type { ChunkBackend, ClaimSet, PutResult, StoredChunk } from './backend.js';
+import { ChunkBookkeeping } from './chunk-bookkeeping.js';
+import { decodeChunkFile, encodeChunkFile } from './chunk-store.js';
+import type { Codec } from './codec.js';
+import type { DiskChunkCache } from './disk-cache.js';
+import { digestHex } from './format.js';
+import type { S3Objects } from './s3-objects.js';
+
+export function chunkKey(hex: string): string {
+  return `chunks/${hex.slice(0, 2)}/${hex}`;
+}
+
+export class S3ChunkStore extends ChunkBookkeeping implements ChunkBackend {
+  readonly kind = 's3' as const;
+  readonly dir: string;
+  codec: Codec;
+  readonly objects: S3Objects;
+  readonly diskCache: DiskChunkCache | undefined;
+  readonly #fetching = new Map<string, Promise<Uint8Array>>();
+
+  constructor(objects: S3Objects, codec: Codec, diskCache?: DiskChunkCache) {
+    super();
+    this.objects = objects;
+    this.codec = codec;
+    this.diskCache = diskCache;
+    this.dir = objects.url('chunks');
+  }
+
+  pathOf(hex: string): string {
+    return this.objects.url(chunkKey(hex));
+  }
+
+  async put(digest: Uint8Array, raw: Uint8Array, claims?: ClaimSet): Promise<PutResult> {
+    const hex = digestHex(digest);
+    claims?.add(hex);
+    if (await this.objects.head(chunkKey(hex))) return { stored: false, bytes: 0 };
+    const { header, payload } = await encodeChunkFile(raw, this.codec);
+    const body = Buffer.concat([header, payload]);
+    await this.objects.put(chunkKey(hex), body);
+    this.countStored(body.length);
+    return { stored: true, bytes: body.length };
+  }
+
+  /** From the bucket, verified (never from a cache). */
+  async readChunk(digest: Uint8Array): Promise<Uint8Array> {
+    const { raw } = await this.#fetch(digest);
+    return raw;
+  }
+
+  /** Through the disk cache: what exports read. */
+  readCached(digest: Uint8Array): Promise<Uint8Array> {
+    const hex = digestHex(digest);
+    let pending = this.#fetching.get(hex);
+    if (!pending) {
+      pending = (async () => {
+        const cached = await this.diskCache?.read(digest);
+        if (cached) return cached;
+        const { raw, stored } = await this.#fetch(digest);
+        void this.diskCache?.store(hex, [stored]);
+        return raw;
+      })().finally(() => this.#fetching.delete(hex));
+      this.#fetching.set(hex, pending);
+    }
+    return pending;
+  }
+
+  async #fetch(digest: Uint8Array): Promise<{ raw: Uint8Array; stored: Buffer }> {
+    const hex = digestHex(digest);
+    let stored: Buffer | undefined;
+    try {
+      stored = await this.objects.get(chunkKey(hex));
+    } catch (err) {
+      const code = err instanceof ReboundError ? err.code : 'ERR_REPO_IO';
+      throw new ReboundError(code, `reading chunk ${hex}: ${(err as Error).message}`, { cause: err, details: { chunk: hex } });
+    }
+    if (!stored) throw new ReboundError('ERR_CHUNK_MISSING', `chunk ${hex} is missing from the repository (${this.pathOf(hex)})`, { details: { chunk: hex } });
+    return { raw: await decodeChunkFile(stored, digest), stored };
+  }
+
+  async *list(): AsyncGenerator<StoredChunk> {
+    for await (const o of this.objects.list('chunks/')) {
+      const hex = o.key.slice(o.key.lastIndexOf('/') + 1);
+      if (/^[0-9a-f]{64}$/.test(hex) && o.key === chunkKey(hex)) yield { hex, mtimeMs: o.mtimeMs, size: o.size };
+    }
+  }
+
+  async remove(hex: string, size?: number): Promise<boolean> {
+    if (this.isClaimed(hex)) return false;
+    await this.objects.delete(chunkKey(hex));
+    await this.diskCache?.remove(hex);
+    this.countRemoved(size);
+    return true;
+  }
+
+  /** A completed PUT is durable on the endpoint: nothing to do. */
+  async syncAll(): Promise<void> {}
+}
