@@ -16,9 +16,11 @@
  *  - Left out, and said so by REPORT CAPABILITIES: persistence through power loss (PTPL_C=0: the
  *    state lives in memory and a daemon restart clears it; APTPL=1 is refused), SPEC_I_PT and
  *    ALL_TG_PT (SIP_C=ATP_C=0; there is one target port), REGISTER AND MOVE and REPLACE LOST
- *    RESERVATION (invalid service action). PREEMPT AND ABORT preempts like PREEMPT but does not
- *    abort the preempted nexuses' running commands, and no unit attentions (REGISTRATIONS
- *    PREEMPTED, RESERVATIONS RELEASED) are queued for them.
+ *    RESERVATION (invalid service action). No unit attentions (REGISTRATIONS PREEMPTED,
+ *    RESERVATIONS RELEASED) are queued for the nexuses that lose a registration or reservation
+ *    (libiscsi's ownership tests, which tgt fails for its RESERVATIONS RELEASED, expect none).
+ *  - PREEMPT AND ABORT also aborts the preempted nexuses' commands on this disk: the table's owner
+ *    (the server) gives it `abortTasks`, and the command completes after those tasks ended.
  */
 import { Asc, invalidCdb, invalidParam, ScsiError, SenseKey } from './sense.js';
 
@@ -49,7 +51,16 @@ const exclusiveAccess = (type: number): boolean =>
   type === PrType.ExclusiveAccess || type === PrType.ExclusiveAccessRegistrantsOnly || type === PrType.ExclusiveAccessAllRegistrants;
 
 export class PersistentReservations {
+  /** Aborts the commands of these nexuses on this disk (PREEMPT AND ABORT); absent: nothing to abort. */
+  readonly #abortTasks: ((nexusIds: string[]) => Promise<void>) | undefined;
   #generation = 0;
+  /** Nexuses whose registration the running PREEMPT removed. */
+  #preempted: string[] = [];
+
+  constructor(abortTasks?: (nexusIds: string[]) => Promise<void>) {
+    this.#abortTasks = abortTasks;
+  }
+
   /** nexus id -> key, and who each nexus is (READ FULL STATUS). */
   readonly #regs = new Map<string, { key: bigint; nexus: Nexus }>();
   #res: { holder: string; type: number } | undefined;
@@ -120,8 +131,18 @@ export class PersistentReservations {
     }
   }
 
-  /** PERSISTENT RESERVE OUT from `nexus` with its parameter list. Throws ScsiError or ReservationConflict. */
-  out(nexus: Nexus, cdb: Buffer, params: Buffer | undefined): void {
+  /**
+   * PERSISTENT RESERVE OUT from `nexus` with its parameter list. Throws ScsiError or
+   * ReservationConflict; PREEMPT AND ABORT resolves once the preempted nexuses' tasks have ended.
+   */
+  async out(nexus: Nexus, cdb: Buffer, params: Buffer | undefined): Promise<void> {
+    const preempted = this.#change(nexus, cdb, params);
+    if ((cdb[1]! & 0x1f) === OutSa.PreemptAndAbort && preempted.length > 0) await this.#abortTasks?.(preempted);
+  }
+
+  /** Applies a PERSISTENT RESERVE OUT; returns the nexuses a PREEMPT took the registration of. */
+  #change(nexus: Nexus, cdb: Buffer, params: Buffer | undefined): string[] {
+    this.#preempted = [];
     const sa = cdb[1]! & 0x1f;
     const scope = cdb[2]! >> 4;
     const type = cdb[2]! & 0x0f;
@@ -148,35 +169,36 @@ export class PersistentReservations {
           if (mine) this.#unregister(nexus.id);
         } else this.#regs.set(nexus.id, { key: saKey, nexus });
         this.#generation = (this.#generation + 1) >>> 0;
-        return;
+        return [];
       }
       case OutSa.Reserve: {
         this.#checkKey(mine, key);
         const r = this.#res;
         if (!r) this.#res = { holder: nexus.id, type };
         else if (!this.#holds(nexus.id) || r.type !== type) throw new ReservationConflict('RESERVE: another reservation is held');
-        return;
+        return [];
       }
       case OutSa.Release: {
         this.#checkKey(mine, key);
         const r = this.#res;
-        if (!r || !this.#holds(nexus.id)) return;
+        if (!r || !this.#holds(nexus.id)) return [];
         if (r.type !== type) throw new ScsiError(SenseKey.IllegalRequest, [0x26, 0x04], 'invalid release of persistent reservation');
         this.#res = undefined;
-        return;
+        return [];
       }
       case OutSa.Clear:
         this.#checkKey(mine, key);
         this.#regs.clear();
         this.#res = undefined;
         this.#generation = (this.#generation + 1) >>> 0;
-        return;
-      case OutSa.Preempt:
-      case OutSa.PreemptAndAbort:
+        return [];
+      default: {
+        // PREEMPT, PREEMPT AND ABORT
         this.#checkKey(mine, key);
         this.#preempt(nexus.id, saKey, type);
         this.#generation = (this.#generation + 1) >>> 0;
-        return;
+        return this.#preempted.filter((id) => id !== nexus.id);
+      }
     }
   }
 
@@ -192,6 +214,7 @@ export class PersistentReservations {
 
   #unregister(nexus: string): void {
     this.#regs.delete(nexus);
+    this.#preempted.push(nexus);
     const r = this.#res;
     if (!r) return;
     if (allRegistrants(r.type) ? this.#regs.size === 0 : r.holder === nexus) this.#res = undefined;
@@ -213,7 +236,11 @@ export class PersistentReservations {
     const r = this.#res;
     if (r && allRegistrants(r.type)) {
       if (saKey === 0n) {
-        for (const id of [...this.#regs.keys()]) if (id !== nexus) this.#regs.delete(id);
+        for (const id of [...this.#regs.keys()]) {
+          if (id === nexus) continue;
+          this.#regs.delete(id);
+          this.#preempted.push(id);
+        }
         this.#res = { holder: nexus, type };
       } else if (!this.#removeKey(saKey, nexus)) throw new ReservationConflict('PREEMPT: no registration with that key');
       return;

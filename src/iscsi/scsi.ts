@@ -203,7 +203,7 @@ export async function execute(lu: LogicalUnit | undefined, req: ScsiRequest, nex
     const who = nexus.nexus ?? ANONYMOUS;
     if (op === 0x5e) return good(cut(lu.reservations.in(cdb), cdb.readUInt16BE(7)));
     if (op === 0x5f) {
-      lu.reservations.out(who, cdb, req.dataOut);
+      await lu.reservations.out(who, cdb, req.dataOut);
       return good();
     }
     if (lu.reservations.conflicts(who.id, cdb)) return { status: Status.ReservationConflict };

@@ -199,7 +199,7 @@ export class IscsiServer {
       },
       reservations: (name) => {
         let r = this.#reservations.get(name);
-        if (!r) this.#reservations.set(name, (r = new PersistentReservations()));
+        if (!r) this.#reservations.set(name, (r = new PersistentReservations((ids) => this.#abortNexusTasks(name, ids))));
         return r;
       },
       warmReset: async (targetName, except) => {
@@ -207,6 +207,17 @@ export class IscsiServer {
         await Promise.all(others.map((c) => c.abortTasks(() => true)));
       },
     };
+  }
+
+  /** PREEMPT AND ABORT: ends the commands the preempted sessions have running on the disk `entryName`. */
+  async #abortNexusTasks(entryName: string, nexusIds: string[]): Promise<void> {
+    const victims = [...this.#connections].filter((c) => c.session && nexusIds.includes(c.session.key));
+    await Promise.all(
+      victims.map((c) => {
+        const luns = [...c.session!.units.values()].filter((u) => u.unit.id === entryName).map((u) => u.lun);
+        return c.abortTasks((t) => luns.includes(t.lun));
+      }),
+    );
   }
 
   #target(name: string): IscsiTarget | undefined {

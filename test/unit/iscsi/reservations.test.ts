@@ -119,6 +119,33 @@ describe('persistent reservations', () => {
     expect((await execute(lus[0], { cdb: write10, dataOut: Buffer.alloc(512) }, nodes[0])).status).toBe(Status.Good);
   });
 
+  it('PREEMPT AND ABORT hands the preempted nexuses to the abort hook and completes after it; PREEMPT does not', async () => {
+    const aborted: string[][] = [];
+    let release!: () => void;
+    let called!: () => void;
+    const hookCalled = new Promise<void>((r) => (called = r));
+    const pr = new PersistentReservations(async (ids) => {
+      aborted.push(ids);
+      called();
+      await new Promise<void>((r) => (release = r));
+    });
+    const dev = new MemoryDevice(1024 * 1024);
+    const lu = new LogicalUnit({ id: 'd', device: dev, capabilities: dev.capabilities(), targetName: 't', reservations: pr });
+    const n = (i: number): NexusState => ({ nexus: { id: `node${i}`, initiatorName: `iqn.x:${i}`, isid: Buffer.alloc(6) } });
+    for (const i of [0, 1, 2]) await execute(lu, out(SA.Register, 0n, BigInt(i + 1)), n(i));
+    await execute(lu, out(SA.Reserve, 1n, 0n, WE), n(0));
+    expect((await execute(lu, out(SA.Preempt, 3n, 2n, WE), n(2))).status).toBe(Status.Good); // node1's key, not the holder's
+    expect(aborted).toEqual([]);
+    let done = false;
+    const p = execute(lu, out(5, 3n, 1n, WE), n(2)).then((r) => ((done = true), r)); // PREEMPT AND ABORT the holder
+    await hookCalled;
+    expect(aborted).toEqual([['node0']]);
+    expect(done).toBe(false); // waits for the preempted tasks
+    release();
+    expect((await p).status).toBe(Status.Good);
+    expect((await execute(lu, { cdb: inCdb(1) }, n(1))).data!.readBigUInt64BE(8)).toBe(3n);
+  });
+
   it('all registrants: every registrant holds it, and it ends with the last registration', async () => {
     const { lus, nodes } = setup();
     await execute(lus[0], out(SA.Register, 0n, 1n), nodes[0]);
