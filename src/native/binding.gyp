@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "rebound_native",
-      "sources": ["seek.c"],
+      "sources": ["addon.c", "seek.c", "tls-record.c"],
       "cflags": ["-O2", "-Wall", "-Wextra"]
     }
   ]

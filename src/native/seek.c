@@ -1,8 +1,6 @@
 /*
- * rebound's native addon: lseek(2) with SEEK_DATA / SEEK_HOLE, which Node does not offer
- * (src/native/seek.ts loads it; built by tools/build-native.sh with node-gyp against the
- * installed Node's headers, no download). N-API only, so it loads in any Node >= 20 and in
- * worker threads.
+ * lseek(2) with SEEK_DATA / SEEK_HOLE, which Node does not offer (part of rebound's native addon,
+ * see addon.c; src/native/seek.ts loads it).
  *
  *   seekData(fd, offset) -> the first offset >= `offset` holding data, or -1 when there is none
  *                           before the end of the file (ENXIO)
@@ -18,7 +16,7 @@
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
-#include <node_api.h>
+#include "addon.h"
 
 static napi_value fail(napi_env env, int err) {
   const char *name = err == EINVAL ? "EINVAL" : err == EBADF ? "EBADF" : err == EOVERFLOW ? "EOVERFLOW" : "EIO";
@@ -52,11 +50,7 @@ static napi_value do_seek(napi_env env, napi_callback_info info, int whence) {
 static napi_value seek_data(napi_env env, napi_callback_info info) { return do_seek(env, info, SEEK_DATA); }
 static napi_value seek_hole(napi_env env, napi_callback_info info) { return do_seek(env, info, SEEK_HOLE); }
 
-NAPI_MODULE_INIT() {
-  napi_value f;
-  napi_create_function(env, "seekData", NAPI_AUTO_LENGTH, seek_data, NULL, &f);
-  napi_set_named_property(env, exports, "seekData", f);
-  napi_create_function(env, "seekHole", NAPI_AUTO_LENGTH, seek_hole, NULL, &f);
-  napi_set_named_property(env, exports, "seekHole", f);
-  return exports;
+void register_seek(napi_env env, napi_value exports) {
+  export_function(env, exports, "seekData", seek_data);
+  export_function(env, exports, "seekHole", seek_hole);
 }

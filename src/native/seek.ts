@@ -7,9 +7,7 @@
  * ever reports data as a hole: a failed seek (a filesystem without SEEK_DATA says EINVAL) makes
  * the caller fall back to "all data" too.
  */
-import { createRequire } from 'node:module';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { addonError, addonFunctions } from './addon.js';
 
 export interface Seeker {
   /** First offset >= `offset` holding data, or -1 when only holes follow up to the end. */
@@ -18,29 +16,12 @@ export interface Seeker {
   seekHole(fd: number, offset: number): number;
 }
 
-/** Where tools/build-native.sh puts the addon: src/native/build/Release, from src/native or dist/native alike. */
-export const ADDON_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/native/build/Release/rebound_native.node');
-
-let loaded: { seeker: Seeker | undefined; error: string | undefined } | undefined;
-
-function load(): NonNullable<typeof loaded> {
-  if (!loaded) {
-    try {
-      const m = createRequire(import.meta.url)(ADDON_PATH) as Seeker;
-      loaded = { seeker: typeof m.seekData === 'function' && typeof m.seekHole === 'function' ? m : undefined, error: undefined };
-    } catch (err) {
-      loaded = { seeker: undefined, error: (err as Error).message };
-    }
-  }
-  return loaded;
-}
-
 /** The addon's seek functions, or undefined when it is not built. */
 export function seeker(): Seeker | undefined {
-  return load().seeker;
+  return addonFunctions<Seeker>('seekData', 'seekHole');
 }
 
 /** Why the addon is unavailable (for a log line), or undefined when it loaded. */
 export function seekerError(): string | undefined {
-  return load().error;
+  return addonError();
 }

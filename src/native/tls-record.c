@@ -1,0 +1,234 @@
+/*
+ * TLS 1.3 record protection (RFC 8446 §5.2) with OpenSSL's AEADs, for src/tls/record-stream.ts:
+ * once a TLS 1.3 handshake is done, rebound seals and opens the connection's records itself, a
+ * whole batch of replies per call, instead of handing every write to Node's TLS socket (which
+ * copies it, splits it and encrypts it record by record through its BIOs).
+ *
+ *   tlsCipher(cipher, key, encrypt) -> a cipher context for one direction (freed by the GC); the
+ *       key schedule is done once here, each record then only sets its nonce.
+ *   tlsSeal(ctx, iv, seq, type, chunks, out) -> records written
+ *       The plaintext (the chunks, one after the other) becomes records of at most 16384 bytes,
+ *       each `header | AEAD(plaintext | type) | tag`, written to `out` back to back with sequence
+ *       numbers seq, seq+1, ... `out` must hold total + records * 22 bytes.
+ *   tlsOpen(ctx, iv, seq, record, out, outOffset) -> inner length, or -1
+ *       `record` is one whole record (5-byte header, ciphertext, 16-byte tag). The inner plaintext
+ *       (content, content type, zero padding) goes to out[outOffset...]; -1 when the tag does not
+ *       match (wrong key, wrong sequence number or a tampered record): nothing in `out` may be used.
+ *
+ * cipher: 1 AES-128-GCM, 2 AES-256-GCM, 3 ChaCha20-Poly1305 (the TLS 1.3 suites). key and iv are
+ * the traffic key and the 12-byte write IV; the nonce is iv XOR the 64-bit sequence number. A
+ * context made for sealing cannot open and the other way round.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "addon.h"
+#include <openssl/evp.h>
+
+#define RECORD_MAX 16384
+#define HEADER 5
+#define TAG 16
+#define IV_LEN 12
+
+static const EVP_CIPHER *cipher_of(int32_t id, size_t key_len) {
+  switch (id) {
+    case 1: return key_len == 16 ? EVP_aes_128_gcm() : NULL;
+    case 2: return key_len == 32 ? EVP_aes_256_gcm() : NULL;
+    case 3: return key_len == 32 ? EVP_chacha20_poly1305() : NULL;
+    default: return NULL;
+  }
+}
+
+static void nonce_of(const uint8_t *iv, uint64_t seq, uint8_t *nonce) {
+  memcpy(nonce, iv, IV_LEN);
+  for (int i = 0; i < 8; i++) nonce[IV_LEN - 1 - i] ^= (uint8_t)(seq >> (8 * i));
+}
+
+static void header_of(uint8_t *h, size_t body) {
+  h[0] = 23; /* opaque_type: application_data */
+  h[1] = 3;
+  h[2] = 3; /* legacy_record_version 0x0303 */
+  h[3] = (uint8_t)(body >> 8);
+  h[4] = (uint8_t)body;
+}
+
+static napi_value number(napi_env env, int64_t v) {
+  napi_value out;
+  napi_create_int64(env, v, &out);
+  return out;
+}
+
+static napi_value type_error(napi_env env, const char *msg) {
+  napi_throw_type_error(env, "EINVAL", msg);
+  return NULL;
+}
+
+static int get_buffer(napi_env env, napi_value v, uint8_t **data, size_t *len) {
+  bool is;
+  if (napi_is_buffer(env, v, &is) != napi_ok || !is) return 0;
+  return napi_get_buffer_info(env, v, (void **)data, len) == napi_ok;
+}
+
+struct cipher_ctx {
+  EVP_CIPHER_CTX *ctx;
+  int encrypt;
+};
+
+static void free_ctx(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  struct cipher_ctx *c = data;
+  EVP_CIPHER_CTX_free(c->ctx);
+  free(c);
+}
+
+static napi_value tls_cipher(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  int32_t id;
+  uint8_t *key;
+  size_t key_len;
+  bool encrypt;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 || napi_get_value_int32(env, argv[0], &id) != napi_ok ||
+      !get_buffer(env, argv[1], &key, &key_len) || napi_get_value_bool(env, argv[2], &encrypt) != napi_ok)
+    return type_error(env, "expected (cipher, key, encrypt)");
+  const EVP_CIPHER *cipher = cipher_of(id, key_len);
+  if (!cipher) return type_error(env, "unknown cipher or wrong key length");
+  struct cipher_ctx *c = malloc(sizeof *c);
+  if (!c) return type_error(env, "out of memory");
+  c->encrypt = encrypt;
+  c->ctx = EVP_CIPHER_CTX_new();
+  if (!c->ctx || EVP_CipherInit_ex(c->ctx, cipher, NULL, key, NULL, encrypt ? 1 : 0) != 1) {
+    EVP_CIPHER_CTX_free(c->ctx);
+    free(c);
+    napi_throw_error(env, "EIO", "cannot set up the cipher");
+    return NULL;
+  }
+  napi_value out;
+  if (napi_create_external(env, c, free_ctx, NULL, &out) != napi_ok) {
+    free_ctx(env, c, NULL);
+    return type_error(env, "cannot wrap the cipher");
+  }
+  return out;
+}
+
+/* ctx, iv, seq: the first three arguments of tlsSeal and tlsOpen. */
+struct keys {
+  EVP_CIPHER_CTX *ctx;
+  uint8_t *iv;
+  uint64_t seq;
+};
+
+static int get_keys(napi_env env, napi_value *argv, struct keys *k, int encrypt) {
+  napi_valuetype t;
+  struct cipher_ctx *c;
+  size_t iv_len;
+  bool lossless;
+  if (napi_typeof(env, argv[0], &t) != napi_ok || t != napi_external || napi_get_value_external(env, argv[0], (void **)&c) != napi_ok || c->encrypt != encrypt)
+    return 0;
+  k->ctx = c->ctx;
+  if (!get_buffer(env, argv[1], &k->iv, &iv_len) || iv_len != IV_LEN) return 0;
+  return napi_get_value_bigint_uint64(env, argv[2], &k->seq, &lossless) == napi_ok && lossless;
+}
+
+static napi_value tls_seal(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  struct keys k;
+  int32_t type;
+  uint32_t nchunks;
+  uint8_t *out;
+  size_t out_len;
+  bool is_array;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 6 || !get_keys(env, argv, &k, 1) ||
+      napi_get_value_int32(env, argv[3], &type) != napi_ok || type < 0 || type > 255 ||
+      napi_is_array(env, argv[4], &is_array) != napi_ok || !is_array || napi_get_array_length(env, argv[4], &nchunks) != napi_ok ||
+      !get_buffer(env, argv[5], &out, &out_len))
+    return type_error(env, "expected (sealing ctx, iv, seq, type, chunks, out)");
+
+  /* The chunks, checked before anything is written. */
+  size_t total = 0;
+  for (uint32_t i = 0; i < nchunks; i++) {
+    napi_value c;
+    uint8_t *d;
+    size_t n;
+    if (napi_get_element(env, argv[4], i, &c) != napi_ok || !get_buffer(env, c, &d, &n)) return type_error(env, "chunks must be Buffers");
+    total += n;
+  }
+  size_t records = total == 0 ? 1 : (total + RECORD_MAX - 1) / RECORD_MAX;
+  if (out_len < total + records * (HEADER + 1 + TAG)) return type_error(env, "out is too small");
+
+  EVP_CIPHER_CTX *ctx = k.ctx;
+  uint32_t ci = 0;
+  uint8_t *cd = NULL;
+  size_t cn = 0, cpos = 0; /* the current chunk and how much of it is sealed */
+  uint8_t *w = out;
+  int ok = 1;
+  for (size_t r = 0; r < records && ok; r++) {
+    size_t len = total - (size_t)r * RECORD_MAX;
+    if (len > RECORD_MAX) len = RECORD_MAX;
+    uint8_t nonce[IV_LEN];
+    nonce_of(k.iv, k.seq + r, nonce);
+    header_of(w, len + 1 + TAG);
+    int n;
+    ok = EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, nonce) == 1 && EVP_EncryptUpdate(ctx, NULL, &n, w, HEADER) == 1;
+    uint8_t *body = w + HEADER;
+    size_t done = 0;
+    while (ok && done < len) {
+      while (cpos == cn) {
+        napi_value c;
+        napi_get_element(env, argv[4], ci++, &c);
+        get_buffer(env, c, &cd, &cn);
+        cpos = 0;
+      }
+      size_t take = cn - cpos < len - done ? cn - cpos : len - done;
+      ok = EVP_EncryptUpdate(ctx, body + done, &n, cd + cpos, (int)take) == 1 && (size_t)n == take;
+      cpos += take;
+      done += take;
+    }
+    uint8_t inner = (uint8_t)type;
+    ok = ok && EVP_EncryptUpdate(ctx, body + len, &n, &inner, 1) == 1 && n == 1 && EVP_EncryptFinal_ex(ctx, body + len + 1, &n) == 1 &&
+         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, TAG, body + len + 1) == 1;
+    w = body + len + 1 + TAG;
+  }
+  if (!ok) {
+    napi_throw_error(env, "EIO", "sealing a TLS record failed");
+    return NULL;
+  }
+  return number(env, (int64_t)records);
+}
+
+static napi_value tls_open(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  struct keys k;
+  uint8_t *rec, *out;
+  size_t rec_len, out_len;
+  int64_t off;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 6 || !get_keys(env, argv, &k, 0) ||
+      !get_buffer(env, argv[3], &rec, &rec_len) || !get_buffer(env, argv[4], &out, &out_len) ||
+      napi_get_value_int64(env, argv[5], &off) != napi_ok || off < 0)
+    return type_error(env, "expected (opening ctx, iv, seq, record, out, outOffset)");
+  if (rec_len < HEADER + 1 + TAG) return type_error(env, "record is too short");
+  size_t clen = rec_len - HEADER - TAG;
+  if ((size_t)off > out_len || out_len - (size_t)off < clen) return type_error(env, "out is too small");
+
+  EVP_CIPHER_CTX *ctx = k.ctx;
+  uint8_t nonce[IV_LEN];
+  nonce_of(k.iv, k.seq, nonce);
+  int n, ok = EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, nonce) == 1 && EVP_DecryptUpdate(ctx, NULL, &n, rec, HEADER) == 1 &&
+              EVP_DecryptUpdate(ctx, out + off, &n, rec + HEADER, (int)clen) == 1 &&
+              EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, TAG, rec + HEADER + clen) == 1;
+  int authentic = ok && EVP_DecryptFinal_ex(ctx, out + off + n, &n) == 1;
+  if (!ok) {
+    napi_throw_error(env, "EIO", "opening a TLS record failed");
+    return NULL;
+  }
+  return number(env, authentic ? (int64_t)clen : -1);
+}
+
+void register_tls_record(napi_env env, napi_value exports) {
+  export_function(env, exports, "tlsCipher", tls_cipher);
+  export_function(env, exports, "tlsSeal", tls_seal);
+  export_function(env, exports, "tlsOpen", tls_open);
+}

@@ -1,0 +1,41 @@
+/**
+ * TLS 1.3 record protection through rebound's native addon (src/native/tls-record.c): seal a batch
+ * of plaintext into records, open one record. Used by src/tls/record-stream.ts. Optional like the
+ * whole addon: undefined when it is not built, and TLS connections then stay on Node's TLS socket.
+ */
+import { addonFunctions } from './addon.js';
+
+/** The AEAD of a TLS 1.3 suite, as the addon numbers them. */
+export const enum RecordCipher {
+  Aes128Gcm = 1,
+  Aes256Gcm = 2,
+  ChaCha20Poly1305 = 3,
+}
+
+/** Largest plaintext of one record, and what each record adds to it (header, content type, tag). */
+export const RECORD_PLAINTEXT_MAX = 16384;
+export const RECORD_OVERHEAD = 5 + 1 + 16;
+export const RECORD_HEADER = 5;
+export const RECORD_TAG = 16;
+
+/** A cipher context of the addon: one key, one direction (sealing or opening). */
+export type CipherContext = { readonly __cipherContext: unique symbol };
+
+export interface TlsRecordFunctions {
+  /** A context for `key`; the key schedule is done here once. */
+  tlsCipher(cipher: RecordCipher, key: Buffer, encrypt: boolean): CipherContext;
+  /** Seals the chunks' bytes into records numbered from `seq` in `out`; returns how many. */
+  tlsSeal(ctx: CipherContext, iv: Buffer, seq: bigint, type: number, chunks: Buffer[], out: Buffer): number;
+  /** Opens one whole record into out[outOffset...]; the inner length, or -1 when it is not authentic. */
+  tlsOpen(ctx: CipherContext, iv: Buffer, seq: bigint, record: Buffer, out: Buffer, outOffset: number): number;
+}
+
+/** The addon's record functions, or undefined when it is not built. */
+export function tlsRecordFunctions(): TlsRecordFunctions | undefined {
+  return addonFunctions<TlsRecordFunctions>('tlsCipher', 'tlsSeal', 'tlsOpen');
+}
+
+/** Bytes that `plaintext` bytes take once sealed into records. */
+export function sealedSize(plaintext: number): number {
+  return plaintext + Math.max(1, Math.ceil(plaintext / RECORD_PLAINTEXT_MAX)) * RECORD_OVERHEAD;
+}
