@@ -8,6 +8,7 @@
  * without bound.
  */
 import type { Duplex } from 'node:stream';
+import { listen } from '../util/listeners.js';
 
 export class ConnectionClosed extends Error {
   constructor(message = 'connection closed') {
@@ -25,14 +26,27 @@ export class ByteReader {
   #pending: { n: number; resolve: (b: Buffer) => void; reject: (e: Error) => void } | undefined;
   #ended: Error | undefined;
   #paused = false;
+  readonly #unlisten: () => void;
 
   constructor(stream: Duplex, highWaterMark = 64 * 1024 * 1024) {
     this.#stream = stream;
     this.#highWaterMark = highWaterMark;
-    stream.on('data', (chunk: Buffer) => this.#push(chunk));
-    stream.on('end', () => this.#end(new ConnectionClosed('client closed the connection')));
-    stream.on('close', () => this.#end(new ConnectionClosed()));
-    stream.on('error', (err) => this.#end(new ConnectionClosed(`connection error: ${err.message}`)));
+    this.#unlisten = listen(stream, {
+      data: (chunk: Buffer) => this.#push(chunk),
+      end: () => this.#end(new ConnectionClosed('client closed the connection')),
+      close: () => this.#end(new ConnectionClosed()),
+      error: (err: Error) => this.#end(new ConnectionClosed(`connection error: ${err.message}`)),
+    });
+  }
+
+  /**
+   * Lets go of the stream (when the connection moves on to another reader, e.g. after STARTTLS):
+   * no more listening, and later reads reject. Bytes not yet consumed are dropped.
+   */
+  detach(): void {
+    this.#unlisten();
+    this.#resume();
+    this.#end(new ConnectionClosed('the connection moved to another reader'));
   }
 
   /** Bytes received and not yet consumed. */

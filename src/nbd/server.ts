@@ -18,12 +18,11 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { TLSSocket } from 'node:tls';
 import { errorText, ReboundError } from '../errors.js';
 import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
 import { AccessPolicy, identityText } from '../tls/access.js';
-import { TlsRefused, type NbdTls } from '../tls/nbd-tls.js';
+import { TlsRefused, type NbdTls, type TlsUpgrade } from '../tls/nbd-tls.js';
 import { RecordCoalescer } from '../tls/record-coalescer.js';
 import { ByteReader, ConnectionClosed } from './byte-reader.js';
 import { negotiate, ProtocolViolation, type ExportLookup } from './handshake.js';
@@ -193,9 +192,9 @@ export class NbdServer {
 type ConnectionOptions = Required<Omit<NbdServerOptions, 'log' | 'tls'>> & { tls?: NbdTls };
 
 class NbdConnection {
-  /** The raw socket, and the TLS socket over it once the client sent STARTTLS. */
+  /** The raw socket, and the TLS socket (or record stream) over it once the client sent STARTTLS. */
   readonly #raw: net.Socket;
-  #socket: net.Socket;
+  #socket: Duplex;
   readonly #server: NbdServer;
   readonly #log: Logger;
   readonly #opts: ConnectionOptions;
@@ -222,18 +221,19 @@ class NbdConnection {
   }
 
   async serve(): Promise<void> {
-    let socket = this.#socket;
-    let reader = new ByteReader(socket);
-    const sender = (s: net.Socket) => (b: Buffer): void => {
+    let socket: Duplex = this.#socket;
+    let reader = new ByteReader(this.#raw);
+    const sender = (s: Duplex) => (b: Buffer): void => {
       if (!s.destroyed) s.write(b);
     };
     const timer = setTimeout(() => {
-      this.#opts.logLimiter.warn(this.#log, 'nbd-handshake-timeout', clientAddress(socket), 'handshake timed out; closing');
+      this.#opts.logLimiter.warn(this.#log, 'nbd-handshake-timeout', clientAddress(this.#raw), 'handshake timed out; closing');
       this.destroy();
     }, this.#opts.handshakeTimeoutMs);
     const tls = this.#opts.tls;
     const access = this.#opts.access;
     let exportName: string | undefined;
+    let upgraded: { up: TlsUpgrade; records: RecordCoalescer } | undefined;
     try {
       const session = await negotiate({
         reader,
@@ -246,10 +246,13 @@ class NbdConnection {
               tls: {
                 mode: tls.mode,
                 start: async () => {
+                  reader.detach(); // the TLS handshake takes the raw socket's bytes from here
                   const up = await tls.upgrade(this.#raw, this.#log, (m, f) => this.#opts.logLimiter.warn(this.#log, 'nbd-tls-refused', clientAddress(this.#raw), m, f));
                   socket = this.#socket = up.socket;
                   up.socket.on('error', () => undefined); // reported through ByteReader / close
-                  reader = new ByteReader(new RecordCoalescer(up.socket) as unknown as Duplex);
+                  const records = new RecordCoalescer(up.socket);
+                  upgraded = { up, records };
+                  reader = new ByteReader(records as unknown as Duplex);
                   return { reader, send: sender(up.socket), identity: up.identity };
                 },
               },
@@ -264,6 +267,20 @@ class NbdConnection {
         socket.end();
         return;
       }
+      // What the TLS socket negotiated, for the log; then, if it can, the record stream takes over.
+      let tlsInfo: Record<string, unknown> = {};
+      if (session.tls && upgraded) {
+        const { up, records } = upgraded;
+        tlsInfo = { tls: up.socket.getProtocol() ?? true, cipher: up.socket.getCipher()?.name, identity: identityText(session.identity) };
+        const stream = await up.offload(() => reader.available === 0 && records.pending === 0, this.#buffers);
+        if (stream) {
+          reader.detach();
+          stream.on('error', () => undefined); // reported through ByteReader / close
+          socket = this.#socket = stream;
+          reader = new ByteReader(stream);
+        }
+        tlsInfo.records = stream ? 'rebound' : 'node';
+      }
       const exp = session.export;
       exportName = exp.name;
       const log = this.#log.child({ export: exp.name });
@@ -272,7 +289,7 @@ class NbdConnection {
         ...(session.name && session.name !== exp.name ? { as: session.name } : {}),
         structured: session.structuredReplies,
         flags: '0x' + session.transmissionFlags.toString(16),
-        ...(session.tls ? { tls: (socket as TLSSocket).getProtocol?.() ?? true, cipher: (socket as TLSSocket).getCipher?.()?.name, identity: identityText(session.identity) } : {}),
+        ...tlsInfo,
       });
       const transmission = new Transmission(socket, reader, session, device, log, {
         maxInflight: this.#opts.maxInflight,
@@ -291,7 +308,7 @@ class NbdConnection {
       if (err instanceof TlsRefused) {
         this.destroy(); // logged by NbdTls with the reason
       } else if (err instanceof ProtocolViolation) {
-        this.#opts.logLimiter.warn(this.#log, 'nbd-protocol-violation', clientAddress(socket), 'protocol violation; closing connection', { reason: err.message });
+        this.#opts.logLimiter.warn(this.#log, 'nbd-protocol-violation', clientAddress(this.#raw), 'protocol violation; closing connection', { reason: err.message });
         await endGracefully(socket);
       } else if (err instanceof StopRequested) {
         await endGracefully(socket);

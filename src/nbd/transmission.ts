@@ -27,7 +27,7 @@
  *  - DISC and graceful stop: no new requests are started; in-flight ones finish and are answered,
  *    then the socket is closed. Requests that arrive during a stop get ESHUTDOWN.
  */
-import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { CheckedDevice } from '../blockdev/checked.js';
 import type { Extent } from '../blockdev/types.js';
 import type { Logger } from '../util/log.js';
@@ -92,7 +92,7 @@ interface Hold {
 }
 
 export class Transmission {
-  readonly #socket: Socket;
+  readonly #socket: Duplex;
   readonly #reader: ByteReader;
   readonly #session: Negotiated;
   readonly #device: CheckedDevice;
@@ -115,7 +115,7 @@ export class Transmission {
   #idle: (() => void) | undefined;
 
   /** `device` is the export opened for this connection (its own gate; the caller closes it). */
-  constructor(socket: Socket, reader: ByteReader, session: Negotiated, device: CheckedDevice, log: Logger, opts: TransmissionOptions) {
+  constructor(socket: Duplex, reader: ByteReader, session: Negotiated, device: CheckedDevice, log: Logger, opts: TransmissionOptions) {
     this.#socket = socket;
     this.#tickCork = new TickCork(socket);
     this.#reader = reader;

@@ -18,10 +18,14 @@
 import type net from 'node:net';
 import tls from 'node:tls';
 import { ReboundError, errorText } from '../errors.js';
+import { tlsRecordFunctions } from '../native/tls-record.js';
 import type { Logger } from '../util/log.js';
 import { type CertDir, certDirSecureOptions, loadCertDir } from './cert-dir.js';
 import { type PskFile, loadPskFile } from './psk-file.js';
 import type { TlsIdentity } from './access.js';
+import { RecordTap } from './record-tap.js';
+import { type SealBuffers, TlsRecordStream } from './record-stream.js';
+import { tls13Suite, TrafficKeys } from './tls13-keys.js';
 
 export type TlsMode = 'off' | 'on' | 'require';
 export const TLS_MODES: readonly TlsMode[] = ['off', 'on', 'require'];
@@ -63,6 +67,14 @@ export class TlsRefused extends Error {
 export interface TlsUpgrade {
   socket: tls.TLSSocket;
   identity: TlsIdentity | undefined;
+  /**
+   * Once the handshake of the protocol above is over: hands the connection to a TlsRecordStream
+   * (record-stream.ts) if it can, or resolves undefined and the TLS socket carries on. `idle` says
+   * whether the caller holds no unread data of the TLS socket; call offload() right after the last
+   * reply of the handshake was written, before the event loop turns, so that nothing the client
+   * sends afterwards reaches the TLS socket.
+   */
+  offload(idle: () => boolean, buffers?: SealBuffers): Promise<TlsRecordStream | undefined>;
 }
 
 export class NbdTls {
@@ -70,9 +82,11 @@ export class NbdTls {
   readonly verifyPeer: boolean;
   readonly certs: CertDir | undefined;
   readonly psk: PskFile | undefined;
+  /** Carry TLS 1.3 connections on with TlsRecordStream after the handshake (when the addon is built). */
+  readonly offloadRecords: boolean;
   readonly #context: tls.SecureContext;
 
-  constructor(opts: { mode: Exclude<TlsMode, 'off'>; certs?: CertDir; psk?: PskFile; verifyPeer?: boolean }) {
+  constructor(opts: { mode: Exclude<TlsMode, 'off'>; certs?: CertDir; psk?: PskFile; verifyPeer?: boolean; offloadRecords?: boolean }) {
     if (!opts.certs && !opts.psk) throw new ReboundError('ERR_INVALID_ARGUMENT', 'NBD TLS needs --tls-certificates DIR or --tls-psk FILE (or both)');
     if (opts.verifyPeer && !opts.certs) throw new ReboundError('ERR_INVALID_ARGUMENT', '--tls-verify-peer needs --tls-certificates DIR (with ca-cert.pem)');
     if (opts.verifyPeer && !opts.certs?.ca) {
@@ -82,6 +96,7 @@ export class NbdTls {
     this.verifyPeer = opts.verifyPeer ?? false;
     this.certs = opts.certs;
     this.psk = opts.psk;
+    this.offloadRecords = opts.offloadRecords ?? true;
     const defaults = tls.DEFAULT_CIPHERS.split(':').filter((c) => !TLS13_FIRST.includes(c));
     const ciphers = opts.psk
       ? [...TLS13_FIRST, ...defaults.filter((c) => c !== '!PSK'), ...PSK_CIPHERS_TLS12, '!kPSK'].join(':')
@@ -128,7 +143,10 @@ export class NbdTls {
       let pskUser: string | undefined;
       let pskUnknown: string | undefined;
       const keys = this.psk?.keys;
-      const socket = new tls.TLSSocket(raw, {
+      // With the native addon, a tap counts the records under the application keys (for offload).
+      const fns = this.offloadRecords ? tlsRecordFunctions() : undefined;
+      const tap = fns ? new RecordTap(raw, fns) : undefined;
+      const socket = new tls.TLSSocket(tap ?? raw, {
         isServer: true,
         secureContext: this.#context,
         requestCert: this.verifyPeer,
@@ -147,6 +165,32 @@ export class NbdTls {
             }
           : {}),
       });
+      if (tap) {
+        socket.on('keylog', (line) => tap.keylog(line));
+        tap.suite = () => (socket.getProtocol() === 'TLSv1.3' ? tls13Suite(socket.getCipher()?.standardName) : undefined);
+      }
+      const offload = async (idle: () => boolean, buffers?: SealBuffers): Promise<TlsRecordStream | undefined> => {
+        if (!tap || !fns) return undefined;
+        tap.hold();
+        // Every reply written so far has gone through the tap once this empty write completes.
+        await new Promise<void>((resolve) => socket.write(Buffer.alloc(0), () => resolve()));
+        const suite = tap.suite();
+        const state = suite && idle() && socket.readableLength === 0 && !socket.destroyed ? tap.detach() : undefined;
+        if (!suite || !state) {
+          tap.release();
+          return undefined;
+        }
+        socket.destroy(); // detached: this no longer touches the raw socket
+        return new TlsRecordStream(
+          raw,
+          {
+            tx: new TrafficKeys(fns, suite, state.secrets.server, { seal: true, seq: state.txSeq }),
+            rx: new TrafficKeys(fns, suite, state.secrets.client, { seal: false, seq: state.rxSeq }),
+            pending: state.pending,
+          },
+          buffers,
+        );
+      };
       let settled = false;
       const refuse = (reason: string, fields: Record<string, unknown> = {}): void => {
         if (settled) return;
@@ -160,7 +204,7 @@ export class NbdTls {
         if (settled) return;
         if (pskUser !== undefined) {
           settled = true;
-          resolve({ socket, identity: { kind: 'psk', name: pskUser } });
+          resolve({ socket, identity: { kind: 'psk', name: pskUser }, offload });
           return;
         }
         if (this.verifyPeer) {
@@ -170,11 +214,11 @@ export class NbdTls {
             return;
           }
           settled = true;
-          resolve({ socket, identity: certIdentity(socket) });
+          resolve({ socket, identity: certIdentity(socket), offload });
           return;
         }
         settled = true;
-        resolve({ socket, identity: undefined });
+        resolve({ socket, identity: undefined, offload });
       });
       socket.once('error', (err) => {
         const why = pskUnknown !== undefined ? `unknown PSK username '${pskUnknown}'` : tlsErrorText(err, keys !== undefined);

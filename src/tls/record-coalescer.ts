@@ -42,6 +42,11 @@ export class RecordCoalescer extends EventEmitter {
     }
   }
 
+  /** Data received and not yet passed on. */
+  get pending(): number {
+    return this.#queue.reduce((n, c) => n + c.length, 0);
+  }
+
   #flush(all: boolean): void {
     while (this.#queue.length > 0 && (all || !this.#paused)) this.emit('data', this.#queue.shift()!);
   }

@@ -8,6 +8,7 @@
  *    counted until its release() (called once, when the connection has ended).
  */
 import type net from 'node:net';
+import type { Duplex } from 'node:stream';
 
 /** The client a socket belongs to, for per-client limits and log lines. */
 export function clientAddress(socket: net.Socket): string {
@@ -63,7 +64,7 @@ export class ConnectionLimits {
 }
 
 /** Sends what is queued, then closes both directions (a peer that keeps its side open is cut after 2 s). */
-export function endGracefully(socket: net.Socket): Promise<void> {
+export function endGracefully(socket: Duplex): Promise<void> {
   return new Promise((resolve) => {
     if (socket.destroyed) return resolve();
     socket.once('close', () => resolve());

@@ -15,8 +15,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryDevice } from '../../src/blockdev/base/memory.js';
 import { Catalog } from '../../src/exports/catalog.js';
 import { ByteReader } from '../../src/nbd/byte-reader.js';
-import { encodeGoData, encodeOption } from '../../src/nbd/messages.js';
-import { Opt, Rep } from '../../src/nbd/protocol.js';
+import { encodeGoData, encodeOption, encodeRequest } from '../../src/nbd/messages.js';
+import { Cmd, Opt, Rep } from '../../src/nbd/protocol.js';
 import { NbdServer } from '../../src/nbd/server.js';
 import { AccessPolicy } from '../../src/tls/access.js';
 import { loadCertDir } from '../../src/tls/cert-dir.js';
@@ -35,7 +35,10 @@ let server: NbdServer;
 let port: number;
 const lines: string[] = [];
 
-/** Plain-text greeting and STARTTLS, then TLS with `opts`; resolves with GO's final reply type. */
+/**
+ * Plain-text greeting and STARTTLS, then TLS with `opts`; resolves with GO's final reply type. After
+ * an ACK it also reads 512 bytes, so the server has logged the connection when this resolves.
+ */
 async function goOverTls(opts: tls.ConnectionOptions): Promise<number> {
   const raw = net.connect(port, '127.0.0.1');
   raw.on('error', () => undefined);
@@ -54,7 +57,13 @@ async function goOverTls(opts: tls.ConnectionOptions): Promise<number> {
       const head = await reader.readExact(20);
       await reader.readExact(head.readUInt32BE(16));
       const type = head.readUInt32BE(12);
-      if (type === Rep.ACK || type >= 0x80000000) return type;
+      if (type >= 0x80000000) return type;
+      if (type === Rep.ACK) {
+        s.write(encodeRequest(0, Cmd.READ, 7n, 0, 512));
+        const reply = await reader.readExact(16 + 512);
+        expect(reply.readUInt32BE(4)).toBe(0); // no error
+        return type;
+      }
     }
   } finally {
     s.destroy();

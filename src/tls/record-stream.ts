@@ -1,0 +1,264 @@
+/**
+ * TlsRecordStream: a TLS 1.3 connection carried on after its handshake without Node's TLS socket.
+ * rebound seals and opens the records itself (RFC 8446 §5) with the native addon, on the raw socket.
+ *
+ * Why: Node's TLS socket encrypts every write on its own — it copies the write's buffers into one,
+ * splits it through OpenSSL's BIOs and hands each piece to the socket — which cost rebound twice the
+ * server CPU per GiB of nbdkit with GnuTLS (tools/bench/tls.mjs). Here a whole batch of replies
+ * (a corked writev) becomes records in one native call and one socket write, and all the records
+ * of one socket read are opened into one buffer (one 'data' event: no RecordCoalescer needed).
+ *
+ * Design notes:
+ *  - The handshake stays with Node/OpenSSL (certificates, PSK, verification, alerts); record-tap.ts
+ *    counts the records sent and received under the application keys, and nbd-tls.ts hands the
+ *    connection over here with those sequence numbers and the keys from OpenSSL's keylog.
+ *  - Only what a peer may send after the handshake is accepted: application data, alerts
+ *    (close_notify ends the stream, any other fails it) and KeyUpdate (new receive keys, and ours
+ *    too when the peer asks). Anything else, a record over the size limit or one that does not
+ *    authenticate fails the stream: nothing unauthenticated is ever passed on.
+ *  - Writes complete when the socket has taken the records (its write callback), so the stream's
+ *    writableLength and 'drain' tell the truth about unsent data, as a socket's would.
+ *  - end() sends close_notify, then ends the socket; destroy() destroys it.
+ */
+import { Duplex } from 'node:stream';
+import {
+  RECORD_HEADER,
+  RECORD_PLAINTEXT_MAX,
+  RECORD_TAG,
+  sealedSize,
+} from '../native/tls-record.js';
+import type { TrafficKeys } from './tls13-keys.js';
+
+export const ContentType = { Alert: 21, Handshake: 22, ApplicationData: 23 } as const;
+const KEY_UPDATE = 24;
+/** Plaintext sealed per native call and output buffer (64 full records). */
+const SEAL_SEGMENT = 1024 * 1024;
+/** Largest record body a peer may send: plaintext, content type and padding up to 2^14 + 256 (RFC 8446 §5.2). */
+const RECORD_BODY_MAX = RECORD_PLAINTEXT_MAX + 256;
+
+/** Where sealed records are built (the NBD server's reply pool); they return to it once sent. */
+export interface SealBuffers {
+  acquire(size: number): Buffer;
+  release(buf: Buffer): void;
+}
+
+const UNPOOLED: SealBuffers = { acquire: (size) => Buffer.allocUnsafe(size), release: () => undefined };
+
+export interface RecordStreamState {
+  /** Our direction (sealing) and the peer's (opening), at their next sequence numbers. */
+  tx: TrafficKeys;
+  rx: TrafficKeys;
+  /** Ciphertext received behind the handshake and not yet opened (whole or partial records). */
+  pending: Buffer;
+}
+
+/** The peer broke the record layer; the connection cannot go on. */
+export class TlsRecordError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TlsRecordError';
+  }
+}
+
+export class TlsRecordStream extends Duplex {
+  readonly #raw: Duplex;
+  readonly #buffers: SealBuffers;
+  #tx: TrafficKeys;
+  #rx: TrafficKeys;
+  /** A partial record waiting for the rest of its bytes. */
+  #partial: Buffer = Buffer.alloc(0);
+  #closeNotified = false;
+
+  constructor(raw: Duplex, state: RecordStreamState, buffers: SealBuffers = UNPOOLED) {
+    super({ allowHalfOpen: true });
+    this.#raw = raw;
+    this.#buffers = buffers;
+    this.#tx = state.tx;
+    this.#rx = state.rx;
+    raw.on('data', (chunk: Buffer) => this.#received(chunk));
+    raw.on('end', () => this.#peerEnded());
+    raw.on('error', (err) => this.destroy(err));
+    raw.on('close', () => this.destroy());
+    if (state.pending.length > 0) queueMicrotask(() => this.#received(state.pending));
+  }
+
+  override _read(): void {
+    this.#raw.resume();
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
+    this.#seal(ContentType.ApplicationData, [chunk], done);
+  }
+
+  override _writev(chunks: { chunk: Buffer }[], done: (err?: Error | null) => void): void {
+    this.#seal(ContentType.ApplicationData, chunks.map((c) => c.chunk), done);
+  }
+
+  override _final(done: (err?: Error | null) => void): void {
+    if (this.#raw.destroyed) return done();
+    this.#seal(ContentType.Alert, [Buffer.from([1, 0])]); // close_notify
+    this.#raw.end();
+    done();
+  }
+
+  override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
+    this.#raw.destroy();
+    done(err);
+  }
+
+  /**
+   * Seals `chunks` as records of `type` and hands them to the socket, SEAL_SEGMENT bytes of
+   * plaintext per native call and per pooled output buffer; `done` once the socket took them all.
+   */
+  #seal(type: number, chunks: Buffer[], done?: (err?: Error | null) => void): void {
+    if (this.#raw.destroyed) return done?.(new Error('the connection is closed'));
+    let segment: Buffer[] = [];
+    let segmentBytes = 0;
+    let writing = 1; // the writes below, plus this loop until it issued them all
+    let failed: Error | null | undefined;
+    const written = (err?: Error | null): void => {
+      failed ??= err;
+      if (--writing === 0) done?.(failed);
+    };
+    const flush = (): void => {
+      const out = this.#buffers.acquire(sealedSize(segmentBytes));
+      this.#tx.seal(type, segment, out);
+      writing++;
+      this.#raw.write(out, (err) => {
+        this.#buffers.release(out);
+        written(err);
+      });
+      segment = [];
+      segmentBytes = 0;
+    };
+    for (const c of chunks) {
+      for (let at = 0; at < c.length; ) {
+        const take = Math.min(c.length - at, SEAL_SEGMENT - segmentBytes);
+        segment.push(at === 0 && take === c.length ? c : c.subarray(at, at + take));
+        segmentBytes += take;
+        at += take;
+        if (segmentBytes === SEAL_SEGMENT) flush();
+      }
+    }
+    if (segmentBytes > 0 || type !== ContentType.ApplicationData) flush();
+    written();
+  }
+
+  #received(chunk: Buffer): void {
+    if (this.destroyed || this.#closeNotified) return;
+    let data = chunk;
+    if (this.#partial.length > 0) {
+      // Complete the partial record with just the bytes it needs; the rest is opened in place.
+      const p = this.#partial;
+      const need = p.length < RECORD_HEADER ? RECORD_HEADER - p.length : RECORD_HEADER + p.readUInt16BE(3) - p.length;
+      if (chunk.length < need) {
+        this.#partial = Buffer.concat([p, chunk]);
+        return;
+      }
+      this.#partial = Buffer.alloc(0);
+      const head = Buffer.concat([p, chunk.subarray(0, need)]);
+      if (head.length === RECORD_HEADER) {
+        // Only the header was missing: go on with header + chunk as one.
+        data = Buffer.concat([head, chunk.subarray(need)]);
+      } else {
+        if (!this.#open(head)) return;
+        data = chunk.subarray(need);
+      }
+    }
+    this.#open(data);
+  }
+
+  /**
+   * Opens the whole records at the start of `data` into one buffer of application data and
+   * passes it on; keeps a partial record at the end. False when the stream failed or ended.
+   */
+  #open(data: Buffer): boolean {
+    let end = 0;
+    let room = 0;
+    while (data.length - end >= RECORD_HEADER) {
+      const len = data.readUInt16BE(end + 3);
+      if (data[end] !== ContentType.ApplicationData) return this.#fail(`unexpected TLS record type ${data[end]} after the handshake`);
+      if (len > RECORD_BODY_MAX + RECORD_TAG || len < RECORD_TAG + 1) return this.#fail(`TLS record of ${len} bytes`);
+      if (data.length - end < RECORD_HEADER + len) break;
+      room += len - RECORD_TAG;
+      end += RECORD_HEADER + len;
+    }
+    if (end < data.length) this.#partial = Buffer.from(data.subarray(end));
+    if (end === 0) return true;
+    const out = Buffer.allocUnsafe(room);
+    let start = 0; // application data not yet passed on: out[start, filled)
+    let filled = 0;
+    const passOn = (): void => {
+      if (filled > start) this.#deliver(out.subarray(start, filled));
+      start = filled;
+    };
+    for (let at = 0; at < end; ) {
+      const len = data.readUInt16BE(at + 3);
+      const n = this.#rx.open(data.subarray(at, at + RECORD_HEADER + len), out, filled);
+      if (n < 0) {
+        passOn(); // the records before it were authentic
+        return this.#fail('a TLS record did not authenticate (bad record MAC)');
+      }
+      at += RECORD_HEADER + len;
+      // The inner plaintext: content, content type, zero padding.
+      let last = filled + n - 1;
+      while (last >= filled && out[last] === 0) last--;
+      if (last < filled) {
+        passOn();
+        return this.#fail('a TLS record without a content type');
+      }
+      const type = out[last]!;
+      if (type === ContentType.ApplicationData) {
+        filled = last; // the next record opens over this one's type byte and padding
+        continue;
+      }
+      passOn();
+      if (!this.#control(type, Buffer.from(out.subarray(filled, last)))) return false;
+    }
+    passOn();
+    return true;
+  }
+
+  #deliver(data: Buffer): boolean {
+    const more = this.push(data);
+    if (!more) this.#raw.pause();
+    return more;
+  }
+
+  /** An alert or a post-handshake message. False when the stream ended or failed. */
+  #control(type: number, body: Buffer): boolean {
+    if (type === ContentType.Alert) {
+      if (body.length === 2 && body[1] === 0) {
+        this.#closeNotified = true;
+        this.push(null);
+        return false;
+      }
+      return this.#fail(`TLS alert ${body[1] ?? '?'} from the peer`);
+    }
+    if (type === ContentType.Handshake && body.length === 5 && body[0] === KEY_UPDATE && body.readUIntBE(1, 3) === 1 && body[4]! <= 1) {
+      this.#rx = this.#rx.next();
+      if (body[4] === 1) this.keyUpdate(false);
+      return true;
+    }
+    return this.#fail(`unexpected TLS ${type === ContentType.Handshake ? `handshake message ${body[0]}` : `content type ${type}`} after the handshake`);
+  }
+
+  /** Sends a KeyUpdate (asking the peer to update too when `request`) and moves to new keys. */
+  keyUpdate(request: boolean): void {
+    this.#seal(ContentType.Handshake, [Buffer.from([KEY_UPDATE, 0, 0, 1, request ? 1 : 0])]);
+    this.#tx = this.#tx.next();
+  }
+
+  #peerEnded(): void {
+    // A peer that closes without close_notify: the stream ends all the same (no more data can come).
+    if (!this.#closeNotified) {
+      this.#closeNotified = true;
+      this.push(null);
+    }
+  }
+
+  #fail(reason: string): false {
+    this.destroy(new TlsRecordError(reason));
+    return false;
+  }
+}
