@@ -2,7 +2,7 @@
  * The layers a recovery session stacks: qos (token buckets), stats, switch (drain + re-point),
  * dirty tracker, freeze (copy-before-write).
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { MemoryDevice } from '../../../src/blockdev/base/memory.js';
 import { DirtyTracker } from '../../../src/blockdev/layers/dirty-tracker.js';
 import { FaultLayer } from '../../../src/blockdev/layers/fault.js';
@@ -15,75 +15,100 @@ import { TokenBucket } from '../../../src/util/token-bucket.js';
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
-async function timed(fn: () => Promise<void>): Promise<number> {
-  const t = performance.now();
-  await fn();
-  return (performance.now() - t) / 1000;
+/**
+ * Runs `fn` on a fake clock (setTimeout and performance.now), moved 1 ms at a time until fn ends,
+ * and returns the clock's seconds: rate tests then measure the limiter's arithmetic, never the
+ * machine's speed. Make the limiters inside `fn`, so that they start on the fake clock.
+ */
+async function onFakeClock(fn: () => Promise<unknown>): Promise<number> {
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] });
+  try {
+    const start = performance.now();
+    let done = false;
+    const run = fn().finally(() => (done = true));
+    for (let steps = 0; !done && steps < 600_000; steps++) await vi.advanceTimersByTimeAsync(1);
+    await run;
+    return (performance.now() - start) / 1000;
+  } finally {
+    vi.useRealTimers();
+  }
+}
+
+/** Runs `total` operations with `workers` callers at once (a count, not a time). */
+async function runOps(total: number, workers: number, op: () => Promise<void>): Promise<void> {
+  let started = 0;
+  await Promise.all(Array.from({ length: workers }, async () => {
+    while (started < total) {
+      started++;
+      await op();
+    }
+  }));
 }
 
 describe('TokenBucket', () => {
   it('holds a long-run rate and serves waiters in order', async () => {
-    const b = new TokenBucket(1000, 0.05); // 1000 tokens/s, burst 50
     const order: number[] = [];
-    const s = await timed(() => Promise.all(Array.from({ length: 10 }, (_, i) => b.take(55).then(() => order.push(i)))).then(() => undefined));
-    // 550 tokens, 50 of them burst: about 0.5 s.
-    expect(s).toBeGreaterThan(0.45);
-    expect(s).toBeLessThan(0.8);
+    const s = await onFakeClock(() => {
+      const b = new TokenBucket(1000, 0.05); // 1000 tokens/s, burst 50
+      return Promise.all(Array.from({ length: 10 }, (_, i) => b.take(55).then(() => order.push(i))));
+    });
+    // 550 tokens, 50 of them burst: 0.5 s.
+    expect(s).toBeGreaterThan(0.49);
+    expect(s).toBeLessThan(0.52);
     expect(order).toEqual([...order].sort((a, c) => a - c));
   });
 
   it('is free at rate 0 and applies a new rate at once', async () => {
-    const b = new TokenBucket(0);
-    expect(await timed(() => b.take(1e9))).toBeLessThan(0.05);
-    b.setRate(100);
-    expect(await timed(() => b.take(30))).toBeGreaterThan(0.15);
+    let free = -1;
+    const s = await onFakeClock(async () => {
+      const b = new TokenBucket(0);
+      await b.take(1e9);
+      free = performance.now();
+      b.setRate(100);
+      await b.take(30); // no tokens saved at rate 0: 30 tokens at 100/s
+    });
+    expect(free).toBe(0);
+    expect(s).toBeGreaterThan(0.29);
+    expect(s).toBeLessThan(0.32);
   });
 });
 
 describe('QosLayer', () => {
   it('limits IOPS within 10% of the limit', async () => {
-    const dev = new QosLayer(new MemoryDevice(MiB), new QosLimiter({ iops: 200 }));
     const buf = Buffer.alloc(4096);
-    let ops = 0;
-    const s = await timed(async () => {
-      const end = performance.now() + 1500;
-      await Promise.all(Array.from({ length: 8 }, async () => {
-        while (performance.now() < end) {
-          await dev.read(buf, 0);
-          ops++;
-        }
-      }));
+    const s = await onFakeClock(() => {
+      const dev = new QosLayer(new MemoryDevice(MiB), new QosLimiter({ iops: 200 }));
+      return runOps(300, 8, () => dev.read(buf, 0));
     });
-    const rate = ops / s;
+    const rate = 300 / s;
     expect(rate).toBeGreaterThan(180);
     expect(rate).toBeLessThan(220 + 20 / s); // the burst (0.1 s worth) on top
   });
 
   it('limits bandwidth within 10%, and a shared limiter caps two exports together', async () => {
-    const shared = new QosLimiter({ bps: 4 * MiB });
-    const a = new QosLayer(new MemoryDevice(MiB), new QosLimiter({}), shared);
-    const b = new QosLayer(new MemoryDevice(MiB), new QosLimiter({}), shared);
     const buf = Buffer.alloc(64 * KiB);
-    let bytes = 0;
-    const s = await timed(async () => {
-      const end = performance.now() + 1500;
-      await Promise.all([a, b, a, b].map(async (dev) => {
-        while (performance.now() < end) {
-          await dev.write(buf, 0);
-          bytes += buf.length;
-        }
-      }));
+    const writes = 96; // 6 MiB
+    const s = await onFakeClock(() => {
+      const shared = new QosLimiter({ bps: 4 * MiB });
+      const a = new QosLayer(new MemoryDevice(MiB), new QosLimiter({}), shared);
+      const b = new QosLayer(new MemoryDevice(MiB), new QosLimiter({}), shared);
+      let turn = 0;
+      return runOps(writes, 4, () => (turn++ % 2 === 0 ? a : b).write(buf, 0));
     });
-    const rate = bytes / s;
+    const rate = (writes * buf.length) / s;
     expect(rate).toBeGreaterThan(0.9 * 4 * MiB);
     expect(rate).toBeLessThan(1.1 * 4 * MiB + (0.4 * MiB + 4 * 64 * KiB) / s);
   });
 
   it('changes limits live', async () => {
-    const limiter = new QosLimiter({ iops: 10 });
-    const dev = new QosLayer(new MemoryDevice(MiB), limiter);
-    limiter.set({});
-    expect(await timed(() => Promise.all(Array.from({ length: 100 }, () => dev.read(Buffer.alloc(512), 0))).then(() => undefined))).toBeLessThan(0.2);
+    let limiter!: QosLimiter;
+    const s = await onFakeClock(() => {
+      limiter = new QosLimiter({ iops: 10 });
+      const dev = new QosLayer(new MemoryDevice(MiB), limiter);
+      limiter.set({});
+      return Promise.all(Array.from({ length: 100 }, () => dev.read(Buffer.alloc(512), 0)));
+    });
+    expect(s).toBeLessThan(0.005); // the clock's first step
     expect(limiter.limits).toEqual({});
   });
 });
