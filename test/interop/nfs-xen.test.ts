@@ -2,7 +2,7 @@
  * The XenServer / XCP-ng storage-repository rendering of the NFS datastore with real clients, in a
  * private network namespace (the portmapper on 111): rpcinfo -s/-p/-l as XenServer's storage
  * manager runs them (nfs.py: `rpcinfo -s` must show "nfs", `rpcinfo -p` lines with "nfs" give
- * the versions), libnfs' nfs-ls/nfs-cp on /xen/SR-UUID/VDI-UUID.raw, qemu-io writing the VDI, and
+ * the versions), libnfs' nfs-ls/nfs-cp/nfs-cat on /xen/SR-UUID/VDI-UUID.raw, qemu-io writing the VDI, and
  * after a restart with nfsXenFormat=vhd qemu-img reading `<VDI>.vhd` as a fixed VHD (vpc).
  */
 import crypto from 'node:crypto';
@@ -16,7 +16,7 @@ import { startNfsChild, type ChildConfig, type NfsChild } from '../helpers/nfs-f
 import { missingQemuNfs } from '../helpers/nfs-peers.js';
 import { missingPeers } from '../helpers/peers.js';
 
-const missing = [...missingPeers('nfs-ls', 'nfs-cp', 'qemu-img', 'qemu-io', 'rpcinfo'), ...missingQemuNfs(), ...missingNetNs()];
+const missing = [...missingPeers('nfs-ls', 'nfs-cat', 'nfs-cp', 'qemu-img', 'qemu-io', 'rpcinfo'), ...missingQemuNfs(), ...missingNetNs()];
 const MiB = 1024 * 1024;
 const CREATED = '2026-11-22T05:00:00Z';
 const SR = xenSrUuid('vm1-rec', new Date(CREATED));
@@ -99,6 +99,7 @@ describe.skipIf(missing.length > 0)('NFS storage repository for XenServer with r
     await ns.runOk('nfs-cp', [local, url(`/xen/${SR}/sm-hardlink.conf`)]);
     expect(fs.readFileSync(path.join(dir, 'sessions/vm1-rec/xen/sm-hardlink.conf'), 'utf8')).toBe('0');
     expect((await ns.runOk('nfs-ls', [url(`/xen/${SR}`)])).stdout).toMatch(/sm-hardlink\.conf/);
+    expect((await ns.runOk('nfs-cat', [url(`/xen/${SR}/sm-hardlink.conf`)])).stdout).toBe('0');
     // The VDI itself cannot be created over.
     expect((await ns.run('nfs-cp', [local, url(`/xen/${SR}/${VDI}.raw`)])).code).not.toBe(0);
   });

@@ -7,6 +7,8 @@
  * file handles (the root, the session's directory, its flat disk file) or random opaque handles,
  * followed by random words, strings and offsets; records split into random fragments, the last
  * fragment bit sometimes missing, the stream sometimes cut. The client half-closes and drains.
+ * One input in six goes to the portmapper's port instead (PORTMAP v2, rpcbind v3/v4 with random
+ * rpcb arguments); names include the XenServer SR folder (/xen/SR-UUID).
  *
  * Oracle: the server closes each connection within 3 s of the client's EOF; every 50 inputs and
  * at the end a fresh client MOUNTs /, GETATTRs the root and READs 64 KiB of the flat disk file
@@ -38,6 +40,8 @@ interface Input {
   fragment: number | null;
   dropLast: boolean;
   cut: number | null;
+  /** Sent to the portmapper's port (in-process mode; the daemon runs without one). */
+  toPortmap: boolean;
 }
 
 const word = (n: number): Buffer => {
@@ -52,7 +56,7 @@ const argPart: fc.Arbitrary<Part> = fc.oneof(
   { weight: 1, arbitrary: fc.uint8Array({ maxLength: 80 }).map(opaque) },
   { weight: 3, arbitrary: fc.oneof(fc.constantFrom(0, 1, 2, 3, 0x1ff, 4096, 65536), u32()).map(word) },
   { weight: 1, arbitrary: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }).map((v) => Buffer.concat([word(Number(v >> 32n)), word(Number(v & 0xffffffffn))])) },
-  { weight: 2, arbitrary: fc.oneof(fc.constantFrom('disk0-flat.vmdk', 'disk0.vmdk', '.', '..', 'x', 's1', 'sessions', 'a/b'), fc.string({ maxLength: 300 })).map((s) => opaque(Buffer.from(s))) },
+  { weight: 2, arbitrary: fc.oneof(fc.constantFrom('disk0-flat.vmdk', 'disk0.vmdk', '.', '..', 'x', 's1', 'sessions', 'a/b', 'xen', 'tcp', 'udp6', 'sm-hardlink.conf'), fc.string({ maxLength: 300 })).map((s) => opaque(Buffer.from(s))) },
   { weight: 1, arbitrary: fc.uint8Array({ maxLength: 40 }).map((b) => Buffer.from(b)) },
 );
 
@@ -80,11 +84,14 @@ const input: fc.Arbitrary<Input> = fc.record({
   fragment: rarely(fc.integer({ min: 1, max: 64 }), 4),
   dropLast: fc.nat({ max: 7 }).map((n) => n === 0), // one call in eight never ends its record
   cut: rarely(fc.nat(), 6),
+  toPortmap: fc.nat({ max: 5 }).map((n) => n === 0),
 });
 
 interface Ctx {
   dir: string;
   port: number;
+  /** The portmapper's port (the NFS port when there is none). */
+  portmap: number;
   /** The bytes the flat disk holds at [off, off + len). */
   want(off: number, len: number): Promise<Buffer>;
   /** In-process mode. */
@@ -131,12 +138,13 @@ export function nfsTarget(): FuzzTarget<Input, Ctx> {
           const point = entryNames(await c.readdirplus(vm)).find((n) => /^\d{8}T\d{6}Z$/.test(n))!;
           const sdir = await c.lookupPath(vm, point);
           const fh = { root, sdir, flat: await c.lookupPath(sdir, 'disk0-flat.vmdk') };
-          return { dir, port, daemon, fh, want: async (off: number, len: number) => image.subarray(off, off + len) };
+          return { dir, port, portmap: port, daemon, fh, want: async (off: number, len: number) => image.subarray(off, off + len) };
         } finally {
           c.close();
         }
       }
       const srv = await startInProcess(path.join(dir, 'state'), path.join(dir, 's1'));
+      const portmap = (await srv.server.listenPortmap('127.0.0.1', 0)).port;
       const c = await RpcTestClient.connect(srv.port);
       try {
         const root = (await c.mount('/')).fh!;
@@ -146,12 +154,12 @@ export function nfsTarget(): FuzzTarget<Input, Ctx> {
           await srv.disk.read(b, off);
           return b;
         };
-        return { dir, port: srv.port, srv, fh, want };
+        return { dir, port: srv.port, portmap, srv, fh, want };
       } finally {
         c.close();
       }
     },
-    check: async (inp, ctx) => feedConnection({ port: ctx.port }, records(inp, ctx.fh), false, 3000),
+    check: async (inp, ctx) => feedConnection({ port: inp.toPortmap ? ctx.portmap : ctx.port }, records(inp, ctx.fh), false, 3000),
     liveness: {
       every: 50,
       check: async (ctx, done) => {
@@ -168,6 +176,15 @@ export function nfsTarget(): FuzzTarget<Input, Ctx> {
           if (r.status !== 0 || !Buffer.from(r.resok!.data).equals(want)) throw new OracleFailure(`liveness READ: status ${r.status}, data differs`);
         } finally {
           c.close();
+        }
+        if (ctx.portmap !== ctx.port) {
+          const pm = await RpcTestClient.connect(ctx.portmap);
+          try {
+            const d = await pm.call(PORTMAP, 3, 4); // rpcbind DUMP
+            if (d.kind !== 'accepted' || d.stat !== 0 || d.body.readUInt32BE(0) !== 1) throw new OracleFailure(`liveness rpcbind DUMP answered ${JSON.stringify(d).slice(0, 200)}`);
+          } finally {
+            pm.close();
+          }
         }
         if (ctx.daemon) {
           const left = await ctx.daemon.leftoverConnections();
