@@ -59,6 +59,7 @@ import {
   type Pdu,
 } from './pdu.js';
 import { dataOutLength, execute, LogicalUnit, MAX_TRANSFER_BYTES, type NexusState } from './scsi.js';
+import type { CatalogEntry } from '../exports/catalog.js';
 import type { PersistentReservations } from './reservations.js';
 import { senseSegment, Status } from './sense.js';
 import { IscsiSession } from './session.js';
@@ -79,7 +80,7 @@ export interface ConnectionHost {
   register(session: IscsiSession): Promise<void>;
   unregister(session: IscsiSession): void;
   /** The persistent reservations of a published disk (one table per catalog entry, shared by every session). */
-  reservations(entryName: string): PersistentReservations;
+  reservations(entry: CatalogEntry): Promise<PersistentReservations>;
   /** TARGET WARM RESET: aborts the tasks of every session of a target. */
   warmReset(targetName: string, except: IscsiSession): Promise<void>;
   readonly shuttingDown: boolean;
@@ -277,7 +278,7 @@ export class IscsiConnection {
         for (let lun = 0; lun < t.luns.length; lun++) {
           const entry = t.luns[lun]!;
           const gate = await entry.open({ onUnexpectedError: (err, op) => this.#log.error('unexpected device error', { op, err: errorText(err), export: entry.name }) });
-          const reservations = this.#host.reservations(entry.name);
+          const reservations = await this.#host.reservations(entry);
           session.units.set(lun, { lun, gate, unit: new LogicalUnit({ id: entry.name, device: gate, capabilities: entry.capabilities(), targetName: t.name, reservations }) });
         }
       } catch (err) {

@@ -13,15 +13,19 @@
  *    or 'none'; scsi.ts answers RESERVATION CONFLICT to commands outside it. Commands that only
  *    describe the unit (INQUIRY, REPORT LUNS, READ CAPACITY, REQUEST SENSE, TEST UNIT READY, PR IN,
  *    REPORT SUPPORTED OPERATION CODES) are always allowed; PR OUT checks keys itself.
- *  - Left out, and said so by REPORT CAPABILITIES: persistence through power loss (PTPL_C=0: the
- *    state lives in memory and a daemon restart clears it; APTPL=1 is refused), SPEC_I_PT and
- *    ALL_TG_PT (SIP_C=ATP_C=0; there is one target port), REGISTER AND MOVE and REPLACE LOST
- *    RESERVATION (invalid service action). No unit attentions (REGISTRATIONS PREEMPTED,
+ *  - Persistence through power loss (APTPL): with a store (a session disk's reservation-file.ts)
+ *    PTPL_C=1, and after a REGISTER with APTPL=1 every change is saved before the command is
+ *    answered (a failed save restores the state before it and answers HARDWARE ERROR); APTPL=0
+ *    removes the saved state. Without a store (restore points, ad-hoc exports) PTPL_C=0 and
+ *    APTPL=1 is refused. PERSISTENT RESERVE OUT commands of one disk run one at a time.
+ *  - Left out, and said so by REPORT CAPABILITIES: SPEC_I_PT and ALL_TG_PT (SIP_C=ATP_C=0; there is
+ *    one target port), REGISTER AND MOVE and REPLACE LOST RESERVATION (invalid service action). No unit attentions (REGISTRATIONS PREEMPTED,
  *    RESERVATIONS RELEASED) are queued for the nexuses that lose a registration or reservation
  *    (libiscsi's ownership tests, which tgt fails for its RESERVATIONS RELEASED, expect none).
  *  - PREEMPT AND ABORT also aborts the preempted nexuses' commands on this disk: the table's owner
  *    (the server) gives it `abortTasks`, and the command completes after those tasks ended.
  */
+import type { PrState, PrStore } from './reservation-file.js';
 import { Asc, invalidCdb, invalidParam, ScsiError, SenseKey } from './sense.js';
 
 export const PrType = { WriteExclusive: 1, ExclusiveAccess: 3, WriteExclusiveRegistrantsOnly: 5, ExclusiveAccessRegistrantsOnly: 6, WriteExclusiveAllRegistrants: 7, ExclusiveAccessAllRegistrants: 8 } as const;
@@ -57,8 +61,16 @@ export class PersistentReservations {
   /** Nexuses whose registration the running PREEMPT removed. */
   #preempted: string[] = [];
 
-  constructor(abortTasks?: (nexusIds: string[]) => Promise<void>) {
-    this.#abortTasks = abortTasks;
+  readonly #store: PrStore | undefined;
+  /** The last REGISTER asked for persistence through power loss. */
+  #aptpl = false;
+  /** PERSISTENT RESERVE OUT commands run one at a time (a save is part of each). */
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(opts: { abortTasks?: (nexusIds: string[]) => Promise<void>; store?: PrStore; initial?: PrState } = {}) {
+    this.#abortTasks = opts.abortTasks;
+    this.#store = opts.store;
+    if (opts.initial) this.#restore(opts.initial, true);
   }
 
   /** nexus id -> key, and who each nexus is (READ FULL STATUS). */
@@ -112,8 +124,9 @@ export class PersistentReservations {
       case InSa.ReportCapabilities: {
         const b = Buffer.alloc(8);
         b.writeUInt16BE(8, 0);
-        // byte 2: RLR_C, CRH (RESERVE(6)/RELEASE(6) are not offered), SIP_C, ATP_C, PTPL_C all 0
-        b[3] = 0x80; // TMV: the type mask is valid; ALLOW COMMANDS 0; PTPL_A 0
+        // byte 2: RLR_C, CRH (RESERVE(6)/RELEASE(6) are not offered), SIP_C, ATP_C 0; PTPL_C with a store
+        b[2] = this.#store ? 0x01 : 0;
+        b[3] = 0x80 | (this.#aptpl ? 0x01 : 0); // TMV: the type mask is valid; ALLOW COMMANDS 0; PTPL_A
         b[4] = 0x80 | 0x40 | 0x20 | 0x08 | 0x02; // WR_EX_AR, EX_AC_RO, WR_EX_RO, EX_AC, WR_EX
         b[5] = 0x01; // EX_AC_AR
         return b;
@@ -135,9 +148,44 @@ export class PersistentReservations {
    * PERSISTENT RESERVE OUT from `nexus` with its parameter list. Throws ScsiError or
    * ReservationConflict; PREEMPT AND ABORT resolves once the preempted nexuses' tasks have ended.
    */
-  async out(nexus: Nexus, cdb: Buffer, params: Buffer | undefined): Promise<void> {
+  out(nexus: Nexus, cdb: Buffer, params: Buffer | undefined): Promise<void> {
+    const run = this.#queue.then(() => this.#out(nexus, cdb, params));
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  async #out(nexus: Nexus, cdb: Buffer, params: Buffer | undefined): Promise<void> {
+    const wasPersistent = this.#aptpl;
+    const before = this.#store ? this.#state() : undefined;
     const preempted = this.#change(nexus, cdb, params);
+    if (this.#store && (this.#aptpl || wasPersistent)) {
+      try {
+        await this.#store.save(this.#aptpl ? this.#state() : undefined);
+      } catch (err) {
+        this.#restore(before!, wasPersistent);
+        throw new ScsiError(SenseKey.HardwareError, Asc.InternalTargetFailure, `saving the persistent reservations failed: ${(err as Error).message}`);
+      }
+    }
     if ((cdb[1]! & 0x1f) === OutSa.PreemptAndAbort && preempted.length > 0) await this.#abortTasks?.(preempted);
+  }
+
+  /** The state as saved (reservation-file.ts). */
+  #state(): PrState {
+    const r = this.#res;
+    return {
+      generation: this.#generation,
+      registrations: [...this.#regs.values()].map((x) => ({ id: x.nexus.id, initiatorName: x.nexus.initiatorName, isid: x.nexus.isid.toString('hex'), key: x.key.toString() })),
+      ...(r ? { reservation: { holder: r.holder, type: r.type } } : {}),
+    };
+  }
+
+  #restore(s: PrState, aptpl: boolean): void {
+    this.#generation = s.generation;
+    this.#regs.clear();
+    for (const x of s.registrations) this.#regs.set(x.id, { key: BigInt(x.key), nexus: { id: x.id, initiatorName: x.initiatorName, isid: Buffer.from(x.isid, 'hex') } });
+    const res = s.reservation;
+    this.#res = res && (allRegistrants(res.type) ? this.#regs.size > 0 : this.#regs.has(res.holder)) ? { ...res } : undefined;
+    this.#aptpl = aptpl;
   }
 
   /** Applies a PERSISTENT RESERVE OUT; returns the nexuses a PREEMPT took the registration of. */
@@ -156,7 +204,8 @@ export class PersistentReservations {
     const flags = params[20]!;
     if (flags & 0x08) throw invalidParam(20); // SPEC_I_PT: not capable
     if (flags & 0x04) throw invalidParam(20); // ALL_TG_PT: not capable
-    if (flags & 0x01) throw invalidParam(20); // APTPL: not capable (PTPL_C=0)
+    const registering = sa === OutSa.Register || sa === OutSa.RegisterAndIgnore;
+    if (registering && flags & 0x01 && !this.#store) throw invalidParam(20); // APTPL: not capable here (PTPL_C=0)
     const usesType = sa === OutSa.Reserve || sa === OutSa.Release || sa === OutSa.Preempt || sa === OutSa.PreemptAndAbort;
     if (usesType && scope !== 0) throw invalidCdb(2, 7);
     if (usesType && !VALID_TYPES.has(type)) throw invalidCdb(2, 3);
@@ -168,6 +217,7 @@ export class PersistentReservations {
         if (saKey === 0n) {
           if (mine) this.#unregister(nexus.id);
         } else this.#regs.set(nexus.id, { key: saKey, nexus });
+        this.#aptpl = (flags & 0x01) !== 0; // the last REGISTER's APTPL applies to the whole state
         this.#generation = (this.#generation + 1) >>> 0;
         return [];
       }

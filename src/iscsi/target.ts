@@ -18,7 +18,7 @@
  */
 import net from 'node:net';
 import { errorText, ReboundError } from '../errors.js';
-import type { CatalogView } from '../exports/catalog.js';
+import type { CatalogEntry, CatalogView } from '../exports/catalog.js';
 import { ByteBudget } from '../util/byte-budget.js';
 import { clientAddress, ConnectionLimits } from '../util/connection-limits.js';
 import { LogLimiter } from '../util/log-limiter.js';
@@ -27,6 +27,7 @@ import { silentLogger } from '../util/log.js';
 import { IscsiConnection, type ConnectionHost } from './connection.js';
 import { DEFAULT_LOGIN_LIMITS, LoginStatus, type ChapCredentials, type LoginContext, type LoginLimits } from './login.js';
 import { renderTargets, type IscsiTarget } from './names.js';
+import { ReservationFile } from './reservation-file.js';
 import { PersistentReservations } from './reservations.js';
 import { DEFAULT_QUEUE_DEPTH, type IscsiSession } from './session.js';
 
@@ -65,7 +66,7 @@ export class IscsiServer {
   readonly #limits: ConnectionLimits;
   readonly #sessions = new Map<string, IscsiSession>();
   /** Persistent reservations per published disk (catalog entry name); dropped with the entry. */
-  readonly #reservations = new Map<string, PersistentReservations>();
+  readonly #reservations = new Map<string, Promise<PersistentReservations>>();
   #tsih = 0;
   #shuttingDown = false;
   #cache: { version: number; targets: IscsiTarget[] } = { version: -1, targets: [] };
@@ -197,9 +198,9 @@ export class IscsiServer {
       unregister: (session) => {
         if (this.#sessions.get(session.key) === session) this.#sessions.delete(session.key);
       },
-      reservations: (name) => {
-        let r = this.#reservations.get(name);
-        if (!r) this.#reservations.set(name, (r = new PersistentReservations((ids) => this.#abortNexusTasks(name, ids))));
+      reservations: (entry) => {
+        let r = this.#reservations.get(entry.name);
+        if (!r) this.#reservations.set(entry.name, (r = this.#openReservations(entry)));
         return r;
       },
       warmReset: async (targetName, except) => {
@@ -207,6 +208,21 @@ export class IscsiServer {
         await Promise.all(others.map((c) => c.abortTasks(() => true)));
       },
     };
+  }
+
+  /**
+   * A disk's reservation table: a session disk's persists through power loss in the session's
+   * directory (reservation-file.ts, loaded here); other disks' live in memory only.
+   */
+  async #openReservations(entry: CatalogEntry): Promise<PersistentReservations> {
+    const abortTasks = (ids: string[]): Promise<void> => this.#abortNexusTasks(entry.name, ids);
+    if (!entry.session) return new PersistentReservations({ abortTasks });
+    const store = ReservationFile.forSessionDisk(entry.session.filesDir, entry.disk);
+    const initial = await store.load().catch((err: unknown) => {
+      this.#log.warn('iSCSI: persistent reservations of a disk could not be read; starting without them', { export: entry.name, file: store.file, err: errorText(err) });
+      return undefined;
+    });
+    return new PersistentReservations({ abortTasks, store, ...(initial ? { initial } : {}) });
   }
 
   /** PREEMPT AND ABORT: ends the commands the preempted sessions have running on the disk `entryName`. */

@@ -129,3 +129,17 @@ export function read10(lba: number, blocks: number): Buffer {
   c.writeUInt16BE(blocks, 7);
   return c;
 }
+
+/** A PERSISTENT RESERVE OUT command: CDB (service action, type) and its 24-byte parameter list. */
+export function prOut(sa: number, key: bigint, saKey = 0n, type = 0, flags = 0, length = 24): { cdb: Buffer; dataOut: Buffer } {
+  const cdb = Buffer.alloc(10);
+  cdb[0] = 0x5f;
+  cdb[1] = sa;
+  cdb[2] = type;
+  cdb.writeUInt32BE(length, 5);
+  const p = Buffer.alloc(24);
+  p.writeBigUInt64BE(key, 0);
+  p.writeBigUInt64BE(saKey, 8);
+  p[20] = flags;
+  return { cdb, dataOut: p };
+}

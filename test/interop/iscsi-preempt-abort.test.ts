@@ -9,7 +9,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { IscsiServer } from '../../src/iscsi/target.js';
 import { sessionIqn } from '../../src/iscsi/names.js';
 import { Status } from '../../src/iscsi/sense.js';
-import { RawIscsiClient, read10 } from '../helpers/iscsi-raw.js';
+import { prOut, RawIscsiClient, read10 } from '../helpers/iscsi-raw.js';
 import { MemoryCatalog } from '../helpers/memory-catalog.js';
 import { GatedDisk } from '../helpers/nbd-fixture.js';
 
@@ -33,17 +33,6 @@ afterAll(async () => {
   await mem?.close();
 });
 
-function prOut(sa: number, key: bigint, saKey: bigint, type = 0): { cdb: Buffer; dataOut: Buffer } {
-  const cdb = Buffer.alloc(10);
-  cdb[0] = 0x5f;
-  cdb[1] = sa;
-  cdb[2] = type;
-  cdb.writeUInt32BE(24, 5);
-  const p = Buffer.alloc(24);
-  p.writeBigUInt64BE(key, 0);
-  p.writeBigUInt64BE(saKey, 8);
-  return { cdb, dataOut: p };
-}
 const readKeys = Buffer.from([0x5e, 0, 0, 0, 0, 0, 0, 1, 0, 0]);
 const keysOf = (b: Buffer): bigint[] => Array.from({ length: b.readUInt32BE(4) / 8 }, (_, i) => b.readBigUInt64BE(8 + 8 * i));
 

@@ -5,12 +5,18 @@
  * refusals (APTPL, bad parameter list length, bad type, unknown service action). libiscsi's
  * PR families (ALL.Prin..., ALL.Prout...) run against the target in test/interop/iscsi-conformance.test.ts.
  */
-import { describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import { MemoryDevice } from '../../../src/blockdev/base/memory.js';
+import { parsePrState, ReservationFile } from '../../../src/iscsi/reservation-file.js';
 import { PersistentReservations } from '../../../src/iscsi/reservations.js';
 import { execute, LogicalUnit, type NexusState } from '../../../src/iscsi/scsi.js';
 import { Status } from '../../../src/iscsi/sense.js';
+import { prOut as out } from '../../helpers/iscsi-raw.js';
 
+const FIXTURES = path.resolve(import.meta.dirname, '../../fixtures');
 const SA = { Register: 0, Reserve: 1, Release: 2, Clear: 3, Preempt: 4, RegisterAndIgnore: 6 } as const;
 const WE = 1;
 const EA = 3;
@@ -26,18 +32,6 @@ function setup(): { lus: LogicalUnit[]; nodes: NexusState[] } {
   return { lus, nodes };
 }
 
-function out(sa: number, key: bigint, saKey = 0n, type = 0, flags = 0, length = 24): { cdb: Buffer; dataOut: Buffer } {
-  const cdb = Buffer.alloc(10);
-  cdb[0] = 0x5f;
-  cdb[1] = sa;
-  cdb[2] = type;
-  cdb.writeUInt32BE(length, 5);
-  const p = Buffer.alloc(24);
-  p.writeBigUInt64BE(key, 0);
-  p.writeBigUInt64BE(saKey, 8);
-  p[20] = flags;
-  return { cdb, dataOut: p };
-}
 
 const inCdb = (sa: number, alloc = 1024): Buffer => Buffer.from([0x5e, sa, 0, 0, 0, 0, 0, alloc >> 8, alloc & 0xff, 0]);
 const read10 = Buffer.from([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
@@ -124,10 +118,12 @@ describe('persistent reservations', () => {
     let release!: () => void;
     let called!: () => void;
     const hookCalled = new Promise<void>((r) => (called = r));
-    const pr = new PersistentReservations(async (ids) => {
-      aborted.push(ids);
-      called();
-      await new Promise<void>((r) => (release = r));
+    const pr = new PersistentReservations({
+      abortTasks: async (ids) => {
+        aborted.push(ids);
+        called();
+        await new Promise<void>((r) => (release = r));
+      },
     });
     const dev = new MemoryDevice(1024 * 1024);
     const lu = new LogicalUnit({ id: 'd', device: dev, capabilities: dev.capabilities(), targetName: 't', reservations: pr });
@@ -165,7 +161,7 @@ describe('persistent reservations', () => {
     const { lus, nodes } = setup();
     const caps = (await execute(lus[0], { cdb: inCdb(2) }, nodes[0])).data!;
     expect(caps.readUInt16BE(0)).toBe(8);
-    expect(caps[2]! & 0x01).toBe(0); // PTPL_C: reservations do not survive a restart
+    expect(caps[2]! & 0x01).toBe(0); // PTPL_C: without a store reservations do not survive a restart
     expect(caps[3]! & 0x80).toBe(0x80); // TMV
     expect([caps[4], caps[5]]).toEqual([0xea, 0x01]);
     const sense = async (r: { cdb: Buffer; dataOut?: Buffer }): Promise<number[]> => {
@@ -185,5 +181,58 @@ describe('persistent reservations', () => {
     expect((await execute(lus[1], out(SA.Reserve, 0n, 0n, WE), nodes[1])).status).toBe(Status.ReservationConflict);
     // READ KEYS cut to the allocation length keeps the header.
     expect((await execute(lus[1], { cdb: inCdb(0, 8) }, nodes[1])).data!.length).toBe(8);
+  });
+});
+
+describe('persistence through power loss (APTPL)', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rebound-pr-'));
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const node = (i: number): NexusState => ({ nexus: { id: `iqn.x:${i}\0${'40000000000' + i}\0t`, initiatorName: `iqn.x:${i}`, isid: Buffer.from(`40000000000${i}`, 'hex') } });
+  const unitOver = (pr: PersistentReservations): LogicalUnit => {
+    const dev = new MemoryDevice(1024 * 1024);
+    return new LogicalUnit({ id: 'd', device: dev, capabilities: dev.capabilities(), targetName: 't', reservations: pr });
+  };
+
+  it('a REGISTER with APTPL saves every change before answering; a new table loads it; APTPL=0 removes it', async () => {
+    const store = ReservationFile.forSessionDisk(dir, 'disk0');
+    const lu = unitOver(new PersistentReservations({ store }));
+    expect((await execute(lu, out(SA.Register, 0n, 0x1234n, 0, 0x01), node(0))).status).toBe(Status.Good);
+    expect((await execute(lu, out(SA.Register, 0n, 0x5678n), node(1))).status).toBe(Status.Good); // APTPL=0 from node 1 ...
+    expect(fs.existsSync(store.file)).toBe(false); // ... applies to the whole state: not saved
+    expect((await execute(lu, out(SA.Register, 0x5678n, 0x5679n, 0, 0x01), node(1))).status).toBe(Status.Good);
+    expect((await execute(lu, out(SA.Reserve, 0x1234n, 0n, WERO), node(0))).status).toBe(Status.Good);
+    const caps = (await execute(lu, { cdb: inCdb(2) }, node(0))).data!;
+    expect([caps[2]! & 1, caps[3]! & 1]).toEqual([1, 1]); // PTPL_C, PTPL_A
+    const saved = JSON.parse(fs.readFileSync(store.file, 'utf8'));
+    expect(saved).toMatchObject({ version: 1, generation: 3, reservation: { holder: node(0).nexus!.id, type: WERO } });
+    // After a restart: the same nexuses find their keys and the reservation.
+    const again = unitOver(new PersistentReservations({ store, initial: (await store.load())! }));
+    const res = (await execute(again, { cdb: inCdb(1) }, node(2))).data!;
+    expect([res.readUInt32BE(0), res.readBigUInt64BE(8), res[21]]).toEqual([3, 0x1234n, WERO]);
+    expect((await execute(again, { cdb: write10, dataOut: Buffer.alloc(512) }, node(2))).status).toBe(Status.ReservationConflict);
+    expect((await execute(again, { cdb: write10, dataOut: Buffer.alloc(512) }, node(1))).status).toBe(Status.Good);
+    expect((await execute(again, out(SA.Register, 0x1234n, 0x1234n), node(0))).status).toBe(Status.Good); // APTPL=0
+    expect(fs.existsSync(store.file)).toBe(false);
+  });
+
+  it('a failed save answers HARDWARE ERROR and leaves the state as it was', async () => {
+    const failing = { save: async () => Promise.reject(new Error('ENOSPC: no space left on device')) };
+    const lu = unitOver(new PersistentReservations({ store: failing }));
+    const r = await execute(lu, out(SA.Register, 0n, 7n, 0, 0x01), node(0));
+    expect(r.status).toBe(Status.CheckCondition);
+    expect([r.sense![2]! & 0x0f, r.sense![12], r.sense![13]]).toEqual([0x4, 0x44, 0x00]);
+    const keys = (await execute(lu, { cdb: inCdb(0) }, node(0))).data!;
+    expect([keys.readUInt32BE(0), keys.readUInt32BE(4)]).toEqual([0, 0]);
+  });
+
+  it('reads the committed version-1 fixture and refuses damaged files', () => {
+    const text = fs.readFileSync(path.join(FIXTURES, 'iscsi-pr-v1.json'), 'utf8');
+    const s = parsePrState(text);
+    expect(s.generation).toBe(4);
+    expect(s.registrations.map((r) => BigInt(r.key))).toEqual([0x1111n, 0x2222n]);
+    expect(s.reservation).toEqual({ holder: s.registrations[0]!.id, type: WERO });
+    expect(() => parsePrState(text.replace('"version":1', '"version":2'))).toThrow(/version/);
+    expect(() => parsePrState(text.replace('"4369"', '"0"'))).toThrow(/key/);
+    expect(() => parsePrState('{')).toThrow();
   });
 });
