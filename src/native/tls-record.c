@@ -10,6 +10,9 @@
  *       The plaintext (the chunks, one after the other) becomes records of at most 16384 bytes,
  *       each `header | AEAD(plaintext | type) | tag`, written to `out` back to back with sequence
  *       numbers seq, seq+1, ... `out` must hold total + records * 22 bytes.
+ *   tlsSealAsync(ctx, iv, seq, type, chunks, out, callback(err, records))
+ *       The same on libuv's thread pool (for large batches: the event loop goes on meanwhile). The
+ *       chunks and `out` must not change until the callback.
  *   tlsOpen(ctx, iv, seq, record, out, outOffset) -> inner length, or -1
  *       `record` is one whole record (5-byte header, ciphertext, 16-byte tag). The inner plaintext
  *       (content, content type, zero padding) goes to out[outOffset...]; -1 when the tag does not
@@ -69,7 +72,12 @@ static int get_buffer(napi_env env, napi_value v, uint8_t **data, size_t *len) {
   return napi_get_buffer_info(env, v, (void **)data, len) == napi_ok;
 }
 
+/*
+ * `tmpl` holds the key schedule and is never used to encrypt: the main thread's calls use `ctx`,
+ * a copy, and each job on the thread pool makes its own copy, so that they can run at once.
+ */
 struct cipher_ctx {
+  EVP_CIPHER_CTX *tmpl;
   EVP_CIPHER_CTX *ctx;
   int encrypt;
 };
@@ -78,6 +86,7 @@ static void free_ctx(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
   struct cipher_ctx *c = data;
+  EVP_CIPHER_CTX_free(c->tmpl);
   EVP_CIPHER_CTX_free(c->ctx);
   free(c);
 }
@@ -97,10 +106,10 @@ static napi_value tls_cipher(napi_env env, napi_callback_info info) {
   struct cipher_ctx *c = malloc(sizeof *c);
   if (!c) return type_error(env, "out of memory");
   c->encrypt = encrypt;
+  c->tmpl = EVP_CIPHER_CTX_new();
   c->ctx = EVP_CIPHER_CTX_new();
-  if (!c->ctx || EVP_CipherInit_ex(c->ctx, cipher, NULL, key, NULL, encrypt ? 1 : 0) != 1) {
-    EVP_CIPHER_CTX_free(c->ctx);
-    free(c);
+  if (!c->tmpl || !c->ctx || EVP_CipherInit_ex(c->tmpl, cipher, NULL, key, NULL, encrypt ? 1 : 0) != 1 || EVP_CIPHER_CTX_copy(c->ctx, c->tmpl) != 1) {
+    free_ctx(env, c, NULL);
     napi_throw_error(env, "EIO", "cannot set up the cipher");
     return NULL;
   }
@@ -114,6 +123,7 @@ static napi_value tls_cipher(napi_env env, napi_callback_info info) {
 
 /* ctx, iv, seq: the first three arguments of tlsSeal and tlsOpen. */
 struct keys {
+  struct cipher_ctx *c;
   EVP_CIPHER_CTX *ctx;
   uint8_t *iv;
   uint64_t seq;
@@ -126,76 +136,162 @@ static int get_keys(napi_env env, napi_value *argv, struct keys *k, int encrypt)
   bool lossless;
   if (napi_typeof(env, argv[0], &t) != napi_ok || t != napi_external || napi_get_value_external(env, argv[0], (void **)&c) != napi_ok || c->encrypt != encrypt)
     return 0;
+  k->c = c;
   k->ctx = c->ctx;
   if (!get_buffer(env, argv[1], &k->iv, &iv_len) || iv_len != IV_LEN) return 0;
   return napi_get_value_bigint_uint64(env, argv[2], &k->seq, &lossless) == napi_ok && lossless;
 }
 
-static napi_value tls_seal(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
-  struct keys k;
-  int32_t type;
-  uint32_t nchunks;
-  uint8_t *out;
-  size_t out_len;
-  bool is_array;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 6 || !get_keys(env, argv, &k, 1) ||
-      napi_get_value_int32(env, argv[3], &type) != napi_ok || type < 0 || type > 255 ||
-      napi_is_array(env, argv[4], &is_array) != napi_ok || !is_array || napi_get_array_length(env, argv[4], &nchunks) != napi_ok ||
-      !get_buffer(env, argv[5], &out, &out_len))
-    return type_error(env, "expected (sealing ctx, iv, seq, type, chunks, out)");
+/* A run of plaintext bytes (one chunk). */
+struct piece {
+  const uint8_t *data;
+  size_t len;
+};
 
-  /* The chunks, checked before anything is written. */
-  size_t total = 0;
-  for (uint32_t i = 0; i < nchunks; i++) {
-    napi_value c;
-    uint8_t *d;
-    size_t n;
-    if (napi_get_element(env, argv[4], i, &c) != napi_ok || !get_buffer(env, c, &d, &n)) return type_error(env, "chunks must be Buffers");
-    total += n;
-  }
-  size_t records = total == 0 ? 1 : (total + RECORD_MAX - 1) / RECORD_MAX;
-  if (out_len < total + records * (HEADER + 1 + TAG)) return type_error(env, "out is too small");
-
-  EVP_CIPHER_CTX *ctx = k.ctx;
-  uint32_t ci = 0;
-  uint8_t *cd = NULL;
-  size_t cn = 0, cpos = 0; /* the current chunk and how much of it is sealed */
+/* Seals `total` bytes of pieces as records from `seq` into `out`; 1 when done, 0 on failure. No N-API here: it runs on the thread pool too. */
+static int seal_records(EVP_CIPHER_CTX *ctx, const uint8_t *iv, uint64_t seq, uint8_t type, const struct piece *pieces, size_t total,
+                        size_t records, uint8_t *out) {
+  size_t pi = 0, ppos = 0; /* the current piece and how much of it is sealed */
   uint8_t *w = out;
   int ok = 1;
   for (size_t r = 0; r < records && ok; r++) {
-    size_t len = total - (size_t)r * RECORD_MAX;
+    size_t len = total - r * RECORD_MAX;
     if (len > RECORD_MAX) len = RECORD_MAX;
     uint8_t nonce[IV_LEN];
-    nonce_of(k.iv, k.seq + r, nonce);
+    nonce_of(iv, seq + r, nonce);
     header_of(w, len + 1 + TAG);
     int n;
     ok = EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, nonce) == 1 && EVP_EncryptUpdate(ctx, NULL, &n, w, HEADER) == 1;
     uint8_t *body = w + HEADER;
     size_t done = 0;
     while (ok && done < len) {
-      while (cpos == cn) {
-        napi_value c;
-        napi_get_element(env, argv[4], ci++, &c);
-        get_buffer(env, c, &cd, &cn);
-        cpos = 0;
+      while (ppos == pieces[pi].len) {
+        pi++;
+        ppos = 0;
       }
-      size_t take = cn - cpos < len - done ? cn - cpos : len - done;
-      ok = EVP_EncryptUpdate(ctx, body + done, &n, cd + cpos, (int)take) == 1 && (size_t)n == take;
-      cpos += take;
+      size_t take = pieces[pi].len - ppos < len - done ? pieces[pi].len - ppos : len - done;
+      ok = EVP_EncryptUpdate(ctx, body + done, &n, pieces[pi].data + ppos, (int)take) == 1 && (size_t)n == take;
+      ppos += take;
       done += take;
     }
-    uint8_t inner = (uint8_t)type;
-    ok = ok && EVP_EncryptUpdate(ctx, body + len, &n, &inner, 1) == 1 && n == 1 && EVP_EncryptFinal_ex(ctx, body + len + 1, &n) == 1 &&
+    ok = ok && EVP_EncryptUpdate(ctx, body + len, &n, &type, 1) == 1 && n == 1 && EVP_EncryptFinal_ex(ctx, body + len + 1, &n) == 1 &&
          EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, TAG, body + len + 1) == 1;
     w = body + len + 1 + TAG;
   }
+  return ok;
+}
+
+/* The arguments of tlsSeal and tlsSealAsync after ctx, iv, seq: type, chunks, out. */
+struct seal_args {
+  struct keys k;
+  uint8_t type;
+  struct piece *pieces; /* malloc'ed */
+  size_t total, records;
+  uint8_t *out;
+};
+
+static int get_seal_args(napi_env env, napi_value *argv, struct seal_args *a) {
+  int32_t type;
+  uint32_t nchunks;
+  size_t out_len;
+  bool is_array;
+  a->pieces = NULL;
+  if (!get_keys(env, argv, &a->k, 1) || napi_get_value_int32(env, argv[3], &type) != napi_ok || type < 0 || type > 255 ||
+      napi_is_array(env, argv[4], &is_array) != napi_ok || !is_array || napi_get_array_length(env, argv[4], &nchunks) != napi_ok ||
+      !get_buffer(env, argv[5], &a->out, &out_len))
+    return 0;
+  a->type = (uint8_t)type;
+  a->pieces = malloc((nchunks + 1) * sizeof *a->pieces);
+  if (!a->pieces) return 0;
+  a->total = 0;
+  for (uint32_t i = 0; i < nchunks; i++) {
+    napi_value c;
+    uint8_t *d;
+    if (napi_get_element(env, argv[4], i, &c) != napi_ok || !get_buffer(env, c, &d, &a->pieces[i].len)) return 0;
+    a->pieces[i].data = d;
+    a->total += a->pieces[i].len;
+  }
+  a->pieces[nchunks].data = NULL;
+  a->pieces[nchunks].len = 0;
+  a->records = a->total == 0 ? 1 : (a->total + RECORD_MAX - 1) / RECORD_MAX;
+  return out_len >= a->total + a->records * (HEADER + 1 + TAG);
+}
+
+static napi_value tls_seal(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  struct seal_args a;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 6 || !get_seal_args(env, argv, &a)) {
+    free(a.pieces);
+    return type_error(env, "expected (sealing ctx, iv, seq, type, chunks, out) with out large enough");
+  }
+  int ok = seal_records(a.k.ctx, a.k.iv, a.k.seq, a.type, a.pieces, a.total, a.records, a.out);
+  free(a.pieces);
   if (!ok) {
     napi_throw_error(env, "EIO", "sealing a TLS record failed");
     return NULL;
   }
-  return number(env, (int64_t)records);
+  return number(env, (int64_t)a.records);
+}
+
+/* tlsSealAsync: the same on the thread pool; the JS values it reads stay referenced until it ends. */
+struct seal_job {
+  struct seal_args a;
+  uint8_t iv[IV_LEN];
+  napi_ref keep[4]; /* ctx, chunks, out, callback */
+  napi_async_work work;
+  int ok;
+};
+
+static void seal_execute(napi_env env, void *data) {
+  (void)env;
+  struct seal_job *j = data;
+  EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+  j->ok = ctx != NULL && EVP_CIPHER_CTX_copy(ctx, j->a.k.c->tmpl) == 1 &&
+          seal_records(ctx, j->iv, j->a.k.seq, j->a.type, j->a.pieces, j->a.total, j->a.records, j->a.out);
+  EVP_CIPHER_CTX_free(ctx);
+}
+
+static void seal_complete(napi_env env, napi_status status, void *data) {
+  struct seal_job *j = data;
+  napi_value cb, global, argv[2];
+  napi_get_reference_value(env, j->keep[3], &cb);
+  napi_get_global(env, &global);
+  if (status != napi_ok || !j->ok) {
+    napi_value msg;
+    napi_create_string_utf8(env, "sealing a TLS record failed", NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &argv[0]);
+    napi_get_undefined(env, &argv[1]);
+  } else {
+    napi_get_null(env, &argv[0]);
+    argv[1] = number(env, (int64_t)j->a.records);
+  }
+  for (int i = 0; i < 4; i++) napi_delete_reference(env, j->keep[i]);
+  napi_delete_async_work(env, j->work);
+  free(j->a.pieces);
+  free(j);
+  napi_call_function(env, global, cb, 2, argv, NULL);
+}
+
+static napi_value tls_seal_async(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7], name;
+  napi_valuetype t;
+  struct seal_job *j = calloc(1, sizeof *j);
+  if (!j) return type_error(env, "out of memory");
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 7 || !get_seal_args(env, argv, &j->a) ||
+      napi_typeof(env, argv[6], &t) != napi_ok || t != napi_function) {
+    free(j->a.pieces);
+    free(j);
+    return type_error(env, "expected (sealing ctx, iv, seq, type, chunks, out, callback) with out large enough");
+  }
+  memcpy(j->iv, j->a.k.iv, IV_LEN);
+  const int kept[4] = {0, 4, 5, 6};
+  for (int i = 0; i < 4; i++) napi_create_reference(env, argv[kept[i]], 1, &j->keep[i]);
+  napi_create_string_utf8(env, "rebound:tlsSeal", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, seal_execute, seal_complete, j, &j->work);
+  napi_queue_async_work(env, j->work);
+  return NULL;
 }
 
 static napi_value tls_open(napi_env env, napi_callback_info info) {
@@ -230,5 +326,6 @@ static napi_value tls_open(napi_env env, napi_callback_info info) {
 void register_tls_record(napi_env env, napi_value exports) {
   export_function(env, exports, "tlsCipher", tls_cipher);
   export_function(env, exports, "tlsSeal", tls_seal);
+  export_function(env, exports, "tlsSealAsync", tls_seal_async);
   export_function(env, exports, "tlsOpen", tls_open);
 }

@@ -26,16 +26,23 @@ export interface TlsRecordFunctions {
   tlsCipher(cipher: RecordCipher, key: Buffer, encrypt: boolean): CipherContext;
   /** Seals the chunks' bytes into records numbered from `seq` in `out`; returns how many. */
   tlsSeal(ctx: CipherContext, iv: Buffer, seq: bigint, type: number, chunks: Buffer[], out: Buffer): number;
+  /** tlsSeal on libuv's thread pool; the chunks and `out` must stay unchanged until `done`. */
+  tlsSealAsync(ctx: CipherContext, iv: Buffer, seq: bigint, type: number, chunks: Buffer[], out: Buffer, done: (err: Error | null, records: number) => void): void;
   /** Opens one whole record into out[outOffset...]; the inner length, or -1 when it is not authentic. */
   tlsOpen(ctx: CipherContext, iv: Buffer, seq: bigint, record: Buffer, out: Buffer, outOffset: number): number;
 }
 
 /** The addon's record functions, or undefined when it is not built. */
 export function tlsRecordFunctions(): TlsRecordFunctions | undefined {
-  return addonFunctions<TlsRecordFunctions>('tlsCipher', 'tlsSeal', 'tlsOpen');
+  return addonFunctions<TlsRecordFunctions>('tlsCipher', 'tlsSeal', 'tlsSealAsync', 'tlsOpen');
+}
+
+/** Records that `plaintext` bytes make (an empty record still makes one). */
+export function recordCount(plaintext: number): number {
+  return Math.max(1, Math.ceil(plaintext / RECORD_PLAINTEXT_MAX));
 }
 
 /** Bytes that `plaintext` bytes take once sealed into records. */
 export function sealedSize(plaintext: number): number {
-  return plaintext + Math.max(1, Math.ceil(plaintext / RECORD_PLAINTEXT_MAX)) * RECORD_OVERHEAD;
+  return plaintext + recordCount(plaintext) * RECORD_OVERHEAD;
 }

@@ -33,6 +33,16 @@ export const ContentType = { Alert: 21, Handshake: 22, ApplicationData: 23 } as 
 const KEY_UPDATE = 24;
 /** Plaintext sealed per native call and output buffer (64 full records). */
 const SEAL_SEGMENT = 1024 * 1024;
+/** Segments this large are sealed on the thread pool (smaller ones cost less than the hand-off). */
+const ASYNC_SEAL_MIN = 128 * 1024;
+
+/** One sealed (or being sealed) segment waiting for its turn on the socket. */
+interface SealSlot {
+  out: Buffer;
+  sealed: boolean;
+  error?: Error | null;
+  written: (err?: Error | null) => void;
+}
 /** Largest record body a peer may send: plaintext, content type and padding up to 2^14 + 256 (RFC 8446 §5.2). */
 const RECORD_BODY_MAX = RECORD_PLAINTEXT_MAX + 256;
 
@@ -68,6 +78,7 @@ export class TlsRecordStream extends Duplex {
   /** A partial record waiting for the rest of its bytes. */
   #partial: Buffer = Buffer.alloc(0);
   #closeNotified = false;
+  readonly #sealing: SealSlot[] = [];
 
   constructor(raw: Duplex, state: RecordStreamState, buffers: SealBuffers = UNPOOLED) {
     super({ allowHalfOpen: true });
@@ -96,9 +107,10 @@ export class TlsRecordStream extends Duplex {
 
   override _final(done: (err?: Error | null) => void): void {
     if (this.#raw.destroyed) return done();
-    this.#seal(ContentType.Alert, [Buffer.from([1, 0])]); // close_notify
-    this.#raw.end();
-    done();
+    this.#seal(ContentType.Alert, [Buffer.from([1, 0])], () => {
+      this.#raw.end(); // after the close_notify
+      done();
+    });
   }
 
   override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
@@ -109,6 +121,8 @@ export class TlsRecordStream extends Duplex {
   /**
    * Seals `chunks` as records of `type` and hands them to the socket, SEAL_SEGMENT bytes of
    * plaintext per native call and per pooled output buffer; `done` once the socket took them all.
+   * Segments of ASYNC_SEAL_MIN bytes or more are sealed on the thread pool while the event loop goes
+   * on; #sendSealed keeps the socket's order the order of the calls.
    */
   #seal(type: number, chunks: Buffer[], done?: (err?: Error | null) => void): void {
     if (this.#raw.destroyed) return done?.(new Error('the connection is closed'));
@@ -122,12 +136,19 @@ export class TlsRecordStream extends Duplex {
     };
     const flush = (): void => {
       const out = this.#buffers.acquire(sealedSize(segmentBytes));
-      this.#tx.seal(type, segment, out);
+      const slot: SealSlot = { out, sealed: false, written };
       writing++;
-      this.#raw.write(out, (err) => {
-        this.#buffers.release(out);
-        written(err);
-      });
+      this.#sealing.push(slot);
+      if (segmentBytes >= ASYNC_SEAL_MIN) {
+        this.#tx.sealAsync(type, segment, out, (err) => {
+          slot.sealed = true;
+          slot.error = err;
+          this.#sendSealed();
+        });
+      } else {
+        this.#tx.seal(type, segment, out);
+        slot.sealed = true;
+      }
       segment = [];
       segmentBytes = 0;
     };
@@ -141,7 +162,25 @@ export class TlsRecordStream extends Duplex {
       }
     }
     if (segmentBytes > 0 || type !== ContentType.ApplicationData) flush();
+    this.#sendSealed();
     written();
+  }
+
+  /** Hands the sealed segments at the head of the queue to the socket, in the order they were issued. */
+  #sendSealed(): void {
+    while (this.#sealing.length > 0 && this.#sealing[0]!.sealed) {
+      const slot = this.#sealing.shift()!;
+      if (slot.error || this.#raw.destroyed) {
+        this.#buffers.release(slot.out);
+        slot.written(slot.error ?? new Error('the connection is closed'));
+        if (slot.error) this.destroy(slot.error);
+        continue;
+      }
+      this.#raw.write(slot.out, (err) => {
+        this.#buffers.release(slot.out);
+        slot.written(err);
+      });
+    }
   }
 
   #received(chunk: Buffer): void {

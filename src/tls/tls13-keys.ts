@@ -4,7 +4,7 @@
  * Used to carry a connection on after the handshake without Node's TLS socket (record-stream.ts).
  */
 import crypto from 'node:crypto';
-import { type CipherContext, RecordCipher, type TlsRecordFunctions } from '../native/tls-record.js';
+import { type CipherContext, RecordCipher, recordCount, type TlsRecordFunctions } from '../native/tls-record.js';
 
 export interface Tls13Suite {
   /** IANA name, as tls.TLSSocket#getCipher().standardName gives it. */
@@ -71,6 +71,16 @@ export class TrafficKeys {
     const n = this.#fns.tlsSeal(this.ctx, this.iv, this.seq, type, chunks, out);
     this.seq += BigInt(n);
     return n;
+  }
+
+  /**
+   * The same on the thread pool: the sequence numbers are taken now, so seals issued one after the
+   * other may finish in any order and still be sent in the order they were issued.
+   */
+  sealAsync(type: number, chunks: Buffer[], out: Buffer, done: (err: Error | null) => void): void {
+    const seq = this.seq;
+    this.seq += BigInt(recordCount(chunks.reduce((n, c) => n + c.length, 0)));
+    this.#fns.tlsSealAsync(this.ctx, this.iv, seq, type, chunks, out, (err) => done(err));
   }
 
   /** Opens one record into out[offset...]: the inner length, or -1 (and no step) when not authentic. */

@@ -110,6 +110,21 @@ describe.skipIf(!fns)('TLS 1.3 record stream', () => {
     );
   });
 
+  it('keeps the order of writes when large ones are sealed on the thread pool and small ones at once', async () => {
+    const { a, b, wa, wb, got } = pair(fns!);
+    const parts = [crypto.randomBytes(2_500_000), Buffer.from('small'), crypto.randomBytes(400_000), Buffer.from('tail')];
+    a.cork();
+    for (const p of parts.slice(0, 2)) a.write(p);
+    a.uncork();
+    a.write(parts[2]!);
+    a.keyUpdate(false);
+    await write(a, parts[3]!);
+    wb.push(wa.drain());
+    await turn();
+    expect(got.errors).toEqual([]);
+    expect(Buffer.concat(got.b).equals(Buffer.concat(parts))).toBe(true);
+  });
+
   it('answers a KeyUpdate that asks for one, and both sides go on with new keys', async () => {
     const { a, b, wa, wb, got } = pair(fns!);
     a.keyUpdate(true);
