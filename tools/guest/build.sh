@@ -21,18 +21,8 @@ OUTPUTS=(vmlinuz initramfs.cpio.gz disk.img base.sha256 guest.env)
 
 die() { echo "guest/build.sh: $*" >&2; exit 1; }
 
-pick_kernel() {
-  if [[ -n ${REBOUND_GUEST_KERNEL:-} ]]; then echo "$REBOUND_GUEST_KERNEL"; return; fi
-  local v best="" best_cloud=""
-  for f in /boot/vmlinuz-*; do
-    [[ -e $f ]] || continue
-    v=${f#/boot/vmlinuz-}
-    [[ -f /lib/modules/$v/modules.dep ]] || continue
-    best=$(printf '%s\n%s\n' "$best" "$v" | sed '/^$/d' | sort -V | tail -n1)
-    [[ $v == *-cloud-amd64 ]] && best_cloud=$(printf '%s\n%s\n' "$best_cloud" "$v" | sed '/^$/d' | sort -V | tail -n1)
-  done
-  echo "${best_cloud:-$best}"
-}
+# shellcheck source=modules.sh
+source "$HERE/modules.sh"
 
 KVER=$(pick_kernel)
 [[ -n $KVER ]] || die "no Debian kernel found (/boot/vmlinuz-* with /lib/modules/VERSION): apt-get install linux-image-cloud-amd64 (tools/setup.sh)"
@@ -66,47 +56,13 @@ WORK=$(mktemp -d "$OUT/.build.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
 # --- kernel modules: virtio-blk over PCI and ext4, with their dependencies, in load order ---
-WANTED=(virtio_pci virtio_blk ext4 crc32c_generic)
-declare -A LOADED=()
-ORDER=()
-is_builtin() { grep -q "/$1.ko\$" "$MODDIR/modules.builtin"; }
-dep_path() { # module name -> path relative to MODDIR (as in modules.dep), or nothing
-  local n=$1 alt=${1//_/-}
-  grep -E "^(.*/)?($n|$alt)\\.ko(\\.(xz|zst|gz))?:" "$MODDIR/modules.dep" | head -n1 | cut -d: -f1
-}
-add_module() { # path relative to MODDIR; dependencies first
-  local p=$1 d
-  [[ -n ${LOADED[$p]:-} ]] && return
-  LOADED[$p]=1
-  for d in $(grep -E "^$p:" "$MODDIR/modules.dep" | cut -d: -f2-); do add_module "$d"; done
-  ORDER+=("$p")
-}
-for m in "${WANTED[@]}"; do
-  if is_builtin "$m"; then continue; fi
-  p=$(dep_path "$m")
-  if [[ -z $p ]]; then
-    [[ $m == crc32c_generic ]] && continue # only a soft dependency of ext4; some kernels build it in
-    die "module $m is neither built into $KVER nor in $MODDIR/modules.dep"
-  fi
-  add_module "$p"
-done
+collect_modules virtio_pci virtio_blk ext4 crc32c_generic
 
 ROOT=$WORK/initramfs
 mkdir -p "$ROOT"/{bin,dev,proc,sys,mnt,tmp,etc,lib/modules}
 cp "$BUSYBOX" "$ROOT/bin/busybox"
 ln -s busybox "$ROOT/bin/sh"
-: >"$ROOT/lib/modules/load.list"
-for p in "${ORDER[@]}"; do
-  name=$(basename "$p")
-  case $name in
-    *.ko) cp "$MODDIR/$p" "$ROOT/lib/modules/$name" ;;
-    *.ko.xz) xz -dc "$MODDIR/$p" >"$ROOT/lib/modules/${name%.xz}"; name=${name%.xz} ;;
-    *.ko.zst) zstd -qdc "$MODDIR/$p" >"$ROOT/lib/modules/${name%.zst}"; name=${name%.zst} ;;
-    *.ko.gz) gzip -dc "$MODDIR/$p" >"$ROOT/lib/modules/${name%.gz}"; name=${name%.gz} ;;
-    *) die "unexpected module file $p" ;;
-  esac
-  echo "$name" >>"$ROOT/lib/modules/load.list"
-done
+install_modules "$ROOT"
 install -m 0755 "$HERE/init.sh" "$ROOT/init"
 
 # --- the disk: known files, checksums for the guest's and the tests' checks ---
