@@ -94,6 +94,8 @@ export const ERROR_CODES = {
   ERR_FORBIDDEN: { status: 403, summary: "The API token's role lacks the route's permission, or the request names a VM outside the token's VM patterns." },
   ERR_TOO_MANY_REQUESTS: { status: 429, summary: 'Too many requests with bad API tokens from this client address; wait for Retry-After seconds.' },
   ERR_TOKEN_NOT_FOUND: { status: 404, summary: 'No API token has that id (rebound token list).' },
+  ERR_VERIFY_UNAVAILABLE: { status: 503, summary: 'A verification boot cannot run: QEMU is missing or failed to start, its monitor did not answer, or the firmware the VM needs (OVMF for UEFI) is not installed.' },
+  ERR_VERIFY_FAILED: { status: 422, summary: 'A restore point did not boot: a verification boot ended without every required signal (serial pattern, TCP port, agent, probe script, screen); the result says which.' },
   ERR_INTERNAL: { status: 500, summary: 'An unexpected failure; the log has details.' },
 } as const satisfies Record<string, ErrorSpec>;
 

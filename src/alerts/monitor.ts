@@ -8,7 +8,8 @@
  *  - Conditions that last (a session too old or too big, a quota above 90 %, a paused or stalled
  *    migration, the repository's disk nearly full) are keyed: a key that appears sends one
  *    `firing`, a key that disappears sends one `resolved`; while it lasts, nothing (no storm).
- *  - Events (a backup or restore job failed, a verify that found bad chunks) fire once per job
+ *  - Events (a backup or restore job failed, a verify that found bad chunks, a verification boot
+ *    that did not boot) fire once per job
  *    and never resolve; jobs seen are remembered while the job registry keeps them.
  *  - A migration is stalled when its disk is copying and its progress (done + copied bytes) has
  *    not moved for `stallMs`.
@@ -192,6 +193,11 @@ export class AlertMonitor {
       const details = { job: j.id, kind: j.kind, params: j.params };
       if (JOB_FAILED_KINDS.has(j.kind) && j.state === 'failed') {
         this.#emit(`job-failed:${j.id}`, { kind: 'job-failed', severity: 'critical', summary: `${j.kind} job ${j.id} failed: ${j.error?.message ?? 'unknown error'}`, details: { ...details, error: j.error } }, 'firing', at);
+      }
+      if (j.kind === 'boot-verify' && (j.state === 'failed' || (j.state === 'succeeded' && (j.result as { ok?: boolean } | null)?.ok === false))) {
+        const r = j.result as { vm?: string; point?: string; reasons?: string[]; serialTail?: string[] } | null;
+        const why = r?.reasons?.join('; ') ?? j.error?.message ?? 'unknown error';
+        this.#emit(`verify-boot-failed:${j.id}`, { kind: 'verify-boot-failed', severity: 'critical', summary: `restore point ${String(j.params.vm)}@${String(j.params.point)} did not boot: ${why}`, details: { ...details, reasons: r?.reasons ?? [], serialTail: r?.serialTail?.slice(-10) ?? [], error: j.error } }, 'firing', at);
       }
       if (j.kind === 'verify' && j.state === 'succeeded') {
         const r = j.result as { ok?: boolean; problems?: unknown[]; indexProblems?: unknown[] } | null;

@@ -37,6 +37,7 @@ export const ALERT_KINDS = [
   'migration-paused',
   'migration-stalled',
   'verify-bad-chunks',
+  'verify-boot-failed',
   'job-failed',
   'repo-disk-full',
 ] as const;

@@ -31,6 +31,7 @@ import { registerFuseRoutes, type FuseRouteContext } from './fuse-routes.js';
 import { registerSessionRoutes, type SessionRouteContext } from './session-routes.js';
 import { installAuth, tokenSees, type ApiAuth } from './auth.js';
 import { registerTokenRoutes } from './token-routes.js';
+import { registerVerifyRoutes, type VerifyRouteContext } from './verify-routes.js';
 import { installOpenApi } from './openapi.js';
 import { registerMetricsRoutes } from './metrics-routes.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -62,6 +63,8 @@ export interface ApiContext extends Partial<RepoRouteContext> {
   metrics?: Metrics;
   /** Serve HTTPS with this certificate and key (tls/cert-dir.ts). */
   tls?: { cert: Buffer; key: Buffer; ca?: Buffer };
+  /** Verification boots (`/v1/boot-verifications`); absent when the daemon has no repository. */
+  verify?: Omit<VerifyRouteContext, 'repo'>;
 }
 
 /** Largest request body, bytes: every body is a small JSON object. */
@@ -166,6 +169,7 @@ export function createApi(ctx: ApiContext): FastifyInstance {
   const paths = ctx.paths ?? PathPolicy.none();
   if (ctx.repo && ctx.jobs && ctx.repoChanged) registerRepoRoutes(app, { repo: ctx.repo, jobs: ctx.jobs, repoChanged: ctx.repoChanged, paths });
   if (ctx.fuse) registerFuseRoutes(app, { fuse: ctx.fuse });
+  if (ctx.repo && ctx.verify) registerVerifyRoutes(app, { repo: ctx.repo, ...ctx.verify });
   if (ctx.sessions && ctx.jobs && ctx.repoChanged) {
     registerSessionRoutes(app, { sessions: ctx.sessions, jobs: ctx.jobs, endpoints: ctx.endpoints, repoChanged: ctx.repoChanged, paths });
   }

@@ -19,6 +19,7 @@ import { registerRepo } from './commands/repo.js';
 import { registerSessions } from './commands/sessions.js';
 import { registerMount } from './commands/mount.js';
 import { registerToken } from './commands/token.js';
+import { registerVerify } from './commands/verify.js';
 import type { CliIo } from './io.js';
 import { processIo } from './io.js';
 
@@ -54,6 +55,7 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
   registerExports(program, io);
   registerStatus(program, io);
   registerRepo(program, io);
+  registerVerify(program, io);
   registerSessions(program, io);
   registerMount(program, io);
   registerToken(program, io);

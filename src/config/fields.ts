@@ -16,6 +16,7 @@ import { TLS_MODES } from '../tls/nbd-tls.js';
 import { EXPORT_OPTIONS } from './export-spec.js';
 import { validateWebhookUrl } from '../alerts/webhooks.js';
 import { XEN_FORMATS } from '../nfs/xen-names.js';
+import { checkCron, checkPort, checkRegex } from '../verify/checks.js';
 import {
   addressType,
   booleanType,
@@ -176,6 +177,58 @@ export const CONFIG_SCHEMA = {
     type: integerType('seconds', { min: 1, placeholder: 'SECONDS' }),
     default: 30,
     doc: 'How often the alert conditions are evaluated.',
+  }),
+  verifyConcurrency: field({
+    type: integerType('boots', { min: 1, placeholder: 'N' }),
+    default: 2,
+    doc: 'Verification boots (rebound verify --boot, docs/verification.md) running at once; more wait their turn.',
+  }),
+  verifyAccel: field({
+    type: choiceType('ACCEL', ['auto', 'kvm', 'tcg'] as const),
+    default: 'auto',
+    doc: "How verification boots run the guest: kvm (hardware virtualization), tcg (QEMU's emulation: slow, works everywhere) or auto (kvm when /dev/kvm can be opened, else tcg). Set tcg where /dev/kvm exists but does not work (some nested setups).",
+  }),
+  verifyAfterBackup: field({
+    type: booleanType,
+    default: false,
+    doc: 'Verify each new restore point (a backup or a session commit) by booting it, with the verify* defaults below.',
+  }),
+  verifySchedule: field({
+    type: textType('CRON', "a cron expression (minute hour day-of-month month day-of-week, e.g. '0 3 * * *'), or 'off'", checkCron),
+    default: 'off',
+    doc: "When to verify the newest restore point of every VM by booting it (server's local time).",
+  }),
+  verifyTimeoutSeconds: field({
+    type: integerType('seconds', { min: 1, placeholder: 'SECONDS' }),
+    default: 600,
+    doc: 'How long a verification boot may take before it fails, unless the request says otherwise.',
+  }),
+  verifyExpectSerial: field({
+    type: textType('REGEX', "a regular expression, or 'off'", checkRegex),
+    default: 'off',
+    doc: 'For scheduled and after-backup verifications: a pattern the serial console must show.',
+  }),
+  verifyTcpPorts: field({
+    type: listType(textType('PORT', 'a TCP port 1-65535', checkPort)),
+    default: [],
+    flag: 'verify-tcp-port',
+    doc: 'For scheduled and after-backup verifications: guest TCP ports that must answer.',
+  }),
+  verifyScriptDirs: field({
+    type: listType(pathType('DIR')),
+    default: [],
+    flag: 'verify-script-dir',
+    doc: 'Directories probe scripts (rebound verify --script) may be run from; admins only. Empty: no scripts.',
+  }),
+  verifyIops: field({
+    type: integerType('operations/s', { placeholder: 'IOPS' }),
+    default: 0,
+    doc: 'I/O operations per second of each verification boot\'s disks (besides the global qosIops/qosBandwidth they share with sessions); 0: no own limit.',
+  }),
+  verifyBandwidth: field({
+    type: sizeType('bytes/s'),
+    default: 0,
+    doc: 'Bandwidth of each verification boot\'s disks; 0: no own limit.',
   }),
   nfs: field({
     type: listType(addressType(), { none: true }),

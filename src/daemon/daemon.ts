@@ -45,6 +45,7 @@ import { Metrics } from '../metrics/metrics.js';
 import { AlertMonitor } from '../alerts/monitor.js';
 import { WebhookSender } from '../alerts/webhooks.js';
 import { statfs } from 'node:fs/promises';
+import { Verifier } from '../verify/verifier.js';
 
 export interface DaemonEndpoints {
   nbd: string[];
@@ -82,6 +83,7 @@ export class Daemon {
   #endpoints: DaemonEndpoints = { nbd: [], nbdSocket: [], http: undefined };
   #closing: Promise<void> | undefined;
   #metrics: Metrics | undefined;
+  #verifier: Verifier | undefined;
   #alerts: { sender: WebhookSender; monitor: AlertMonitor } | undefined;
   /** Which paths requests may name (API routes) and open (their jobs, migrations). */
   get #paths(): PathPolicy {
@@ -154,6 +156,7 @@ export class Daemon {
   /** After backups, prunes and deletes: the catalog follows the repository. */
   async #repoChanged(): Promise<void> {
     await this.#points?.sync();
+    await this.#verifier?.pointsChanged().catch((err) => this.#log.warn('after-backup verification not started', { err: String(err) }));
   }
 
   async #open(): Promise<void> {
@@ -209,6 +212,7 @@ export class Daemon {
       },
     });
     this.#metrics?.attach({ repo: this.#repo, jobs: this.jobs, sessions: this.#sessionManager });
+    this.#verifier = await this.#openVerifier();
     if (this.config.alertWebhooks.length > 0) this.#startAlerts();
     this.#fuse = new FuseMounts({ catalog: this.catalog.view('fuse'), log: this.#log.child({ component: 'fuse' }) });
     if (this.config.fuse !== 'off') await this.#fuse.mount(this.config.fuse);
@@ -243,6 +247,7 @@ export class Daemon {
         sessions: this.#sessionManager,
         paths: this.#paths,
         auth: { tokens: this.#tokens },
+        ...(this.#verifier ? { verify: { verifier: this.#verifier, dataDir: this.config.dataDir, scriptDirs: this.config.verifyScriptDirs } } : {}),
         ...(this.#metrics ? { metrics: this.#metrics } : {}),
       });
       try {
@@ -258,6 +263,28 @@ export class Daemon {
     const c = this.config;
     const facts = { nbd: this.#endpoints.nbd, nbdTls: c.nbdTls, nfs: this.#endpoints.nfs ?? [], nfsClients: c.nfsClients, http: this.#endpoints.http, httpTls: c.httpTls };
     for (const w of openListenerWarnings(facts)) this.#log.warn(w);
+  }
+
+  /** Verification boots (src/verify/): cleans what a killed daemon left, then schedules. */
+  #openVerifier(): Promise<Verifier> {
+    const c = this.config;
+    return Verifier.open({
+      repo: this.repo,
+      dataDir: c.dataDir,
+      log: this.#log.child({ component: 'verify' }),
+      jobs: this.jobs,
+      concurrency: c.verifyConcurrency,
+      accel: c.verifyAccel,
+      sharedQos: this.#sessionManager?.shared,
+      qos: { iops: c.verifyIops, bps: c.verifyBandwidth },
+      defaults: {
+        timeoutSeconds: c.verifyTimeoutSeconds,
+        ...(c.verifyExpectSerial !== 'off' ? { expectSerial: c.verifyExpectSerial } : {}),
+        tcp: c.verifyTcpPorts.map(Number),
+      },
+      afterBackup: c.verifyAfterBackup,
+      schedule: c.verifySchedule,
+    });
   }
 
   /** Alert webhooks (src/alerts/): conditions checked every alertCheckSeconds. */
@@ -377,6 +404,7 @@ export class Daemon {
       await this.#tokens?.close();
       this.#metrics?.close();
       this.#alerts?.monitor.stop();
+      this.#verifier?.close();
       this.#alerts?.sender.close();
       await this.#fuse?.close();
       await this.#sessionManager?.close();

@@ -5,11 +5,12 @@ import type { PointManifest } from '../../repo/manifest.js';
 import { formatSize, parseSize } from '../../util/size.js';
 import { makeLink } from '../../repo/s3-link.js';
 import { initS3Repository } from '../../repo/s3-init.js';
+import type { BootVerification } from '../../verify/result.js';
+import { verificationSummary } from './verify.js';
 import { apiClient, table } from '../api.js';
 import type { CliIo } from '../io.js';
 import { followJob } from '../jobs.js';
 import { isNbdUri } from '../../repo/sources.js';
-import type { VerifyReport } from '../../repo/verify.js';
 import type { PruneResult } from '../../repo/prune.js';
 import type { GcResult } from '../../repo/gc.js';
 import { ReboundError } from '../../errors.js';
@@ -77,10 +78,11 @@ export function registerRepo(program: Command, io: CliIo): void {
         return io.stdout(table(['VM', 'POINTS', 'LATEST'], r.vms.map((v) => [v.vm, String(v.points), v.latest])));
       }
       const r = await client.get<{ points: PointManifest[] }>(`/v1/vms/${encodeURIComponent(vm)}/points`);
-      if (opts.json) return io.stdout(JSON.stringify(r, null, 2) + '\n');
+      const verified = (await client.get<{ latest: Record<string, BootVerification> }>(`/v1/vms/${encodeURIComponent(vm)}/boot-verifications`)).latest;
+      if (opts.json) return io.stdout(JSON.stringify({ ...r, points: r.points.map((p) => ({ ...p, bootVerification: verified[p.id] ?? null })) }, null, 2) + '\n');
       io.stdout(
         table(
-          ['POINT', 'CREATED', 'LABEL', 'DISKS', 'SIZE', 'TAGS'],
+          ['POINT', 'CREATED', 'LABEL', 'DISKS', 'SIZE', 'TAGS', 'BOOT VERIFIED'],
           r.points.map((p) => [
             p.id,
             p.createdAt.replace(/\.\d+Z$/, 'Z'),
@@ -88,6 +90,7 @@ export function registerRepo(program: Command, io: CliIo): void {
             p.disks.map((d) => d.name).join(','),
             formatSize(p.disks.reduce((a, d) => a + d.size, 0)),
             p.tags.join(','),
+            verificationSummary(verified[p.id]),
           ]),
         ),
       );
@@ -100,10 +103,10 @@ export function registerRepo(program: Command, io: CliIo): void {
     .option('--json', 'print JSON')
     .action(async (ref: string, opts: { json?: boolean }, cmd: Command) => {
       const { vm, point } = parsePointRef(ref);
-      const m = await apiClient(cmd, io).get<PointManifest & { exports: string[]; pinned: boolean }>(
-        `/v1/vms/${encodeURIComponent(vm)}/points/${encodeURIComponent(point)}`,
-      );
-      if (opts.json) return io.stdout(JSON.stringify(m, null, 2) + '\n');
+      const client = apiClient(cmd, io);
+      const m = await client.get<PointManifest & { exports: string[]; pinned: boolean }>(`/v1/vms/${encodeURIComponent(vm)}/points/${encodeURIComponent(point)}`);
+      const { results } = await client.get<{ results: BootVerification[] }>(`/v1/vms/${encodeURIComponent(vm)}/points/${encodeURIComponent(m.id)}/boot-verifications`);
+      if (opts.json) return io.stdout(JSON.stringify({ ...m, bootVerifications: results }, null, 2) + '\n');
       io.stdout(`${m.vm}@${m.id}  ${m.createdAt}  ${m.label}-consistent${m.tags.length ? `  tags: ${m.tags.join(', ')}` : ''}${m.pinned ? '  (pinned)' : ''}\n`);
       io.stdout(
         table(
@@ -112,6 +115,8 @@ export function registerRepo(program: Command, io: CliIo): void {
         ),
       );
       if (m.configs.length) io.stdout(`config files: ${m.configs.join(', ')}\n`);
+      const last = results[results.length - 1];
+      io.stdout(`boot verified: ${last ? `${verificationSummary(last)}${last.ok ? '' : ` (${last.reasons.join('; ')})`}, ${results.length} verification(s)` : 'never (rebound verify VM@POINT --boot)'}\n`);
     });
 
   program
@@ -132,28 +137,6 @@ export function registerRepo(program: Command, io: CliIo): void {
         `restored ${vm}@${r.point} ${opts.disk} to ${opts.to}: ${formatSize(r.totalBytes)} ` +
           `(${formatSize(r.writtenBytes)} of data) in ${r.seconds.toFixed(1)} s, ${formatSize(r.totalBytes / Math.max(r.seconds, 0.001))}/s\n`,
       );
-    });
-
-  program
-    .command('verify')
-    .description('re-read and re-hash every chunk the selected restore points use; report bad chunks with every point they break')
-    .argument('[vm@point]', 'VM, or VM@POINT; default: the whole repository')
-    .option('--json', 'print the report as JSON')
-    .action(async (ref: string | undefined, opts: { json?: boolean }, cmd: Command) => {
-      const target = ref ? (ref.includes('@') ? parsePointRef(ref) : { vm: ref }) : {};
-      const client = apiClient(cmd, io);
-      const job = await followJob(client, await client.post<JobInfo>('/v1/verify', target), io, { total: 'total', done: 'done' });
-      const r = job.result as VerifyReport;
-      if (opts.json) io.stdout(JSON.stringify(r, null, 2) + '\n');
-      else {
-        io.stdout(`${r.ok ? 'OK' : 'DAMAGED'}: ${r.points} restore point(s), ${r.chunks} chunks, ${formatSize(r.bytes)} verified in ${(r.durationMs / 1000).toFixed(1)} s\n`);
-        for (const p of r.problems) {
-          io.stdout(`  chunk ${p.chunk}: ${p.error} (${p.message})\n`);
-          for (const a of p.affected) io.stdout(`    breaks ${a.vm}@${a.point} disk ${a.disk} (chunk ${a.chunkIndexes.join(', ')})\n`);
-        }
-        for (const p of r.indexProblems) io.stdout(`  index of ${JSON.stringify(p)}\n`);
-      }
-      if (!r.ok) throw new ReboundError('ERR_CHUNK_CORRUPT', `verify found ${r.problems.length} bad chunk(s)`);
     });
 
   program
