@@ -175,6 +175,23 @@ describe('alert kinds: one message when a condition starts, one when it clears',
     expect(r.got.find((m) => m.key === 'verify-bad-chunks:v1')!.details).toMatchObject({ problems: [{ chunk: 'ab' }] });
   });
 
+  it('a verification boot that did not boot, or could not run (once per job)', async () => {
+    const r = await receiver();
+    const { state, step } = rig([r.url]);
+    state.jobs = [
+      job({ id: 'x1', kind: 'boot-verify', state: 'succeeded', params: { vm: 'web', point: 'p1' }, result: { ok: false, reasons: ['TCP port 81 never answered (last attempt: closed)'], serialTail: ['boot:'] } }),
+      job({ id: 'x2', kind: 'boot-verify', state: 'succeeded', params: { vm: 'web', point: 'p2' }, result: { ok: true, reasons: [] } }),
+      job({ id: 'x3', kind: 'boot-verify', state: 'failed', params: { vm: 'web', point: 'p3' }, error: { code: 'ERR_VERIFY_UNAVAILABLE', message: 'cannot start qemu' } }),
+    ];
+    await step();
+    await step();
+    expect(summary(r.got).sort()).toEqual(['firing verify-boot-failed:x1', 'firing verify-boot-failed:x3']);
+    const m = r.got.find((x) => x.key === 'verify-boot-failed:x1')!;
+    expect(m.summary).toBe('restore point web@p1 did not boot: TCP port 81 never answered (last attempt: closed)');
+    expect(m.details).toMatchObject({ serialTail: ['boot:'] });
+    expect(r.got.find((x) => x.key === 'verify-boot-failed:x3')!.summary).toContain('cannot start qemu');
+  });
+
   it("repository's disk nearly full (statfs)", async () => {
     const r = await receiver();
     const { state, step } = rig([r.url]);
