@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { REPO } from './daemon-process.js';
-import { missingGuestPeers } from './guest.js';
+import { missingGuestPeers, readGuestEnv } from './guest.js';
 import { missingPeers } from './peers.js';
 import { runOk } from './run.js';
 
@@ -37,13 +37,7 @@ let built: Promise<BootGuest> | undefined;
 export function ensureBootGuest(dir = BOOT_GUEST_DIR): Promise<BootGuest> {
   built ??= (async () => {
     await runOk('bash', [BOOT_GUEST_BUILD, dir], { timeoutMs: 300_000 });
-    const env = Object.fromEntries(
-      fs
-        .readFileSync(path.join(dir, 'guest.env'), 'utf8')
-        .split('\n')
-        .filter((l) => l.includes('='))
-        .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
-    );
+    const env = readGuestEnv(dir);
     return { disk: path.join(dir, 'disk.img'), brokenDisk: path.join(dir, 'disk-broken.img'), marker: env.MARKER!, httpPort: Number(env.HTTP_PORT), bannerPort: Number(env.BANNER_PORT) };
   })();
   return built;

@@ -77,13 +77,7 @@ export function ensureGuest(dir = GUEST_DEFAULT_DIR): Promise<GuestImages> {
 
 async function buildGuest(dir: string): Promise<GuestImages> {
   await runOk('bash', [GUEST_BUILD, dir], { timeoutMs: 300_000 });
-  const env = Object.fromEntries(
-    fs
-      .readFileSync(path.join(dir, 'guest.env'), 'utf8')
-      .split('\n')
-      .filter((l) => l.includes('='))
-      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
-  );
+  const env = readGuestEnv(dir);
   const baseFiles: Record<string, string> = {};
   for (const line of fs.readFileSync(path.join(dir, 'base.sha256'), 'utf8').split('\n')) {
     const m = /^([0-9a-f]{64}) {2}(.+)$/.exec(line);
@@ -99,6 +93,12 @@ async function buildGuest(dir: string): Promise<GuestImages> {
     modules: (env.MODULES ?? '').split(' ').filter(Boolean),
     baseFiles,
   };
+}
+
+/** The KEY=VALUE facts a guest build wrote to DIR/guest.env. */
+export function readGuestEnv(dir: string): Record<string, string> {
+  const lines = fs.readFileSync(path.join(dir, 'guest.env'), 'utf8').split('\n').filter((l) => l.includes('='));
+  return Object.fromEntries(lines.map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
 }
 
 /** The guest's data generator: `count` 4 KiB blocks, block i = `${tag} ${i as 8 digits}` space-padded + '\n'. */

@@ -39,14 +39,7 @@ for c in syslinux mcopy mkfs.fat sfdisk cpio; do command -v $c >/dev/null || die
 
 exec 9>"$OUT/.lock"
 flock 9
-up_to_date() {
-  local f
-  for f in "${OUTPUTS[@]}"; do [[ -f $OUT/$f ]] || return 1; done
-  grep -qx "KERNEL=$KVER" "$OUT/guest.env" || return 1
-  for f in "$HERE"/*; do [[ $f -ot $OUT/guest.env ]] || return 1; done
-  return 0
-}
-if up_to_date; then
+if up_to_date "${OUTPUTS[@]}"; then
   echo "guest/build-disk.sh: up to date in $OUT (kernel $KVER)"
   exit 0
 fi

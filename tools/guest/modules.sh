@@ -1,6 +1,17 @@
 # Shared by tools/guest/build.sh and tools/guest/build-disk.sh (sourced, not run): which Debian
-# kernel the guests use, and the kernel modules (with their dependencies, in load order) copied
-# into an initramfs. Needs KVER and MODDIR set for the module functions.
+# kernel the guests use, whether a build's outputs are current, and the kernel modules (with their
+# dependencies, in load order) copied into an initramfs. Needs KVER and MODDIR set for the module
+# functions, HERE (tools/guest) and OUT for up_to_date.
+
+# OUT/guest.env is the stamp: every output exists, it names KVER, and it is newer than every file
+# in tools/guest/. Takes the output names.
+up_to_date() {
+  local f
+  for f in "$@"; do [[ -f $OUT/$f ]] || return 1; done
+  grep -qx "KERNEL=$KVER" "$OUT/guest.env" || return 1
+  for f in "$HERE"/*; do [[ $f -ot $OUT/guest.env ]] || return 1; done
+  return 0
+}
 
 pick_kernel() {
   if [[ -n ${REBOUND_GUEST_KERNEL:-} ]]; then echo "$REBOUND_GUEST_KERNEL"; return; fi
