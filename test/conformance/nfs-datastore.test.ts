@@ -43,7 +43,7 @@ const fileid = (r: m.Nfsv3GetattrResponse): bigint => r.resok!.objAttributes.fil
 describe('NFS datastore', () => {
   it('publishes sessions and restore points; MNT accepts sub-folders and refuses files and unknown paths', async () => {
     await start();
-    expect(entryNames(await c.readdirplus(root))).toEqual(['.', '..', 'backups', 'sessions']);
+    expect(entryNames(await c.readdirplus(root))).toEqual(['.', '..', 'backups', 'sessions', 'xen']);
     const s1 = await c.lookupPath(root, 'sessions/s1');
     expect(entryNames(await c.readdirplus(s1))).toEqual(['.', '..', 'disk0-flat.vmdk', 'disk0.vmdk', 'vm1.vmx']);
     const point = await c.lookupPath(root, `backups/vm1/${POINT}`);
