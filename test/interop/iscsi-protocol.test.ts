@@ -21,7 +21,7 @@ let fx: IscsiFixture;
 const budget = new ByteBudget(1 * MiB);
 
 beforeAll(async () => {
-  fx = await startIscsi({ sizes: [4 * MiB], pointSize: 4 * MiB, server: { loginTimeoutMs: 300, maxConnectionsPerClient: 3, budget } });
+  fx = await startIscsi({ sizes: [4 * MiB], pointSize: 4 * MiB, server: { maxConnectionsPerClient: 3, budget } });
 });
 
 afterAll(async () => {
@@ -132,15 +132,22 @@ describe('iSCSI protocol edges (raw PDUs)', () => {
   });
 
   it('drops a connection that does not log in within the login timeout, and limits connections per client', async () => {
-    const idle = await RawIscsiClient.connect(fx.port);
-    await closed(idle);
-    const held = await Promise.all([0, 1, 2].map(() => RawIscsiClient.connect(fx.port)));
+    // A target of its own with a short login timeout (1 s): a silent connection is dropped; the
+    // other tests' logins, on a loaded machine, get the default one.
+    const own = await startIscsi({ sizes: [1 * MiB], pointSize: 1 * MiB, server: { loginTimeoutMs: 1000, maxConnectionsPerClient: 3 } });
     try {
-      for (const h of held) await h.login(fx.pointIqn, 'iqn.2026-12.org.rebound.test:limit', Buffer.from([0x80, 0, 0, 9, 9, held.indexOf(h)]));
-      const fourth = await RawIscsiClient.connect(fx.port);
-      await closed(fourth);
+      const idle = await RawIscsiClient.connect(own.port);
+      await closed(idle);
+      const held = await Promise.all([0, 1, 2].map(() => RawIscsiClient.connect(own.port)));
+      try {
+        for (const h of held) await h.login(own.pointIqn, 'iqn.2026-12.org.rebound.test:limit', Buffer.from([0x80, 0, 0, 9, 9, held.indexOf(h)]));
+        const fourth = await RawIscsiClient.connect(own.port);
+        await closed(fourth);
+      } finally {
+        for (const h of held) h.close();
+      }
     } finally {
-      for (const h of held) h.close();
+      await own.close();
     }
   });
 });
