@@ -173,9 +173,11 @@ export async function runBootVerification(deps: BootRunDeps, m: PointManifest, r
     const verdictCtl = new AbortController();
     const stop = AbortSignal.any([deadline, verdictCtl.signal]);
     const reasons: string[] = [];
-    const tcp = forwards.map((f) => ({ port: f.guest, hostPort: f.host, answered: false, last: 'not tried' as string }));
+    const tcp = forwards.map((f) => ({ port: f.guest, hostPort: f.host, answered: false, last: 'not tried' as string, atMs: null as number | null }));
     const agent = { required: req.agent === true, answered: false };
     let ended: string | null = null;
+    let signalsAt: number | null = null;
+    const running = Date.now();
     void qemuExit.then((e) => {
       ended = e;
       verdictCtl.abort();
@@ -183,7 +185,14 @@ export async function runBootVerification(deps: BootRunDeps, m: PointManifest, r
     const failWatch = serial.until(() => serial.failed !== null, stop).then(() => verdictCtl.abort(), () => undefined);
     const waits: Array<Promise<unknown>> = [];
     if (req.expectSerial) waits.push(serial.until(() => serial.matched !== null, stop));
-    tcp.forEach((t, i) => waits.push(probeTcp(forwards[i]!.host, stop, (r: TcpAttempt) => (t.last = r)).then((r) => (t.answered = r === 'answered'))));
+    tcp.forEach((t, i) =>
+      waits.push(
+        probeTcp(forwards[i]!.host, stop, (r: TcpAttempt) => (t.last = r)).then((r) => {
+          t.answered = r === 'answered';
+          if (t.answered) t.atMs = Date.now() - running;
+        }),
+      ),
+    );
     const agentLoop = (async () => {
       while (!stop.aborted && !agent.answered) {
         agent.answered = await pingAgent(files.agent, stop);
@@ -191,7 +200,10 @@ export async function runBootVerification(deps: BootRunDeps, m: PointManifest, r
       }
     })();
     if (agent.required) waits.push(agentLoop);
-    const allIn = Promise.all(waits).then(() => true, () => false);
+    const allIn = Promise.all(waits).then(
+      () => ((signalsAt = Date.now()), true),
+      () => false,
+    );
     const inTime = await Promise.race([allIn, new Promise<boolean>((r) => stop.addEventListener('abort', () => r(false), { once: true }))]);
     let script: BootVerification['signals']['script'] = null;
     if (inTime && !stop.aborted && req.script) {
@@ -249,7 +261,8 @@ export async function runBootVerification(deps: BootRunDeps, m: PointManifest, r
       verdict: ok ? 'booted' : 'failed',
       reasons,
       timeoutSeconds,
-      signals: { serial: { pattern: req.expectSerial ?? null, matched: serial.matched, failure: serial.failed }, tcp, agent, script, screen },
+      signals: { serial: { pattern: req.expectSerial ?? null, matched: serial.matched, atMs: serial.matchedAt && serial.matchedAt - running, failure: serial.failed }, tcp, agent, script, screen },
+      timings: { prepareMs: running - started.getTime(), signalsMs: signalsAt && signalsAt - running, finishMs: Date.now() - (signalsAt ?? running) },
       serialTail: serial.tail(),
       screenshot: keep ? `${id}.png` : null,
       machine,

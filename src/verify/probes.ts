@@ -2,9 +2,9 @@
  * The success signals of a verification boot, each watching one thing QEMU gives:
  *  - SerialWatch: the serial console (a Unix socket QEMU serves): keeps a tail, matches the
  *    expected pattern and the failure patterns line by line, and logs everything to a file;
- *  - probeTcp: a forwarded port "answers" when the guest sends at least one byte, at once (a
- *    banner: SSH, SMTP, FTP) or in reply to `HEAD / HTTP/1.0` sent after a second of silence (HTTP;
- *    many other services answer it with an error line). QEMU's user-mode network accepts the host
+ *  - probeTcp: a forwarded port "answers" when the guest sends at least one byte: a banner (SSH,
+ *    SMTP, FTP send theirs whatever the client says) or a reply to the `HEAD / HTTP/1.0` the probe
+ *    sends on connecting (HTTP; many other services answer it with an error line). QEMU's user-mode network accepts the host
  *    side of a forwarded connection before it knows whether the guest listens, so a connection
  *    alone proves nothing; a closed guest port shows as a connection closed without data. A
  *    service that never writes first and ignores that line (RDP) needs a probe script;
@@ -40,6 +40,8 @@ export class SerialWatch {
   readonly #waiters = new Set<() => void>();
   matched: string | null = null;
   failed: string | null = null;
+  /** When the pattern matched (Date.now()). */
+  matchedAt: number | null = null;
 
   constructor(logFile: string, expect: RegExp | undefined, failPatterns: readonly string[]) {
     this.#log = fs.createWriteStream(logFile);
@@ -80,7 +82,7 @@ export class SerialWatch {
     // A line first seen unfinished (a prompt) is recorded whole once it ends.
     if (this.matched && line !== this.matched && line.startsWith(this.matched)) this.matched = line;
     if (this.failed && line !== this.failed && line.startsWith(this.failed)) this.failed = line;
-    if (this.matched === null && this.#expect?.test(line)) this.matched = line;
+    if (this.matched === null && this.#expect?.test(line)) [this.matched, this.matchedAt] = [line, Date.now()];
     if (this.failed === null && this.#fail.test(line)) this.failed = line;
   }
 
@@ -116,7 +118,7 @@ const clean = (s: string): string => s.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').re
 
 export type TcpAttempt = 'answered' | 'closed' | 'silent' | 'refused';
 
-/** One attempt: connect to 127.0.0.1:port, wait for a byte (sending an HTTP HEAD after a second). */
+/** One attempt: connect to 127.0.0.1:port, send an HTTP HEAD, wait up to 3 s for a byte. */
 export function tcpAttempt(port: number, signal: AbortSignal): Promise<TcpAttempt> {
   return new Promise((resolve) => {
     const s = net.connect({ host: '127.0.0.1', port });
@@ -137,8 +139,8 @@ export function tcpAttempt(port: number, signal: AbortSignal): Promise<TcpAttemp
     s.on('end', () => end('closed'));
     s.on('close', () => end('closed'));
     s.on('connect', () => {
-      timers.push(setTimeout(() => s.write('HEAD / HTTP/1.0\r\n\r\n'), 1000));
-      timers.push(setTimeout(() => end('silent'), 5000));
+      s.write('HEAD / HTTP/1.0\r\n\r\n');
+      timers.push(setTimeout(() => end('silent'), 3000));
     });
   });
 }
@@ -150,7 +152,7 @@ export async function probeTcp(port: number, signal: AbortSignal, onAttempt?: (r
     last = await tcpAttempt(port, signal);
     onAttempt?.(last);
     if (last === 'answered') return last;
-    await sleep(1000, undefined, { signal }).catch(() => undefined);
+    await sleep(250, undefined, { signal }).catch(() => undefined);
   }
   return last;
 }

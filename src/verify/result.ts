@@ -33,12 +33,19 @@ export interface BootVerification {
   reasons: string[];
   timeoutSeconds: number;
   signals: {
-    serial: { pattern: string | null; matched: string | null; failure: string | null };
-    tcp: Array<{ port: number; hostPort: number; answered: boolean; last: string }>;
+    /** atMs: after the guest started running (QEMU's `cont`), ms. */
+    serial: { pattern: string | null; matched: string | null; atMs: number | null; failure: string | null };
+    tcp: Array<{ port: number; hostPort: number; answered: boolean; last: string; atMs: number | null }>;
     agent: { required: boolean; answered: boolean };
     script: { file: string; exitCode: number | null; signal: string | null; output: string[] } | null;
     screen: (ScreenVerdict & { required: boolean }) | null;
   };
+  /**
+   * Where the time went: from the start to the guest running (pin, overlays, NBD, QEMU start),
+   * from there to every required signal (null: not all came), from there to the verdict (script,
+   * screenshot).
+   */
+  timings: { prepareMs: number; signalsMs: number | null; finishMs: number };
   serialTail: string[];
   /** The PNG's file name beside the result, or null when not kept. */
   screenshot: string | null;

@@ -81,8 +81,9 @@ async function referenceBoot(image, memoryMiB, accel) {
       await sleep(50);
     }
     if (!out.includes(MARKER)) throw new Error('reference boot: no marker');
+    const markerMs = performance.now() - t0;
     for (let i = 0; i < 600; i++) {
-      if (await httpAnswers(port)) return performance.now() - t0;
+      if (await httpAnswers(port)) return { ms: performance.now() - t0, markerMs };
       await sleep(200);
     }
     throw new Error('reference boot: port 80 never answered');
@@ -131,10 +132,15 @@ async function main() {
       const v = await rebound(http, ['verify', 'guest', '--boot', '--memory', `${memoryMiB}M`, '--expect-serial', MARKER, '--tcp', '80', '--timeout', '900'], 1_000_000);
       const ms = performance.now() - t0;
       if (!v.ok) throw new Error(`verification failed: ${v.reasons.join('; ')}`);
-      R.rebound.push({ ms, jobMs: v.durationMs });
+      R.rebound.push({ ms, jobMs: v.durationMs, timings: v.timings, markerMs: v.signals.serial.atMs });
       const ref = await referenceBoot(image, memoryMiB, values.accel);
-      R.reference.push({ ms: ref });
-      log(`run ${i + 1}: rebound verify ${fmt(ms / 1000, 2)} s (job ${fmt(v.durationMs / 1000, 2)} s), reference boot ${fmt(ref / 1000, 2)} s, load ${os.loadavg()[0].toFixed(2)}`);
+      R.reference.push(ref);
+      const t = v.timings;
+      log(
+        `run ${i + 1}: rebound verify ${fmt(ms / 1000, 2)} s (job ${fmt(v.durationMs / 1000, 2)} s: prepare ${fmt(t.prepareMs / 1000, 2)}, ` +
+          `guest to signals ${fmt(t.signalsMs / 1000, 2)} (marker at ${fmt(v.signals.serial.atMs / 1000, 2)}), verdict ${fmt(t.finishMs / 1000, 2)}), ` +
+          `reference boot ${fmt(ref.ms / 1000, 2)} s (marker at ${fmt(ref.markerMs / 1000, 2)}), load ${os.loadavg()[0].toFixed(2)}`,
+      );
     }
   } finally {
     await stopServer(server);
