@@ -35,7 +35,7 @@ import { DEFAULT_FAIL_PATTERNS, pingAgent, probeTcp, runScript, SerialWatch, typ
 import { QmpClient } from './qmp.js';
 import { qemuArgs, runFiles, type QemuRunFiles } from './qemu-command.js';
 import { RESULT_FORMAT, RESULT_VERSION, type BootVerification, type VerifyTrigger } from './result.js';
-import { decodePpm, encodePng, judgeScreen } from './screen.js';
+import { decodePpm, encodePng, judgeScreen, type RgbImage } from './screen.js';
 import { bootConfig } from './vm-config.js';
 import { runsDir, saveRunRecord, type RunRecord } from './leftovers.js';
 
@@ -187,7 +187,7 @@ export async function runBootVerification(deps: BootRunDeps, m: PointManifest, r
     if (req.expectSerial) waits.push(serial.until(() => serial.matched !== null, stop));
     tcp.forEach((t, i) =>
       waits.push(
-        probeTcp(forwards[i]!.host, stop, (r: TcpAttempt) => (t.last = r)).then((r) => {
+        probeTcp(forwards[i]!.host, stop, (r: TcpAttempt) => (t.last = r), serial.kick).then((r) => {
           t.answered = r === 'answered';
           if (t.answered) t.atMs = Date.now() - running;
         }),
@@ -217,14 +217,13 @@ export async function runBootVerification(deps: BootRunDeps, m: PointManifest, r
     if (waits.length === 0 && !req.script) await new Promise<void>((r) => (stop.aborted ? r() : stop.addEventListener('abort', () => r(), { once: true })));
     progress('judging');
     let screen: BootVerification['signals']['screen'] = null;
-    let png: Buffer | null = null;
+    let img: RgbImage | null = null;
     if (!ended) {
       try {
         const ppm = path.join(dir, 'screen.ppm');
         await qmp.execute('screendump', { filename: ppm });
-        const img = decodePpm(await fs.promises.readFile(ppm));
+        img = decodePpm(await fs.promises.readFile(ppm));
         screen = { ...judgeScreen(img), required: req.screen !== false };
-        png = encodePng(img);
       } catch (err) {
         log.warn('no screenshot', { err: errorText(err) });
       }
@@ -245,7 +244,9 @@ export async function runBootVerification(deps: BootRunDeps, m: PointManifest, r
     if (opts.signal?.aborted) reasons.unshift('cancelled');
     else if (deadline.aborted && !serial.failed && !ended && waits.length) reasons.push(`timed out after ${timeoutSeconds} s`);
     const ok = reasons.length === 0;
-    const keep = png !== null && (req.keepScreenshot === true || !ok);
+    // Encoded only when kept (--keep-screenshot, or a failure's evidence).
+    const png = img && (req.keepScreenshot === true || !ok) ? encodePng(img) : null;
+    const keep = png !== null;
     const finished = new Date();
     const result: BootVerification = {
       format: RESULT_FORMAT,

@@ -42,6 +42,8 @@ export class SerialWatch {
   failed: string | null = null;
   /** When the pattern matched (Date.now()). */
   matchedAt: number | null = null;
+  /** Dispatches 'kick' when the pattern matches (probeTcp retries at once). */
+  readonly kick = new EventTarget();
 
   constructor(logFile: string, expect: RegExp | undefined, failPatterns: readonly string[]) {
     this.#log = fs.createWriteStream(logFile);
@@ -82,7 +84,10 @@ export class SerialWatch {
     // A line first seen unfinished (a prompt) is recorded whole once it ends.
     if (this.matched && line !== this.matched && line.startsWith(this.matched)) this.matched = line;
     if (this.failed && line !== this.failed && line.startsWith(this.failed)) this.failed = line;
-    if (this.matched === null && this.#expect?.test(line)) [this.matched, this.matchedAt] = [line, Date.now()];
+    if (this.matched === null && this.#expect?.test(line)) {
+      [this.matched, this.matchedAt] = [line, Date.now()];
+      this.kick.dispatchEvent(new Event('kick'));
+    }
     if (this.failed === null && this.#fail.test(line)) this.failed = line;
   }
 
@@ -145,14 +150,23 @@ export function tcpAttempt(port: number, signal: AbortSignal): Promise<TcpAttemp
   });
 }
 
-/** Tries until the port answers; returns the last outcome when aborted. */
-export async function probeTcp(port: number, signal: AbortSignal, onAttempt?: (r: TcpAttempt) => void): Promise<TcpAttempt> {
+/**
+ * Tries until the port answers; returns the last outcome when aborted. `kick` (the guest said on
+ * its console that it is up) ends a silent attempt at once and retries: an attempt made while the
+ * guest's network was still down hangs until its timeout even after the service came up.
+ */
+export async function probeTcp(port: number, signal: AbortSignal, onAttempt?: (r: TcpAttempt) => void, kick?: EventTarget): Promise<TcpAttempt> {
   let last: TcpAttempt = 'refused';
   while (!signal.aborted) {
-    last = await tcpAttempt(port, signal);
+    const attempt = new AbortController();
+    const onKick = (): void => attempt.abort();
+    kick?.addEventListener('kick', onKick);
+    const both = AbortSignal.any([signal, attempt.signal]);
+    last = await tcpAttempt(port, both);
+    kick?.removeEventListener('kick', onKick);
     onAttempt?.(last);
     if (last === 'answered') return last;
-    await sleep(250, undefined, { signal }).catch(() => undefined);
+    if (!attempt.signal.aborted) await sleep(250, undefined, { signal }).catch(() => undefined);
   }
   return last;
 }
