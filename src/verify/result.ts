@@ -57,7 +57,9 @@ export function resultsDir(dataDir: string): string {
   return path.join(dataDir, 'verify', 'results');
 }
 
-const pointDir = (dataDir: string, vm: string, point: string): string => path.join(resultsDir(dataDir), encodeURIComponent(vm), encodeURIComponent(point));
+/** A name as one path component: encoded, and never `.` or `..` (which encoding leaves alone). */
+const component = (name: string): string => (name === '.' || name === '..' ? encodeURIComponent(name).replace(/\./g, '%2E') : encodeURIComponent(name));
+const pointDir = (dataDir: string, vm: string, point: string): string => path.join(resultsDir(dataDir), component(vm), component(point));
 
 export async function saveResult(dataDir: string, r: BootVerification, png: Buffer | null): Promise<void> {
   const dir = pointDir(dataDir, r.vm, r.point);
@@ -84,7 +86,7 @@ export async function listResults(dataDir: string, vm: string, point: string): P
 
 /** The newest result of each point of a VM that has one. */
 export async function latestResults(dataDir: string, vm: string): Promise<Record<string, BootVerification>> {
-  const dir = path.join(resultsDir(dataDir), encodeURIComponent(vm));
+  const dir = path.join(resultsDir(dataDir), component(vm));
   const out: Record<string, BootVerification> = {};
   for (const p of await fs.promises.readdir(dir).catch(() => [] as string[])) {
     const all = await listResults(dataDir, vm, decodeURIComponent(p));
