@@ -25,7 +25,8 @@ import { S3ChunkStore } from './s3-chunk-store.js';
 import { readLink, type S3Link } from './s3-link.js';
 import { DEFAULT_LEASE_TIMING, registerBackup, type LeaseTiming } from './s3-lease.js';
 import { S3Objects, type S3Counters } from './s3-objects.js';
-import { S3Points } from './s3-points.js';
+import { pointPrefix, S3Points } from './s3-points.js';
+import { AccessRecorder, accessMapName, decodeAccessMap, prefetch } from './access-map.js';
 import { writeFileDurable } from '../util/durable-file.js';
 
 export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
@@ -56,6 +57,15 @@ export interface RepositoryOptions {
 }
 
 export const DEFAULT_DISK_CACHE_BYTES = 10 * 1024 ** 3;
+/** Readahead of a sequential reader of an S3 repository's image, chunks (each is a request). */
+export const S3_READAHEAD_CHUNKS = 16;
+
+interface OpenIndex {
+  index: FixedIndex;
+  users: number;
+  recorder?: AccessRecorder;
+  prefetching?: AbortController;
+}
 export const DEFAULT_S3_RETRY_MS = 120_000;
 
 /** The S3 side of a repository: link, object access, leases. */
@@ -64,6 +74,7 @@ export interface S3Parts {
   objects: S3Objects;
   leaseTiming: LeaseTiming;
   diskCache: DiskChunkCache | undefined;
+  store: S3ChunkStore;
 }
 
 export class Repository {
@@ -76,10 +87,15 @@ export class Repository {
   readonly catalog: Catalog;
   /** Set for a repository in a bucket. */
   readonly s3: S3Parts | undefined;
-  /** Indexes of open images (by key vm/point/disk) with a use count: gc keeps their chunks. */
-  readonly #openIndexes = new Map<string, { index: FixedIndex; users: number }>();
+  /**
+   * Indexes of open images (by key vm/point/disk) with a use count: gc keeps their chunks. In an
+   * S3 repository each also records its access map and may be prefetching the last one.
+   */
+  readonly #openIndexes = new Map<string, OpenIndex>();
   /** Points pinned by recovery sessions: prune keeps them. */
   readonly #pins = new Map<string, number>();
+  /** S3: points whose access maps are being prefetched (pin()), by `vm@id`. */
+  readonly #warming = new Map<string, AbortController>();
 
   private constructor(dir: string, config: RepoConfig, store: ChunkBackend, pointStore: PointBackend, cache: ChunkCache, catalog: Catalog, s3: S3Parts | undefined) {
     this.dir = dir;
@@ -131,7 +147,7 @@ export class Repository {
       const store = new S3ChunkStore(objects, opts.codec ?? codecByName(config.codec), diskCache);
       const cache = new ChunkCache({ readChunk: (d) => store.readCached(d) }, opts.cacheBytes ?? 256 * 1024 * 1024);
       const catalog = await Catalog.open(path.join(dataDir, 'catalog'));
-      const s3: S3Parts = { link, objects, leaseTiming: opts.leaseTiming ?? DEFAULT_LEASE_TIMING, diskCache };
+      const s3: S3Parts = { link, objects, leaseTiming: opts.leaseTiming ?? DEFAULT_LEASE_TIMING, diskCache, store };
       return new Repository(dir, config, store, new S3Points(objects, link.gateway), cache, catalog, s3);
     } catch (err) {
       objects.close();
@@ -216,21 +232,62 @@ export class Repository {
     return this.pointStore.exists(m.vm, m.id);
   }
 
-  /** Opens a read-only image of one disk of a point, through the shared cache. */
+  /**
+   * Opens a read-only image of one disk of a point, through the shared cache. From an S3
+   * repository: more readahead, and the point's access map is prefetched and recorded again
+   * (access-map.ts).
+   */
   async openImage(m: PointManifest, disk: string): Promise<RepoImage> {
     const key = `${m.vm}/${m.id}/${disk}`;
     let entry = this.#openIndexes.get(key);
     if (!entry) {
-      entry = { index: await this.readIndex(m, disk), users: 0 };
+      const index = await this.readIndex(m, disk);
+      entry = this.#openIndexes.get(key) ?? (this.s3 ? await this.#openRemote(m, disk, index) : { index, users: 0 });
       this.#openIndexes.set(key, entry);
     }
     entry.users++;
     const e = entry;
     return new RepoImage(e.index, this.cache, {
+      readahead: this.s3 ? S3_READAHEAD_CHUNKS : undefined,
+      onChunk: e.recorder ? (i) => e.recorder!.record(i) : undefined,
       onClose: () => {
-        if (--e.users === 0) this.#openIndexes.delete(key);
+        if (--e.users > 0) return;
+        this.#openIndexes.delete(key);
+        e.prefetching?.abort();
+        void e.recorder?.close();
       },
     });
+  }
+
+  /** The access map of one disk of a point (empty if there is none or it does not fit). */
+  async #accessMap(m: PointManifest, disk: string, index: FixedIndex): Promise<number[]> {
+    const body = await this.s3!.objects.get(pointPrefix(m.vm, m.id) + accessMapName(disk)).catch(() => undefined);
+    return (body && decodeAccessMap(body, index.count)) || [];
+  }
+
+  /** Prefetches what the access maps of a point's disks name (see pin()). Errors only mean no warm-up. */
+  async #warm(vm: string, id: string, signal: AbortSignal): Promise<void> {
+    try {
+      const m = await this.point(vm, id);
+      for (const d of m.disks) {
+        if (signal.aborted) return;
+        const index = await this.readIndex(m, d.name);
+        await prefetch(index, await this.#accessMap(m, d.name, index), (digest) => this.s3!.store.readCached(digest), signal);
+      }
+    } catch {
+      // a hint only
+    }
+  }
+
+  async #openRemote(m: PointManifest, disk: string, index: FixedIndex): Promise<OpenIndex> {
+    const { objects, store } = this.s3!;
+    const mapKey = pointPrefix(m.vm, m.id) + accessMapName(disk);
+    const loaded = await this.#accessMap(m, disk, index);
+    const prefetching = new AbortController();
+    // Unless a recovery session's pin() is warming this point already.
+    if (loaded.length > 0 && !this.#warming.has(`${m.vm}@${m.id}`)) void prefetch(index, loaded, (d) => store.readCached(d), prefetching.signal);
+    const recorder = new AccessRecorder(async (map) => void (await objects.put(mapKey, map)), loaded);
+    return { index, users: 0, recorder, prefetching };
   }
 
   /** Indexes in use by open images (gc marks them even if their point was pruned). */
@@ -238,13 +295,25 @@ export class Repository {
     return [...this.#openIndexes.values()].map((e) => e.index);
   }
 
+  /**
+   * Pins a point (a recovery session runs from it). From an S3 repository this also starts
+   * fetching the chunks its disks' access maps name (a warm boot), before the guest asks.
+   */
   pin(vm: string, id: string): () => void {
     const key = `${vm}@${id}`;
     this.#pins.set(key, (this.#pins.get(key) ?? 0) + 1);
+    const warming = this.s3 && !this.#warming.has(key) ? new AbortController() : undefined;
+    if (warming) {
+      this.#warming.set(key, warming);
+      void this.#warm(vm, id, warming.signal).finally(() => {
+        if (this.#warming.get(key) === warming) this.#warming.delete(key);
+      });
+    }
     let done = false;
     return () => {
       if (done) return;
       done = true;
+      warming?.abort();
       const n = (this.#pins.get(key) ?? 1) - 1;
       if (n > 0) this.#pins.set(key, n);
       else this.#pins.delete(key);
@@ -321,6 +390,11 @@ export class Repository {
   }
 
   async close(): Promise<void> {
+    // Images still open (a daemon stopping): their access maps are written now.
+    for (const e of this.#openIndexes.values()) {
+      e.prefetching?.abort();
+      await e.recorder?.close();
+    }
     await this.catalog.close();
     this.s3?.objects.close();
   }

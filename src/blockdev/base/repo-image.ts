@@ -6,7 +6,10 @@
  * Design notes:
  *  - A read touching several chunks fetches them concurrently; zero chunks are filled locally.
  *  - Sequential access (a read starting where the previous one ended) triggers readahead of the
- *    next READAHEAD_CHUNKS chunks through the same reader (so through the shared cache).
+ *    next `readahead` chunks (READAHEAD_CHUNKS by default) through the same reader (so through
+ *    the shared cache).
+ *  - `onChunk` tells the opener which chunks clients needed (an S3 repository keeps them as the
+ *    point's access map, for the next recovery's prefetch).
  *  - Extents come from the map: zero chunks are holes that read as zero; everything else is data.
  *  - A chunk that is missing or fails its digest check fails the read with EIO and a message
  *    naming the chunk: never wrong data.
@@ -29,7 +32,16 @@ export interface ChunkMap {
   digest(i: number): Uint8Array | undefined;
 }
 
-const READAHEAD_CHUNKS = 4;
+/** Chunks read ahead of a sequential reader unless the opener says otherwise. */
+export const READAHEAD_CHUNKS = 4;
+
+export interface RepoImageOptions {
+  onClose?: () => void;
+  /** Chunks to read ahead of a sequential reader (a remote repository wants more). */
+  readahead?: number;
+  /** Called with each chunk number a client read needs (not readahead): access maps. */
+  onChunk?: (i: number) => void;
+}
 
 /**
  * What a RepoImage of `disk` offers, known before its index is loaded: from the disk's own chunk
@@ -53,15 +65,19 @@ export class RepoImage extends ReadOnlyDevice {
   readonly #map: ChunkMap;
   readonly #reader: ChunkReader;
   readonly #onClose: (() => void) | undefined;
+  readonly #readaheadChunks: number;
+  readonly #onChunk: ((i: number) => void) | undefined;
   #lastEnd = -1;
   #closed = false;
 
-  constructor(map: ChunkMap, reader: ChunkReader, opts: { onClose?: () => void } = {}) {
+  constructor(map: ChunkMap, reader: ChunkReader, opts: RepoImageOptions = {}) {
     super();
     this.#map = map;
     this.#reader = reader;
     this.size = map.size;
     this.#onClose = opts.onClose;
+    this.#readaheadChunks = opts.readahead ?? READAHEAD_CHUNKS;
+    this.#onChunk = opts.onChunk;
   }
 
   override capabilities(): Capabilities {
@@ -113,6 +129,7 @@ export class RepoImage extends ReadOnlyDevice {
   }
 
   async #chunk(i: number, digest: Uint8Array): Promise<Uint8Array> {
+    this.#onChunk?.(i);
     try {
       const chunk = await this.#reader.readChunk(digest);
       if (chunk.length !== Math.min(this.#map.chunkSize, this.size - i * this.#map.chunkSize)) {
@@ -125,7 +142,7 @@ export class RepoImage extends ReadOnlyDevice {
   }
 
   #readahead(from: number): void {
-    for (let i = from; i < Math.min(from + READAHEAD_CHUNKS, this.#map.count); i++) {
+    for (let i = from; i < Math.min(from + this.#readaheadChunks, this.#map.count); i++) {
       const d = this.#map.digest(i);
       if (d) this.#reader.readChunk(d).catch(() => undefined);
     }
