@@ -21,6 +21,8 @@ import { startDaemonProcess, type DaemonProcess } from '../helpers/daemon-proces
 import { makeImage, tempDir } from '../helpers/images.js';
 import { missingPeers } from '../helpers/peers.js';
 import { hasRgw, startRgw, type Rgw } from '../helpers/rgw.js';
+import { ensureGuest, explainBoot, killAllGuests, missingGuestPeers, newMarker, startGuest } from '../helpers/guest.js';
+import os from 'node:os';
 import { run, runOk } from '../helpers/run.js';
 
 const MiB = 1024 * 1024;
@@ -269,6 +271,59 @@ describe.skipIf(missing.length > 0)('S3 repository on Ceph RGW', () => {
     }
   }, 180_000);
 
+  it.skipIf(missingGuestPeers().length > 0)('the guest boots from a session whose point is only in the bucket (disk cache emptied) while radosgw is down for 10 s; its access map is kept and prefetched at the next recovery', async () => {
+    const guest = await ensureGuest();
+    const sources = ['--source-dir', os.tmpdir(), '--source-dir', path.dirname(guest.disk)];
+    await stopGateway(a);
+    a = await startGateway(dataA(), sources);
+    const m = await backupJson(a, ['guest', '--disk', `disk0=${guest.disk}`]);
+    await stopGateway(a);
+    fs.rmSync(path.join(dataA(), 'cache'), { recursive: true, force: true });
+    a = await startGateway(dataA(), [...sources, '--s3-retry-time', '60']);
+    const rec = JSON.parse(await ok(a, ['recover', `guest@${m.id}`, '--name', 'vm', '--json'])) as { disks: Array<{ nbdUri: string }> };
+    // Every read of the guest's disk must wait for the endpoint, then go on.
+    await rgw.stopGateway();
+    const marker = newMarker('s3');
+    const vm = await startGuest({ drive: rec.disks[0]!.nbdUri, action: `write:${marker}+check`, timeoutMs: 240_000, guest });
+    await new Promise((r) => setTimeout(r, 10_000));
+    await rgw.startGateway();
+    const r = await vm.done;
+    const why = `${explainBoot(r)}\n--- daemon stderr ---\n${a.stderr()}`;
+    expect(r.timedOut, why).toBe(false);
+    expect(r.ioErrors, why).toEqual([]);
+    expect(r.status, why).toBe('ok');
+    expect(r.fields, why).toMatchObject({ marker, base: 'ok' });
+    const info = JSON.parse(await ok(a, ['repo', 'info', '--json']));
+    expect(info.s3.requests.retries).toBeGreaterThan(0);
+    expect(info.diskCache.chunks).toBeGreaterThan(0);
+
+    // Discarding the session closes the image: its access map goes into the bucket.
+    await ok(a, ['discard', 'vm']);
+    const mapKey = `site1/vms/guest/${m.id}/access/disk0.map`;
+    let map: Buffer | undefined;
+    for (let i = 0; i < 100 && !map; i++) {
+      map = await getObject(mapKey).catch(() => undefined);
+      if (!map) await new Promise((res) => setTimeout(res, 100));
+    }
+    expect(map?.subarray(0, 8).toString()).toBe('RBAMAP01');
+    const mapped = map!.readUInt32BE(12);
+    expect(mapped).toBeGreaterThan(0);
+
+    // Next recovery, cold cache: the mapped chunks are fetched before anyone reads them.
+    await stopGateway(a);
+    fs.rmSync(path.join(dataA(), 'cache'), { recursive: true, force: true });
+    a = await startGateway(dataA(), sources);
+    await ok(a, ['recover', `guest@${m.id}`, '--name', 'vm2', '--json']);
+    let cached = 0;
+    for (let i = 0; i < 600 && cached < mapped; i++) {
+      cached = JSON.parse(await ok(a, ['repo', 'info', '--json'])).diskCache.chunks;
+      if (cached < mapped) await new Promise((res) => setTimeout(res, 100));
+    }
+    expect(cached).toBeGreaterThanOrEqual(mapped);
+    await ok(a, ['discard', 'vm2']);
+    killAllGuests();
+  }, 400_000);
+
   it('two gateways on one bucket: concurrent backups, B recovers A\'s point, gc on A while B commits loses nothing, a second gc is refused', async () => {
     expect(await init(dataB())).toMatch(/joined the existing repository s3:\/\/rebound-s3-test\/site1\//);
     await stopGateway(a);
@@ -281,7 +336,7 @@ describe.skipIf(missing.length > 0)('S3 repository on Ceph RGW', () => {
     const [pa, pb] = await Promise.all([backupJson(a, ['vm-a', '--disk', `disk0=${imgA}`]), backupJson(b, ['vm-b', '--disk', `disk0=${imgB}`])]);
     // B recovers A's point once its catalog has read the bucket again.
     expect(await ok(b, ['show', `vm-a@${pa.id}`])).toContain(`vm-a@${pa.id}/disk0`); // looked up in the bucket
-    expect(await ok(b, ['repo', 'reindex'])).toMatch(/5 restore point/);
+    expect(await ok(b, ['repo', 'reindex'])).toMatch(/6 restore point/);
     await compare(`nbd://${b.nbd}/vm-a@${pa.id}/disk0`, imgA);
     await compare(`nbd://${a.nbd}/vm-a@${pa.id}/disk0`, imgA);
 
@@ -297,7 +352,7 @@ describe.skipIf(missing.length > 0)('S3 repository on Ceph RGW', () => {
     const [gcOut, pc] = await Promise.all([ok(a, ['gc', '--json']), backupJson(b, ['vm-c', '--disk', `disk0=${imgC}`])]);
     expect(JSON.parse(gcOut).removedChunks).toBeGreaterThan(0);
     await ok(a, ['repo', 'reindex']);
-    expect(JSON.parse((await rb(a, ['verify', '--json'])).stdout)).toMatchObject({ ok: true, points: 6 });
+    expect(JSON.parse((await rb(a, ['verify', '--json'])).stdout)).toMatchObject({ ok: true, points: 7 });
     await compare(`nbd://${a.nbd}/vm-c@${pc.id}/disk0`, imgC);
 
     // A second gc while A's runs: A's gc is held in its sweep phase by a running backup (another
