@@ -61,6 +61,9 @@ export interface BackupOptions {
   sourceGate?: PathGate;
 }
 
+/** Chunks in flight per disk for a repository in a bucket (each is a HEAD and maybe a PUT). */
+const S3_BACKUP_INFLIGHT = 16;
+
 /** Largest VM configuration file stored with a point (they are a few KiB: .vmx, libvirt XML, .conf). */
 const CONFIG_FILE_MAX = 16 * 1024 * 1024;
 
@@ -214,7 +217,7 @@ async function backupDisk(
   };
   // Every worker settles before an error is thrown: none may still write a chunk (into repo/tmp)
   // after the caller cleaned up.
-  const settled = await Promise.allSettled(Array.from({ length: req.concurrency ?? 4 }, worker));
+  const settled = await Promise.allSettled(Array.from({ length: req.concurrency ?? (repo.s3 ? S3_BACKUP_INFLIGHT : 4) }, worker));
   const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;
   for (let i = 0; i < index.count; i++) if (!index.digest(i)) zeroChunks++;

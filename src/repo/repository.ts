@@ -57,6 +57,8 @@ export interface RepositoryOptions {
 }
 
 export const DEFAULT_DISK_CACHE_BYTES = 10 * 1024 ** 3;
+/** How long closing waits for the access maps of still open images to be written, ms. */
+const CLOSE_FLUSH_MS = 5000;
 /** Readahead of a sequential reader of an S3 repository's image, chunks (each is a request). */
 export const S3_READAHEAD_CHUNKS = 16;
 
@@ -390,11 +392,14 @@ export class Repository {
   }
 
   async close(): Promise<void> {
-    // Images still open (a daemon stopping): their access maps are written now.
-    for (const e of this.#openIndexes.values()) {
+    // Images still open (a daemon stopping): their access maps are written now, if the endpoint
+    // answers within a few seconds (a map is a hint; shutdown does not wait out an outage).
+    for (const w of this.#warming.values()) w.abort();
+    const flushes = [...this.#openIndexes.values()].map((e) => {
       e.prefetching?.abort();
-      await e.recorder?.close();
-    }
+      return e.recorder?.close();
+    });
+    await Promise.race([Promise.all(flushes), new Promise((r) => setTimeout(r, CLOSE_FLUSH_MS).unref())]);
     await this.catalog.close();
     this.s3?.objects.close();
   }

@@ -11,6 +11,8 @@ import { openTarget, targetIoError, zeroRange } from './targets.js';
 
 /** Chunks read, verified and written at once (see the design notes). */
 export const RESTORE_INFLIGHT = 8;
+/** The same from a repository in a bucket: each chunk is a request with a round trip. */
+export const S3_RESTORE_INFLIGHT = 16;
 
 export interface RestoreRequest {
   vm: string;
@@ -75,7 +77,7 @@ export async function restore(
   };
   try {
     // Every worker settles before the target is closed (none writes to a closed target).
-    const settled = await Promise.allSettled(Array.from({ length: req.concurrency ?? RESTORE_INFLIGHT }, worker));
+    const settled = await Promise.allSettled(Array.from({ length: req.concurrency ?? (repo.s3 ? S3_RESTORE_INFLIGHT : RESTORE_INFLIGHT) }, worker));
     const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
     await target.flush().catch((err: unknown) => Promise.reject(targetIoError(err)));
