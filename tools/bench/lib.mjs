@@ -577,3 +577,23 @@ export async function rebound(http, args, timeoutMs = 3_600_000) {
   const r = await run(process.execPath, [REBOUND_MAIN, '--server', http, ...args, '--json'], { timeoutMs });
   return JSON.parse(r.stdout);
 }
+
+/**
+ * One boot of the test guest (tools/guest, action boot: mount, unmount, power off) with its disk on
+ * `drive` (an NBD URI); resolves with wall ms from QEMU start to exit.
+ */
+export async function bootGuestOnce(guestDir, drive, { timeoutMs = 300_000 } = {}) {
+  const args = ['-accel', 'tcg', '-m', '256', '-nodefaults', '-no-user-config', '-display', 'none', '-serial', 'stdio', '-no-reboot',
+    '-kernel', path.join(guestDir, 'vmlinuz'), '-initrd', path.join(guestDir, 'initramfs.cpio.gz'),
+    '-append', 'console=ttyS0 panic=-1 quiet mitigations=off rebound.action=boot',
+    '-drive', `file=${drive.replaceAll(',', ',,')},format=raw,if=virtio,cache=writeback`];
+  const t0 = performance.now();
+  const child = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (d) => (out += d));
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  await new Promise((r) => child.once('exit', r));
+  clearTimeout(timer);
+  if (!out.includes('REBOUND-STATUS: ok')) throw new Error(`guest boot on ${drive} failed:\n${out.slice(-1500)}`);
+  return performance.now() - t0;
+}

@@ -13,13 +13,12 @@
  *   3. migration of the --size session to a file (rebound migrate, until in step) vs
  *      `qemu-img convert -O raw` of the same raw image. Best of 2 each. Target >= 0.8x.
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
-  api, fmt, GiB, killAllSync, log, MiB, pathFlags, REBOUND_MAIN, removeTmpSync, rebound, ROOT, run, setTmpDir, sleep, startServer, stopServer, table, which, writeVmImage,
+  api, bootGuestOnce as bootOnce, fmt, GiB, killAllSync, log, MiB, pathFlags, REBOUND_MAIN, removeTmpSync, rebound, ROOT, run, setTmpDir, sleep, startServer, stopServer, table, which, writeVmImage,
   useDaemonToken,
 } from './lib.mjs';
 
@@ -42,23 +41,6 @@ async function timeRecover(ctx, vm, name) {
   const t2 = performance.now();
   await c.close();
   return { recoverMs: t1 - t0, firstReadMs: t2 - t1, usableMs: t2 - t0 };
-}
-
-/** One guest boot (action boot); resolves with wall ms from QEMU start to exit. */
-async function bootOnce(guestDir, drive) {
-  const args = ['-accel', 'tcg', '-m', '256', '-nodefaults', '-no-user-config', '-display', 'none', '-serial', 'stdio', '-no-reboot',
-    '-kernel', path.join(guestDir, 'vmlinuz'), '-initrd', path.join(guestDir, 'initramfs.cpio.gz'),
-    '-append', 'console=ttyS0 panic=-1 quiet mitigations=off rebound.action=boot',
-    '-drive', `file=${drive.replaceAll(',', ',,')},format=raw,if=virtio,cache=writeback`];
-  const t0 = performance.now();
-  const child = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout.setEncoding('utf8').on('data', (d) => (out += d));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 300_000);
-  await new Promise((r) => child.once('exit', r));
-  clearTimeout(timer);
-  if (!out.includes('REBOUND-STATUS: ok')) throw new Error(`guest boot on ${drive} failed:\n${out.slice(-1500)}`);
-  return performance.now() - t0;
 }
 
 async function main() {
