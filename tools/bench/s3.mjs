@@ -31,7 +31,7 @@ const TARGETS = { backupVsRestic: 1.0, restoreVsRestic: 1.0, warmVsLocal: 1.5, c
 const USAGE = `usage: node tools/bench/s3.mjs [options]
   --size SIZE   image size for backup/restore (default 512M)
   --rtt MS      added round trip on the RGW path for the boots (default 20)
-  --layout-mib N   MiB written per object size in the layout measurement (default 256)
+  --layout-mib N   MiB written per object size in the layout measurement (default 256; 0 skips it)
   --json        print JSON
   --check       exit 1 when a target is missed
   -h, --help`;
@@ -88,7 +88,7 @@ async function layoutRun(s3, bucket, objMiB, totalMiB, concurrency) {
     await r.Body.transformToByteArray();
   });
   const del = await phase((Key) => s3.send(new DeleteObjectCommand({ Bucket: bucket, Key })));
-  return { objMiB, objects: n, putMiBs: (n * objMiB) / put, getMiBs: (n * objMiB) / get, deleteSeconds: del, requestsPerGiB: 1024 / objMiB };
+  return { objMiB, concurrency, objects: n, putMiBs: (n * objMiB) / put, getMiBs: (n * objMiB) / get, deleteSeconds: del, requestsPerGiB: 1024 / objMiB };
 }
 
 async function main() {
@@ -141,8 +141,8 @@ async function main() {
     await s3.send(new CreateBucketCommand({ Bucket: 'layout' }));
     const totalMiB = Number(values['layout-mib']);
     R.layout = [];
-    for (const [objMiB, conc] of [[1, 8], [16, 8], [1, 8], [16, 8]]) R.layout.push(await layoutRun(s3, 'layout', objMiB, totalMiB, conc));
-    log(`layout: ${R.layout.map((l) => `${l.objMiB} MiB objects PUT ${fmt(l.putMiBs)} GET ${fmt(l.getMiBs)} MiB/s`).join('; ')}`);
+    if (totalMiB > 0) for (const [objMiB, conc] of [[1, 8], [16, 8], [1, 32], [1, 8], [16, 8], [1, 32]]) R.layout.push(await layoutRun(s3, 'layout', objMiB, totalMiB, conc));
+    log(`layout: ${R.layout.map((l) => `${l.objMiB} MiB objects x${l.concurrency} PUT ${fmt(l.putMiBs)} GET ${fmt(l.getMiBs)} MiB/s`).join('; ')}`);
 
     // ---- 2. backup and restore: rebound vs restic -------------------------------------------
     const img = path.join(tmpDir, 'vm.raw');
@@ -171,7 +171,7 @@ async function main() {
     await run('restic', ['-r', repoUrl, 'init'], { timeoutMs: 120_000 });
     t0 = performance.now();
     await run('restic', ['-r', repoUrl, 'backup', '--quiet', img], { timeoutMs: 3_600_000 });
-    R.restic = { backupMiBs: size / MiB / ((performance.now() - t0) / 1000), version: (await run('restic', ['version'])).stdout.trim() };
+    R.restic = { backupMiBs: size / MiB / ((performance.now() - t0) / 1000), version: (await run('restic', ['version'], { timeoutMs: 30_000 })).stdout.trim().split(' ').slice(0, 2).join(' ') };
     const target = path.join(tmpDir, 'restic-restore');
     t0 = performance.now();
     await run('restic', ['-r', repoUrl, 'restore', 'latest', '--target', target], { timeoutMs: 3_600_000 });
@@ -189,7 +189,7 @@ async function main() {
     await rebound(d.http, ['prune', 'vm', '--keep-last', '1']);
     t0 = performance.now();
     const gc = await rebound(d.http, ['gc']);
-    R.rebound.gc = { seconds: (performance.now() - t0) / 1000, scanned: gc.result.scannedChunks, removed: gc.result.removedChunks };
+    R.rebound.gc = { seconds: (performance.now() - t0) / 1000, scanned: gc.scannedChunks, removed: gc.removedChunks };
     log(`gc: ${R.rebound.gc.removed} of ${R.rebound.gc.scanned} chunks removed in ${fmt(R.rebound.gc.seconds, 1)} s`);
 
     // ---- 3. guest boot: local, S3 cold, S3 warm --------------------------------------------
@@ -247,8 +247,8 @@ async function main() {
   if (values.json) console.log(JSON.stringify(R, null, 2));
   else {
     console.log(`\nS3 repository on Ceph RGW (loadavg at start ${R.loadavg.map((x) => x.toFixed(2)).join(' ')}, end ${R.loadavgEnd.map((x) => x.toFixed(2)).join(' ')}; ${R.cpus} CPUs)`);
-    console.log('\nobject layout (SDK, 8 requests in flight):');
-    console.log(table([['object', 'PUT MiB/s', 'GET MiB/s', 'DELETE s', 'requests/GiB'], ...R.layout.map((l) => [`${l.objMiB} MiB`, fmt(l.putMiBs), fmt(l.getMiBs), fmt(l.deleteSeconds, 2), String(l.requestsPerGiB)])]));
+    console.log('\nobject layout (SDK; each size twice, interleaved):');
+    console.log(table([['object', 'in flight', 'PUT MiB/s', 'GET MiB/s', 'DELETE s', 'requests/GiB'], ...R.layout.map((l) => [`${l.objMiB} MiB`, String(l.concurrency), fmt(l.putMiBs), fmt(l.getMiBs), fmt(l.deleteSeconds, 2), String(l.requestsPerGiB)])]));
     console.log(`\nbackup and restore of a ${fmt(size / MiB)} MiB VM-like image:`);
     console.log(table([['', 'rebound', R.restic.version, 'ratio'], ['backup MiB/s', fmt(R.rebound.backupMiBs), fmt(R.restic.backupMiBs), fmt(R.ratios.backupVsRestic, 2)], ['restore MiB/s', fmt(R.rebound.restoreMiBs), fmt(R.restic.restoreMiBs), fmt(R.ratios.restoreVsRestic, 2)]]));
     const q = R.rebound.requests;
