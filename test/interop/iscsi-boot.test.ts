@@ -56,13 +56,15 @@ describe.skipIf(missing.length > 0)('QEMU boots a guest from the iSCSI target an
     expect(fs.readdirSync(path.join(data, 'sessions', 'vm', 'overlays', 'disk0')).length).toBeGreaterThan(0);
     const pointLun = `iscsi://${rec.iscsi.portals[0]}/iqn.2026-12.org.rebound:point.guest.latest/0`;
     const cmp = await run('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', pointLun, source], { timeoutMs: 120_000 });
-    expect(cmp.stdout, cmp.stderr).toContain('Images are identical');
+    expect(cmp.stdout, `${cmp.stderr}\n--- daemon stderr ---\n${daemon.stderr().slice(-4000)}`).toContain('Images are identical');
 
     const target = path.join(dir, 'production.raw');
-    const mig = await rb('migrate', 'vm', '--to', target, '--switch', '--json');
+    const mig = await run(process.execPath, [CLI, '--server', `http://${daemon.http}`, '--token-file', daemon.tokenFile, 'migrate', 'vm', '--to', target, '--switch', '--json'], { timeoutMs: 240_000 });
+    const migWhy = `migrate exited ${mig.code}:\n${mig.stdout}\n${mig.stderr}\n--- daemon stderr ---\n${daemon.stderr().slice(-4000)}`;
+    expect(mig.code, migWhy).toBe(0);
     const job = JSON.parse(mig.stdout) as { state: string; result: { switched: Array<{ repaired: number }> } };
-    expect(job.state).toBe('succeeded');
-    expect(job.result.switched[0]!.repaired).toBe(0);
+    expect(job.state, migWhy).toBe('succeeded');
+    expect(job.result.switched[0]!.repaired, migWhy).toBe(0);
     const atSwitch = Math.max(...[...vm.console().matchAll(/REBOUND-LOOP synced=(\d+)/g)].map((m) => Number(m[1])));
     vm.send('switched');
     const r = await vm.done;
