@@ -46,6 +46,9 @@ export interface LeaseTiming {
 
 export const DEFAULT_LEASE_TIMING: LeaseTiming = { ttlMs: 120_000, pollMs: 1000 };
 
+/** How often a failed release is tried again in the background, ms. */
+const RELEASE_RETRY_MS = 3000;
+
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function parseBody(buf: Buffer | undefined): LeaseBody | undefined {
@@ -95,11 +98,26 @@ class Held {
     await this.#objects.put(this.#key, JSON.stringify(this.#body));
   }
 
+  /**
+   * Deletes the object. If the endpoint is away (a backup that failed because of it), deleting
+   * goes on in the background every few seconds until it works or the object has expired anyway,
+   * so a stale marker does not hold the next gc until its expiry.
+   */
   async release(): Promise<void> {
     if (this.#released) return;
     this.#released = true;
     clearInterval(this.#timer);
-    await this.#objects.delete(this.#key);
+    try {
+      await this.#objects.delete(this.#key);
+    } catch (err) {
+      const until = Date.parse(this.#body.expiresAt);
+      const again = (): void => {
+        if (Date.now() > until) return;
+        this.#objects.delete(this.#key).catch(() => setTimeout(again, RELEASE_RETRY_MS).unref());
+      };
+      setTimeout(again, RELEASE_RETRY_MS).unref();
+      throw err;
+    }
   }
 }
 
@@ -126,12 +144,13 @@ export async function takeMaintenanceLease(objects: S3Objects, gateway: string, 
   throw new ReboundError('ERR_REPO_BUSY', `${purpose} refused: the maintenance lease ${objects.url(MAINTENANCE_LEASE)} keeps changing hands`);
 }
 
-/** Live backup markers (of every gateway). */
+/** Live backup markers (of every gateway); expired ones (their backup died) are deleted. */
 export async function liveBackupMarkers(objects: S3Objects): Promise<LeaseBody[]> {
   const out: LeaseBody[] = [];
   for await (const o of objects.list(BACKUP_MARKERS)) {
     const b = parseBody(await objects.get(o.key));
     if (live(b)) out.push(b);
+    else if (b) await objects.delete(o.key);
   }
   return out;
 }
