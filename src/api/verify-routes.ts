@@ -46,6 +46,7 @@ export function registerVerifyRoutes(app: FastifyInstance, ctx: VerifyRouteConte
             memory: { type: 'integer', minimum: 16 * 1048576, maximum: 1024 ** 4 },
             expectSerial: { type: 'string', minLength: 1, maxLength: 1024 },
             tcp: { type: 'array', maxItems: 16, items: { type: 'integer', minimum: 1, maximum: 65535 } },
+            tcpGraceSeconds: { type: 'integer', minimum: 1, maximum: 86400 },
             script: { type: 'string', minLength: 1 },
             agent: { type: 'boolean' },
             screen: { type: 'boolean' },

@@ -48,6 +48,12 @@ export interface BootVerifyRequest {
   expectSerial?: string;
   /** Guest TCP ports that must answer. */
   tcp?: number[];
+  /**
+   * With expectSerial: the ports must answer within this many seconds of the pattern's match (the
+   * guest said it is up), instead of by the timeout. A port that never opens then fails at the
+   * same point of the guest's boot however slow the machine is.
+   */
+  tcpGraceSeconds?: number;
   /** An operator-side probe script (checked by the caller), run once the other signals are in. */
   script?: string;
   /** Require a qemu-guest-agent answer. */
@@ -185,11 +191,20 @@ export async function runBootVerification(deps: BootRunDeps, m: PointManifest, r
     const failWatch = serial.until(() => serial.failed !== null, stop).then(() => verdictCtl.abort(), () => undefined);
     const waits: Array<Promise<unknown>> = [];
     if (req.expectSerial) waits.push(serial.until(() => serial.matched !== null, stop));
+    // The TCP probes stop at the deadline, or tcpGraceSeconds after the serial pattern matched.
+    const graceCtl = new AbortController();
+    const tcpStop = AbortSignal.any([stop, graceCtl.signal]);
+    let graceTimer: NodeJS.Timeout | undefined;
+    if (req.tcpGraceSeconds !== undefined && req.expectSerial && tcp.length) {
+      serial.kick.addEventListener('kick', () => (graceTimer = setTimeout(() => graceCtl.abort(), req.tcpGraceSeconds! * 1000)), { once: true });
+      cleanup.push(() => clearTimeout(graceTimer));
+    }
     tcp.forEach((t, i) =>
       waits.push(
-        probeTcp(forwards[i]!.host, stop, (r: TcpAttempt) => (t.last = r), serial.kick).then((r) => {
+        probeTcp(forwards[i]!.host, tcpStop, (r: TcpAttempt) => (t.last = r), serial.kick).then((r) => {
           t.answered = r === 'answered';
           if (t.answered) t.atMs = Date.now() - running;
+          else if (graceCtl.signal.aborted) throw new Error('grace over'); // ends the wait: a port failed
         }),
       ),
     );
@@ -235,7 +250,8 @@ export async function runBootVerification(deps: BootRunDeps, m: PointManifest, r
     if (ended) reasons.push(`QEMU ${ended} before the guest was verified`);
     if (serial.failed) reasons.push(`the serial console shows a boot failure: ${serial.failed}`);
     if (req.expectSerial && !serial.matched) reasons.push(`the serial console never matched /${req.expectSerial}/`);
-    for (const t of tcp) if (!t.answered) reasons.push(`TCP port ${t.port} never answered (last attempt: ${t.last})`);
+    const within = graceCtl.signal.aborted ? ` within ${req.tcpGraceSeconds} s of the serial pattern` : '';
+    for (const t of tcp) if (!t.answered) reasons.push(`TCP port ${t.port} never answered${within} (last attempt: ${t.last})`);
     if (agent.required && !agent.answered) reasons.push('the guest agent never answered guest-ping');
     if (req.script && !script) reasons.push('the probe script did not run: the other signals were not all in before the timeout');
     if (script && script.exitCode !== 0) reasons.push(`the probe script ${script.signal ? `was killed (${script.signal})` : `exited with code ${script.exitCode}`}`);

@@ -66,7 +66,7 @@ TIMEOUT 0
 LABEL linux
   LINUX /vmlinuz
   INITRD /initrd.gz
-  APPEND console=tty0 console=ttyS0,115200 panic=-1
+  APPEND console=tty0 console=ttyS0,115200 panic=-1 no_timer_check
 CFG
 IMG=$WORK/disk.img
 truncate -s "${DISK_MIB}M" "$IMG"

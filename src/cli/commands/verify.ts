@@ -24,6 +24,7 @@ interface VerifyOpts {
   memory?: string;
   expectSerial?: string;
   tcp?: string[];
+  tcpGrace?: string;
   script?: string;
   agent?: boolean;
   screen?: boolean;
@@ -43,6 +44,7 @@ export function registerVerify(program: Command, io: CliIo): void {
     .option('--memory <size>', '--boot: guest memory, e.g. 512M (default: the VM configuration stored with the backup, else 1G)')
     .option('--expect-serial <regex>', '--boot: the serial console must show a line matching this')
     .option('--tcp <port>', '--boot: this guest TCP port must answer (forwarded to 127.0.0.1 on the gateway); repeatable', collect)
+    .option('--tcp-grace <seconds>', '--boot, with --expect-serial: the --tcp ports must answer within this long of the serial match (default: by the timeout)')
     .option('--script <file>', '--boot: run this probe script on the gateway once the other signals are in; it must exit 0 (admin token; file in verifyScriptDirs)')
     .option('--agent', '--boot: require an answer of qemu-guest-agent (guest-ping)')
     .option('--no-screen', '--boot: do not judge the screen (by default it must not be blank or one flat colour)')
@@ -62,6 +64,7 @@ export function registerVerify(program: Command, io: CliIo): void {
       if (opts.memory !== undefined) body.memory = parseSize(opts.memory);
       if (opts.expectSerial !== undefined) body.expectSerial = opts.expectSerial;
       if (opts.tcp?.length) body.tcp = opts.tcp.map((p) => wholeNumber(p, '--tcp'));
+      if (opts.tcpGrace !== undefined) body.tcpGraceSeconds = wholeNumber(opts.tcpGrace, '--tcp-grace');
       if (opts.script !== undefined) body.script = path.resolve(io.cwd, opts.script);
       if (opts.agent) body.agent = true;
       if (opts.screen === false) body.screen = false;
