@@ -213,7 +213,9 @@ export async function startGuest(opts: BootOptions): Promise<GuestHandle> {
   const cache = opts.cache ?? 'writeback';
   const drive = [`file=${qemuDriveValue(opts.drive)}`, 'format=raw', 'if=virtio', `cache=${cache}`];
   if (opts.discard ?? true) drive.push('discard=unmap');
-  const append = ['console=ttyS0', 'panic=-1', 'quiet', 'mitigations=off', `rebound.action=${action}`];
+  // no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer check can fail and panic
+  // ("IO-APIC + timer doesn't work!"), as seen at load 25; virtual machines skip it (as libguestfs does).
+  const append = ['console=ttyS0', 'panic=-1', 'quiet', 'mitigations=off', 'no_timer_check', `rebound.action=${action}`];
   if (opts.append) append.push(opts.append);
   const args = [
     '-accel', 'tcg',

@@ -585,7 +585,7 @@ export async function rebound(http, args, timeoutMs = 3_600_000) {
 export async function bootGuestOnce(guestDir, drive, { timeoutMs = 300_000 } = {}) {
   const args = ['-accel', 'tcg', '-m', '256', '-nodefaults', '-no-user-config', '-display', 'none', '-serial', 'stdio', '-no-reboot',
     '-kernel', path.join(guestDir, 'vmlinuz'), '-initrd', path.join(guestDir, 'initramfs.cpio.gz'),
-    '-append', 'console=ttyS0 panic=-1 quiet mitigations=off rebound.action=boot',
+    '-append', 'console=ttyS0 panic=-1 quiet mitigations=off no_timer_check rebound.action=boot',
     '-drive', `file=${drive.replaceAll(',', ',,')},format=raw,if=virtio,cache=writeback`];
   const t0 = performance.now();
   const child = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
