@@ -22,6 +22,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { buildStack } from '../blockdev/layer.js';
 import { CowOverlay } from '../blockdev/layers/cow/cow-overlay.js';
 import { QosLayer, QosLimiter, type QosLimits } from '../blockdev/layers/qos.js';
@@ -211,7 +212,8 @@ export async function runBootVerification(deps: BootRunDeps, m: PointManifest, r
     const agentLoop = (async () => {
       while (!stop.aborted && !agent.answered) {
         agent.answered = await pingAgent(files.agent, stop);
-        if (!agent.answered) await new Promise((r) => setTimeout(r, 2000));
+        // Ended by the verdict too: a pending pause must not hold the verdict back (it held it 2 s).
+        if (!agent.answered) await sleep(2000, undefined, { signal: stop }).catch(() => undefined);
       }
     })();
     if (agent.required) waits.push(agentLoop);
