@@ -4,7 +4,6 @@ import type { JobInfo } from '../../api/jobs.js';
 import type { PointManifest } from '../../repo/manifest.js';
 import { formatSize, parseSize } from '../../util/size.js';
 import { makeLink } from '../../repo/s3-link.js';
-import { initS3Repository } from '../../repo/s3-init.js';
 import type { BootVerification } from '../../verify/result.js';
 import { verificationSummary } from './verify.js';
 import { apiClient, table } from '../api.js';
@@ -219,6 +218,8 @@ export function registerRepo(program: Command, io: CliIo): void {
         env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY
           ? { accessKeyId: env.AWS_ACCESS_KEY_ID, secretAccessKey: env.AWS_SECRET_ACCESS_KEY, ...(env.AWS_SESSION_TOKEN ? { sessionToken: env.AWS_SESSION_TOKEN } : {}) }
           : undefined;
+      // Loaded here: the AWS SDK is needed by `repo init --s3` only, not at every CLI start.
+      const { initS3Repository } = await import('../../repo/s3-init.js');
       const r = await initS3Repository(dataDir, link, { chunkSize: opts.chunkSize === undefined ? undefined : parseSize(opts.chunkSize), credentials });
       if (opts.json) return io.stdout(JSON.stringify(r, null, 2) + '\n');
       io.stdout(
