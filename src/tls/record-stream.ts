@@ -140,7 +140,7 @@ export class TlsRecordStream extends Duplex {
       writing++;
       this.#sealing.push(slot);
       if (segmentBytes >= ASYNC_SEAL_MIN) {
-        this.#tx.sealAsync(type, segment, out, (err) => {
+        this.#tx.sealAsync(type, segment, segmentBytes, out, (err) => {
           slot.sealed = true;
           slot.error = err;
           this.#sendSealed();

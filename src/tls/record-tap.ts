@@ -64,6 +64,7 @@ export class RecordTap extends Duplex {
   /** The negotiated suite, once known (set by the caller from the TLS socket). */
   suite: () => Tls13Suite | undefined = () => undefined;
   #held: Buffer[] | undefined;
+  #heldBytes = 0;
   #detached = false;
   readonly #unlisten: () => void;
 
@@ -107,8 +108,9 @@ export class RecordTap extends Duplex {
   #received(chunk: Buffer): void {
     if (this.#held) {
       this.#held.push(chunk);
+      this.#heldBytes += chunk.length;
       // Held only for the moment of the hand-over; a client that floods it is not read further.
-      if (this.#held.reduce((n, c) => n + c.length, 0) > HOLD_MAX) this.#raw.pause();
+      if (this.#heldBytes > HOLD_MAX) this.#raw.pause();
       return;
     }
     for (const r of this.#rx.split(chunk)) {
@@ -153,6 +155,7 @@ export class RecordTap extends Duplex {
   release(): void {
     const held = this.#held ?? [];
     this.#held = undefined;
+    this.#heldBytes = 0;
     for (const chunk of held) this.#received(chunk);
   }
 

@@ -77,9 +77,9 @@ export class TrafficKeys {
    * The same on the thread pool: the sequence numbers are taken now, so seals issued one after the
    * other may finish in any order and still be sent in the order they were issued.
    */
-  sealAsync(type: number, chunks: Buffer[], out: Buffer, done: (err: Error | null) => void): void {
+  sealAsync(type: number, chunks: Buffer[], bytes: number, out: Buffer, done: (err: Error | null) => void): void {
     const seq = this.seq;
-    this.seq += BigInt(recordCount(chunks.reduce((n, c) => n + c.length, 0)));
+    this.seq += BigInt(recordCount(bytes));
     this.#fns.tlsSealAsync(this.ctx, this.iv, seq, type, chunks, out, (err) => done(err));
   }
 
