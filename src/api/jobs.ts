@@ -1,7 +1,8 @@
 /**
  * JobRegistry: long operations of the daemon (backup, restore, verify, gc) run as jobs. A job has
  * an id, a kind, its parameters, live progress, and ends succeeded (with a result), failed (with
- * an error code and message) or cancelled. Clients poll GET /v1/jobs/ID; DELETE cancels through
+ * an error code and message) or cancelled. Clients poll GET /v1/jobs/ID (with ?waitMs=N the answer
+ * waits up to N ms for the job to end, so a follower learns of the end at once); DELETE cancels through
  * the job's AbortSignal. Finished jobs are kept (the newest KEEP_FINISHED) for later inspection.
  */
 import crypto from 'node:crypto';
@@ -76,6 +77,17 @@ export class JobRegistry {
   get(id: string): JobInfo {
     const j = this.#jobs.get(id);
     if (!j) throw new ReboundError('ERR_JOB_NOT_FOUND', `no job with id '${id}'`);
+    return j.info;
+  }
+
+  /** The job once it has ended, or as it is after waitMs, whichever comes first. */
+  async wait(id: string, waitMs: number): Promise<JobInfo> {
+    const j = this.#jobs.get(id);
+    if (!j) throw new ReboundError('ERR_JOB_NOT_FOUND', `no job with id '${id}'`);
+    if (j.info.state !== 'running' || waitMs <= 0) return j.info;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([j.done, new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)))]);
+    clearTimeout(timer);
     return j.info;
   }
 

@@ -17,7 +17,8 @@ import { verify } from '../repo/verify.js';
 import type { Repository } from '../repo/repository.js';
 import type { JobRegistry } from './jobs.js';
 import { pointEntryName } from '../exports/catalog.js';
-import { checkNbdSocket, isNbdUri } from '../repo/sources.js';
+import { isNbdUri } from '../nbd/client.js';
+import { checkNbdSocket } from '../repo/sources.js';
 import type { PathPolicy } from '../util/path-policy.js';
 
 export interface RepoRouteContext {
@@ -206,6 +207,18 @@ export function registerRepoRoutes(app: FastifyInstance, ctx: RepoRouteContext):
   app.get('/v1/jobs', { config: read }, async (req) => ({
     jobs: jobs.list().filter((j) => !req.token?.vms?.length || (typeof j.params.vm === 'string' && tokenSees(req, j.params.vm))),
   }));
-  app.get<{ Params: { id: string } }>('/v1/jobs/:id', { config: { ...read, vms: ofJob } }, async (req) => jobs.get(req.params.id));
+  app.get<{ Params: { id: string }; Querystring: { waitMs?: number } }>(
+    '/v1/jobs/:id',
+    {
+      config: { ...read, vms: ofJob },
+      schema: {
+        querystring: {
+          type: 'object',
+          properties: { waitMs: { type: 'integer', minimum: 0, maximum: 30_000, description: 'answer when the job ends or after this many ms, whichever is first (default 0: at once)' } },
+        },
+      },
+    },
+    async (req) => jobs.wait(req.params.id, req.query.waitMs ?? 0),
+  );
   app.delete<{ Params: { id: string } }>('/v1/jobs/:id', { config: { ...operate, vms: ofJob } }, async (req) => jobs.cancel(req.params.id));
 }

@@ -17,7 +17,8 @@ import { sessionEntryName } from '../exports/catalog.js';
 import { nbdUris, type NbdTlsMode } from '../nbd/client.js';
 import { parseTcpAddress } from '../util/address.js';
 import type { JobRegistry } from './jobs.js';
-import { checkNbdSocket, isNbdUri } from '../repo/sources.js';
+import { isNbdUri } from '../nbd/client.js';
+import { checkNbdSocket } from '../repo/sources.js';
 import type { PathPolicy } from '../util/path-policy.js';
 
 export interface SessionRouteContext {

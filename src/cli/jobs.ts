@@ -35,7 +35,11 @@ export async function followJob(client: ApiClient, job: JobInfo, io: CliIo, opts
   io.stopSignal.addEventListener('abort', onStop, { once: true });
   try {
     for (;;) {
-      job = await client.get<JobInfo>(`/v1/jobs/${job.id}`);
+      // The daemon holds the answer until the job ends or pollMs passes: the end is seen at once,
+      // progress every pollMs.
+      const pollMs = opts.pollMs ?? 250;
+      const asked = Date.now();
+      job = await client.get<JobInfo>(`/v1/jobs/${job.id}?waitMs=${pollMs}`);
       const p = job.progress ?? {};
       const total = Number(p[totalKey] ?? 0);
       const done = Number(p[doneKey] ?? 0);
@@ -48,7 +52,9 @@ export async function followJob(client: ApiClient, job: JobInfo, io: CliIo, opts
         } else bar.update(done, payload);
       }
       if (job.state !== 'running') break;
-      await new Promise((r) => setTimeout(r, opts.pollMs ?? 250));
+      // A daemon that answered at once (one without waitMs) is not asked again in a tight loop.
+      const early = pollMs - (Date.now() - asked);
+      if (early > 0) await new Promise((r) => setTimeout(r, early));
     }
   } finally {
     io.stopSignal.removeEventListener('abort', onStop);

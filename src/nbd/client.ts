@@ -36,6 +36,11 @@ import {
 /** Where an NBD export is: a TCP address or a Unix socket, and the export name. */
 export type NbdEndpoint = { host: string; port: number; exportName: string } | { socket: string; exportName: string };
 
+/** Whether a disk source or target is an NBD URI (nbd:// or nbd+unix://) rather than a path. */
+export function isNbdUri(s: string): boolean {
+  return /^nbd(\+unix)?:\/\//.test(s);
+}
+
 /** Parses nbd://HOST[:PORT]/NAME and nbd+unix:///NAME?socket=PATH. */
 export function parseNbdUri(uri: string): NbdEndpoint {
   const u = new URL(uri);

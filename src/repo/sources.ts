@@ -12,7 +12,7 @@ import { NbdClientDevice } from '../blockdev/base/nbd-client.js';
 import { RawFileDevice } from '../blockdev/base/raw-file.js';
 import type { BlockDevice } from '../blockdev/types.js';
 import { errorText, ReboundError } from '../errors.js';
-import { parseNbdUri } from '../nbd/client.js';
+import { isNbdUri, parseNbdUri } from '../nbd/client.js';
 import type { PathGate } from '../util/path-policy.js';
 
 export type Range = [offset: number, length: number];
@@ -29,10 +29,6 @@ export interface BackupSource {
    * for sources that know (a recovery session's overlay). Everything else reuses that point's chunks.
    */
   changedRanges?(): Promise<Range[]>;
-}
-
-export function isNbdUri(s: string): boolean {
-  return /^nbd(\+unix)?:\/\//.test(s);
 }
 
 /**

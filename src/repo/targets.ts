@@ -12,7 +12,8 @@ import { NbdClientDevice } from '../blockdev/base/nbd-client.js';
 import { WritableFileDevice } from '../blockdev/base/writable-file.js';
 import type { BlockDevice } from '../blockdev/types.js';
 import { BlockError, errorText, ReboundError } from '../errors.js';
-import { checkNbdSocket, isNbdUri } from './sources.js';
+import { isNbdUri } from '../nbd/client.js';
+import { checkNbdSocket } from './sources.js';
 import type { PathGate } from '../util/path-policy.js';
 
 export { zeroRange } from '../blockdev/emulate.js';

@@ -9,7 +9,7 @@ import { verificationSummary } from './verify.js';
 import { apiClient, table } from '../api.js';
 import type { CliIo } from '../io.js';
 import { followJob } from '../jobs.js';
-import { isNbdUri } from '../../repo/sources.js';
+import { isNbdUri } from '../../nbd/client.js';
 import type { PruneResult } from '../../repo/prune.js';
 import type { GcResult } from '../../repo/gc.js';
 import { ReboundError } from '../../errors.js';

@@ -5,7 +5,7 @@ import { adminTokenPath } from '../../auth/token-store.js';
 import { nbdUris } from '../../nbd/client.js';
 import { addConfigOptions } from '../../config/cli-options.js';
 import { loadConfig, plainConfig, validateConfig, type ConfigLayer, type ValidatedConfig } from '../../config/schema.js';
-import { Daemon } from '../../daemon/daemon.js';
+import type { Daemon } from '../../daemon/daemon.js';
 import { demoExports } from '../../daemon/demo.js';
 import { createLogger } from '../../util/log.js';
 import { formatSize } from '../../util/size.js';
@@ -41,6 +41,9 @@ export function registerServe(program: Command, io: CliIo, setExit: (code: numbe
         return;
       }
       const log = createLogger({ level: config.logLevel, format: config.logFormat, write: (l) => io.stderr(l + '\n') });
+      // The daemon (fastify, level, the front ends, the AWS SDK...) loads only here: every client
+      // command shares this module and would otherwise pay for it at start-up.
+      const { Daemon } = await import('../../daemon/daemon.js');
       const daemon = await Daemon.start(config, log);
       io.stdout(banner(daemon));
       if (!io.stopSignal.aborted) {

@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { JobInfo } from '../../api/jobs.js';
 import type { PointManifest } from '../../repo/manifest.js';
 import type { SessionReport } from '../../recovery/session-report.js';
-import { isNbdUri } from '../../repo/sources.js';
+import { isNbdUri } from '../../nbd/client.js';
 import { formatSize, parseSize } from '../../util/size.js';
 import { apiClient, table } from '../api.js';
 import type { CliIo } from '../io.js';

@@ -57,10 +57,21 @@ describe('VM configuration of a verification boot', () => {
     expect(args).toContain('-no-reboot');
     expect(args).toContain('user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22');
     expect(args).toContain('-device e1000e,netdev=net0');
-    expect(args).toContain('-device virtio-scsi-pci,id=scsi0');
+    expect(args).toContain('-object iothread,id=io0 -device virtio-scsi-pci,id=scsi0,iothread=io0');
     expect(args).toContain('export=verify/x/sdb');
     expect(args).toContain('-device scsi-hd,drive=disk0,bus=scsi0.0,bootindex=1');
     expect(args).toContain('if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd');
     expect(args).not.toContain('-cpu host');
+  });
+
+  it('runs virtio disks in an I/O thread, IDE disks (which cannot) without one', () => {
+    const files = runFiles('/d/run');
+    const plan = { accel: 'tcg' as const, memoryMiB: 256, exports: ['verify/x/sda'], forwards: [], name: 'n' };
+    const virtio = qemuArgs({ ...plan, boot: bootConfig([]) }, files).join(' ');
+    expect(virtio).toContain('-object iothread,id=io0');
+    expect(virtio).toContain('-device virtio-blk-pci,drive=disk0,bootindex=1,iothread=io0');
+    const ide = qemuArgs({ ...plan, boot: { ...bootConfig([]), bus: 'ide' } }, files).join(' ');
+    expect(ide).not.toContain('iothread');
+    expect(ide).toContain('-device ide-hd,drive=disk0,bus=ide.0,unit=0,bootindex=1');
   });
 });
