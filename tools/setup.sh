@@ -15,6 +15,7 @@ PACKAGES=(
   e2fsprogs                # mkfs.ext4 -d, e2fsck, debugfs (test guest disks)
   busybox-static cpio      # the test guest's initramfs
   syslinux syslinux-common mtools dosfstools  # the disk-bootable test guest (tools/guest/build-disk.sh: MBR, SYSLINUX on FAT, no mounts)
+  ovmf systemd-boot-efi  # UEFI verification boots (OVMF firmware) and the test guest's UEFI boot loader
   linux-image-cloud-amd64  # the test guest's kernel (boot tests under TCG)
   fdisk                    # sfdisk: partitioned test disks (file-level restore)
   libnfs-utils             # nfs-ls, nfs-cat, nfs-cp (NFS interop)

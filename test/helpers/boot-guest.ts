@@ -24,10 +24,11 @@ export interface BootGuest {
 /** What the build and the boots need; a missing piece skips with a printed reason (missingPeers). */
 export function missingBootGuestPeers(): string[] {
   const missing = [...missingPeers('qemu-system-x86_64', 'syslinux', 'mcopy', 'mkfs.fat', 'sfdisk'), ...missingGuestPeers()];
-  if (!fs.existsSync('/usr/lib/syslinux/mbr/mbr.bin')) {
-    if (process.env.CI) throw new Error('CI is missing syslinux-common (tools/setup.sh should install it)');
-    console.warn('skipping: missing syslinux-common (run tools/setup.sh)');
-    missing.push('syslinux-common');
+  for (const [file, pkg] of [['/usr/lib/syslinux/mbr/mbr.bin', 'syslinux-common'], ['/usr/lib/systemd/boot/efi/systemd-bootx64.efi', 'systemd-boot-efi']]) {
+    if (fs.existsSync(file!)) continue;
+    if (process.env.CI) throw new Error(`CI is missing ${pkg} (tools/setup.sh should install it)`);
+    console.warn(`skipping: missing ${pkg} (run tools/setup.sh)`);
+    missing.push(pkg!);
   }
   return missing;
 }

@@ -8,7 +8,9 @@
  *    QEMU processes (sampled from /proc, and from the results' QEMU start/exit times); the points
  *    are unchanged, no run directory (overlay) or pin is left;
  *  - a daemon killed with SIGKILL mid-boot: the next start kills the QEMU it left and removes the
- *    overlay; the point is not pinned.
+ *    overlay; the point is not pinned;
+ *  - a point backed up with a Proxmox .conf asking for OVMF, q35 and virtio-scsi boots that way
+ *    (UEFI through the disk's systemd-boot; the same disk boots SYSLINUX under BIOS).
  * Boots are few and small (192 MiB, one per case); loops are bounded by counts.
  */
 import crypto from 'node:crypto';
@@ -210,4 +212,21 @@ describe.skipIf(missing.length > 0)('verification boots', () => {
     const res = await fetch(`${d.url}/v1/boot-verifications`, { method: 'POST', headers: { authorization: `Bearer ${op}`, 'content-type': 'application/json' }, body: JSON.stringify({ vm: 'web', script }) });
     expect([res.status, ((await res.json()) as { error: { code: string } }).error.code]).toEqual([403, 'ERR_FORBIDDEN']);
   });
+
+  it('boots a point the way its stored Proxmox configuration says: UEFI (OVMF), q35, virtio-scsi', async () => {
+    const confDir = path.join(dir, 'pve');
+    fs.mkdirSync(confDir);
+    const conf = path.join(confDir, '100.conf');
+    fs.writeFileSync(conf, ['bios: ovmf', 'boot: order=scsi0', 'machine: q35', 'memory: 192', 'name: web', 'net0: virtio=BC:24:11:00:00:01,bridge=vmbr0', 'scsihw: virtio-scsi-pci', 'scsi0: local-lvm:vm-100-disk-0,size=64M', ''].join('\n'));
+    const d = await start(path.join(dir, 'data-uefi'), ['--source-dir', confDir]);
+    const rb = (...a: string[]) => runOk(process.execPath, [CLI, '--server', d.url!, '--token-file', d.tokenFile, ...a], { timeoutMs: 900_000 });
+    await rb('backup', 'pve-100', '--disk', `scsi0=${guest.disk}`, '--config', conf);
+    // Through the CLI, which follows the job to the verdict (exit 0 only when booted).
+    const r = JSON.parse((await rb('verify', 'pve-100', '--boot', '--expect-serial', guest.marker, '--tcp', String(guest.httpPort), '--timeout', '900', '--json')).stdout) as BootVerification;
+    expect(r.reasons).toEqual([]);
+    expect(r.machine).toMatchObject({ machine: 'q35', firmware: 'uefi', bus: 'scsi', nic: 'virtio-net-pci', memoryMiB: 192, configFile: '100.conf', guessed: [] });
+    expect(r.signals.serial.matched).toContain(guest.marker);
+    expect(r.signals.tcp.map((t) => [t.port, t.answered])).toEqual([[guest.httpPort, true]]);
+    expect(qemuUnder(path.join(dir, 'data-uefi'))).toEqual([]);
+  }, 900_000);
 });

@@ -5,7 +5,11 @@
 #   OUTDIR/disk.img         raw, 64 MiB: an MBR (syslinux mbr.bin) with one active FAT partition
 #                           holding SYSLINUX (ldlinux.sys), syslinux.cfg, the Debian kernel and a
 #                           busybox initramfs whose /init is tools/guest/disk-init.sh (network up,
-#                           httpd on port 80, nc banner on port 7, serial marker REBOUND-BOOTED)
+#                           httpd on port 80, nc banner on port 7, serial marker REBOUND-BOOTED).
+#                           The same partition boots under UEFI too: systemd-boot as the removable
+#                           media loader \EFI\BOOT\BOOTX64.EFI, with a loader entry for the same
+#                           kernel and initramfs (BIOS boots through SYSLINUX, UEFI through
+#                           systemd-boot: one disk for both kinds of verification boot)
 #   OUTDIR/disk-broken.img  the same disk with the kernel file overwritten by zeros (same size, so
 #                           the bootloader still finds it and fails to boot it)
 #   OUTDIR/guest.env        KEY=VALUE facts (kernel, marker, ports, disk size)
@@ -13,7 +17,8 @@
 # Idempotent and cached like build.sh (stamp: guest.env newer than every file in tools/guest/,
 # same kernel); flock on OUTDIR/.lock. No root and no loop mounts: syslinux and mtools write the
 # FAT file system inside the image at its offset.
-# Needs: syslinux, syslinux-common, mtools, dosfstools, fdisk (sfdisk), busybox-static, cpio, a kernel.
+# Needs: syslinux, syslinux-common, systemd-boot-efi, mtools, dosfstools, fdisk (sfdisk), busybox-static,
+# cpio, a kernel.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -33,8 +38,10 @@ KVER=$(pick_kernel)
 [[ -r /boot/vmlinuz-$KVER ]] || die "/boot/vmlinuz-$KVER is missing or unreadable"
 MODDIR=/lib/modules/$KVER
 MBR=/usr/lib/syslinux/mbr/mbr.bin
+EFI_LOADER=/usr/lib/systemd/boot/efi/systemd-bootx64.efi
 for c in syslinux mcopy mkfs.fat sfdisk cpio; do command -v $c >/dev/null || die "$c is missing: apt-get install syslinux syslinux-common mtools dosfstools fdisk cpio (tools/setup.sh)"; done
 [[ -r $MBR ]] || die "$MBR is missing: apt-get install syslinux-common"
+[[ -r $EFI_LOADER ]] || die "$EFI_LOADER is missing: apt-get install systemd-boot-efi"
 [[ -x /bin/busybox ]] || die "busybox is missing: apt-get install busybox-static"
 
 exec 9>"$OUT/.lock"
@@ -68,6 +75,14 @@ LABEL linux
   INITRD /initrd.gz
   APPEND console=tty0 console=ttyS0,115200 panic=-1 no_timer_check
 CFG
+# UEFI: systemd-boot, menu hidden, one entry (the same kernel, initramfs and command line)
+printf 'timeout 0\ndefault guest.conf\n' >"$WORK/loader.conf"
+cat >"$WORK/guest.conf" <<ENTRY
+title rebound test guest
+linux /vmlinuz
+initrd /initrd.gz
+options console=tty0 console=ttyS0,115200 panic=-1 no_timer_check
+ENTRY
 IMG=$WORK/disk.img
 truncate -s "${DISK_MIB}M" "$IMG"
 echo "start=$PART_START, type=c, bootable" | sfdisk -q --label dos "$IMG" >/dev/null
@@ -81,6 +96,10 @@ export MTOOLS_SKIP_CHECK=1
 mcopy -i "$PART" "/boot/vmlinuz-$KVER" ::/vmlinuz
 mcopy -i "$PART" "$WORK/initrd.gz" ::/initrd.gz
 mcopy -i "$PART" "$WORK/syslinux.cfg" ::/syslinux.cfg
+mmd -i "$PART" ::/EFI ::/EFI/BOOT ::/loader ::/loader/entries
+mcopy -i "$PART" "$EFI_LOADER" ::/EFI/BOOT/BOOTX64.EFI
+mcopy -i "$PART" "$WORK/loader.conf" ::/loader/loader.conf
+mcopy -i "$PART" "$WORK/guest.conf" ::/loader/entries/guest.conf
 syslinux --install "$PART"
 dd if="$PART" of="$IMG" bs=1M seek=$((OFFSET / 1048576)) conv=notrunc,sparse status=none
 
