@@ -10,7 +10,8 @@
  *  - a daemon killed with SIGKILL mid-boot: the next start kills the QEMU it left and removes the
  *    overlay; the point is not pinned;
  *  - a point backed up with a Proxmox .conf asking for OVMF, q35 and virtio-scsi boots that way
- *    (UEFI through the disk's systemd-boot; the same disk boots SYSLINUX under BIOS).
+ *    (UEFI through the disk's systemd-boot; the same disk boots SYSLINUX under BIOS), once by
+ *    verifyAfterBackup and once from the CLI with a probe script that fetches the guest's page.
  * Boots are few and small (192 MiB, one per case); loops are bounded by counts.
  */
 import crypto from 'node:crypto';
@@ -213,20 +214,36 @@ describe.skipIf(missing.length > 0)('verification boots', () => {
     expect([res.status, ((await res.json()) as { error: { code: string } }).error.code]).toEqual([403, 'ERR_FORBIDDEN']);
   });
 
-  it('boots a point the way its stored Proxmox configuration says: UEFI (OVMF), q35, virtio-scsi', async () => {
+  it('boots a point the way its stored Proxmox configuration says (UEFI, q35, virtio-scsi): after its backup, and with a probe script', async () => {
     const confDir = path.join(dir, 'pve');
     fs.mkdirSync(confDir);
     const conf = path.join(confDir, '100.conf');
     fs.writeFileSync(conf, ['bios: ovmf', 'boot: order=scsi0', 'machine: q35', 'memory: 192', 'name: web', 'net0: virtio=BC:24:11:00:00:01,bridge=vmbr0', 'scsihw: virtio-scsi-pci', 'scsi0: local-lvm:vm-100-disk-0,size=64M', ''].join('\n'));
-    const d = await start(path.join(dir, 'data-uefi'), ['--source-dir', confDir]);
+    // The probe fetches the guest's page through the forwarded port the daemon passes it.
+    const probe = path.join(confDir, 'probe.sh');
+    fs.writeFileSync(probe, '#!/bin/bash\nset -e\nexec 3<>"/dev/tcp/$REBOUND_HOST/$REBOUND_TCP_80"\nprintf \'GET / HTTP/1.0\\r\\n\\r\\n\' >&3\ngrep -q "rebound boot guest" <&3\n', { mode: 0o755 });
+    const data = path.join(dir, 'data-uefi');
+    const d = await start(data, ['--source-dir', confDir, '--verify-after-backup', '--verify-expect-serial', guest.marker, '--verify-tcp-port', String(guest.httpPort), '--verify-script-dir', confDir]);
+    const call = api(d);
     const rb = (...a: string[]) => runOk(process.execPath, [CLI, '--server', d.url!, '--token-file', d.tokenFile, ...a], { timeoutMs: 900_000 });
-    await rb('backup', 'pve-100', '--disk', `scsi0=${guest.disk}`, '--config', conf);
-    // Through the CLI, which follows the job to the verdict (exit 0 only when booted).
-    const r = JSON.parse((await rb('verify', 'pve-100', '--boot', '--expect-serial', guest.marker, '--tcp', String(guest.httpPort), '--timeout', '900', '--json')).stdout) as BootVerification;
-    expect(r.reasons).toEqual([]);
-    expect(r.machine).toMatchObject({ machine: 'q35', firmware: 'uefi', bus: 'scsi', nic: 'virtio-net-pci', memoryMiB: 192, configFile: '100.conf', guessed: [] });
+    const point = (JSON.parse((await rb('backup', 'pve-100', '--disk', `scsi0=${guest.disk}`, '--config', conf, '--json')).stdout) as { result: { id: string } }).result.id;
+    const machine = { machine: 'q35', firmware: 'uefi', bus: 'scsi', nic: 'virtio-net-pci', memoryMiB: 192, configFile: '100.conf', guessed: [] };
+
+    // verifyAfterBackup: the new point is booted with the verify* defaults (bounded by count).
+    let stored: BootVerification[] = [];
+    for (let i = 0; i < 20_000 && stored.length === 0; i++) {
+      stored = (await call<{ results: BootVerification[] }>('GET', `/v1/vms/pve-100/points/${point}/boot-verifications`)).json.results;
+      if (stored.length === 0) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(stored).toHaveLength(1);
+    expect(stored[0]).toMatchObject({ trigger: 'after-backup', ok: true, reasons: [], machine });
+    expect(stored[0]!.signals.tcp.map((t) => [t.port, t.answered])).toEqual([[guest.httpPort, true]]);
+
+    // Through the CLI, which follows the job to the verdict (exit 0 only when booted), with a probe script.
+    const r = JSON.parse((await rb('verify', `pve-100@${point}`, '--boot', '--expect-serial', guest.marker, '--tcp', String(guest.httpPort), '--script', probe, '--timeout', '900', '--json')).stdout) as BootVerification;
+    expect(r).toMatchObject({ trigger: 'request', ok: true, reasons: [], machine });
     expect(r.signals.serial.matched).toContain(guest.marker);
-    expect(r.signals.tcp.map((t) => [t.port, t.answered])).toEqual([[guest.httpPort, true]]);
-    expect(qemuUnder(path.join(dir, 'data-uefi'))).toEqual([]);
+    expect(r.signals.script).toMatchObject({ file: probe, exitCode: 0 });
+    expect(qemuUnder(data)).toEqual([]);
   }, 900_000);
 });
