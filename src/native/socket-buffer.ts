@@ -16,6 +16,9 @@
 import type net from 'node:net';
 import { addonFunctions } from './addon.js';
 
+/** The send buffer rebound asks for on Unix stream sockets that carry NBD (the kernel reports twice this). */
+export const UNIX_SEND_BUFFER = 2 * 1024 * 1024;
+
 interface SocketBufferFns {
   setSendBuffer(fd: number, bytes: number): number;
 }

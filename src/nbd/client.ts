@@ -10,6 +10,7 @@
  */
 import net from 'node:net';
 import { BlockError, type BlockErrorCode } from '../errors.js';
+import { enlargeSendBuffer, UNIX_SEND_BUFFER } from '../native/socket-buffer.js';
 import { ByteReader, ConnectionClosed } from './byte-reader.js';
 import {
   decodeOptionReplyHeader,
@@ -146,6 +147,8 @@ export class NbdClient {
       });
     });
     socket.setNoDelay(true);
+    // Writes to a local server (a migration or restore target) leave in fewer pieces (native/socket-buffer.ts).
+    if ('socket' in t) enlargeSendBuffer(socket, UNIX_SEND_BUFFER);
     const reader = new ByteReader(socket);
     try {
       const info = await handshake(socket, reader, t.exportName, opts.metaContexts ?? []);

@@ -21,7 +21,7 @@ import type { Duplex } from 'node:stream';
 import { errorText, ReboundError } from '../errors.js';
 import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
-import { enlargeSendBuffer } from '../native/socket-buffer.js';
+import { enlargeSendBuffer, UNIX_SEND_BUFFER } from '../native/socket-buffer.js';
 import { AccessPolicy, identityText } from '../tls/access.js';
 import { TlsRefused, type NbdTls, type TlsUpgrade } from '../tls/nbd-tls.js';
 import { RecordCoalescer } from '../tls/record-coalescer.js';
@@ -57,8 +57,6 @@ export interface NbdServerOptions {
 }
 
 export const DEFAULT_MAX_CONNECTIONS = 1024;
-/** The send buffer asked for on each Unix-socket connection (the kernel reports twice this). */
-export const UNIX_SEND_BUFFER = 2 * 1024 * 1024;
 export const DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 64;
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
 export const DEFAULT_MAX_INFLIGHT_BYTES_TOTAL = 512 * 1024 * 1024;

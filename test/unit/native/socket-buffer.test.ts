@@ -10,8 +10,8 @@ import { afterAll, expect, it } from 'vitest';
 import { MemoryDevice } from '../../../src/blockdev/base/memory.js';
 import { Catalog } from '../../../src/exports/catalog.js';
 import { addonFunctions } from '../../../src/native/addon.js';
-import { enlargeSendBuffer } from '../../../src/native/socket-buffer.js';
-import { NbdServer, UNIX_SEND_BUFFER } from '../../../src/nbd/server.js';
+import { enlargeSendBuffer, UNIX_SEND_BUFFER } from '../../../src/native/socket-buffer.js';
+import { NbdServer } from '../../../src/nbd/server.js';
 import { tempDir } from '../../helpers/images.js';
 
 const dir = tempDir('rebound-sndbuf-');
