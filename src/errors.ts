@@ -61,6 +61,7 @@ export const ERROR_CODES = {
   ERR_REPO_IO: { status: 500, summary: 'The repository could not be read or written (I/O error).' },
   ERR_REPO_FULL: { status: 507, summary: "The repository's filesystem is full." },
   ERR_REPO_UNREACHABLE: { status: 503, summary: 'The object store (S3 endpoint) did not answer, or kept failing, for longer than the retry limit (s3RetryTime); reads then fail with EIO.' },
+  ERR_REPO_KEY: { status: 400, summary: 'An encrypted repository cannot be opened with the key given: no key file, a file that is not a key, or a key whose fingerprint is not the one in the repository descriptor (repo.json); also a key given for a repository that is not encrypted.' },
   ERR_REPO_BUSY: { status: 409, summary: 'Another gateway holds the repository\'s maintenance lease (gc or prune on a shared S3 repository); try again when it is done.' },
   ERR_CHUNK_CORRUPT: { status: 500, summary: 'A stored chunk does not match its digest (bit rot, tampering); verify names the restore points it breaks.' },
   ERR_CHUNK_MISSING: { status: 500, summary: 'A chunk referenced by a restore point is missing from the repository.' },

@@ -309,6 +309,14 @@ export const CONFIG_SCHEMA = {
       'S3 repositories: how long one request to the bucket keeps retrying (backoff from 200 ms to 5 s) before it fails: ' +
       'an export read then gets EIO, a backup fails and leaves no point (docs/s3.md).',
   }),
+  repoKeyFile: field({
+    type: pathType('FILE', { off: true }),
+    default: 'off',
+    doc:
+      'The key file of an encrypted repository (32 bytes, `rebound repo keygen FILE`; docs/s3.md, Encryption). ' +
+      "'off': the key file `repo init --encrypt` recorded, if any. A key whose fingerprint is not the repository's is refused, " +
+      'and so is a key for a repository that is not encrypted.',
+  }),
   chunkWorkers: field({
     type: integerType('threads'),
     default: 0,

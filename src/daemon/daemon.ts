@@ -167,6 +167,7 @@ export class Daemon {
       cacheBytes: this.config.cacheSize,
       diskCacheBytes: this.config.diskCacheSize,
       s3RetryMs: this.config.s3RetryTime * 1000,
+      keyFile: this.config.repoKeyFile === 'off' ? undefined : this.config.repoKeyFile,
       onS3Retry: (what, err, attempt) =>
         this.#log.warn(attempt < 0 ? 'object store: giving up' : 'object store: retrying', { request: what, error: errorText(err) }),
     });

@@ -12,6 +12,7 @@
 import type { ChunkReader } from '../blockdev/base/repo-image.js';
 import type { Codec } from './codec.js';
 import type { PointManifest } from './manifest.js';
+import type { RepoKeys } from './repo-crypto.js';
 
 /** Digests a backup (or another user) references and must not lose to gc. */
 export type ClaimSet = Set<string>;
@@ -41,6 +42,11 @@ export interface ChunkBackend extends ChunkReader {
   /** Where the chunks are: a directory, or s3://bucket/prefix/chunks. */
   readonly dir: string;
   codec: Codec;
+  /**
+   * An encrypted repository's subkeys (repo-crypto.ts): chunk names are HMAC-SHA256 with
+   * `keys.idKey` instead of sha256, stored chunks are sealed. Undefined: not encrypted.
+   */
+  readonly keys?: RepoKeys;
   /** Where chunk `hex` is stored (a file path or an s3:// URL), for messages and tests. */
   pathOf(hex: string): string;
   claim(): { set: ClaimSet; release: () => void };

@@ -31,6 +31,7 @@ import { chunkPool, loadChunkOnWorker } from './chunk-worker.js';
 import { codecById, NONE, type Codec } from './codec.js';
 import { WorkerPoolError } from '../util/worker-pool.js';
 import { CHUNK_HEADER_BYTES, decodeChunkHeader, digestHex, encodeChunkHeader } from './format.js';
+import { chunkDigest, unseal, type RepoKeys } from './repo-crypto.js';
 
 /**
  * sha256 on libuv's thread pool (WebCrypto digest jobs run there), so verifying chunks spreads
@@ -163,11 +164,18 @@ export class ChunkStore extends ChunkBookkeeping implements ChunkBackend {
 }
 
 /**
- * Checks and decodes the bytes of a stored chunk (header + payload, format.ts): decompresses,
- * re-hashes and compares with `digest`. ERR_CHUNK_CORRUPT for anything else.
+ * Checks and decodes the bytes of a stored chunk (header + payload, format.ts; sealed in an
+ * envelope with `keys`, repo-crypto.ts): decrypts, decompresses, re-hashes (sha256, or HMAC with
+ * the id key) and compares with `digest`. ERR_CHUNK_CORRUPT for anything else. Runs here, on the
+ * calling thread (the chunk workers do the same when they exist: chunk-worker.ts).
  */
-export async function decodeChunkFile(data: Uint8Array, digest: Uint8Array): Promise<Uint8Array> {
+export async function decodeChunkFile(data: Uint8Array, digest: Uint8Array, keys?: RepoKeys): Promise<Uint8Array> {
   const hex = digestHex(digest);
+  if (keys) {
+    const plain = unseal(keys.encKey, 'chunk', digest, data);
+    if (!plain) throw new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${hex} does not decrypt (wrong key, damaged, or another object)`, { details: { chunk: hex } });
+    data = plain;
+  }
   const { codecId, rawLength } = decodeChunkHeader(data, hex);
   let raw: Uint8Array;
   try {
@@ -176,7 +184,7 @@ export async function decodeChunkFile(data: Uint8Array, digest: Uint8Array): Pro
     if (err instanceof ReboundError) throw err;
     throw new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${hex} does not decompress`, { cause: err, details: { chunk: hex } });
   }
-  const actual = await sha256(raw);
+  const actual = keys ? chunkDigest(raw, keys) : await sha256(raw);
   if (raw.length !== rawLength || !actual.equals(digest)) {
     throw new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${hex} is corrupt (content does not match its digest)`, { details: { chunk: hex } });
   }

@@ -27,6 +27,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import { WorkerPool } from '../util/worker-pool.js';
 import { CHUNK_FILE_VERSION, CHUNK_HEADER_BYTES, CHUNK_MAGIC } from './format.js';
+import { ENVELOPE_HEADER_BYTES, ENVELOPE_MAGIC, ENVELOPE_VERSION, ObjectKind, type ObjectKindName, type RepoKeys } from './repo-crypto.js';
 
 const SOURCE = String.raw`
 (async () => {
@@ -37,6 +38,7 @@ const zlib = await import('node:zlib');
 const { createRequire } = await import('node:module');
 const zstd = createRequire(workerData.zstd)(workerData.zstd);
 const HEADER = workerData.headerBytes, MAGIC = workerData.magic, VERSION = workerData.version;
+const ENV_HEADER = workerData.envHeaderBytes, ENV_MAGIC = workerData.envMagic, ENV_VERSION = workerData.envVersion;
 
 class TaskError extends Error {
   constructor(code, message) { super(message); this.code = code; }
@@ -62,7 +64,65 @@ function owned(b) {
   b.copy(c);
   return c;
 }
-async function load(file, digest) {
+// Encrypted repositories (repo-crypto.ts has the same envelope code; a unit test keeps them equal).
+function unsealChunk(encKey, digest, b) {
+  if (b.length < ENV_HEADER + 12 + 16 || b.readUInt32BE(0) !== ENV_MAGIC || b[4] !== ENV_VERSION || b[5] !== 1) throw new TaskError('CORRUPT', 'does not decrypt (bad envelope)');
+  try {
+    const d = crypto.createDecipheriv('aes-256-gcm', encKey, b.subarray(ENV_HEADER, ENV_HEADER + 12));
+    d.setAAD(Buffer.concat([b.subarray(0, ENV_HEADER), digest]));
+    d.setAuthTag(b.subarray(b.length - 16));
+    return Buffer.concat([d.update(b.subarray(ENV_HEADER + 12, b.length - 16)), d.final()]);
+  } catch (e) {
+    throw new TaskError('CORRUPT', 'does not decrypt (wrong key, damaged, or another object)');
+  }
+}
+function seal(encKey, kind, id, b) {
+  const h = Buffer.alloc(ENV_HEADER);
+  h.writeUInt32BE(ENV_MAGIC, 0);
+  h[4] = ENV_VERSION;
+  h[5] = kind;
+  const nonce = crypto.randomBytes(12);
+  const c = crypto.createCipheriv('aes-256-gcm', encKey, nonce);
+  c.setAAD(Buffer.concat([h, id]));
+  const out = Buffer.allocUnsafeSlow(ENV_HEADER + 12 + b.length + 16);
+  h.copy(out, 0);
+  nonce.copy(out, ENV_HEADER);
+  let pos = ENV_HEADER + 12;
+  pos += c.update(b).copy(out, pos);
+  pos += c.final().copy(out, pos);
+  c.getAuthTag().copy(out, pos);
+  return out;
+}
+function digestOf(raw, keys) {
+  return keys ? crypto.createHmac('sha256', keys.idKey).update(raw).digest() : crypto.createHash('sha256').update(raw).digest();
+}
+// A whole stored chunk (header + payload, sealed if keys) -> verified uncompressed bytes.
+async function decodeStored(stored, digest, keys) {
+  const b = keys ? unsealChunk(keys.encKey, digest, stored) : stored;
+  if (b.length < HEADER || b.readUInt32BE(0) !== MAGIC || b[4] !== VERSION) throw new TaskError('CORRUPT', 'has a bad header');
+  const codec = b[5], rawLength = b.readUInt32BE(8), payload = b.subarray(HEADER);
+  let raw;
+  if (codec === 0) raw = payload;
+  else if (codec === 1 || codec === 2) {
+    try {
+      raw = codec === 2 ? await zstd.decompress(payload) : zlib.inflateRawSync(payload, { maxOutputLength: Math.max(rawLength, 1) });
+    } catch (e) {
+      throw new TaskError('CORRUPT', 'does not decompress');
+    }
+  } else throw new TaskError('CORRUPT', 'has unknown codec ' + codec);
+  if (raw.length !== rawLength || !digestOf(raw, keys).equals(digest)) throw new TaskError('CORRUPT', 'is corrupt (content does not match its digest)');
+  return owned(raw);
+}
+async function load(file, digest, keys) {
+  if (keys) {
+    let stored;
+    try {
+      stored = fs.readFileSync(file);
+    } catch (e) {
+      throw new TaskError(e.code === 'ENOENT' ? 'MISSING' : 'IO', e.message);
+    }
+    return decodeStored(stored, digest, keys);
+  }
   let fd;
   try {
     fd = fs.openSync(file, 'r');
@@ -118,15 +178,25 @@ function isZero(b) {
   }
   return true;
 }
+function keysOf(m) {
+  return m.encKey ? { encKey: Buffer.from(m.encKey), idKey: Buffer.from(m.idKey) } : undefined;
+}
 parentPort.on('message', async (m) => {
   try {
     if (m.op === 'load') {
-      const raw = await load(m.file, Buffer.from(m.digest));
+      const raw = await load(m.file, Buffer.from(m.digest), keysOf(m));
       parentPort.postMessage({ id: m.id, ok: true, value: raw.buffer }, [raw.buffer]);
+    } else if (m.op === 'decode') {
+      const raw = await decodeStored(Buffer.from(m.buf, m.offset, m.length), Buffer.from(m.digest), keysOf(m));
+      // The stored bytes go back too (the disk cache keeps them). raw owns its own memory (owned()).
+      parentPort.postMessage({ id: m.id, ok: true, value: { raw: raw.buffer, buf: m.buf } }, [raw.buffer, m.buf]);
+    } else if (m.op === 'seal') {
+      const out = seal(Buffer.from(m.encKey), m.kind, Buffer.from(m.name), Buffer.from(m.buf, m.offset, m.length));
+      parentPort.postMessage({ id: m.id, ok: true, value: out.buffer }, [out.buffer]);
     } else if (m.op === 'hash') {
       const b = Buffer.from(m.buf, m.offset, m.length);
       const zero = isZero(b);
-      const digest = zero ? undefined : crypto.createHash('sha256').update(b).digest();
+      const digest = zero ? undefined : digestOf(b, m.idKey ? { idKey: Buffer.from(m.idKey) } : undefined);
       parentPort.postMessage({ id: m.id, ok: true, value: { buf: m.buf, zero, digest } }, [m.buf]);
     } else {
       throw new TaskError('EINVAL', 'unknown op ' + m.op);
@@ -171,25 +241,62 @@ export function chunkPool(): WorkerPool | undefined {
       headerBytes: CHUNK_HEADER_BYTES,
       magic: CHUNK_MAGIC,
       version: CHUNK_FILE_VERSION,
+      envHeaderBytes: ENVELOPE_HEADER_BYTES,
+      envMagic: ENVELOPE_MAGIC,
+      envVersion: ENVELOPE_VERSION,
     },
   });
   return pool;
 }
 
-/** Reads, decompresses and verifies one chunk file on a worker; rejects with WorkerPoolError codes MISSING, CORRUPT, IO. */
-export async function loadChunkOnWorker(p: WorkerPool, file: string, digest: Uint8Array): Promise<Buffer> {
-  const ab = await p.run<ArrayBuffer>({ op: 'load', file, digest: Uint8Array.from(digest) });
+/** The subkeys as a task carries them (copies: a task's fields are cloned). */
+function keyFields(keys: RepoKeys | undefined): Record<string, Uint8Array> {
+  return keys ? { encKey: Uint8Array.from(keys.encKey), idKey: Uint8Array.from(keys.idKey) } : {};
+}
+
+/** `buf` if it owns its ArrayBuffer from offset 0 (it can be moved), else a copy that does. */
+function movable(buf: Uint8Array): Uint8Array {
+  return buf.byteOffset === 0 && buf.buffer.byteLength === buf.byteLength && buf.buffer instanceof ArrayBuffer ? buf : Uint8Array.from(buf);
+}
+
+/**
+ * Reads, decrypts (with `keys`), decompresses and verifies one chunk file on a worker; rejects
+ * with WorkerPoolError codes MISSING, CORRUPT, IO.
+ */
+export async function loadChunkOnWorker(p: WorkerPool, file: string, digest: Uint8Array, keys?: RepoKeys): Promise<Buffer> {
+  const ab = await p.run<ArrayBuffer>({ op: 'load', file, digest: Uint8Array.from(digest), ...keyFields(keys) });
   return Buffer.from(ab);
 }
 
 /**
- * Zero check and sha256 of `buf` on a worker. `buf` is moved there and back: the answer's `buf`
+ * Decrypts (with `keys`), decompresses and verifies a chunk's stored bytes on a worker (an object
+ * fetched from a bucket). `stored` is moved there and back: use the answer's `stored`, the
+ * argument may be detached. Rejects with WorkerPoolError code CORRUPT.
+ */
+export async function decodeChunkOnWorker(p: WorkerPool, stored: Uint8Array, digest: Uint8Array, keys?: RepoKeys): Promise<{ raw: Buffer; stored: Buffer }> {
+  const own = movable(stored);
+  const ab = own.buffer as ArrayBuffer;
+  const r = await p.run<{ raw: ArrayBuffer; buf: ArrayBuffer }>({ op: 'decode', buf: ab, offset: 0, length: own.byteLength, digest: Uint8Array.from(digest), ...keyFields(keys) }, [ab]);
+  return { raw: Buffer.from(r.raw), stored: Buffer.from(r.buf) };
+}
+
+/** Encrypts `plain` as an object of `kind` named `name` (repo-crypto.ts envelope) on a worker. `plain` is moved (detached). */
+export async function sealOnWorker(p: WorkerPool, encKey: Uint8Array, kind: ObjectKindName, name: Uint8Array, plain: Uint8Array): Promise<Buffer> {
+  const own = movable(plain);
+  const ab = own.buffer as ArrayBuffer;
+  const out = await p.run<ArrayBuffer>({ op: 'seal', encKey: Uint8Array.from(encKey), kind: ObjectKind[kind], name: Uint8Array.from(name), buf: ab, offset: 0, length: own.byteLength }, [ab]);
+  return Buffer.from(out);
+}
+
+/**
+ * Zero check and digest of `buf` on a worker: sha256, or HMAC-SHA256 with `idKey` (an encrypted
+ * repository's chunk names). `buf` is moved there and back: the answer's `buf`
  * views the same memory; the argument is detached (empty) afterwards. `buf` must own its
  * ArrayBuffer from byteOffset 0 (Buffer.allocUnsafeSlow), else it is copied first.
  */
-export async function hashOnWorker(p: WorkerPool, buf: Uint8Array): Promise<{ buf: Buffer; zero: boolean; digest: Buffer | undefined }> {
-  const own = buf.byteOffset === 0 && buf.buffer.byteLength === buf.byteLength && buf.buffer instanceof ArrayBuffer ? buf : Uint8Array.from(buf);
+export async function hashOnWorker(p: WorkerPool, buf: Uint8Array, idKey?: Uint8Array): Promise<{ buf: Buffer; zero: boolean; digest: Buffer | undefined }> {
+  const own = movable(buf);
   const ab = own.buffer as ArrayBuffer;
-  const r = await p.run<{ buf: ArrayBuffer; zero: boolean; digest?: Uint8Array }>({ op: 'hash', buf: ab, offset: 0, length: own.byteLength }, [ab]);
+  const r = await p.run<{ buf: ArrayBuffer; zero: boolean; digest?: Uint8Array }>({ op: 'hash', buf: ab, offset: 0, length: own.byteLength, ...(idKey ? { idKey: Uint8Array.from(idKey) } : {}) }, [ab]);
   return { buf: Buffer.from(r.buf), zero: r.zero, digest: r.digest ? Buffer.from(r.digest) : undefined };
 }

@@ -23,6 +23,7 @@ import path from 'node:path';
 import { chunkPool, loadChunkOnWorker } from './chunk-worker.js';
 import { decodeChunkFile } from './chunk-store.js';
 import { digestHex } from './format.js';
+import type { RepoKeys } from './repo-crypto.js';
 
 export interface DiskCacheStats {
   dir: string;
@@ -38,6 +39,8 @@ export interface DiskCacheStats {
 export class DiskChunkCache {
   readonly dir: string;
   readonly maxBytes: number;
+  /** An encrypted repository's subkeys: cached files are the sealed objects. */
+  readonly keys: RepoKeys | undefined;
   /** hex -> file size, in use order (oldest first). */
   readonly #entries = new Map<string, number>();
   #bytes = 0;
@@ -45,14 +48,15 @@ export class DiskChunkCache {
   #misses = 0;
   #rejected = 0;
 
-  private constructor(dir: string, maxBytes: number) {
+  private constructor(dir: string, maxBytes: number, keys: RepoKeys | undefined) {
     this.dir = dir;
+    this.keys = keys;
     this.maxBytes = maxBytes;
   }
 
   /** Opens (creating) the cache directory and learns what it holds, oldest use first. */
-  static async open(dir: string, maxBytes: number): Promise<DiskChunkCache> {
-    const cache = new DiskChunkCache(dir, maxBytes);
+  static async open(dir: string, maxBytes: number, keys?: RepoKeys): Promise<DiskChunkCache> {
+    const cache = new DiskChunkCache(dir, maxBytes, keys);
     await fs.promises.mkdir(dir, { recursive: true });
     const found: Array<{ hex: string; size: number; mtimeMs: number }> = [];
     for (const name of await fs.promises.readdir(dir)) {
@@ -98,7 +102,7 @@ export class DiskChunkCache {
     const file = this.pathOf(hex);
     try {
       const pool = chunkPool();
-      const raw = pool ? await loadChunkOnWorker(pool, file, digest) : await decodeChunkFile(await fs.promises.readFile(file), digest);
+      const raw = pool ? await loadChunkOnWorker(pool, file, digest, this.keys) : await decodeChunkFile(await fs.promises.readFile(file), digest, this.keys);
       this.#hits++;
       this.#use(hex);
       const now = new Date();

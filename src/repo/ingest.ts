@@ -14,11 +14,11 @@
  * interrupted backup leaves no half restore point (in a bucket too: the manifest is written last,
  * s3-points.ts). Progress is reported per chunk.
  */
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ReboundError } from '../errors.js';
 import { chunkPool, hashOnWorker } from './chunk-worker.js';
+import { chunkDigest, type RepoKeys } from './repo-crypto.js';
 import { checkName, FixedIndex, pointIdFor } from './format.js';
 import { LABELS, POINT_FORMAT, POINT_VERSION, type BackupLabel, type DiskManifest, type PointManifest } from './manifest.js';
 import type { Repository } from './repository.js';
@@ -199,7 +199,7 @@ async function backupDisk(
       const read = Buffer.allocUnsafeSlow(len); // owns its memory: moved to a chunk worker, not copied
       await dev.read(read, i * cs);
       progress.readBytes += len;
-      const { buf, zero, digest } = await hashChunk(read);
+      const { buf, zero, digest } = await hashChunk(read, repo.store.keys);
       opts.signal?.throwIfAborted();
       if (zero || !digest) {
         index.setDigest(i, undefined);
@@ -284,12 +284,15 @@ function chunkFlags(ranges: Range[], index: FixedIndex, mode: 'any' | 'all'): Ui
   return flags;
 }
 
-/** Zero check and sha256 of a chunk: on a chunk worker (`buf` is moved there and back), or here if workers are off. */
-async function hashChunk(buf: Buffer): Promise<{ buf: Buffer; zero: boolean; digest: Buffer | undefined }> {
+/**
+ * Zero check and digest of a chunk (sha256, or HMAC-SHA256 with an encrypted repository's id key):
+ * on a chunk worker (`buf` is moved there and back), or here if workers are off.
+ */
+async function hashChunk(buf: Buffer, keys: RepoKeys | undefined): Promise<{ buf: Buffer; zero: boolean; digest: Buffer | undefined }> {
   const pool = chunkPool();
-  if (pool) return hashOnWorker(pool, buf);
+  if (pool) return hashOnWorker(pool, buf, keys?.idKey);
   if (isZero(buf)) return { buf, zero: true, digest: undefined };
-  return { buf, zero: false, digest: crypto.createHash('sha256').update(buf).digest() };
+  return { buf, zero: false, digest: chunkDigest(buf, keys) };
 }
 
 const ZEROES = Buffer.alloc(1024 * 1024);

@@ -28,6 +28,7 @@ import { S3Objects, type S3Counters } from './s3-objects.js';
 import { pointPrefix, S3Points } from './s3-points.js';
 import { AccessRecorder, accessMapName, decodeAccessMap, prefetch } from './access-map.js';
 import { writeFileDurable } from '../util/durable-file.js';
+import { MetadataSealer, openKeys, type EncryptionDescriptor, type RepoKeys } from './repo-crypto.js';
 
 export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
 
@@ -37,6 +38,8 @@ export interface RepoConfig {
   chunkSize: number;
   codec: string;
   createdAt: string;
+  /** Set for an encrypted repository (repo-crypto.ts): algorithms, HKDF salt, key fingerprint. */
+  encryption?: EncryptionDescriptor;
 }
 
 export interface RepositoryOptions {
@@ -52,6 +55,12 @@ export interface RepositoryOptions {
   s3RetryMs?: number;
   /** S3 repositories: lease and backup-marker timing (tests shorten it). */
   leaseTiming?: LeaseTiming;
+  /**
+   * The key file of an encrypted repository (config repoKeyFile); default: the one `repo init
+   * --encrypt` recorded in DATA/repo/s3.json. Refused (ERR_REPO_KEY) for a repository that is not
+   * encrypted, and if its fingerprint is not the repository's.
+   */
+  keyFile?: string;
   /** S3 repositories: called when an object operation starts retrying or gives up. */
   onS3Retry?: (what: string, err: unknown, attempt: number) => void;
 }
@@ -77,6 +86,8 @@ export interface S3Parts {
   leaseTiming: LeaseTiming;
   diskCache: DiskChunkCache | undefined;
   store: S3ChunkStore;
+  /** Seals the metadata objects (identity unless encrypted). */
+  sealer: MetadataSealer;
 }
 
 export class Repository {
@@ -114,6 +125,9 @@ export class Repository {
     const dir = path.join(dataDir, 'repo');
     const link = readLink(dataDir);
     let repo: Repository;
+    if (!link && opts.keyFile) {
+      throw new ReboundError('ERR_REPO_KEY', `a repository key file is set (${opts.keyFile}), but the local repository in ${dir} is not encrypted (encryption is for repositories in a bucket: repo init --s3 ... --encrypt KEYFILE)`);
+    }
     if (link) {
       repo = await Repository.#openS3(dataDir, link, opts);
     } else {
@@ -121,6 +135,7 @@ export class Repository {
       let config: RepoConfig;
       if (fs.existsSync(cfgFile)) {
         config = checkRepoConfig(JSON.parse(fs.readFileSync(cfgFile, 'utf8')) as RepoConfig, dir);
+        if (config.encryption) throw new ReboundError('ERR_REPO_CORRUPT', `${cfgFile} says the repository is encrypted; this rebound encrypts repositories in a bucket only`);
       } else {
         config = newRepoConfig(opts);
         for (const sub of ['chunks', 'vms', 'tmp']) fs.mkdirSync(path.join(dir, sub), { recursive: true });
@@ -144,13 +159,15 @@ export class Repository {
     const objects = new S3Objects(link, { retryMs: opts.s3RetryMs ?? DEFAULT_S3_RETRY_MS, onRetry: opts.onS3Retry });
     try {
       const config = await readRemoteConfig(objects);
+      const keys = repositoryKeys(config, opts.keyFile ?? link.keyFile, objects.url(''));
       const diskBytes = opts.diskCacheBytes ?? DEFAULT_DISK_CACHE_BYTES;
-      const diskCache = diskBytes > 0 ? await DiskChunkCache.open(path.join(dataDir, 'cache', 'chunks'), diskBytes) : undefined;
-      const store = new S3ChunkStore(objects, opts.codec ?? codecByName(config.codec), diskCache);
+      const diskCache = diskBytes > 0 ? await DiskChunkCache.open(path.join(dataDir, 'cache', 'chunks'), diskBytes, keys) : undefined;
+      const store = new S3ChunkStore(objects, opts.codec ?? codecByName(config.codec), diskCache, keys);
+      const sealer = new MetadataSealer(keys);
       const cache = new ChunkCache({ readChunk: (d) => store.readCached(d) }, opts.cacheBytes ?? 256 * 1024 * 1024);
       const catalog = await Catalog.open(path.join(dataDir, 'catalog'));
-      const s3: S3Parts = { link, objects, leaseTiming: opts.leaseTiming ?? DEFAULT_LEASE_TIMING, diskCache, store };
-      return new Repository(dir, config, store, new S3Points(objects, link.gateway), cache, catalog, s3);
+      const s3: S3Parts = { link, objects, leaseTiming: opts.leaseTiming ?? DEFAULT_LEASE_TIMING, diskCache, store, sealer };
+      return new Repository(dir, config, store, new S3Points(objects, link.gateway, sealer), cache, catalog, s3);
     } catch (err) {
       objects.close();
       throw err;
@@ -263,8 +280,15 @@ export class Repository {
 
   /** The access map of one disk of a point (empty if there is none or it does not fit). */
   async #accessMap(m: PointManifest, disk: string, index: FixedIndex): Promise<number[]> {
-    const body = await this.s3!.objects.get(pointPrefix(m.vm, m.id) + accessMapName(disk)).catch(() => undefined);
-    return (body && decodeAccessMap(body, index.count)) || [];
+    const key = pointPrefix(m.vm, m.id) + accessMapName(disk);
+    const body = await this.s3!.objects.get(key).catch(() => undefined);
+    let map: Buffer | undefined;
+    try {
+      map = body && this.s3!.sealer.open(key, body, key);
+    } catch {
+      map = undefined; // a hint only
+    }
+    return (map && decodeAccessMap(map, index.count)) || [];
   }
 
   /** Prefetches what the access maps of a point's disks name (see pin()). Errors only mean no warm-up. */
@@ -282,13 +306,13 @@ export class Repository {
   }
 
   async #openRemote(m: PointManifest, disk: string, index: FixedIndex): Promise<OpenIndex> {
-    const { objects, store } = this.s3!;
+    const { objects, store, sealer } = this.s3!;
     const mapKey = pointPrefix(m.vm, m.id) + accessMapName(disk);
     const loaded = await this.#accessMap(m, disk, index);
     const prefetching = new AbortController();
     // Unless a recovery session's pin() is warming this point already.
     if (loaded.length > 0 && !this.#warming.has(`${m.vm}@${m.id}`)) void prefetch(index, loaded, (d) => store.readCached(d), prefetching.signal);
-    const recorder = new AccessRecorder(async (map) => void (await objects.put(mapKey, map)), loaded);
+    const recorder = new AccessRecorder(async (map) => void (await objects.put(mapKey, sealer.seal(mapKey, map))), loaded);
     return { index, users: 0, recorder, prefetching };
   }
 
@@ -369,6 +393,10 @@ export class Repository {
       backend: this.backend,
       dir: this.dir,
       ...this.config,
+      // Never the key: what it is and its fingerprint.
+      encryption: this.config.encryption
+        ? { algorithm: this.config.encryption.algorithm, chunkIds: this.config.encryption.chunkIds, kdf: this.config.encryption.kdf, fingerprint: this.config.encryption.fingerprint }
+        : null,
       cache: { ...memory, hitRate: hitRate(memory.hits, memory.misses) },
     };
     if (this.s3) {
@@ -427,6 +455,17 @@ export function checkRepoConfig(config: RepoConfig, where: string): RepoConfig {
     throw new ReboundError('ERR_REPO_CORRUPT', `${where} has repository format ${config.version}; this rebound reads ${REPO_VERSION}`);
   }
   return config;
+}
+
+/**
+ * The subkeys of a repository from its key file, or undefined if it is not encrypted. ERR_REPO_KEY
+ * for an encrypted repository without a key or with another key, and for a key given to a
+ * repository that is not encrypted (the operator believes the data is encrypted: it is not).
+ */
+export function repositoryKeys(config: RepoConfig, keyFile: string | undefined, where: string): RepoKeys | undefined {
+  if (config.encryption) return openKeys(config.encryption, keyFile, where);
+  if (keyFile) throw new ReboundError('ERR_REPO_KEY', `a repository key file is set (${keyFile}), but the repository ${where} is not encrypted`);
+  return undefined;
 }
 
 /** The repository descriptor in the bucket (written by `rebound repo init --s3`). */

@@ -13,6 +13,9 @@
  *    again) first, then fetches, verifies, and keeps the stored bytes in the disk cache.
  *    Concurrent fetches of one chunk share one request. Every read retries per S3Objects: a
  *    short outage makes it wait; past the limit it fails (ERR_REPO_UNREACHABLE -> EIO).
+ *  - Encrypted repositories (repo-crypto.ts): the object is the chunk file sealed in an envelope
+ *    bound to the chunk's name (HMAC of its content); sealing on put and opening + decompressing
+ *    + verifying on fetch run on the chunk workers. The disk cache keeps the sealed bytes.
  *  - Claims (running backups and restores of this gateway) work as in the local store; what other
  *    gateways do is coordinated through the bucket (s3-lease.ts, gc-s3.ts).
  */
@@ -23,6 +26,9 @@ import { decodeChunkFile, encodeChunkFile } from './chunk-store.js';
 import type { Codec } from './codec.js';
 import type { DiskChunkCache } from './disk-cache.js';
 import { digestHex } from './format.js';
+import { chunkPool, decodeChunkOnWorker, sealOnWorker } from './chunk-worker.js';
+import { seal, type RepoKeys } from './repo-crypto.js';
+import { WorkerPoolError } from '../util/worker-pool.js';
 import type { S3Objects } from './s3-objects.js';
 
 export function chunkKey(hex: string): string {
@@ -35,10 +41,12 @@ export class S3ChunkStore extends ChunkBookkeeping implements ChunkBackend {
   codec: Codec;
   readonly objects: S3Objects;
   readonly diskCache: DiskChunkCache | undefined;
+  readonly keys: RepoKeys | undefined;
   readonly #fetching = new Map<string, Promise<Uint8Array>>();
 
-  constructor(objects: S3Objects, codec: Codec, diskCache?: DiskChunkCache) {
+  constructor(objects: S3Objects, codec: Codec, diskCache?: DiskChunkCache, keys?: RepoKeys) {
     super();
+    this.keys = keys;
     this.objects = objects;
     this.codec = codec;
     this.diskCache = diskCache;
@@ -54,7 +62,7 @@ export class S3ChunkStore extends ChunkBookkeeping implements ChunkBackend {
     claims?.add(hex);
     if (await this.objects.head(chunkKey(hex))) return { stored: false, bytes: 0 };
     const { header, payload } = await encodeChunkFile(raw, this.codec);
-    const body = Buffer.concat([header, payload]);
+    const body = await this.#seal(digest, header, payload);
     await this.objects.put(chunkKey(hex), body);
     this.countStored(body.length);
     return { stored: true, bytes: body.length };
@@ -93,7 +101,29 @@ export class S3ChunkStore extends ChunkBookkeeping implements ChunkBackend {
       throw new ReboundError(code, `reading chunk ${hex}: ${(err as Error).message}`, { cause: err, details: { chunk: hex } });
     }
     if (!stored) throw new ReboundError('ERR_CHUNK_MISSING', `chunk ${hex} is missing from the repository (${this.pathOf(hex)})`, { details: { chunk: hex } });
-    return { raw: await decodeChunkFile(stored, digest), stored };
+    if (!this.keys) return { raw: await decodeChunkFile(stored, digest), stored };
+    // Encrypted: decrypt, decompress and verify on a chunk worker (AES-GCM and the HMAC are CPU
+    // work that must not hold the event loop); inline only with workers off.
+    const pool = chunkPool();
+    if (!pool) return { raw: await decodeChunkFile(stored, digest, this.keys), stored };
+    try {
+      return await decodeChunkOnWorker(pool, stored, digest, this.keys);
+    } catch (err) {
+      const details = { chunk: hex };
+      if (err instanceof WorkerPoolError && err.code === 'CORRUPT') throw new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${hex} ${err.message}`, { details });
+      throw new ReboundError('ERR_REPO_IO', `decoding chunk ${hex}: ${(err as Error).message}`, { cause: err, details });
+    }
+  }
+
+  /** The object body of a chunk: header + payload, sealed (on a chunk worker) in an encrypted repository. */
+  async #seal(digest: Uint8Array, header: Buffer, payload: Uint8Array): Promise<Buffer> {
+    if (!this.keys) return Buffer.concat([header, payload]);
+    const pool = chunkPool();
+    if (!pool) return seal(this.keys.encKey, 'chunk', digest, [header, payload]);
+    const plain = Buffer.allocUnsafeSlow(header.length + payload.length);
+    header.copy(plain, 0);
+    plain.set(payload, header.length);
+    return sealOnWorker(pool, this.keys.encKey, 'chunk', digest, plain);
   }
 
   async *list(): AsyncGenerator<StoredChunk> {

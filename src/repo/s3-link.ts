@@ -33,6 +33,8 @@ export interface S3Link {
   credentials?: { accessKeyId: string; secretAccessKey: string };
   /** This gateway's id: names its leases and backup markers in the bucket. */
   gateway: string;
+  /** An encrypted repository's key file (absolute), as `repo init --encrypt` gave it; config repoKeyFile overrides it. */
+  keyFile?: string;
 }
 
 export function linkFile(dataDir: string): string {
@@ -126,6 +128,7 @@ function checkLink(l: S3Link, where: string): S3Link {
     }
     if (!/^[A-Z_]{2,32}$/.test(l.storageClass)) bad(`storage class '${l.storageClass}' is not valid`);
   }
+  if (l.keyFile !== undefined && (typeof l.keyFile !== 'string' || !l.keyFile.startsWith('/'))) bad('keyFile must be an absolute path');
   if (typeof l.gateway !== 'string' || !/^[A-Za-z0-9.-]{1,64}$/.test(l.gateway)) bad('gateway id is missing or malformed');
   return l;
 }

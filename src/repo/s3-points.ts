@@ -9,12 +9,16 @@
  *    last: a point is complete exactly when its manifest exists, so a backup that fails half-way
  *    (endpoint lost) leaves no point, only a claim and some index objects that gc removes.
  *  - Delete removes `point.json` first (the point stops existing), then the rest.
+ *  - In an encrypted repository every object here except the id claim (gateway id and time) is
+ *    sealed (repo-crypto.ts, MetadataSealer) and bound to its key: a manifest, index or config
+ *    file copied to another point's name does not open there.
  *  - listManifests() lists `vms/` and reads every manifest: the local catalog is rebuilt from it.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import type { PointBackend } from './backend.js';
 import { parseManifest, type PointManifest } from './manifest.js';
+import { MetadataSealer } from './repo-crypto.js';
 import type { S3Objects } from './s3-objects.js';
 
 /** Manifests read at once when listing. */
@@ -27,10 +31,12 @@ export function pointPrefix(vm: string, id: string): string {
 export class S3Points implements PointBackend {
   readonly #objects: S3Objects;
   readonly #gateway: string;
+  readonly #sealer: MetadataSealer;
 
-  constructor(objects: S3Objects, gateway: string) {
+  constructor(objects: S3Objects, gateway: string, sealer = new MetadataSealer(undefined)) {
     this.#objects = objects;
     this.#gateway = gateway;
+    this.#sealer = sealer;
   }
 
   locationOf(vm: string, id: string): string {
@@ -38,9 +44,10 @@ export class S3Points implements PointBackend {
   }
 
   async readFile(vm: string, id: string, name: string): Promise<Buffer> {
-    const body = await this.#objects.get(pointPrefix(vm, id) + name);
+    const key = pointPrefix(vm, id) + name;
+    const body = await this.#objects.get(key);
     if (!body) throw Object.assign(new Error(`${this.locationOf(vm, id)}${name} does not exist`), { code: 'ENOENT' });
-    return body;
+    return this.#sealer.open(key, body, this.#objects.url(key));
   }
 
   async exists(vm: string, id: string): Promise<boolean> {
@@ -54,9 +61,11 @@ export class S3Points implements PointBackend {
     for (let n = 2; !(await this.#objects.put(pointPrefix(m.vm, id) + '.claim', claim, { ifAbsent: true })); n++) id = `${base}-${n}`;
     const committed = { ...m, id };
     for (const file of filesUnder(tmp)) {
-      await this.#objects.put(pointPrefix(m.vm, id) + file, await fs.promises.readFile(path.join(tmp, file)));
+      const key = pointPrefix(m.vm, id) + file;
+      await this.#objects.put(key, this.#sealer.seal(key, await fs.promises.readFile(path.join(tmp, file))));
     }
-    await this.#objects.put(pointPrefix(m.vm, id) + 'point.json', JSON.stringify(committed, null, 2) + '\n');
+    const manifestKey = pointPrefix(m.vm, id) + 'point.json';
+    await this.#objects.put(manifestKey, this.#sealer.seal(manifestKey, JSON.stringify(committed, null, 2) + '\n'));
     return committed;
   }
 
@@ -79,7 +88,7 @@ export class S3Points implements PointBackend {
       while (next < keys.length) {
         const key = keys[next++]!;
         const body = await this.#objects.get(key);
-        if (body) out.push(parseManifest(body.toString('utf8'), this.#objects.url(key))); // else deleted meanwhile
+        if (body) out.push(parseManifest(this.#sealer.open(key, body, this.#objects.url(key)).toString('utf8'), this.#objects.url(key))); // else deleted meanwhile
       }
     };
     await Promise.all(Array.from({ length: LIST_CONCURRENCY }, worker));

@@ -186,7 +186,7 @@ export function registerRepo(program: Command, io: CliIo): void {
     });
   repo
     .command('init')
-    .description('link the data directory (--data) to a repository in an S3 bucket, creating the repository (and the bucket) if needed or joining the one there; run before `serve` (docs/s3.md)')
+    .description('link the data directory (--data) to a repository in an S3 bucket, creating the repository (and the bucket) if needed or joining the one there; --encrypt KEYFILE encrypts a new repository; run before `serve` (docs/s3.md)')
     .requiredOption('--s3 <url>', 'the S3 endpoint, http(s)://HOST[:PORT] (AWS: https://s3.REGION.amazonaws.com)')
     .requiredOption('--bucket <name>', 'the bucket')
     .option('--prefix <prefix>', 'a key prefix inside the bucket (several repositories in one bucket)')
@@ -197,8 +197,9 @@ export function registerRepo(program: Command, io: CliIo): void {
     .option('--access-key-id <id>', 'access key stored in DATA/repo/s3.json (mode 600), instead of the AWS_* variables or a profile')
     .option('--secret-access-key <key>', 'secret key for --access-key-id')
     .option('--chunk-size <size>', 'chunk size of a new repository (e.g. 1M)')
+    .option('--encrypt <keyfile>', 'encrypt the repository with this key file (rebound repo keygen FILE): AES-256-GCM, keyed chunk names; joining an encrypted repository needs its key. Losing the key loses the repository (docs/s3.md)')
     .option('--json', 'print the result as JSON')
-    .action(async (opts: { s3: string; bucket: string; prefix?: string; region?: string; virtualHost?: boolean; storageClass?: string; profile?: string; accessKeyId?: string; secretAccessKey?: string; chunkSize?: string; json?: boolean }, cmd: Command) => {
+    .action(async (opts: { s3: string; bucket: string; prefix?: string; region?: string; virtualHost?: boolean; storageClass?: string; profile?: string; accessKeyId?: string; secretAccessKey?: string; chunkSize?: string; encrypt?: string; json?: boolean }, cmd: Command) => {
       const global = cmd.optsWithGlobals<{ data?: string }>();
       const dataDir = path.resolve(io.cwd, global.data ?? io.env.REBOUND_DATA ?? './rebound-data');
       const link = makeLink({
@@ -220,16 +221,29 @@ export function registerRepo(program: Command, io: CliIo): void {
           : undefined;
       // Loaded here: the AWS SDK is needed by `repo init --s3` only, not at every CLI start.
       const { initS3Repository } = await import('../../repo/s3-init.js');
-      const r = await initS3Repository(dataDir, link, { chunkSize: opts.chunkSize === undefined ? undefined : parseSize(opts.chunkSize), credentials });
+      const keyFile = opts.encrypt === undefined ? undefined : path.resolve(io.cwd, opts.encrypt);
+      const r = await initS3Repository(dataDir, link, { chunkSize: opts.chunkSize === undefined ? undefined : parseSize(opts.chunkSize), credentials, keyFile });
       if (opts.json) return io.stdout(JSON.stringify(r, null, 2) + '\n');
+      const enc = r.config.encryption ? `, encrypted (AES-256-GCM, key fingerprint ${r.config.encryption.fingerprint}, key file ${keyFile})` : '';
       io.stdout(
-        `${r.created ? 'created the repository' : 'joined the existing repository'} ${r.url} (chunk size ${formatSize(r.config.chunkSize)}, ${r.config.codec}); ` +
+        `${r.created ? 'created the repository' : 'joined the existing repository'} ${r.url} (chunk size ${formatSize(r.config.chunkSize)}, ${r.config.codec}${enc}); ` +
           `gateway ${r.gateway}; data directory ${dataDir}\n`,
       );
+      if (r.created && r.config.encryption) io.stdout(`keep a copy of ${keyFile} somewhere safe: without it nothing in the repository can be read\n`);
+    });
+  repo
+    .command('keygen')
+    .description('write a new repository key file for repo init --encrypt: 32 random bytes, mode 600; never overwrites a file. Prints the key\'s fingerprint (the key itself is never shown)')
+    .argument('<file>', 'the key file to create')
+    .action(async (file: string) => {
+      const target = path.resolve(io.cwd, file);
+      const { generateKeyFile } = await import('../../repo/repo-crypto.js');
+      const fingerprint = generateKeyFile(target);
+      io.stdout(`wrote ${target} (mode 600), key fingerprint ${fingerprint}\nkeep a copy somewhere safe: an encrypted repository cannot be read without its key\n`);
     });
   repo
     .command('info')
-    .description('show the repository: backend (local or S3), location, format, chunk size, codec, memory and disk cache use and hit rates, S3 requests')
+    .description('show the repository: backend (local or S3), location, format, chunk size, codec, encryption and key fingerprint, memory and disk cache use and hit rates, S3 requests')
     .option('--json', 'print JSON')
     .action(async (opts: { json?: boolean }, cmd: Command) => {
       const r = await apiClient(cmd, io).get<RepoInfo>('/v1/repo');
@@ -238,6 +252,9 @@ export function registerRepo(program: Command, io: CliIo): void {
       const lines = [
         `backend: ${r.backend}${r.s3 ? ` ${r.s3.url} (endpoint ${r.s3.endpoint}, ${r.s3.addressing}-style, ${r.s3.storageClass}; gateway ${r.s3.gateway})` : ` ${r.dir}`}`,
         `format: version ${r.version}, chunk size ${formatSize(r.chunkSize)}, codec ${r.codec}, created ${r.createdAt}`,
+        r.encryption
+          ? `encryption: ${r.encryption.algorithm.toUpperCase()}, chunk names ${r.encryption.chunkIds.toUpperCase()}, key fingerprint ${r.encryption.fingerprint}`
+          : 'encryption: none',
         `memory cache: ${formatSize(r.cache.bytes)} of ${formatSize(r.cache.maxBytes)} (${r.cache.chunks} chunks), ${rate(r.cache.hitRate)}`,
       ];
       if (r.backend === 's3') {
@@ -264,6 +281,7 @@ interface RepoInfo {
   chunkSize: number;
   codec: string;
   createdAt: string;
+  encryption?: { algorithm: string; chunkIds: string; kdf: string; fingerprint: string } | null;
   cache: CacheInfo;
   diskCache?: (CacheInfo & { dir: string; rejected: number }) | null;
   s3?: { url: string; endpoint: string; addressing: string; storageClass: string; gateway: string; requests: Record<'get' | 'head' | 'put' | 'delete' | 'list' | 'retries' | 'bytesIn' | 'bytesOut', number> };
