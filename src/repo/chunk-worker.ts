@@ -15,7 +15,13 @@
  *    payloads are read into a few reused buffers per worker (a fresh 1 MiB allocation per chunk
  *    costs page faults and GC).
  *  - `hash` takes a backup's chunk (moved in and back out), says whether it is all zero and gives
- *    its sha256.
+ *    its sha256 (HMAC-SHA256 with an encrypted repository's id key).
+ *  - Encrypted repositories (repo-crypto.ts): `load` and `decode` (the stored bytes of an object
+ *    fetched from a bucket, moved in and back) open the envelope (AES-256-GCM, bound to the
+ *    digest) before decompressing, and compare the HMAC; `seal` encrypts a chunk file for upload.
+ *    The subkeys travel with each task (64 bytes, cloned): one pool serves any repository. The
+ *    envelope code is a copy of repo-crypto.ts's (this runs from source text); a unit test checks
+ *    that both agree.
  *  - zstd is @mongodb-js/zstd's binding (asynchronous: the decompression itself runs on libuv's
  *    thread pool, the worker awaits it and may take its next task meanwhile).
  *  - The worker is an eval worker (source text, see util/worker-pool.ts) that loads its modules

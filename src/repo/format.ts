@@ -12,6 +12,9 @@
  *   repo/vms/<vm>/<point>/config/<f>   VM configuration files stored with the backup
  *   repo/tmp/<id>/                     a backup in progress; renamed into vms/ when complete
  *
+ * An encrypted repository in a bucket (repo-crypto.ts) names chunks by HMAC-SHA256 instead of sha256
+ * and seals chunks, indexes, manifests and config files in AES-256-GCM envelopes.
+ *
  * Every restore point is a complete map of its disks (no chains): reading chunk i of a disk is one
  * index lookup (O(1)) and one chunk file. Data is shared between points and VMs by digest.
  * Crash rules: chunk files are written to a temp name and renamed; a point's chunks and index are

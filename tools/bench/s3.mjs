@@ -2,7 +2,7 @@
 /**
  * S3 repository benchmark against a one-node Ceph RGW started here (tools/bench/rgw.mjs), in one run:
  *
- *   node tools/bench/s3.mjs [--size 512M] [--rtt 20] [--json] [--check]
+ *   node tools/bench/s3.mjs [--size 512M] [--rtt 20] [--rounds N] [--skip-boot] [--layout-mib N] [--json] [--check]
  *
  *   1. object layout: raw PUT/GET/DELETE throughput and request counts for 1 MiB objects (one
  *      chunk per object) against 16 MiB objects (a pack of 16 chunks), through the same SDK
@@ -10,7 +10,9 @@
  *   2. backup and full restore of a --size VM-like image (lib.mjs writeVmImage) into/out of the
  *      bucket: rebound (`repo init --s3`, `backup`, `restore`) against restic 0.14 with its S3
  *      backend (`restic -r s3:http://...`, `backup`, `restore`), same RGW, same image; rebound's
- *      S3 request counts and gc of the pruned point;
+ *      S3 request counts and gc of the pruned point; the same with an encrypted repository
+ *      (`repo keygen`, `repo init --encrypt`: AES-256-GCM, keyed chunk names), since restic
+ *      encrypts too; --rounds N repeats the three interleaved and reports medians;
  *   3. guest boot (tools/guest: kernel + initramfs + ext4 disk, QEMU TCG, mount, unmount, power
  *      off) from a recovery session: from a local repository, and from the bucket through a
  *      delaying TCP proxy (--rtt ms round trip; this kernel has no netem) with a cold disk cache
@@ -32,6 +34,8 @@ const USAGE = `usage: node tools/bench/s3.mjs [options]
   --size SIZE   image size for backup/restore (default 512M)
   --rtt MS      added round trip on the RGW path for the boots (default 20)
   --layout-mib N   MiB written per object size in the layout measurement (default 256; 0 skips it)
+  --rounds N    backup/restore rounds (rebound, rebound encrypted, restic, interleaved; medians reported; default 1)
+  --skip-boot   skip the guest boots (3.)
   --json        print JSON
   --check       exit 1 when a target is missed
   -h, --help`;
@@ -97,6 +101,8 @@ async function main() {
       size: { type: 'string', default: '512M' },
       rtt: { type: 'string', default: '20' },
       'layout-mib': { type: 'string', default: '256' },
+      rounds: { type: 'string', default: '1' },
+      'skip-boot': { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
       check: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -117,6 +123,7 @@ async function main() {
   Object.assign(process.env, rgw.env);
   const servers = [];
   let proxy;
+  let rounds;
   const serve = async (data, extra = []) => {
     const sock = path.join(tmpDir, `${path.basename(data)}.sock`);
     const s = await startServer({
@@ -148,38 +155,71 @@ async function main() {
     const img = path.join(tmpDir, 'vm.raw');
     log(`writing a ${fmt(size / MiB)} MiB VM-like image`);
     writeVmImage(img, size);
-    const dataS3 = path.join(tmpDir, 's3');
-    await run(process.execPath, [REBOUND_MAIN, '--data', dataS3, 'repo', 'init', '--s3', rgw.endpoint, '--bucket', 'bench-rebound'], { timeoutMs: 60_000 });
-    let d = await serve(dataS3);
-    R.rebound = {};
-    let t0 = performance.now();
-    const bk = await rebound(d.http, ['backup', 'vm', '--disk', `disk0=${img}`]);
-    R.rebound.backupMiBs = size / MiB / ((performance.now() - t0) / 1000);
-    R.rebound.storedBytes = bk.result.disks[0].newBytes;
-    const restoreTo = path.join(tmpDir, 'restored.raw');
-    t0 = performance.now();
-    await rebound(d.http, ['restore', 'vm', '--disk', 'disk0', '--to', restoreTo]);
-    R.rebound.restoreMiBs = size / MiB / ((performance.now() - t0) / 1000);
-    if (!fs.readFileSync(restoreTo).equals(fs.readFileSync(img))) throw new Error('rebound restore differs from the image');
-    fs.rmSync(restoreTo);
-    R.rebound.requests = (await api(d.http, 'GET', '/v1/repo')).s3.requests;
-    log(`rebound: backup ${fmt(R.rebound.backupMiBs)} MiB/s, restore ${fmt(R.rebound.restoreMiBs)} MiB/s`);
-
+    // Each round: rebound, rebound with an encrypted repository (repo init --encrypt), restic
+    // (which encrypts too), each into a fresh bucket, interleaved so that load changes hit all three.
     const restic = { RESTIC_PASSWORD: 'bench', RESTIC_CACHE_DIR: path.join(tmpDir, 'restic-cache') };
     Object.assign(process.env, restic);
-    const repoUrl = `s3:${rgw.endpoint}/bench-restic`;
-    await run('restic', ['-r', repoUrl, 'init'], { timeoutMs: 120_000 });
-    t0 = performance.now();
-    await run('restic', ['-r', repoUrl, 'backup', '--quiet', img], { timeoutMs: 3_600_000 });
-    R.restic = { backupMiBs: size / MiB / ((performance.now() - t0) / 1000), version: (await run('restic', ['version'], { timeoutMs: 30_000 })).stdout.trim().split(' ').slice(0, 2).join(' ') };
-    const target = path.join(tmpDir, 'restic-restore');
-    t0 = performance.now();
-    await run('restic', ['-r', repoUrl, 'restore', 'latest', '--target', target], { timeoutMs: 3_600_000 });
-    R.restic.restoreMiBs = size / MiB / ((performance.now() - t0) / 1000);
-    const restored = path.join(target, img);
-    if (!fs.readFileSync(restored).equals(fs.readFileSync(img))) throw new Error('restic restore differs from the image');
-    fs.rmSync(target, { recursive: true, force: true });
-    log(`restic: backup ${fmt(R.restic.backupMiBs)} MiB/s, restore ${fmt(R.restic.restoreMiBs)} MiB/s`);
+    R.rounds = [];
+    let d;
+    const reboundRun = async (round, encrypted) => {
+      const tag = `${encrypted ? 'enc' : 'plain'}-${round}`;
+      const data = path.join(tmpDir, `s3-${tag}`);
+      const extra = [];
+      if (encrypted) {
+        const key = path.join(tmpDir, `key-${tag}`);
+        await run(process.execPath, [REBOUND_MAIN, 'repo', 'keygen', key], { timeoutMs: 30_000 });
+        extra.push('--encrypt', key);
+      }
+      await run(process.execPath, [REBOUND_MAIN, '--data', data, 'repo', 'init', '--s3', rgw.endpoint, '--bucket', `bench-rebound-${tag}`, ...extra], { timeoutMs: 60_000 });
+      const daemon = await serve(data);
+      const out = {};
+      let t = performance.now();
+      const bk = await rebound(daemon.http, ['backup', 'vm', '--disk', `disk0=${img}`]);
+      out.backupMiBs = size / MiB / ((performance.now() - t) / 1000);
+      out.storedBytes = bk.result.disks[0].newBytes;
+      const restoreTo = path.join(tmpDir, 'restored.raw');
+      // (a backup does not fill the disk cache: the restore reads every chunk from the bucket)
+      t = performance.now();
+      await rebound(daemon.http, ['restore', 'vm', '--disk', 'disk0', '--to', restoreTo]);
+      out.restoreMiBs = size / MiB / ((performance.now() - t) / 1000);
+      if (!fs.readFileSync(restoreTo).equals(fs.readFileSync(img))) throw new Error(`rebound restore (${tag}) differs from the image`);
+      fs.rmSync(restoreTo);
+      out.requests = (await api(daemon.http, 'GET', '/v1/repo')).s3.requests;
+      log(`rebound${encrypted ? ' encrypted' : ''} (round ${round}): backup ${fmt(out.backupMiBs)} MiB/s, restore ${fmt(out.restoreMiBs)} MiB/s (load ${os.loadavg()[0].toFixed(1)})`);
+      return { out, daemon };
+    };
+    const resticRun = async (round) => {
+      const repoUrl = `s3:${rgw.endpoint}/bench-restic-${round}`;
+      await run('restic', ['-r', repoUrl, 'init'], { timeoutMs: 120_000 });
+      let t = performance.now();
+      await run('restic', ['-r', repoUrl, 'backup', '--quiet', img], { timeoutMs: 3_600_000 });
+      const out = { backupMiBs: size / MiB / ((performance.now() - t) / 1000), version: (await run('restic', ['version'], { timeoutMs: 30_000 })).stdout.trim().split(' ').slice(0, 2).join(' ') };
+      const target = path.join(tmpDir, 'restic-restore');
+      t = performance.now();
+      await run('restic', ['-r', repoUrl, 'restore', 'latest', '--target', target], { timeoutMs: 3_600_000 });
+      out.restoreMiBs = size / MiB / ((performance.now() - t) / 1000);
+      const restored = path.join(target, img);
+      if (!fs.readFileSync(restored).equals(fs.readFileSync(img))) throw new Error('restic restore differs from the image');
+      fs.rmSync(target, { recursive: true, force: true });
+      log(`restic (round ${round}): backup ${fmt(out.backupMiBs)} MiB/s, restore ${fmt(out.restoreMiBs)} MiB/s (load ${os.loadavg()[0].toFixed(1)})`);
+      return out;
+    };
+    rounds = Number(values.rounds);
+    for (let round = 1; round <= rounds; round++) {
+      const load = os.loadavg();
+      const plain = await reboundRun(round, false);
+      const enc = await reboundRun(round, true);
+      await stop(enc.daemon);
+      const rs = await resticRun(round);
+      R.rounds.push({ round, loadavg: load, rebound: plain.out, encrypted: enc.out, restic: rs });
+      if (round < rounds) await stop(plain.daemon);
+      else d = plain.daemon;
+    }
+    const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+    const med = (who, what) => median(R.rounds.map((r) => r[who][what]));
+    R.rebound = { backupMiBs: med('rebound', 'backupMiBs'), restoreMiBs: med('rebound', 'restoreMiBs'), requests: R.rounds.at(-1).rebound.requests, storedBytes: R.rounds.at(-1).rebound.storedBytes };
+    R.encrypted = { backupMiBs: med('encrypted', 'backupMiBs'), restoreMiBs: med('encrypted', 'restoreMiBs'), storedBytes: R.rounds.at(-1).encrypted.storedBytes };
+    R.restic = { backupMiBs: med('restic', 'backupMiBs'), restoreMiBs: med('restic', 'restoreMiBs'), version: R.rounds[0].restic.version };
 
     // gc cost: prune the point (one more backup of a changed image first, so the repo keeps one).
     const fd = fs.openSync(img, 'r+');
@@ -193,6 +233,11 @@ async function main() {
     log(`gc: ${R.rebound.gc.removed} of ${R.rebound.gc.scanned} chunks removed in ${fmt(R.rebound.gc.seconds, 1)} s`);
 
     // ---- 3. guest boot: local, S3 cold, S3 warm --------------------------------------------
+    if (values['skip-boot']) {
+      await stop(d);
+      s3.destroy();
+      return;
+    }
     const guestDir = path.join(ROOT, 'test-results/guest');
     await run('bash', [path.join(ROOT, 'tools/guest/build.sh'), guestDir], { timeoutMs: 600_000 });
     await rebound(d.http, ['backup', 'guest', '--disk', `disk0=${path.join(guestDir, 'disk.img')}`]);
@@ -208,7 +253,7 @@ async function main() {
 
     proxy = await startDelayProxy(rgw.port, rtt / 2);
     const dataP = path.join(tmpDir, 'via-proxy');
-    await run(process.execPath, [REBOUND_MAIN, '--data', dataP, 'repo', 'init', '--s3', `http://127.0.0.1:${proxy.port}`, '--bucket', 'bench-rebound'], { timeoutMs: 60_000 });
+    await run(process.execPath, [REBOUND_MAIN, '--data', dataP, 'repo', 'init', '--s3', `http://127.0.0.1:${proxy.port}`, '--bucket', `bench-rebound-plain-${rounds}`], { timeoutMs: 60_000 });
     d = await serve(dataP);
     await api(d.http, 'POST', '/v1/sessions', { vm: 'guest', name: 'cold' });
     R.boot.coldMs = await bootGuestOnce(guestDir, `nbd+unix:///session/cold/disk0?socket=${d.sock}`);
@@ -235,14 +280,17 @@ async function main() {
   R.ratios = {
     backupVsRestic: R.rebound.backupMiBs / R.restic.backupMiBs,
     restoreVsRestic: R.rebound.restoreMiBs / R.restic.restoreMiBs,
-    warmVsLocal: R.boot.warmMs / R.boot.localMs,
-    coldVsLocal: R.boot.coldMs / R.boot.localMs,
+    encryptedBackupVsRestic: R.encrypted.backupMiBs / R.restic.backupMiBs,
+    encryptedRestoreVsRestic: R.encrypted.restoreMiBs / R.restic.restoreMiBs,
+    encryptedBackupVsPlain: R.encrypted.backupMiBs / R.rebound.backupMiBs,
+    encryptedRestoreVsPlain: R.encrypted.restoreMiBs / R.rebound.restoreMiBs,
+    ...(R.boot ? { warmVsLocal: R.boot.warmMs / R.boot.localMs, coldVsLocal: R.boot.coldMs / R.boot.localMs } : {}),
   };
   const misses = [];
   if (R.ratios.backupVsRestic < TARGETS.backupVsRestic) misses.push('backup vs restic');
   if (R.ratios.restoreVsRestic < TARGETS.restoreVsRestic) misses.push('restore vs restic');
-  if (R.ratios.warmVsLocal > TARGETS.warmVsLocal) misses.push('warm boot vs local');
-  if (R.ratios.coldVsLocal > TARGETS.coldVsLocal) misses.push('cold boot vs local');
+  if (R.boot && R.ratios.warmVsLocal > TARGETS.warmVsLocal) misses.push('warm boot vs local');
+  if (R.boot && R.ratios.coldVsLocal > TARGETS.coldVsLocal) misses.push('cold boot vs local');
   R.loadavgEnd = os.loadavg();
   if (values.json) console.log(JSON.stringify(R, null, 2));
   else {
@@ -250,11 +298,22 @@ async function main() {
     console.log('\nobject layout (SDK; each size twice, interleaved):');
     console.log(table([['object', 'in flight', 'PUT MiB/s', 'GET MiB/s', 'DELETE s', 'requests/GiB'], ...R.layout.map((l) => [`${l.objMiB} MiB`, String(l.concurrency), fmt(l.putMiBs), fmt(l.getMiBs), fmt(l.deleteSeconds, 2), String(l.requestsPerGiB)])]));
     console.log(`\nbackup and restore of a ${fmt(size / MiB)} MiB VM-like image:`);
-    console.log(table([['', 'rebound', R.restic.version, 'ratio'], ['backup MiB/s', fmt(R.rebound.backupMiBs), fmt(R.restic.backupMiBs), fmt(R.ratios.backupVsRestic, 2)], ['restore MiB/s', fmt(R.rebound.restoreMiBs), fmt(R.restic.restoreMiBs), fmt(R.ratios.restoreVsRestic, 2)]]));
+    console.log(`(${R.rounds.length} round(s), medians; rebound encrypted: repo init --encrypt, AES-256-GCM + HMAC chunk names; restic encrypts too)`);
+    console.log(
+      table([
+        ['', 'rebound', 'rebound encrypted', R.restic.version, 'rebound / restic', 'encrypted / restic', 'encrypted / rebound'],
+        ['backup MiB/s', fmt(R.rebound.backupMiBs), fmt(R.encrypted.backupMiBs), fmt(R.restic.backupMiBs), fmt(R.ratios.backupVsRestic, 2), fmt(R.ratios.encryptedBackupVsRestic, 2), fmt(R.ratios.encryptedBackupVsPlain, 2)],
+        ['restore MiB/s', fmt(R.rebound.restoreMiBs), fmt(R.encrypted.restoreMiBs), fmt(R.restic.restoreMiBs), fmt(R.ratios.restoreVsRestic, 2), fmt(R.ratios.encryptedRestoreVsRestic, 2), fmt(R.ratios.encryptedRestoreVsPlain, 2)],
+      ]),
+    );
+    if (R.rounds.length > 1) {
+      console.log('every round (load average at its start):');
+      console.log(table([['round', 'load', 'rebound b/r', 'encrypted b/r', 'restic b/r'], ...R.rounds.map((r) => [String(r.round), r.loadavg[0].toFixed(1), `${fmt(r.rebound.backupMiBs)} / ${fmt(r.rebound.restoreMiBs)}`, `${fmt(r.encrypted.backupMiBs)} / ${fmt(r.encrypted.restoreMiBs)}`, `${fmt(r.restic.backupMiBs)} / ${fmt(r.restic.restoreMiBs)}`])]));
+    }
     const q = R.rebound.requests;
     console.log(`rebound requests for backup + restore: ${q.put} PUT, ${q.head} HEAD, ${q.get} GET, ${q.list} LIST; gc after prune: ${R.rebound.gc.removed}/${R.rebound.gc.scanned} chunks in ${fmt(R.rebound.gc.seconds, 1)} s`);
-    console.log(`\nguest boot to power-off (QEMU TCG), +${rtt} ms RTT on the S3 path:`);
-    console.log(table([['', 'seconds', 'x local'], ['local repository', fmt(R.boot.localMs / 1000, 1), '1.00'], ['S3 cold', fmt(R.boot.coldMs / 1000, 1), fmt(R.ratios.coldVsLocal, 2)], ['S3 warm (access map)', fmt(R.boot.warmMs / 1000, 1), fmt(R.ratios.warmVsLocal, 2)]]));
+    if (R.boot) console.log(`\nguest boot to power-off (QEMU TCG), +${rtt} ms RTT on the S3 path:`);
+    if (R.boot) console.log(table([['', 'seconds', 'x local'], ['local repository', fmt(R.boot.localMs / 1000, 1), '1.00'], ['S3 cold', fmt(R.boot.coldMs / 1000, 1), fmt(R.ratios.coldVsLocal, 2)], ['S3 warm (access map)', fmt(R.boot.warmMs / 1000, 1), fmt(R.ratios.warmVsLocal, 2)]]));
     console.log(misses.length ? `\ntargets missed: ${misses.join(', ')}` : '\nall targets met');
   }
   removeTmpSync();
