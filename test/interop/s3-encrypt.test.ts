@@ -5,11 +5,12 @@
  * of the bucket listed and downloaded with the SDK: none holds any of the strings (nor the
  * source's path, which the manifest records). A wrong key is refused with a clear error (joining
  * with `repo init`, starting the daemon with --repo-key-file); a restore with the right key from
- * an emptied cache compares equal (qemu-img compare), and verify is clean.
+ * an emptied cache compares equal (qemu-img compare), and verify is clean; a flipped byte in a chunk
+ * object and a chunk object copied over another are both named corrupt by verify.
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PointManifest } from '../../src/repo/manifest.js';
 import { cli } from '../helpers/cli.js';
@@ -166,6 +167,26 @@ describe.skipIf(missing.length > 0)('encrypted S3 repository on Ceph RGW', () =>
     const exported = await run('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', `nbd://${gw.nbd}/enc1@${m.id}/disk0`, img]);
     expect(exported.stdout + exported.stderr).toContain('Images are identical');
     expect(JSON.parse(await ok(gw, ['verify', '--json']))).toMatchObject({ ok: true, points: 1 });
+
+    // A flipped byte in one chunk object, and another chunk's object copied over a second one:
+    // verify names both chunks as corrupt (the tag binds each object to its name); put back, clean.
+    const chunkKeys = objects.filter((o) => o.key.startsWith('secret/chunks/'));
+    const [flipped, swapped, donor] = chunkKeys;
+    const bad = Buffer.from(flipped!.body);
+    bad[bad.length >> 1]! ^= 0x01;
+    await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: flipped!.key, Body: bad }));
+    await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: swapped!.key, Body: donor!.body }));
+    try {
+      const r = await cli(['--server', gw.url!, '--token-file', gw.tokenFile, 'verify', '--json']);
+      expect(r.code).not.toBe(0);
+      const report = JSON.parse(r.stdout) as { ok: boolean; problems: Array<{ chunk: string; error: string }> };
+      const name = (k: string): string => k.slice(k.lastIndexOf('/') + 1);
+      expect(report.problems.map((p) => [p.chunk, p.error]).sort()).toEqual([[name(flipped!.key), 'corrupt'], [name(swapped!.key), 'corrupt']].sort());
+    } finally {
+      await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: flipped!.key, Body: flipped!.body }));
+      await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: swapped!.key, Body: swapped!.body }));
+    }
+    expect(JSON.parse(await ok(gw, ['verify', '--json']))).toMatchObject({ ok: true });
     // An incremental-free second backup of the same image deduplicates against the keyed names.
     const again = JSON.parse(await ok(gw, ['backup', 'enc1', '--disk', `disk0=${img}`, '--json'])).result as PointManifest;
     expect(again.disks[0]!.newChunks).toBe(0);

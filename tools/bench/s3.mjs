@@ -186,7 +186,7 @@ async function main() {
       fs.rmSync(restoreTo);
       out.requests = (await api(daemon.http, 'GET', '/v1/repo')).s3.requests;
       log(`rebound${encrypted ? ' encrypted' : ''} (round ${round}): backup ${fmt(out.backupMiBs)} MiB/s, restore ${fmt(out.restoreMiBs)} MiB/s (load ${os.loadavg()[0].toFixed(1)})`);
-      return { out, daemon };
+      return { out, daemon, data };
     };
     const resticRun = async (round) => {
       const repoUrl = `s3:${rgw.endpoint}/bench-restic-${round}`;
@@ -213,7 +213,10 @@ async function main() {
       const rs = await resticRun(round);
       R.rounds.push({ round, loadavg: load, rebound: plain.out, encrypted: enc.out, restic: rs });
       if (round < rounds) await stop(plain.daemon);
-      else d = plain.daemon;
+      else {
+        d = plain.daemon;
+        useDaemonToken(plain.data); // the CLI talks to this daemon again (gc, boots)
+      }
     }
     const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
     const med = (who, what) => median(R.rounds.map((r) => r[who][what]));
@@ -227,49 +230,47 @@ async function main() {
     fs.closeSync(fd);
     await rebound(d.http, ['backup', 'vm', '--disk', `disk0=${img}`]);
     await rebound(d.http, ['prune', 'vm', '--keep-last', '1']);
-    t0 = performance.now();
+    const t0 = performance.now();
     const gc = await rebound(d.http, ['gc']);
     R.rebound.gc = { seconds: (performance.now() - t0) / 1000, scanned: gc.scannedChunks, removed: gc.removedChunks };
     log(`gc: ${R.rebound.gc.removed} of ${R.rebound.gc.scanned} chunks removed in ${fmt(R.rebound.gc.seconds, 1)} s`);
 
     // ---- 3. guest boot: local, S3 cold, S3 warm --------------------------------------------
-    if (values['skip-boot']) {
+    if (values['skip-boot']) await stop(d);
+    else {
+      const guestDir = path.join(ROOT, 'test-results/guest');
+      await run('bash', [path.join(ROOT, 'tools/guest/build.sh'), guestDir], { timeoutMs: 600_000 });
+      await rebound(d.http, ['backup', 'guest', '--disk', `disk0=${path.join(guestDir, 'disk.img')}`]);
       await stop(d);
-      s3.destroy();
-      return;
-    }
-    const guestDir = path.join(ROOT, 'test-results/guest');
-    await run('bash', [path.join(ROOT, 'tools/guest/build.sh'), guestDir], { timeoutMs: 600_000 });
-    await rebound(d.http, ['backup', 'guest', '--disk', `disk0=${path.join(guestDir, 'disk.img')}`]);
-    await stop(d);
-    const local = await serve(path.join(tmpDir, 'local'));
-    await rebound(local.http, ['backup', 'guest', '--disk', `disk0=${path.join(guestDir, 'disk.img')}`]);
-    await stop(local);
-    const localRestart = await serve(path.join(tmpDir, 'local'));
-    await api(localRestart.http, 'POST', '/v1/sessions', { vm: 'guest', name: 'boot' });
-    R.boot = { localMs: await bootGuestOnce(guestDir, `nbd+unix:///session/boot/disk0?socket=${localRestart.sock}`) };
-    await stop(localRestart);
-    log(`boot from the local repository: ${fmt(R.boot.localMs / 1000, 1)} s`);
+      const local = await serve(path.join(tmpDir, 'local'));
+      await rebound(local.http, ['backup', 'guest', '--disk', `disk0=${path.join(guestDir, 'disk.img')}`]);
+      await stop(local);
+      const localRestart = await serve(path.join(tmpDir, 'local'));
+      await api(localRestart.http, 'POST', '/v1/sessions', { vm: 'guest', name: 'boot' });
+      R.boot = { localMs: await bootGuestOnce(guestDir, `nbd+unix:///session/boot/disk0?socket=${localRestart.sock}`) };
+      await stop(localRestart);
+      log(`boot from the local repository: ${fmt(R.boot.localMs / 1000, 1)} s`);
 
-    proxy = await startDelayProxy(rgw.port, rtt / 2);
-    const dataP = path.join(tmpDir, 'via-proxy');
-    await run(process.execPath, [REBOUND_MAIN, '--data', dataP, 'repo', 'init', '--s3', `http://127.0.0.1:${proxy.port}`, '--bucket', `bench-rebound-plain-${rounds}`], { timeoutMs: 60_000 });
-    d = await serve(dataP);
-    await api(d.http, 'POST', '/v1/sessions', { vm: 'guest', name: 'cold' });
-    R.boot.coldMs = await bootGuestOnce(guestDir, `nbd+unix:///session/cold/disk0?socket=${d.sock}`);
-    R.boot.coldRequests = (await api(d.http, 'GET', '/v1/repo')).s3.requests;
-    await api(d.http, 'DELETE', '/v1/sessions/cold');
-    await stop(d);
-    log(`cold boot from the bucket (+${rtt} ms RTT): ${fmt(R.boot.coldMs / 1000, 1)} s`);
-    fs.rmSync(path.join(dataP, 'cache'), { recursive: true, force: true });
-    d = await serve(dataP);
-    await api(d.http, 'POST', '/v1/sessions', { vm: 'guest', name: 'warm' });
-    R.boot.warmMs = await bootGuestOnce(guestDir, `nbd+unix:///session/warm/disk0?socket=${d.sock}`);
-    const info = await api(d.http, 'GET', '/v1/repo');
-    R.boot.warmDiskCache = info.diskCache;
-    await api(d.http, 'DELETE', '/v1/sessions/warm');
-    await stop(d);
-    log(`warm boot (access map prefetched): ${fmt(R.boot.warmMs / 1000, 1)} s`);
+      proxy = await startDelayProxy(rgw.port, rtt / 2);
+      const dataP = path.join(tmpDir, 'via-proxy');
+      await run(process.execPath, [REBOUND_MAIN, '--data', dataP, 'repo', 'init', '--s3', `http://127.0.0.1:${proxy.port}`, '--bucket', `bench-rebound-plain-${rounds}`], { timeoutMs: 60_000 });
+      d = await serve(dataP);
+      await api(d.http, 'POST', '/v1/sessions', { vm: 'guest', name: 'cold' });
+      R.boot.coldMs = await bootGuestOnce(guestDir, `nbd+unix:///session/cold/disk0?socket=${d.sock}`);
+      R.boot.coldRequests = (await api(d.http, 'GET', '/v1/repo')).s3.requests;
+      await api(d.http, 'DELETE', '/v1/sessions/cold');
+      await stop(d);
+      log(`cold boot from the bucket (+${rtt} ms RTT): ${fmt(R.boot.coldMs / 1000, 1)} s`);
+      fs.rmSync(path.join(dataP, 'cache'), { recursive: true, force: true });
+      d = await serve(dataP);
+      await api(d.http, 'POST', '/v1/sessions', { vm: 'guest', name: 'warm' });
+      R.boot.warmMs = await bootGuestOnce(guestDir, `nbd+unix:///session/warm/disk0?socket=${d.sock}`);
+      const info = await api(d.http, 'GET', '/v1/repo');
+      R.boot.warmDiskCache = info.diskCache;
+      await api(d.http, 'DELETE', '/v1/sessions/warm');
+      await stop(d);
+      log(`warm boot (access map prefetched): ${fmt(R.boot.warmMs / 1000, 1)} s`);
+    }
     s3.destroy();
   } finally {
     for (const s of [...servers]) await stopServer(s).catch(() => undefined);
