@@ -313,7 +313,7 @@ export const CONFIG_SCHEMA = {
     type: pathType('FILE', { off: true }),
     default: 'off',
     doc:
-      'The key file of an encrypted repository (32 bytes, `rebound repo keygen FILE`; docs/s3.md, Encryption). ' +
+      'The key file of an encrypted repository (32 bytes, mode 600, `rebound repo keygen FILE`; docs/s3.md, Encryption). ' +
       "'off': the key file `repo init --encrypt` recorded, if any. A key whose fingerprint is not the repository's is refused, " +
       'and so is a key for a repository that is not encrypted.',
   }),

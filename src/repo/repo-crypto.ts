@@ -81,13 +81,19 @@ export function newEncryptionDescriptor(key: Uint8Array): EncryptionDescriptor {
 
 /**
  * Reads a key file: exactly 32 bytes (as keygen writes them), or 64 hex digits with an optional
- * newline (a key kept in a password manager). ERR_REPO_KEY if it is neither.
+ * newline (a key kept in a password manager). ERR_REPO_KEY if it is neither, or if group or others
+ * may read it (as for TLS keys and PSK files: chmod 600).
  */
 export function readKeyFile(file: string): Buffer {
   let data: Buffer;
   try {
+    const mode = fs.statSync(file).mode;
+    if ((mode & 0o044) !== 0) {
+      throw new ReboundError('ERR_REPO_KEY', `the repository key file ${file} is readable by group or others (mode ${(mode & 0o777).toString(8).padStart(4, '0')}); chmod 600 it`);
+    }
     data = fs.readFileSync(file);
   } catch (err) {
+    if (err instanceof ReboundError) throw err;
     throw new ReboundError('ERR_REPO_KEY', `cannot read the repository key file ${file}: ${(err as Error).message}`, { cause: err });
   }
   if (data.length === KEY_BYTES) return data;

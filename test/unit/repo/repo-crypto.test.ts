@@ -77,7 +77,7 @@ describe('keys', () => {
     expect(chunkDigest(raw, keys).equals(chunkDigest(raw, wrong))).toBe(false);
   });
 
-  it('keygen writes 32 bytes with mode 600 and never overwrites; readKeyFile takes raw or hex keys', () => {
+  it('keygen writes 32 bytes with mode 600 and never overwrites; readKeyFile takes raw or hex keys, refuses a key others can read', () => {
     const d = dir();
     const f = path.join(d, 'repo.key');
     const fp = generateKeyFile(f);
@@ -88,11 +88,15 @@ describe('keys', () => {
     expect(() => generateKeyFile(f)).toThrow(/already exists/);
     expect(fs.readFileSync(f).equals(before)).toBe(true);
     const hex = path.join(d, 'hex.key');
-    fs.writeFileSync(hex, KEY.toString('hex') + '\n');
+    fs.writeFileSync(hex, KEY.toString('hex') + '\n', { mode: 0o600 });
     expect(readKeyFile(hex).equals(KEY)).toBe(true);
     const bad = path.join(d, 'bad.key');
-    fs.writeFileSync(bad, 'password\n');
+    fs.writeFileSync(bad, 'password\n', { mode: 0o600 });
     expect(() => readKeyFile(bad)).toThrow(expect.objectContaining({ code: 'ERR_REPO_KEY' }));
+    const open = path.join(d, 'open.key');
+    fs.writeFileSync(open, KEY, { mode: 0o644 });
+    fs.chmodSync(open, 0o644);
+    expect(() => readKeyFile(open)).toThrow(expect.objectContaining({ code: 'ERR_REPO_KEY', message: expect.stringMatching(/readable by group or others \(mode 0644\); chmod 600 it/) }));
     expect(() => readKeyFile(path.join(d, 'none'))).toThrow(expect.objectContaining({ code: 'ERR_REPO_KEY' }));
   });
 
@@ -100,8 +104,8 @@ describe('keys', () => {
     const d = dir();
     const good = path.join(d, 'good.key');
     const bad = path.join(d, 'bad.key');
-    fs.writeFileSync(good, KEY);
-    fs.writeFileSync(bad, OTHER);
+    fs.writeFileSync(good, KEY, { mode: 0o600 });
+    fs.writeFileSync(bad, OTHER, { mode: 0o600 });
     const desc = newEncryptionDescriptor(KEY);
     expect(openKeys(desc, good, 's3://b/p/').fingerprint).toBe(keyFingerprint(KEY));
     expect(() => openKeys(desc, bad, 's3://b/p/')).toThrow(expect.objectContaining({ code: 'ERR_REPO_KEY', message: expect.stringMatching(/wrong key for the repository s3:\/\/b\/p\/: .*bad\.key has fingerprint [0-9a-f]{32}, the repository's key has [0-9a-f]{32}/) }));
