@@ -109,7 +109,9 @@ export async function runBootVerification(deps: BootRunDeps, m: PointManifest, r
   try {
     await saveRunRecord(dir, record);
     progress('preparing');
-    const configs = await Promise.all(m.configs.map(async (name) => ({ name, text: await fs.promises.readFile(path.join(deps.repo.pointDir(m.vm, m.id), 'config', name), 'utf8').catch(() => '') })));
+    // Through the repository: a point in a bucket has no local directory (and an encrypted one's
+    // config files are sealed there).
+    const configs = await Promise.all(m.configs.map(async (name) => ({ name, text: await deps.repo.readConfigFile(m, name).then((b) => b.toString('utf8'), () => '') })));
     const boot = bootConfig(configs);
     const memoryMiB = req.memory ? Math.max(16, Math.round(req.memory / 1048576)) : boot.memoryMiB;
     const guessed = boot.guessed.filter((g) => !(g === 'memoryMiB' && req.memory));
