@@ -5,7 +5,8 @@
  *
  * Design notes:
  *  - put() is idempotent: a HEAD says whether the chunk is there; if not it is PUT whole (a
- *    concurrent writer of the same digest writes the same bytes). A chunk is visible only once
+ *    concurrent writer of the same digest writes the same content; in an encrypted repository
+ *    under another nonce, equally valid). A chunk is visible only once
  *    complete (S3 PUTs are atomic), so a backup that loses the endpoint leaves whole chunks or
  *    none, and no point (the manifest is written last, s3-points.ts).
  *  - readChunk() always goes to the bucket and verifies (verify and restore use it);
