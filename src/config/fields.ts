@@ -315,7 +315,7 @@ export const CONFIG_SCHEMA = {
     doc:
       'The key file of an encrypted repository (32 bytes, mode 600, `rebound repo keygen FILE`; docs/s3.md, Encryption). ' +
       "'off': the key file `repo init --encrypt` recorded, if any. A key whose fingerprint is not the repository's is refused, " +
-      'and so is a key for a repository that is not encrypted.',
+      'and so is a key for a repository that is not encrypted; a new local repository is created encrypted with it.',
   }),
   chunkWorkers: field({
     type: integerType('threads'),

@@ -16,6 +16,8 @@
  *    renamed into place. A writer killed mid-chunk (kill -9) leaves its temp file there, and the
  *    repository empties tmp/ when it opens (it already did for unfinished backups): no walk of
  *    the chunk directories looks for leftovers.
+ *  - An encrypted repository (repo-crypto.ts, `repo init --encrypt` without --s3) names chunks by
+ *    HMAC and writes each file sealed: the same envelope as in a bucket.
  *  - Reads run on the chunk workers (chunk-worker.ts: read, decompress, sha256 and compare on a
  *    worker thread; the verified chunk is moved back, not copied). With workers disabled
  *    (`workers: 0`) the same steps run here, on libuv's pool (`#readInline`).
@@ -27,11 +29,11 @@ import { spawn } from 'node:child_process';
 import type { ChunkBackend, ClaimSet, PutResult, StoredChunk } from './backend.js';
 import { ChunkBookkeeping } from './chunk-bookkeeping.js';
 import { ReboundError } from '../errors.js';
-import { chunkPool, loadChunkOnWorker } from './chunk-worker.js';
+import { chunkPool, loadChunkOnWorker, sealOnWorker } from './chunk-worker.js';
 import { codecById, NONE, type Codec } from './codec.js';
 import { WorkerPoolError } from '../util/worker-pool.js';
 import { CHUNK_HEADER_BYTES, decodeChunkHeader, digestHex, encodeChunkHeader } from './format.js';
-import { chunkDigest, unseal, type RepoKeys } from './repo-crypto.js';
+import { chunkDigest, seal, unseal, type RepoKeys } from './repo-crypto.js';
 
 /**
  * sha256 on libuv's thread pool (WebCrypto digest jobs run there), so verifying chunks spreads
@@ -51,12 +53,15 @@ export class ChunkStore extends ChunkBookkeeping implements ChunkBackend {
   /** Where chunks are written before they are renamed into place (same filesystem as `dir`). */
   readonly tmpDir: string;
   codec: Codec;
+  /** An encrypted repository's subkeys: chunk files are sealed (repo-crypto.ts). */
+  readonly keys: RepoKeys | undefined;
   readonly #deleting = new Map<string, Promise<void>>();
 
   /** `tmpDir` defaults to `tmp` beside `dir`: the repository's layout (repo/chunks, repo/tmp). */
-  constructor(dir: string, codec: Codec, opts: { tmpDir?: string } = {}) {
+  constructor(dir: string, codec: Codec, opts: { tmpDir?: string; keys?: RepoKeys } = {}) {
     super();
     this.dir = dir;
+    this.keys = opts.keys;
     this.tmpDir = opts.tmpDir ?? path.join(path.dirname(dir), 'tmp');
     this.codec = codec;
     fs.mkdirSync(dir, { recursive: true });
@@ -75,11 +80,12 @@ export class ChunkStore extends ChunkBookkeeping implements ChunkBackend {
     const file = this.pathOf(hex);
     if (await exists(file)) return { stored: false, bytes: 0 };
     const { header, payload } = await encodeChunkFile(raw, this.codec);
+    const parts = this.keys ? [await sealChunk(this.keys, digest, header, payload)] : [header, payload];
     await fs.promises.mkdir(path.dirname(file), { recursive: true });
     const tmp = path.join(this.tmpDir, `chunk-${hex}-${crypto.randomBytes(4).toString('hex')}`);
     const fh = await fs.promises.open(tmp, 'w');
     try {
-      await fh.writev([header, payload]);
+      await fh.writev(parts);
     } catch (err) {
       await fh.close();
       await fs.promises.rm(tmp, { force: true });
@@ -87,7 +93,7 @@ export class ChunkStore extends ChunkBookkeeping implements ChunkBackend {
     }
     await fh.close();
     await fs.promises.rename(tmp, file);
-    const bytes = header.length + payload.length;
+    const bytes = parts.reduce((n, p) => n + p.length, 0);
     this.countStored(bytes);
     return { stored: true, bytes };
   }
@@ -98,7 +104,7 @@ export class ChunkStore extends ChunkBookkeeping implements ChunkBackend {
     if (!pool) return this.#readInline(digest);
     const hex = digestHex(digest);
     try {
-      return await loadChunkOnWorker(pool, this.pathOf(hex), digest);
+      return await loadChunkOnWorker(pool, this.pathOf(hex), digest, this.keys);
     } catch (err) {
       const code = err instanceof WorkerPoolError ? err.code : '';
       const details = { chunk: hex };
@@ -119,7 +125,7 @@ export class ChunkStore extends ChunkBookkeeping implements ChunkBackend {
       }
       throw storeError(err, `reading chunk ${hex}`);
     }
-    return decodeChunkFile(data, digest);
+    return decodeChunkFile(data, digest, this.keys);
   }
 
   /** Every stored chunk (hex digest and file mtime), for gc and verify. */
@@ -189,6 +195,19 @@ export async function decodeChunkFile(data: Uint8Array, digest: Uint8Array, keys
     throw new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${hex} is corrupt (content does not match its digest)`, { details: { chunk: hex } });
   }
   return raw;
+}
+
+/**
+ * A chunk file sealed for an encrypted repository (repo-crypto.ts envelope bound to the digest): on
+ * a chunk worker (AES-GCM is CPU work), inline only with workers off.
+ */
+export async function sealChunk(keys: RepoKeys, digest: Uint8Array, header: Buffer, payload: Uint8Array): Promise<Buffer> {
+  const pool = chunkPool();
+  if (!pool) return seal(keys.encKey, 'chunk', digest, [header, payload]);
+  const plain = Buffer.allocUnsafeSlow(header.length + payload.length);
+  header.copy(plain, 0);
+  plain.set(payload, header.length);
+  return sealOnWorker(pool, keys.encKey, 'chunk', digest, plain);
 }
 
 /**

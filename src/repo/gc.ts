@@ -231,9 +231,9 @@ class ReferenceMarker {
     for (const { vm, id } of dirs) {
       signal?.throwIfAborted();
       const file = path.join(this.#repo.pointDir(vm, id), 'point.json');
-      let text: string;
+      let body: Buffer;
       try {
-        text = await fs.promises.readFile(file, 'utf8');
+        body = await fs.promises.readFile(file);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code !== 'ENOENT' && code !== 'ENOTDIR') {
@@ -244,7 +244,7 @@ class ReferenceMarker {
         continue;
       }
       // Read the indexes from where they are, whatever the manifest says (and never list it again).
-      await this.markPoint({ ...parseManifest(text, file), vm, id });
+      await this.markPoint({ ...parseManifest(this.#repo.readLocalManifest(vm, id, body), file), vm, id });
     }
   }
 

@@ -2,6 +2,8 @@
  * LocalPoints: restore points as directories under DATA/repo/vms (docs/repository-format.md,
  * crash rules 2 and 3): a point is built in repo/tmp, its manifest written and synced last, and
  * the directory renamed into vms/VM/; a deleted point is renamed into tmp/ before removal.
+ * In an encrypted repository every file of a point is sealed (repo-crypto.ts) at commit, bound to
+ * its key vms/VM/ID/NAME as in a bucket; until then the backup's files in tmp/ are plaintext.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -9,21 +11,25 @@ import path from 'node:path';
 import type { PointBackend } from './backend.js';
 import { parseManifest, type PointManifest } from './manifest.js';
 import { fsyncDir, writeFileDurable } from '../util/durable-file.js';
+import { MetadataSealer } from './repo-crypto.js';
 
 export class LocalPoints implements PointBackend {
   /** DATA/repo */
   readonly dir: string;
+  readonly #sealer: MetadataSealer;
 
-  constructor(dir: string) {
+  constructor(dir: string, sealer = new MetadataSealer(undefined)) {
     this.dir = dir;
+    this.#sealer = sealer;
   }
 
   locationOf(vm: string, id: string): string {
     return path.join(this.dir, 'vms', vm, id);
   }
 
-  readFile(vm: string, id: string, name: string): Promise<Buffer> {
-    return fs.promises.readFile(path.join(this.locationOf(vm, id), name));
+  async readFile(vm: string, id: string, name: string): Promise<Buffer> {
+    const file = path.join(this.locationOf(vm, id), name);
+    return this.#sealer.open(pointKey(vm, id, name), await fs.promises.readFile(file), file);
   }
 
   async exists(vm: string, id: string): Promise<boolean> {
@@ -31,7 +37,11 @@ export class LocalPoints implements PointBackend {
   }
 
   async commit(tmp: string, m: PointManifest): Promise<PointManifest> {
-    writeFileDurable(path.join(tmp, 'point.json'), JSON.stringify(m, null, 2) + '\n');
+    // Encrypted: every file of the point is sealed in place, bound to its final name.
+    if (this.#sealer.keys) {
+      for (const rel of filesUnder(tmp)) writeFileDurable(path.join(tmp, rel), this.#sealer.seal(pointKey(m.vm, m.id, rel), fs.readFileSync(path.join(tmp, rel))));
+    }
+    writeFileDurable(path.join(tmp, 'point.json'), this.#sealer.seal(pointKey(m.vm, m.id, 'point.json'), JSON.stringify(m, null, 2) + '\n'));
     fsyncDir(tmp);
     const vmDir = path.join(this.dir, 'vms', m.vm);
     fs.mkdirSync(vmDir, { recursive: true });
@@ -57,9 +67,30 @@ export class LocalPoints implements PointBackend {
       if (only !== undefined && vm !== only) continue;
       for (const id of fs.readdirSync(path.join(vmsDir, vm))) {
         const file = path.join(vmsDir, vm, id, 'point.json');
-        if (fs.existsSync(file)) manifests.push(parseManifest(fs.readFileSync(file, 'utf8'), file));
+        if (fs.existsSync(file)) manifests.push(parseManifest(this.readManifestFile(vm, id, fs.readFileSync(file)), file));
       }
     }
     return manifests;
   }
+
+  /** The text of a point's manifest file as read from disk (opened, if the repository is encrypted). */
+  readManifestFile(vm: string, id: string, body: Buffer): string {
+    return this.#sealer.open(pointKey(vm, id, 'point.json'), body, path.join(this.locationOf(vm, id), 'point.json')).toString('utf8');
+  }
+}
+
+/** A point file's name as sealed: the same key as in a bucket (vms/VM/ID/NAME). */
+function pointKey(vm: string, id: string, name: string): string {
+  return `vms/${vm}/${id}/${name}`;
+}
+
+/** Relative paths of every file under `dir` except point.json (a built point: indexes, config/...). */
+function filesUnder(dir: string, sub = ''): string[] {
+  const out: string[] = [];
+  for (const e of fs.readdirSync(path.join(dir, sub), { withFileTypes: true })) {
+    const rel = sub ? `${sub}/${e.name}` : e.name;
+    if (e.isDirectory()) out.push(...filesUnder(dir, rel));
+    else if (e.isFile() && rel !== 'point.json') out.push(rel);
+  }
+  return out;
 }

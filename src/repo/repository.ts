@@ -28,7 +28,7 @@ import { S3Objects, type S3Counters } from './s3-objects.js';
 import { pointPrefix, S3Points } from './s3-points.js';
 import { AccessRecorder, accessMapName, decodeAccessMap, prefetch } from './access-map.js';
 import { writeFileDurable } from '../util/durable-file.js';
-import { MetadataSealer, openKeys, type EncryptionDescriptor, type RepoKeys } from './repo-crypto.js';
+import { MetadataSealer, newEncryptionDescriptor, openKeys, readKeyFile, type EncryptionDescriptor, type RepoKeys } from './repo-crypto.js';
 
 export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
 
@@ -40,6 +40,11 @@ export interface RepoConfig {
   createdAt: string;
   /** Set for an encrypted repository (repo-crypto.ts): algorithms, HKDF salt, key fingerprint. */
   encryption?: EncryptionDescriptor;
+  /**
+   * A local encrypted repository only: the key file `repo init --encrypt` was given (absolute), the
+   * default when no repoKeyFile is set. Never in a bucket's descriptor (s3.json has it there).
+   */
+  keyFile?: string;
 }
 
 export interface RepositoryOptions {
@@ -57,8 +62,9 @@ export interface RepositoryOptions {
   leaseTiming?: LeaseTiming;
   /**
    * The key file of an encrypted repository (config repoKeyFile); default: the one `repo init
-   * --encrypt` recorded in DATA/repo/s3.json. Refused (ERR_REPO_KEY) for a repository that is not
-   * encrypted, and if its fingerprint is not the repository's.
+   * --encrypt` recorded (DATA/repo/s3.json, or a local repo.json). Refused (ERR_REPO_KEY) for a
+   * repository that is not encrypted, and if its fingerprint is not the repository's. A new local
+   * repository (none in DATA/repo yet) is created encrypted with it.
    */
   keyFile?: string;
   /** S3 repositories: called when an object operation starts retrying or gives up. */
@@ -125,9 +131,6 @@ export class Repository {
     const dir = path.join(dataDir, 'repo');
     const link = readLink(dataDir);
     let repo: Repository;
-    if (!link && opts.keyFile) {
-      throw new ReboundError('ERR_REPO_KEY', `a repository key file is set (${opts.keyFile}), but the local repository in ${dir} is not encrypted (encryption is for repositories in a bucket: repo init --s3 ... --encrypt KEYFILE)`);
-    }
     if (link) {
       repo = await Repository.#openS3(dataDir, link, opts);
     } else {
@@ -135,16 +138,15 @@ export class Repository {
       let config: RepoConfig;
       if (fs.existsSync(cfgFile)) {
         config = checkRepoConfig(JSON.parse(fs.readFileSync(cfgFile, 'utf8')) as RepoConfig, dir);
-        if (config.encryption) throw new ReboundError('ERR_REPO_CORRUPT', `${cfgFile} says the repository is encrypted; this rebound encrypts repositories in a bucket only`);
       } else {
-        config = newRepoConfig(opts);
-        for (const sub of ['chunks', 'vms', 'tmp']) fs.mkdirSync(path.join(dir, sub), { recursive: true });
-        writeFileDurable(cfgFile, JSON.stringify(config, null, 2) + '\n');
+        // A new local repository is encrypted when a key file is given (config repoKeyFile).
+        config = createLocalRepository(dir, { ...opts, keyFile: opts.keyFile, recordKeyFile: false });
       }
-      const store = new ChunkStore(path.join(dir, 'chunks'), opts.codec ?? codecByName(config.codec), { tmpDir: path.join(dir, 'tmp') });
+      const keys = repositoryKeys(config, opts.keyFile ?? config.keyFile, dir);
+      const store = new ChunkStore(path.join(dir, 'chunks'), opts.codec ?? codecByName(config.codec), { tmpDir: path.join(dir, 'tmp'), keys });
       const cache = new ChunkCache(store, opts.cacheBytes ?? 256 * 1024 * 1024);
       const catalog = await Catalog.open(path.join(dataDir, 'catalog'));
-      repo = new Repository(dir, config, store, new LocalPoints(dir), cache, catalog, undefined);
+      repo = new Repository(dir, config, store, new LocalPoints(dir, new MetadataSealer(keys)), cache, catalog, undefined);
     }
     // Leftovers of interrupted backups are garbage: their stored chunks go at the next gc, their
     // half-written ones (tmp/chunk-*, see ChunkStore) and unfinished points now.
@@ -180,6 +182,11 @@ export class Repository {
 
   get backend(): 'local' | 's3' {
     return this.s3 ? 's3' : 'local';
+  }
+
+  /** The text of a local point's manifest file as read from disk (gc; opened if encrypted). */
+  readLocalManifest(vm: string, id: string, body: Buffer): string {
+    return this.pointStore instanceof LocalPoints ? this.pointStore.readManifestFile(vm, id, body) : body.toString('utf8');
   }
 
   /** A local repository's point directory (local repositories only: tests, tools). */
@@ -455,6 +462,33 @@ export function checkRepoConfig(config: RepoConfig, where: string): RepoConfig {
     throw new ReboundError('ERR_REPO_CORRUPT', `${where} has repository format ${config.version}; this rebound reads ${REPO_VERSION}`);
   }
   return config;
+}
+
+/**
+ * Creates a local repository in `dir` (DATA/repo): repo.json and its directories. With `keyFile`
+ * it is encrypted with that key (repo-crypto.ts); `recordKeyFile` keeps the key file's path in
+ * repo.json (`repo init --encrypt`) so the daemon finds it without repoKeyFile.
+ */
+export function createLocalRepository(dir: string, opts: { chunkSize?: number; codec?: Codec; keyFile?: string; recordKeyFile?: boolean }): RepoConfig {
+  const config = newRepoConfig(opts);
+  if (opts.keyFile) {
+    config.encryption = newEncryptionDescriptor(readKeyFile(opts.keyFile));
+    if (opts.recordKeyFile) config.keyFile = opts.keyFile;
+  }
+  for (const sub of ['chunks', 'vms', 'tmp']) fs.mkdirSync(path.join(dir, sub), { recursive: true });
+  writeFileDurable(path.join(dir, 'repo.json'), JSON.stringify(config, null, 2) + '\n');
+  return config;
+}
+
+/**
+ * `rebound repo init --encrypt KEYFILE` without --s3: creates an encrypted local repository in
+ * DATA/repo. Refused if the data directory has a repository already (local or linked to a bucket).
+ */
+export function initLocalRepository(dataDir: string, opts: { chunkSize?: number; keyFile: string }): RepoConfig {
+  const dir = path.join(dataDir, 'repo');
+  if (readLink(dataDir)) throw new ReboundError('ERR_INVALID_ARGUMENT', `${dir}/s3.json already links this data directory to a bucket`);
+  if (fs.existsSync(path.join(dir, 'repo.json'))) throw new ReboundError('ERR_INVALID_ARGUMENT', `${dir} holds a repository already (encryption is chosen when a repository is created)`);
+  return createLocalRepository(dir, { ...opts, recordKeyFile: true });
 }
 
 /**

@@ -23,12 +23,12 @@
 import { ReboundError } from '../errors.js';
 import type { ChunkBackend, ClaimSet, PutResult, StoredChunk } from './backend.js';
 import { ChunkBookkeeping } from './chunk-bookkeeping.js';
-import { decodeChunkFile, encodeChunkFile } from './chunk-store.js';
+import { decodeChunkFile, encodeChunkFile, sealChunk } from './chunk-store.js';
 import type { Codec } from './codec.js';
 import type { DiskChunkCache } from './disk-cache.js';
 import { digestHex } from './format.js';
-import { chunkPool, decodeChunkOnWorker, sealOnWorker } from './chunk-worker.js';
-import { seal, type RepoKeys } from './repo-crypto.js';
+import { chunkPool, decodeChunkOnWorker } from './chunk-worker.js';
+import type { RepoKeys } from './repo-crypto.js';
 import { WorkerPoolError } from '../util/worker-pool.js';
 import type { S3Objects } from './s3-objects.js';
 
@@ -118,13 +118,7 @@ export class S3ChunkStore extends ChunkBookkeeping implements ChunkBackend {
 
   /** The object body of a chunk: header + payload, sealed (on a chunk worker) in an encrypted repository. */
   async #seal(digest: Uint8Array, header: Buffer, payload: Uint8Array): Promise<Buffer> {
-    if (!this.keys) return Buffer.concat([header, payload]);
-    const pool = chunkPool();
-    if (!pool) return seal(this.keys.encKey, 'chunk', digest, [header, payload]);
-    const plain = Buffer.allocUnsafeSlow(header.length + payload.length);
-    header.copy(plain, 0);
-    plain.set(payload, header.length);
-    return sealOnWorker(pool, this.keys.encKey, 'chunk', digest, plain);
+    return this.keys ? sealChunk(this.keys, digest, header, payload) : Buffer.concat([header, payload]);
   }
 
   async *list(): AsyncGenerator<StoredChunk> {

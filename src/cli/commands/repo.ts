@@ -186,9 +186,12 @@ export function registerRepo(program: Command, io: CliIo): void {
     });
   repo
     .command('init')
-    .description('link the data directory (--data) to a repository in an S3 bucket, creating the repository (and the bucket) if needed or joining the one there; --encrypt KEYFILE encrypts a new repository; run before `serve` (docs/s3.md)')
-    .requiredOption('--s3 <url>', 'the S3 endpoint, http(s)://HOST[:PORT] (AWS: https://s3.REGION.amazonaws.com)')
-    .requiredOption('--bucket <name>', 'the bucket')
+    .description(
+      'link the data directory (--data) to a repository in an S3 bucket, creating the repository (and the bucket) if needed or joining the one there; ' +
+        '--encrypt KEYFILE encrypts a new repository. Without --s3, --encrypt KEYFILE creates an encrypted local repository in DATA/repo. Run before `serve` (docs/s3.md)',
+    )
+    .option('--s3 <url>', 'the S3 endpoint, http(s)://HOST[:PORT] (AWS: https://s3.REGION.amazonaws.com)')
+    .option('--bucket <name>', 'the bucket (with --s3)')
     .option('--prefix <prefix>', 'a key prefix inside the bucket (several repositories in one bucket)')
     .option('--region <region>', 'the region (default $AWS_REGION or us-east-1; any string for Ceph RGW and MinIO)')
     .option('--virtual-host', 'virtual-host addressing (BUCKET.HOST) instead of path-style (HOST/BUCKET)')
@@ -199,9 +202,25 @@ export function registerRepo(program: Command, io: CliIo): void {
     .option('--chunk-size <size>', 'chunk size of a new repository (e.g. 1M)')
     .option('--encrypt <keyfile>', 'encrypt the repository with this key file (rebound repo keygen FILE): AES-256-GCM, keyed chunk names; joining an encrypted repository needs its key. Losing the key loses the repository (docs/s3.md)')
     .option('--json', 'print the result as JSON')
-    .action(async (opts: { s3: string; bucket: string; prefix?: string; region?: string; virtualHost?: boolean; storageClass?: string; profile?: string; accessKeyId?: string; secretAccessKey?: string; chunkSize?: string; encrypt?: string; json?: boolean }, cmd: Command) => {
+    .action(async (opts: { s3?: string; bucket?: string; prefix?: string; region?: string; virtualHost?: boolean; storageClass?: string; profile?: string; accessKeyId?: string; secretAccessKey?: string; chunkSize?: string; encrypt?: string; json?: boolean }, cmd: Command) => {
       const global = cmd.optsWithGlobals<{ data?: string }>();
       const dataDir = path.resolve(io.cwd, global.data ?? io.env.REBOUND_DATA ?? './rebound-data');
+      const keyFile = opts.encrypt === undefined ? undefined : path.resolve(io.cwd, opts.encrypt);
+      const chunkSize = opts.chunkSize === undefined ? undefined : parseSize(opts.chunkSize);
+      if (opts.s3 === undefined) {
+        const s3Only = (['bucket', 'prefix', 'region', 'virtualHost', 'storageClass', 'profile', 'accessKeyId', 'secretAccessKey'] as const).filter((k) => opts[k] !== undefined);
+        if (s3Only.length) throw new ReboundError('ERR_INVALID_ARGUMENT', `--${s3Only[0]!.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} needs --s3 URL`);
+        if (!keyFile) throw new ReboundError('ERR_INVALID_ARGUMENT', 'repo init needs --s3 URL --bucket B (a repository in a bucket) or --encrypt KEYFILE (an encrypted local repository; a plain one is created by `serve`)');
+        const { initLocalRepository } = await import('../../repo/repository.js');
+        const config = initLocalRepository(dataDir, { chunkSize, keyFile });
+        if (opts.json) return io.stdout(JSON.stringify({ created: true, dir: path.join(dataDir, 'repo'), config }, null, 2) + '\n');
+        io.stdout(
+          `created the local repository ${path.join(dataDir, 'repo')} (chunk size ${formatSize(config.chunkSize)}, ${config.codec}, encrypted (AES-256-GCM, key fingerprint ${config.encryption!.fingerprint}, key file ${keyFile}))\n` +
+            `keep a copy of ${keyFile} somewhere safe: without it nothing in the repository can be read\n`,
+        );
+        return;
+      }
+      if (opts.bucket === undefined) throw new ReboundError('ERR_INVALID_ARGUMENT', '--s3 needs --bucket NAME');
       const link = makeLink({
         url: opts.s3,
         bucket: opts.bucket,
@@ -221,8 +240,7 @@ export function registerRepo(program: Command, io: CliIo): void {
           : undefined;
       // Loaded here: the AWS SDK is needed by `repo init --s3` only, not at every CLI start.
       const { initS3Repository } = await import('../../repo/s3-init.js');
-      const keyFile = opts.encrypt === undefined ? undefined : path.resolve(io.cwd, opts.encrypt);
-      const r = await initS3Repository(dataDir, link, { chunkSize: opts.chunkSize === undefined ? undefined : parseSize(opts.chunkSize), credentials, keyFile });
+      const r = await initS3Repository(dataDir, link, { chunkSize, credentials, keyFile });
       if (opts.json) return io.stdout(JSON.stringify(r, null, 2) + '\n');
       const enc = r.config.encryption ? `, encrypted (AES-256-GCM, key fingerprint ${r.config.encryption.fingerprint}, key file ${keyFile})` : '';
       io.stdout(

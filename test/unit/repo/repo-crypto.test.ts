@@ -27,7 +27,10 @@ import {
   unseal,
   type RepoKeys,
 } from '../../../src/repo/repo-crypto.js';
-import { newRepoConfig, repositoryKeys } from '../../../src/repo/repository.js';
+import { gc } from '../../../src/repo/gc.js';
+import { backup } from '../../../src/repo/ingest.js';
+import { initLocalRepository, newRepoConfig, Repository, repositoryKeys } from '../../../src/repo/repository.js';
+import { verify } from '../../../src/repo/verify.js';
 import { WorkerPoolError } from '../../../src/util/worker-pool.js';
 import { tempDir } from '../../helpers/images.js';
 
@@ -224,5 +227,76 @@ describe.each([
     const other = await DiskChunkCache.open(d, 1 << 24, wrong);
     expect(await other.read(c.digest)).toBeUndefined();
     expect(other.stats().rejected).toBe(1);
+  });
+});
+
+describe.each([
+  ['on 2 worker threads', 2],
+  ['inline (workers: 0)', 0],
+])('an encrypted local repository %s', (_name, workers) => {
+  const walk = (d: string): string[] => fs.readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(path.join(d, e.name)) : [path.join(d, e.name)]));
+
+  it('repo init --encrypt: no plaintext under DATA/repo; reads, verify, gc, dedup work; a wrong key or none is refused', async () => {
+    setChunkWorkerCount(workers);
+    const d = dir();
+    const data = path.join(d, 'data');
+    const keyFile = path.join(d, 'repo.key');
+    const otherKey = path.join(d, 'other.key');
+    generateKeyFile(keyFile);
+    generateKeyFile(otherKey);
+    const config = initLocalRepository(data, { keyFile, chunkSize: 65536 });
+    expect(config.encryption!.fingerprint).toBe(keyFingerprint(readKeyFile(keyFile)));
+    expect(() => initLocalRepository(data, { keyFile })).toThrow(/holds a repository already/);
+
+    const img = path.join(d, 'disk.img');
+    const content = Buffer.concat([text(300_000, 8), crypto.randomBytes(200_000), text(100_000, 8)]);
+    fs.writeFileSync(img, content);
+    const vmx = path.join(d, 'vm.vmx');
+    fs.writeFileSync(vmx, 'displayName = "SECRET-PLAINTEXT-CONFIG"\n');
+    let repo = await Repository.open(data, {}); // the key file init recorded
+    try {
+      const m = await backup(repo, { vm: 'web', disks: [{ name: 'disk0', source: img }], configs: [vmx] });
+      for (const f of walk(path.join(data, 'repo'))) {
+        const body = fs.readFileSync(f);
+        for (const needle of ['SECRET-PLAINTEXT', img, 'vm.vmx']) expect(body.includes(Buffer.from(needle)), `${f} contains ${needle}`).toBe(false);
+      }
+      const image = await repo.openImage(m, 'disk0');
+      const back = Buffer.alloc(content.length);
+      await image.read(back, 0);
+      await image.close();
+      expect(back.equals(content)).toBe(true);
+      expect((await repo.readConfigFile(m, 'vm.vmx')).toString()).toContain('SECRET-PLAINTEXT-CONFIG');
+      expect(repo.describe().encryption).toMatchObject({ fingerprint: config.encryption!.fingerprint });
+      const again = await backup(repo, { vm: 'web', disks: [{ name: 'disk0', source: img }] });
+      expect(again.disks[0]!.newChunks).toBe(0);
+      expect(await verify(repo)).toMatchObject({ ok: true, points: 2 });
+      await repo.deletePoint('web', m.id);
+      // gc also reads manifests from the point directories (a point the catalog does not know yet).
+      await repo.catalog.delete('web', again.id);
+      expect((await gc(repo)).removedChunks).toBe(0); // the second point holds every chunk
+      expect(await repo.reindex()).toBe(1);
+      expect(await verify(repo)).toMatchObject({ ok: true, points: 1 });
+    } finally {
+      await repo.close();
+    }
+    await expect(Repository.open(data, { keyFile: otherKey })).rejects.toThrow(expect.objectContaining({ code: 'ERR_REPO_KEY', message: expect.stringMatching(/wrong key for the repository/) }));
+    const cfg = JSON.parse(fs.readFileSync(path.join(data, 'repo', 'repo.json'), 'utf8'));
+    fs.writeFileSync(path.join(data, 'repo', 'repo.json'), JSON.stringify({ ...cfg, keyFile: undefined }));
+    await expect(Repository.open(data, {})).rejects.toThrow(expect.objectContaining({ code: 'ERR_REPO_KEY', message: expect.stringMatching(/is encrypted/) }));
+    repo = await Repository.open(data, { keyFile });
+    await repo.close();
+  });
+
+  it('a new local repository is created encrypted when a key file is set; a key for a plain one is refused', async () => {
+    setChunkWorkerCount(workers);
+    const d = dir();
+    const keyFile = path.join(d, 'repo.key');
+    generateKeyFile(keyFile);
+    const repo = await Repository.open(path.join(d, 'enc'), { keyFile });
+    await repo.close();
+    expect(JSON.parse(fs.readFileSync(path.join(d, 'enc', 'repo', 'repo.json'), 'utf8')).encryption.fingerprint).toBe(keyFingerprint(readKeyFile(keyFile)));
+    const plain = await Repository.open(path.join(d, 'plain'), {});
+    await plain.close();
+    await expect(Repository.open(path.join(d, 'plain'), { keyFile })).rejects.toThrow(expect.objectContaining({ code: 'ERR_REPO_KEY', message: expect.stringMatching(/is not encrypted/) }));
   });
 });
