@@ -141,6 +141,7 @@ export class IscsiConnection {
   readonly #nexus: NexusState = {};
   #nextTtt = 1;
   readonly #tickCork: TickCork;
+  #readerTurn: Promise<void> | undefined;
   /** Aborted when the connection ends: device requests still queued below give up. */
   readonly #gone = new AbortController();
   #closing = false;
@@ -574,13 +575,27 @@ export class IscsiConnection {
     if (unsolicitedDone && solicitedDone) void this.#run(task);
   }
 
+  /**
+   * Resolves once the reader has handled the PDUs already received. One setImmediate shared by
+   * every task that waits: they resume in the same tick, so their responses leave in one writev
+   * (a setImmediate each made a tick, and a writev, per command).
+   */
+  #afterBufferedPdus(): Promise<void> {
+    return (this.#readerTurn ??= new Promise<void>((resolve) =>
+      setImmediate(() => {
+        this.#readerTurn = undefined;
+        resolve();
+      }),
+    ));
+  }
+
   async #run(task: Task): Promise<void> {
     task.running = true;
     const s = this.#session!;
     try {
       // PDUs already received are handled first (an ABORT TASK right behind its command wins).
       if (this.#reader.available >= BHS_LENGTH) {
-        await new Promise((r) => setImmediate(r));
+        await this.#afterBufferedPdus();
         if (task.aborted) return;
       }
       if (!task.holding) task.holding = this.#hold(task, task.write ? task.edtl : Math.max(task.edtl, dataOutLength(task.cdb, s.units.get(task.lun)?.unit)));
