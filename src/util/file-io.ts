@@ -4,10 +4,15 @@
  * Why not plain fs.read: a small read served from the page cache costs ~2 us as a synchronous
  * call but ~30 us of CPU through libuv's thread pool (hand-off, wake-up, completion), which made
  * 4 KiB random reads 2-3x slower than nbdkit (tools/bench/nbd-read). So reads of up to
- * SYNC_READ_MAX bytes run synchronously while they stay fast. When one takes longer than
- * SLOW_READ_MS (a page-cache miss: the disk answered), synchronous reads are switched off for
- * BACKOFF_MS process-wide, so a cold device stalls the event loop for at most one disk read per
- * back-off period, and the thread pool serves reads in parallel in between.
+ * SYNC_READ_MAX bytes run synchronously while they stay fast. A call slower than slowMs() did not
+ * come from the page cache alone (the disk answered, or the kernel made us wait); such calls draw
+ * on a stall budget of STALL_BUDGET_MS per BACKOFF_MS window, and when it is spent the synchronous
+ * path is switched off for BACKOFF_MS process-wide: a cold device stalls the event loop for at most
+ * the budget plus one call per back-off period, and the thread pool serves the calls in parallel
+ * in between. (With a budget of one call, a single hiccup — an ext4 write waiting 1-5 ms for the
+ * journal, or the scheduler taking the CPU away mid-call on a loaded machine — sent every small
+ * call of the next second through the thread pool: in tools/bench/iscsi most 4 KiB overlay writes
+ * went through the pool, a few slow calls a second being enough.)
  *
  * Small writes get the same treatment with their own switch: a write into the page cache is cheap,
  * but the kernel may throttle a writer (dirty-page limits, allocation), and then the thread pool
@@ -25,13 +30,43 @@ const SYNC_WRITE_MAX = 64 * 1024;
  */
 const SLOW_FIXED_MS = 0.5;
 const slowMs = (bytes: number): number => SLOW_FIXED_MS + bytes / (1024 * 1024);
-const BACKOFF_MS = 1000;
-let syncReadsAllowedAt = 0;
-let syncWritesAllowedAt = 0;
+export const BACKOFF_MS = 1000;
+/** How long slow synchronous calls may stall the event loop per BACKOFF_MS before the switch goes off. */
+export const STALL_BUDGET_MS = 10;
+
+/** Whether synchronous calls of one kind (reads or writes) are on, from the stalls they caused. Exported for tests. */
+export class SyncSwitch {
+  #allowedAt = 0;
+  #windowStart = 0;
+  #stalledMs = 0;
+
+  allowed(now: number): boolean {
+    return now >= this.#allowedAt;
+  }
+
+  /** Records a synchronous call of `bytes` that ran from `start` to `end` (performance.now()). */
+  record(start: number, end: number, bytes: number): void {
+    const took = end - start;
+    if (took <= slowMs(bytes)) return;
+    if (end - this.#windowStart > BACKOFF_MS) {
+      this.#windowStart = end;
+      this.#stalledMs = 0;
+    }
+    this.#stalledMs += took;
+    if (this.#stalledMs > STALL_BUDGET_MS) {
+      this.#allowedAt = end + BACKOFF_MS;
+      this.#windowStart = this.#allowedAt;
+      this.#stalledMs = 0;
+    }
+  }
+}
+
+const syncReads = new SyncSwitch();
+const syncWrites = new SyncSwitch();
 
 /** Whether the synchronous fast path is currently on (for tests and stats). */
 export function syncReadsEnabled(): boolean {
-  return performance.now() >= syncReadsAllowedAt;
+  return syncReads.allowed(performance.now());
 }
 
 /**
@@ -41,7 +76,7 @@ export function syncReadsEnabled(): boolean {
 export function pread(fd: number, dst: Uint8Array, position: number): Promise<number> {
   if (dst.length <= SYNC_READ_MAX) {
     const start = performance.now();
-    if (start >= syncReadsAllowedAt) {
+    if (syncReads.allowed(start)) {
       let done = 0;
       try {
         while (done < dst.length) {
@@ -52,8 +87,7 @@ export function pread(fd: number, dst: Uint8Array, position: number): Promise<nu
       } catch (err) {
         return Promise.reject(err);
       }
-      const end = performance.now();
-      if (end - start > slowMs(dst.length)) syncReadsAllowedAt = end + BACKOFF_MS;
+      syncReads.record(start, performance.now(), dst.length);
       return Promise.resolve(done);
     }
   }
@@ -74,14 +108,13 @@ export function pread(fd: number, dst: Uint8Array, position: number): Promise<nu
 export function pwrite(fd: number, src: Uint8Array, position: number): Promise<void> {
   if (src.length <= SYNC_WRITE_MAX) {
     const start = performance.now();
-    if (start >= syncWritesAllowedAt) {
+    if (syncWrites.allowed(start)) {
       try {
         for (let done = 0; done < src.length; ) done += fs.writeSync(fd, src, done, src.length - done, position + done);
       } catch (err) {
         return Promise.reject(err);
       }
-      const end = performance.now();
-      if (end - start > slowMs(src.length)) syncWritesAllowedAt = end + BACKOFF_MS;
+      syncWrites.record(start, performance.now(), src.length);
       return Promise.resolve();
     }
   }
