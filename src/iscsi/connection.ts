@@ -602,14 +602,20 @@ export class IscsiConnection {
       if (!(await task.holding)) return;
       let dataOut: Buffer | undefined;
       if (task.write && task.edtl > 0) {
-        dataOut = Buffer.alloc(Math.min(task.edtl, MAX_TRANSFER_BYTES));
-        for (const pc of task.pieces) pc.data.copy(dataOut, pc.offset);
+        const length = Math.min(task.edtl, MAX_TRANSFER_BYTES);
+        const only = task.pieces.length === 1 ? task.pieces[0]! : undefined;
+        if (only && only.offset === 0 && only.data.length === length) {
+          dataOut = only.data; // one piece, already our copy (immediate data of a small write)
+        } else {
+          dataOut = Buffer.alloc(length);
+          for (const pc of task.pieces) pc.data.copy(dataOut, pc.offset);
+        }
         task.pieces = [];
       }
       const unit = s.units.get(task.lun)?.unit;
       // Device requests see the connection's signal (queued ones are cancelled when it ends); an
       // aborted task's request runs to its end and is waited for, its answer dropped.
-      const result = await execute(unit, { cdb: task.cdb, ...(dataOut ? { dataOut } : {}), signal: this.#gone.signal }, this.#nexus, s.lunList);
+      const result = await execute(unit, { cdb: task.cdb, dataOut, signal: this.#gone.signal }, this.#nexus, s.lunList);
       if (task.aborted || this.#closing) return;
       if (result.status !== Status.Good) {
         this.#log.debug('iSCSI command failed', { cdb: task.cdb.toString('hex'), edtl: task.edtl, sense: result.sense?.toString('hex') });

@@ -143,7 +143,7 @@ function assemble(h: Bhs, rest: Buffer, limits: FrameLimits): Pdu {
     const padded = rest.subarray(h.ahsLength + (limits.headerDigest ? 4 : 0), off);
     if (crc32c(padded) !== rest.readUInt32LE(off)) throw new PduError('data digest error', RejectReason.DataDigestError, false, h.raw);
   }
-  return { ...h, ahs, data };
+  return { raw: h.raw, opcode: h.opcode, immediate: h.immediate, flags: h.flags, final: h.final, ahsLength: h.ahsLength, dataLength: h.dataLength, itt: h.itt, ahs, data };
 }
 
 export type DecodeResult =
@@ -166,13 +166,15 @@ export function decodePdu(buf: Buffer, limits: FrameLimits): DecodeResult {
   }
 }
 
+const EMPTY = Buffer.alloc(0);
+
 /** Reads one PDU from a connection. Rejects with PduError, or ConnectionClosed from the reader. */
 export async function readPdu(reader: ByteReader, limits: FrameLimits): Promise<Pdu> {
   const raw = Buffer.from(await reader.readExact(BHS_LENGTH)); // a copy: the BHS outlives the chunk
   const h = parseBhs(raw);
   const { rest, error } = frameLengths(h, limits);
   if (error) throw error;
-  const tail = rest > 0 ? await reader.readExact(rest) : Buffer.alloc(0);
+  const tail = rest > 0 ? await reader.readExact(rest) : EMPTY;
   return assemble(h, tail, limits);
 }
 
@@ -294,7 +296,8 @@ export function scsiCommandFields(p: Pdu): ScsiCommandFields | PduError {
 // ---- Builders of target PDUs. Sequence numbers are filled in by the connection's sender. ----
 
 function bhs(opcode: number, flags: number, itt: number): Buffer {
-  const b = Buffer.alloc(BHS_LENGTH);
+  // From Node's shared pool (Buffer.alloc is one malloc per header: one per PDU sent).
+  const b = Buffer.allocUnsafe(BHS_LENGTH).fill(0);
   b[0] = opcode;
   b[1] = flags;
   b.writeUInt32BE(itt >>> 0, 16);

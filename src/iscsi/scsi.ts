@@ -27,6 +27,7 @@
  */
 import crypto from 'node:crypto';
 import type { BlockDevice, Capabilities } from '../blockdev/types.js';
+import { allocShortLived } from '../util/slab-buffers.js';
 import { toScsiError } from './error-map.js';
 import { PersistentReservations, ReservationConflict, type Nexus } from './reservations.js';
 import {
@@ -122,7 +123,7 @@ export class LogicalUnit {
 export interface ScsiRequest {
   cdb: Buffer;
   /** Data-Out bytes the initiator sent (possibly fewer or more than the CDB implies). */
-  dataOut?: Buffer;
+  dataOut?: Buffer | undefined;
   signal?: AbortSignal;
 }
 
@@ -364,7 +365,7 @@ async function read(lu: LogicalUnit, r: Range, cdb: Buffer, req: ScsiRequest): P
   if (r.blocks > lu.maxTransferBlocks) throw invalidCdb(cdb[0] === 0x08 ? 4 : cdb[0] === 0x28 ? 7 : cdb[0] === 0xa8 ? 6 : 10);
   if (r.blocks === 0) return undefined;
   const { offset, length } = byteRange(lu, r);
-  const buf = Buffer.allocUnsafe(length);
+  const buf = allocShortLived(length); // lives until the Data-In PDUs carrying it are sent
   try {
     await readInto(lu, buf, offset, req.signal);
   } catch (err) {
