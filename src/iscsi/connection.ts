@@ -58,7 +58,7 @@ import {
   type DigestOptions,
   type Pdu,
 } from './pdu.js';
-import { dataOutLength, execute, LogicalUnit, MAX_TRANSFER_BYTES, type NexusState } from './scsi.js';
+import { dataOutLength, execute, LogicalUnit, MAX_TRANSFER_BYTES, recycleReadBuffer, type NexusState } from './scsi.js';
 import type { CatalogEntry } from '../exports/catalog.js';
 import type { PersistentReservations } from './reservations.js';
 import { senseSegment, Status } from './sense.js';
@@ -621,6 +621,9 @@ export class IscsiConnection {
         this.#log.debug('iSCSI command failed', { cdb: task.cdb.toString('hex'), edtl: task.edtl, sense: result.sense?.toString('hex') });
       }
       await this.#respond(task, result.status, result.data, result.sense, dataOut?.length ?? 0);
+      // Every PDU of the answer has been handed to the kernel, unless the socket went away (then
+      // some may still be queued below, and the buffer is left to the GC).
+      if (result.data && this.#socket.writable && !this.#socket.destroyed) recycleReadBuffer(result.data);
     } catch (err) {
       this.#log.error('iSCSI command failed unexpectedly', { err: errorText(err) });
     } finally {

@@ -27,7 +27,8 @@
  */
 import crypto from 'node:crypto';
 import type { BlockDevice, Capabilities } from '../blockdev/types.js';
-import { allocShortLived } from '../util/slab-buffers.js';
+import { BufferPool } from '../util/buffer-pool.js';
+import { allocShortLived, SLAB_MAX_BUFFER } from '../util/slab-buffers.js';
 import { toScsiError } from './error-map.js';
 import { PersistentReservations, ReservationConflict, type Nexus } from './reservations.js';
 import {
@@ -360,12 +361,23 @@ async function readInto(lu: LogicalUnit, dst: Buffer, offset: number, signal?: A
   }
 }
 
+const READ_BUFFERS = new BufferPool();
+
+/**
+ * Gives the data buffer of a READ's result back for reuse, once nothing refers to it any more (its
+ * Data-In PDUs handed to the kernel). Buffers that did not come from a READ are ignored.
+ */
+export function recycleReadBuffer(data: Buffer): void {
+  READ_BUFFERS.give(data);
+}
+
 async function read(lu: LogicalUnit, r: Range, cdb: Buffer, req: ScsiRequest): Promise<Buffer | undefined> {
   checkProtect(cdb);
   if (r.blocks > lu.maxTransferBlocks) throw invalidCdb(cdb[0] === 0x08 ? 4 : cdb[0] === 0x28 ? 7 : cdb[0] === 0xa8 ? 6 : 10);
   if (r.blocks === 0) return undefined;
   const { offset, length } = byteRange(lu, r);
-  const buf = allocShortLived(length); // lives until the Data-In PDUs carrying it are sent
+  // Lives until the Data-In PDUs carrying it are sent; the connection then recycles large ones.
+  const buf = length <= SLAB_MAX_BUFFER ? allocShortLived(length) : READ_BUFFERS.take(length);
   try {
     await readInto(lu, buf, offset, req.signal);
   } catch (err) {
