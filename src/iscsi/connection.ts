@@ -40,6 +40,7 @@ import {
   logoutResponse,
   lunField,
   MAXCMDSN_OFFSET,
+  nextPdu,
   nopIn,
   NO_DIGESTS,
   Op,
@@ -121,7 +122,8 @@ interface Task {
   /** Bytes this task holds of the connection's budget and of the daemon's (each clamps to its total). */
   held: number;
   heldDaemon: number;
-  holding: Promise<boolean> | undefined;
+  /** The budget bytes' answer: true/false at once, or a promise while the task waits for them. */
+  holding: boolean | Promise<boolean> | undefined;
   running: boolean;
   finished: Promise<void>;
   finish: () => void;
@@ -338,7 +340,8 @@ export class IscsiConnection {
     while (!this.#closing) {
       let p: Pdu;
       try {
-        p = await readPdu(this.#reader, limits);
+        const next = nextPdu(this.#reader, limits);
+        p = next instanceof Promise ? await next : next;
       } catch (err) {
         if (err instanceof PduError && !err.fatal) {
           // A data digest error: the framing holds; the PDU is dropped with a Reject (ERL 0: the
@@ -349,13 +352,16 @@ export class IscsiConnection {
         }
         throw err;
       }
-      const stop = await this.#dispatch(p);
-      if (stop) return;
+      const stop = this.#dispatch(p);
+      if (stop === true || (stop !== false && (await stop))) return;
     }
   }
 
-  /** Handles one PDU; true when the connection is to end (after Logout). */
-  async #dispatch(p: Pdu): Promise<boolean> {
+  /**
+   * Handles one PDU; true when the connection is to end (after Logout). Synchronous but for task
+   * management and Logout, so the reader goes on with the next buffered PDU at once.
+   */
+  #dispatch(p: Pdu): boolean | Promise<boolean> {
     const s = this.#session!;
     const cmdSN = p.raw.readUInt32BE(24);
     const numbered = p.opcode === Op.ScsiCommand || p.opcode === Op.TaskMgmt || p.opcode === Op.Text || p.opcode === Op.Logout || (p.opcode === Op.NopOut && p.itt !== RESERVED_TAG);
@@ -378,8 +384,7 @@ export class IscsiConnection {
         this.#dataOut(p);
         return false;
       case Op.TaskMgmt:
-        await this.#taskManagement(p);
-        return false;
+        return this.#taskManagement(p).then(() => false);
       case Op.Text:
         this.#text(p);
         return false;
@@ -450,14 +455,16 @@ export class IscsiConnection {
     if (f.write && edtl > 0) {
       task.unsolicitedExpected = s.params.initialR2T ? p.data.length : Math.min(s.params.firstBurstLength, edtl);
       if (p.data.length > 0) {
-        task.pieces.push({ offset: 0, data: Buffer.from(p.data) });
+        // Not copied: the socket's chunk stays alive until the command ran (immediate data is
+        // bounded by the command window times FirstBurstLength).
+        task.pieces.push({ offset: 0, data: p.data });
         task.received += p.data.length;
         task.unsolicitedReceived += p.data.length;
       }
       task.solicitNext = task.unsolicitedExpected;
       if (edtl <= MAX_TRANSFER_BYTES && task.solicitNext < edtl) {
         task.holding = this.#hold(task, edtl);
-        void task.holding.then((ok) => {
+        void Promise.resolve(task.holding).then((ok) => {
           if (ok) this.#nextR2T(task);
         });
       }
@@ -467,8 +474,11 @@ export class IscsiConnection {
     }
   }
 
-  /** Takes bytes from the connection's and the daemon's budgets; false if the task went away. */
-  async #hold(task: Task, n: number): Promise<boolean> {
+  /**
+   * Takes bytes from the connection's and the daemon's budgets; false if the task went away.
+   * Answers at once (no promise) when both budgets have room now, the common case.
+   */
+  #hold(task: Task, n: number): boolean | Promise<boolean> {
     const want = Math.min(n, MAX_TRANSFER_BYTES);
     if (want === 0) return true;
     // Fast path: both budgets have room now (the common case), no promise round trips.
@@ -483,6 +493,10 @@ export class IscsiConnection {
       if (daemon > 0) this.#host.budget.release(daemon);
       this.#connBudget.release(now);
     }
+    return this.#holdSlowly(task, want);
+  }
+
+  async #holdSlowly(task: Task, want: number): Promise<boolean> {
     try {
       task.waiting ??= new AbortController();
       if (task.aborted) return false;
@@ -598,14 +612,15 @@ export class IscsiConnection {
         await this.#afterBufferedPdus();
         if (task.aborted) return;
       }
-      if (!task.holding) task.holding = this.#hold(task, task.write ? task.edtl : Math.max(task.edtl, dataOutLength(task.cdb, s.units.get(task.lun)?.unit)));
-      if (!(await task.holding)) return;
+      task.holding ??= this.#hold(task, task.write ? task.edtl : Math.max(task.edtl, dataOutLength(task.cdb, s.units.get(task.lun)?.unit)));
+      const held = task.holding;
+      if (held !== true && (held === false || !(await held))) return;
       let dataOut: Buffer | undefined;
       if (task.write && task.edtl > 0) {
         const length = Math.min(task.edtl, MAX_TRANSFER_BYTES);
         const only = task.pieces.length === 1 ? task.pieces[0]! : undefined;
         if (only && only.offset === 0 && only.data.length === length) {
-          dataOut = only.data; // one piece, already our copy (immediate data of a small write)
+          dataOut = only.data; // one piece (the immediate data of a small write): no second copy
         } else {
           dataOut = Buffer.alloc(length);
           for (const pc of task.pieces) pc.data.copy(dataOut, pc.offset);

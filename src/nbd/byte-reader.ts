@@ -64,6 +64,15 @@ export class ByteReader {
     });
   }
 
+  /**
+   * Takes exactly n bytes now if they have all arrived, as readExact would, without a promise
+   * (a protocol loop's fast path through what is already buffered); undefined otherwise.
+   */
+  tryTake(n: number): Buffer | undefined {
+    if (this.#pending || this.#available < n) return undefined;
+    return this.#take(n);
+  }
+
   /** Reads and drops n bytes without holding them all in memory. */
   async skip(n: number): Promise<void> {
     let left = n;

@@ -1,4 +1,6 @@
+import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
+import { ByteReader } from '../../../src/nbd/byte-reader.js';
 import {
   BHS_LENGTH,
   crc32c,
@@ -7,6 +9,7 @@ import {
   decodePdu,
   encodeLun,
   encodePdu,
+  nextPdu,
   NO_DIGESTS,
   Op,
   PduError,
@@ -168,3 +171,43 @@ function u32le(n: number): Buffer {
   b.writeUInt32LE(n >>> 0);
   return b;
 }
+
+describe('nextPdu', () => {
+  const limits = { ...NO_DIGESTS, maxDataLength: 8192 };
+  const nopOut = (itt: number, data: Buffer): Buffer => {
+    const bhs = Buffer.alloc(BHS_LENGTH);
+    bhs[0] = Op.NopOut;
+    bhs[1] = 0x80;
+    bhs.writeUInt32BE(itt, 16);
+    return Buffer.concat(encodePdu(bhs, data, NO_DIGESTS));
+  };
+
+  it('answers buffered PDUs at once and waits for the rest of a partial one', async () => {
+    const s = new PassThrough();
+    const r = new ByteReader(s);
+    const wire = Buffer.concat([nopOut(1, Buffer.from('abc')), nopOut(2, Buffer.alloc(0)), nopOut(3, Buffer.from('hello'))]);
+    s.write(wire.subarray(0, wire.length - 4)); // the third PDU's data is cut short
+    await new Promise((resolve) => setImmediate(resolve));
+    const a = nextPdu(r, limits);
+    const b = nextPdu(r, limits);
+    expect(a).not.toBeInstanceOf(Promise);
+    expect(b).not.toBeInstanceOf(Promise);
+    expect((a as { itt: number }).itt).toBe(1);
+    expect((a as { data: Buffer }).data.toString()).toBe('abc');
+    expect((b as { itt: number }).itt).toBe(2);
+    const c = nextPdu(r, limits);
+    expect(c).toBeInstanceOf(Promise);
+    s.write(wire.subarray(wire.length - 4));
+    const third = await c;
+    expect(third.itt).toBe(3);
+    expect(third.data.toString()).toBe('hello');
+  });
+
+  it('throws PduError for a data segment over the limit, as readPdu rejects', async () => {
+    const s = new PassThrough();
+    const r = new ByteReader(s);
+    s.write(nopOut(1, Buffer.alloc(8192 + 4)));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(() => nextPdu(r, limits)).toThrow(PduError);
+  });
+});

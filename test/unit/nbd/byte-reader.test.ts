@@ -44,3 +44,21 @@ describe('ByteReader', () => {
     await next;
   });
 });
+
+describe('ByteReader.tryTake', () => {
+  it('takes what has arrived without a promise, and nothing while bytes are missing', async () => {
+    const s = new PassThrough();
+    const r = new ByteReader(s);
+    expect(r.tryTake(1)).toBeUndefined();
+    s.write(Buffer.from([1, 2]));
+    s.write(Buffer.from([3, 4, 5]));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect([...r.tryTake(3)!]).toEqual([1, 2, 3]);
+    expect(r.tryTake(3)).toBeUndefined();
+    expect(r.available).toBe(2);
+    const pending = r.readExact(3);
+    expect(r.tryTake(1)).toBeUndefined(); // a pending read comes first
+    s.write(Buffer.from([6]));
+    expect([...(await pending)]).toEqual([4, 5, 6]);
+  });
+});
