@@ -35,7 +35,7 @@ export const BACKOFF_MS = 1000;
  * How long slow synchronous calls may stall the event loop per BACKOFF_MS before the switch goes
  * off: 5% of the loop's time. A 4 KiB call through the thread pool costs ~20 us more CPU than a
  * synchronous one, so at 20,000 calls a second a second in the pool costs ~400 ms, far more than
- * the stalls it avoids: on this 2-core box at load 6, 4 KiB overlay writes (tools/bench/iscsi)
+ * the stalls it avoids: on the 2-core development VM at load 6, 4 KiB overlay writes (tools/bench/iscsi)
  * were slow 10-25 times a second, 0.5-4 ms each (journal waits, preemption), 10-25 ms a second.
  */
 export const STALL_BUDGET_MS = 50;
