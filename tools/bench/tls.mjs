@@ -39,6 +39,8 @@ const USAGE = `usage: node tools/bench/tls.mjs [options]
   --size SIZE      image size (default 1G; K, M, G suffixes)
   --runtime SEC    duration of the fio job (default 10)
   --no-plain       skip the plain-text (no TLS) baselines
+  --rebound-node-args=ARGS  extra node flags for the rebound processes (space-separated), e.g.
+                   "--cpu-prof --cpu-prof-dir=/tmp/prof"
   --json           print the results as JSON
   --check          exit 1 when a target is not met
   --tmpdir DIR     parent of the temp dir (default ${os.tmpdir()})
@@ -64,12 +66,12 @@ async function makeCerts(dir) {
   return { serverDir: dir, clientDir };
 }
 
-function servers({ image, dir, certs, plain }) {
+function servers({ image, dir, certs, plain, reboundNodeArgs }) {
   const sock = (n) => path.join(dir, `${n}.sock`);
   const rebound = (n, tlsArgs) => ({
     name: n,
     cmd: process.execPath,
-    args: [REBOUND_MAIN, 'serve', '--data', path.join(dir, `${n}-data`), '--nbd', 'none', '--nbd-socket', sock(n), '--http', 'off',
+    args: [...reboundNodeArgs, REBOUND_MAIN, 'serve', '--data', path.join(dir, `${n}-data`), '--nbd', 'none', '--nbd-socket', sock(n), '--http', 'off',
       '--export', `${EXPORT_NAME}=${image}`, ...tlsArgs],
     sock: sock(n),
   });
@@ -100,6 +102,7 @@ async function main() {
       size: { type: 'string', default: '1G' },
       runtime: { type: 'string', default: '10' },
       'no-plain': { type: 'boolean', default: false },
+      'rebound-node-args': { type: 'string', default: '' },
       json: { type: 'boolean', default: false },
       check: { type: 'boolean', default: false },
       tmpdir: { type: 'string', default: os.tmpdir() },
@@ -142,7 +145,7 @@ async function main() {
 
   const started = [];
   try {
-    for (const spec of servers({ image, dir: tmpDir, certs, plain })) {
+    for (const spec of servers({ image, dir: tmpDir, certs, plain, reboundNodeArgs: values['rebound-node-args'].split(/\s+/).filter(Boolean) })) {
       log(`starting ${spec.name}`);
       const s = await startServer({ name: spec.name, cmd: spec.cmd, args: spec.args, sock: spec.sock, uri: spec.uri, dir: tmpDir });
       if (s.exportSize !== size) throw new Error(`${spec.name} reports size ${s.exportSize}, expected ${size}`);
