@@ -9,7 +9,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { PointBackend } from './backend.js';
-import { parseManifest, type PointManifest } from './manifest.js';
+import { builtPointFiles, parseManifest, type PointManifest } from './manifest.js';
 import { fsyncDir, writeFileDurable } from '../util/durable-file.js';
 import { MetadataSealer } from './repo-crypto.js';
 
@@ -39,7 +39,7 @@ export class LocalPoints implements PointBackend {
   async commit(tmp: string, m: PointManifest): Promise<PointManifest> {
     // Encrypted: every file of the point is sealed in place, bound to its final name.
     if (this.#sealer.keys) {
-      for (const rel of filesUnder(tmp)) writeFileDurable(path.join(tmp, rel), this.#sealer.seal(pointKey(m.vm, m.id, rel), fs.readFileSync(path.join(tmp, rel))));
+      for (const rel of builtPointFiles(tmp)) writeFileDurable(path.join(tmp, rel), this.#sealer.seal(pointKey(m.vm, m.id, rel), fs.readFileSync(path.join(tmp, rel))));
     }
     writeFileDurable(path.join(tmp, 'point.json'), this.#sealer.seal(pointKey(m.vm, m.id, 'point.json'), JSON.stringify(m, null, 2) + '\n'));
     fsyncDir(tmp);
@@ -84,13 +84,3 @@ function pointKey(vm: string, id: string, name: string): string {
   return `vms/${vm}/${id}/${name}`;
 }
 
-/** Relative paths of every file under `dir` except point.json (a built point: indexes, config/...). */
-function filesUnder(dir: string, sub = ''): string[] {
-  const out: string[] = [];
-  for (const e of fs.readdirSync(path.join(dir, sub), { withFileTypes: true })) {
-    const rel = sub ? `${sub}/${e.name}` : e.name;
-    if (e.isDirectory()) out.push(...filesUnder(dir, rel));
-    else if (e.isFile() && rel !== 'point.json') out.push(rel);
-  }
-  return out;
-}

@@ -2,6 +2,8 @@
  * The restore point manifest (repo/vms/<vm>/<point>/point.json). Written last when a backup
  * commits; its presence makes the point complete.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { ReboundError } from '../errors.js';
 
 export const POINT_FORMAT = 'rebound-point';
@@ -55,4 +57,15 @@ export function parseManifest(text: string, where: string): PointManifest {
   if (typeof m !== 'object' || m === null || m.format !== POINT_FORMAT) throw new ReboundError('ERR_REPO_CORRUPT', `${where}: not a restore point manifest`);
   if (m.version !== POINT_VERSION) throw new ReboundError('ERR_REPO_CORRUPT', `${where}: manifest version ${JSON.stringify(m.version)} is not supported`);
   return m;
+}
+
+/** Relative paths of the files of a built point under `dir` besides its point.json (indexes, config/...). */
+export function builtPointFiles(dir: string, sub = ''): string[] {
+  const out: string[] = [];
+  for (const e of fs.readdirSync(path.join(dir, sub), { withFileTypes: true })) {
+    const rel = sub ? `${sub}/${e.name}` : e.name;
+    if (e.isDirectory()) out.push(...builtPointFiles(dir, rel));
+    else if (e.isFile() && rel !== 'point.json') out.push(rel);
+  }
+  return out;
 }

@@ -17,7 +17,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { PointBackend } from './backend.js';
-import { parseManifest, type PointManifest } from './manifest.js';
+import { builtPointFiles, parseManifest, type PointManifest } from './manifest.js';
 import { MetadataSealer } from './repo-crypto.js';
 import type { S3Objects } from './s3-objects.js';
 
@@ -60,7 +60,7 @@ export class S3Points implements PointBackend {
     const claim = JSON.stringify({ gateway: this.#gateway, at: new Date().toISOString() });
     for (let n = 2; !(await this.#objects.put(pointPrefix(m.vm, id) + '.claim', claim, { ifAbsent: true })); n++) id = `${base}-${n}`;
     const committed = { ...m, id };
-    for (const file of filesUnder(tmp)) {
+    for (const file of builtPointFiles(tmp)) {
       const key = pointPrefix(m.vm, id) + file;
       await this.#objects.put(key, this.#sealer.seal(key, await fs.promises.readFile(path.join(tmp, file))));
     }
@@ -96,13 +96,3 @@ export class S3Points implements PointBackend {
   }
 }
 
-/** Relative paths of every file under `dir` (the built point: indexes, config/...). */
-function filesUnder(dir: string, sub = ''): string[] {
-  const out: string[] = [];
-  for (const e of fs.readdirSync(path.join(dir, sub), { withFileTypes: true })) {
-    const rel = sub ? `${sub}/${e.name}` : e.name;
-    if (e.isDirectory()) out.push(...filesUnder(dir, rel));
-    else if (e.isFile() && rel !== 'point.json') out.push(rel);
-  }
-  return out;
-}

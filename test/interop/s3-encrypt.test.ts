@@ -14,46 +14,28 @@ import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } fr
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PointManifest } from '../../src/repo/manifest.js';
 import { cli } from '../helpers/cli.js';
-import { startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
-import { makeImage, tempDir } from '../helpers/images.js';
-import { missingPeers } from '../helpers/peers.js';
-import { hasRgw, startRgw, type Rgw } from '../helpers/rgw.js';
+import type { DaemonProcess } from '../helpers/daemon-process.js';
+import { makeImage } from '../helpers/images.js';
+import { closeRgwTestbed, gatewayOk, missingRgwPeers, openRgwTestbed, startGateway as startGatewayOn, stopGateway as stopGatewayOn, type Rgw, type RgwTestbed } from '../helpers/rgw.js';
 import { run } from '../helpers/run.js';
 
 const MiB = 1024 * 1024;
 const BUCKET = 'rebound-enc-test';
-const missing = missingPeers('qemu-img');
-if (!hasRgw()) {
-  if (process.env.CI) throw new Error('CI is missing Ceph RGW (tools/setup.sh installs ceph-mon ceph-osd radosgw ceph-common)');
-  console.warn('skipping: Ceph RGW is not installed (run tools/setup.sh)');
-  missing.push('radosgw');
-}
+const missing = missingRgwPeers('qemu-img');
 
 /** Strings written into the image and the config file, searched for in every object of the bucket. */
 const IMAGE_STRINGS = ['REBOUND-KNOWN-PLAINTEXT-alpha', 'correct horse battery staple', '/etc/shadow:root:$6$rounds'];
 const CONFIG_STRING = 'VM-CONFIG-SECRET-7f3a9c';
 
+let bed: RgwTestbed | undefined;
 let rgw: Rgw;
 let dir: string;
 let s3: S3Client;
-const daemons: DaemonProcess[] = [];
 
-async function startGateway(data: string, extra: string[] = []): Promise<DaemonProcess> {
-  const d = await startDaemonProcess(['--data', data, '--nbd', '127.0.0.1:0', '--http', '127.0.0.1:0', '--disk-cache-size', '64M', ...extra], { env: rgw.env, timeoutMs: 60_000 });
-  daemons.push(d);
-  return d;
-}
+const startGateway = (data: string, extra: string[] = []): Promise<DaemonProcess> => startGatewayOn(bed!, data, extra);
+const stopGateway = (d: DaemonProcess): Promise<void> => stopGatewayOn(bed!, d);
 
-async function stopGateway(d: DaemonProcess): Promise<void> {
-  await d.stop('SIGTERM');
-  daemons.splice(daemons.indexOf(d), 1);
-}
-
-async function ok(d: DaemonProcess, args: string[]): Promise<string> {
-  const r = await cli(['--server', d.url!, '--token-file', d.tokenFile, ...args]);
-  expect(r.code, `rebound ${args.join(' ')}: ${r.stderr}`).toBe(0);
-  return r.stdout;
-}
+const ok = gatewayOk;
 
 async function everyObject(): Promise<Array<{ key: string; body: Buffer }>> {
   const out: Array<{ key: string; body: Buffer }> = [];
@@ -83,17 +65,11 @@ function knownImage(file: string): void {
 
 beforeAll(async () => {
   if (missing.length) return;
-  rgw = await startRgw();
-  dir = tempDir('rebound-s3enc-');
-  s3 = new S3Client({ endpoint: rgw.endpoint, forcePathStyle: true, region: 'us-east-1', credentials: { accessKeyId: rgw.env.AWS_ACCESS_KEY_ID!, secretAccessKey: rgw.env.AWS_SECRET_ACCESS_KEY! } });
+  bed = await openRgwTestbed('rebound-s3enc-');
+  ({ rgw, dir, s3 } = bed);
 }, 180_000);
 
-afterAll(async () => {
-  for (const d of [...daemons]) await d.stop('SIGKILL');
-  s3?.destroy();
-  if (rgw) await rgw.stop();
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
-}, 60_000);
+afterAll(() => closeRgwTestbed(bed), 60_000);
 
 describe.skipIf(missing.length > 0)('encrypted S3 repository on Ceph RGW', () => {
   it('the bucket holds none of the plaintext; a wrong key is refused; a restore with the right key compares equal', async () => {

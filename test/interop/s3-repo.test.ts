@@ -17,48 +17,30 @@ import { FixedIndex } from '../../src/repo/format.js';
 import type { PointManifest } from '../../src/repo/manifest.js';
 import type { VerifyReport } from '../../src/repo/verify.js';
 import { cli } from '../helpers/cli.js';
-import { startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
-import { makeImage, tempDir } from '../helpers/images.js';
-import { missingPeers } from '../helpers/peers.js';
-import { hasRgw, startRgw, type Rgw } from '../helpers/rgw.js';
+import type { DaemonProcess } from '../helpers/daemon-process.js';
+import { makeImage } from '../helpers/images.js';
+import { closeRgwTestbed, gatewayOk, missingRgwPeers, openRgwTestbed, startGateway as startGatewayOn, stopGateway as stopGatewayOn, type Rgw, type RgwTestbed } from '../helpers/rgw.js';
 import { ensureGuest, explainBoot, killAllGuests, missingGuestPeers, newMarker, startGuest } from '../helpers/guest.js';
 import os from 'node:os';
 import { run, runOk } from '../helpers/run.js';
 
 const MiB = 1024 * 1024;
 const BUCKET = 'rebound-s3-test';
-const missing = missingPeers('qemu-img', 'qemu-io', 'qemu-nbd');
-if (!hasRgw()) {
-  if (process.env.CI) throw new Error('CI is missing Ceph RGW (tools/setup.sh installs ceph-mon ceph-osd radosgw ceph-common)');
-  console.warn('skipping: Ceph RGW is not installed (run tools/setup.sh)');
-  missing.push('radosgw');
-}
+const missing = missingRgwPeers('qemu-img', 'qemu-io', 'qemu-nbd');
 
+let bed: RgwTestbed | undefined;
 let rgw: Rgw;
 let dir: string;
 let s3: S3Client;
-const daemons: DaemonProcess[] = [];
 
-async function startGateway(data: string, extra: string[] = []): Promise<DaemonProcess> {
-  const d = await startDaemonProcess(['--data', data, '--nbd', '127.0.0.1:0', '--http', '127.0.0.1:0', '--disk-cache-size', '64M', ...extra], { env: rgw.env, timeoutMs: 60_000 });
-  daemons.push(d);
-  return d;
-}
-
-async function stopGateway(d: DaemonProcess): Promise<void> {
-  await d.stop('SIGTERM');
-  daemons.splice(daemons.indexOf(d), 1);
-}
+const startGateway = (data: string, extra: string[] = []): Promise<DaemonProcess> => startGatewayOn(bed!, data, extra);
+const stopGateway = (d: DaemonProcess): Promise<void> => stopGatewayOn(bed!, d);
 
 async function rb(d: DaemonProcess, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return cli(['--server', d.url!, '--token-file', d.tokenFile, ...args]);
 }
 
-async function ok(d: DaemonProcess, args: string[]): Promise<string> {
-  const r = await rb(d, args);
-  expect(r.code, `rebound ${args.join(' ')}: ${r.stderr}`).toBe(0);
-  return r.stdout;
-}
+const ok = gatewayOk;
 
 async function backupJson(d: DaemonProcess, args: string[]): Promise<PointManifest> {
   return JSON.parse(await ok(d, ['backup', ...args, '--json'])).result as PointManifest;
@@ -107,17 +89,11 @@ async function firstChunk(m: PointManifest, disk: string): Promise<string> {
 
 beforeAll(async () => {
   if (missing.length) return;
-  rgw = await startRgw();
-  dir = tempDir('rebound-s3-');
-  s3 = new S3Client({ endpoint: rgw.endpoint, forcePathStyle: true, region: 'us-east-1', credentials: { accessKeyId: rgw.env.AWS_ACCESS_KEY_ID!, secretAccessKey: rgw.env.AWS_SECRET_ACCESS_KEY! } });
+  bed = await openRgwTestbed('rebound-s3-');
+  ({ rgw, dir, s3 } = bed);
 }, 180_000);
 
-afterAll(async () => {
-  for (const d of [...daemons]) await d.stop('SIGKILL');
-  s3?.destroy();
-  if (rgw) await rgw.stop();
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
-}, 60_000);
+afterAll(() => closeRgwTestbed(bed), 60_000);
 
 describe.skipIf(missing.length > 0)('S3 repository on Ceph RGW', () => {
   const dataA = (): string => path.join(dir, 'gw-a');
