@@ -82,11 +82,9 @@ export class NbdTls {
   readonly verifyPeer: boolean;
   readonly certs: CertDir | undefined;
   readonly psk: PskFile | undefined;
-  /** Carry TLS 1.3 connections on with TlsRecordStream after the handshake (when the addon is built). */
-  readonly offloadRecords: boolean;
   readonly #context: tls.SecureContext;
 
-  constructor(opts: { mode: Exclude<TlsMode, 'off'>; certs?: CertDir; psk?: PskFile; verifyPeer?: boolean; offloadRecords?: boolean }) {
+  constructor(opts: { mode: Exclude<TlsMode, 'off'>; certs?: CertDir; psk?: PskFile; verifyPeer?: boolean }) {
     if (!opts.certs && !opts.psk) throw new ReboundError('ERR_INVALID_ARGUMENT', 'NBD TLS needs --tls-certificates DIR or --tls-psk FILE (or both)');
     if (opts.verifyPeer && !opts.certs) throw new ReboundError('ERR_INVALID_ARGUMENT', '--tls-verify-peer needs --tls-certificates DIR (with ca-cert.pem)');
     if (opts.verifyPeer && !opts.certs?.ca) {
@@ -96,7 +94,6 @@ export class NbdTls {
     this.verifyPeer = opts.verifyPeer ?? false;
     this.certs = opts.certs;
     this.psk = opts.psk;
-    this.offloadRecords = opts.offloadRecords ?? true;
     const defaults = tls.DEFAULT_CIPHERS.split(':').filter((c) => !TLS13_FIRST.includes(c));
     const ciphers = opts.psk
       ? [...TLS13_FIRST, ...defaults.filter((c) => c !== '!PSK'), ...PSK_CIPHERS_TLS12, '!kPSK'].join(':')
@@ -143,8 +140,9 @@ export class NbdTls {
       let pskUser: string | undefined;
       let pskUnknown: string | undefined;
       const keys = this.psk?.keys;
-      // With the native addon, a tap counts the records under the application keys (for offload).
-      const fns = this.offloadRecords ? tlsRecordFunctions() : undefined;
+      // With the native addon, a tap counts the records under the application keys (for offload);
+      // without it, Node's TLS socket carries the connection throughout.
+      const fns = tlsRecordFunctions();
       const tap = fns ? new RecordTap(raw, fns) : undefined;
       const socket = new tls.TLSSocket(tap ?? raw, {
         isServer: true,
