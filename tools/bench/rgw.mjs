@@ -85,15 +85,45 @@ async function killPid(pid, signal = 'SIGTERM') {
   }
 }
 
-/** Starts a cluster; a failed attempt stops what it started and another one runs (3 in all). */
+/**
+ * Starts a cluster; a failed attempt stops what it started and another one runs (3 in all). One
+ * start at a time on the machine (a lock file): two test files starting clusters at once raced for
+ * ports, and in one CI run every attempt of one of them met the other's monitor (the OSD refused
+ * with 'wrong fsid'). Running clusters do not disturb each other; only their starts are serialised.
+ */
 export async function startRgw() {
-  for (let n = 1; ; n++) {
-    try {
-      return await attempt();
-    } catch (err) {
-      if (n >= 3) throw err;
-      console.warn(`rgw: start attempt ${n} failed, retrying: ${err.message.slice(0, 300)}`);
+  const unlock = await startLock();
+  try {
+    for (let n = 1; ; n++) {
+      try {
+        return await attempt();
+      } catch (err) {
+        if (n >= 3) throw err;
+        console.warn(`rgw: start attempt ${n} failed, retrying: ${err.message.slice(0, 300)}`);
+      }
     }
+  } finally {
+    unlock();
+  }
+}
+
+/** Takes the machine-wide start lock (a file holding the holder's pid; a dead holder's is taken over). */
+async function startLock() {
+  const file = path.join(os.tmpdir(), 'rebound-rgw-start.lock');
+  for (let i = 0; ; i++) {
+    try {
+      fs.writeFileSync(file, String(process.pid), { flag: 'wx' });
+      return () => fs.rmSync(file, { force: true });
+    } catch (err) {
+      if (err.code !== 'EEXIST') throw err;
+    }
+    const holder = pidOf(file);
+    if (holder !== undefined && !alive(holder)) {
+      fs.rmSync(file, { force: true });
+      continue;
+    }
+    if (i >= 6000) throw new Error(`another RGW start has held ${file} for 10 minutes (pid ${holder})`);
+    await sleep(100);
   }
 }
 
