@@ -11,7 +11,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, DeleteObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, DeleteObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FixedIndex } from '../../src/repo/format.js';
 import type { PointManifest } from '../../src/repo/manifest.js';
@@ -64,6 +64,27 @@ async function getObject(key: string): Promise<Buffer> {
 
 async function putObject(key: string, body: Buffer | string): Promise<void> {
   await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: body }));
+}
+
+/**
+ * Waits until RGW stamps new objects in a later second than everything written so far. S3's
+ * LastModified has one-second resolution and gc keeps every chunk not older than its lease (the
+ * same second included: it cannot tell a chunk written just before the lease from one written
+ * just after), so a gc that starts in the same second as the backup it should sweep removes none
+ * of it. Bounded by count: it is the store's clock that has to move, however fast this machine is.
+ */
+async function untilStoreSecondPasses(): Promise<void> {
+  const probe = 'clock-probe'; // outside the repository's prefix
+  const stamp = async (): Promise<number> => {
+    await putObject(probe, 'x');
+    return (await s3.send(new HeadObjectCommand({ Bucket: BUCKET, Key: probe }))).LastModified!.getTime();
+  };
+  const first = await stamp();
+  for (let i = 0; i < 100; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    if ((await stamp()) > first) return;
+  }
+  throw new Error("RGW's clock did not move in 100 probes");
 }
 
 async function keys(prefix: string): Promise<string[]> {
@@ -170,6 +191,7 @@ describe.skipIf(missing.length > 0)('S3 repository on Ceph RGW', () => {
     await ok(a, ['prune', 'app1', '--keep-last', '1']);
     await ok(a, ['prune', 'scratch', '--keep-last', '1']);
     expect(await keys(`site1/vms/app1/${full.id}/`)).toEqual([]);
+    await untilStoreSecondPasses();
     const gc = JSON.parse(await ok(a, ['gc', '--json']));
     expect(gc.removedChunks).toBe(16); // the first scratch point's 16 chunks of 256 KiB
     expect((await keys('site1/chunks/')).length).toBe(before - 16);
@@ -342,6 +364,7 @@ describe.skipIf(missing.length > 0)('S3 repository on Ceph RGW', () => {
     // gc on A while B commits a new point.
     const imgC = path.join(dir, 'c.img');
     makeImage(imgC, { size: 32 * MiB, data: [[0, 30 * MiB]], seed: 14 });
+    await untilStoreSecondPasses();
     const [gcOut, pc] = await Promise.all([ok(a, ['gc', '--json']), backupJson(b, ['vm-c', '--disk', `disk0=${imgC}`])]);
     expect(JSON.parse(gcOut).removedChunks).toBeGreaterThan(0);
     await ok(a, ['repo', 'reindex']);
