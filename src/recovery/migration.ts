@@ -9,6 +9,9 @@
  *  - Pass 1 copies the disk in `unit`-sized pieces (1 MiB), INFLIGHT at a time, in order. Zero
  *    ranges (from the overlay's extents) are not written to a fresh target and zeroed on a reused
  *    one. `cursor` is the end of the completed prefix.
+ *  - Each copier's buffer is shared memory (a SharedArrayBuffer): a unit the VM has not written
+ *    is a whole chunk of the restore point, which the chunk worker writes straight into it
+ *    (repo-image.ts), bypassing the chunk cache the VM reads through.
  *  - Writes of the VM mark units dirty in the DirtyTracker below the switch point; the copier
  *    clears a unit before it reads it (see dirty-tracker.ts for why that misses nothing) and keeps
  *    copying dirty units. In step = pass 1 done and what is dirty fits SYNC_SLACK: the final copy
@@ -38,6 +41,11 @@ import type { DiskState } from './disk-state.js';
 import type { MigrationRecord, SessionDiskRecord } from './session-record.js';
 
 export const MIGRATION_UNIT = 1024 * 1024;
+
+/** A copier's unit buffer: shared memory, so chunk workers can fill it (see the design notes). */
+function unitBuffer(bytes: number): Uint8Array {
+  return new Uint8Array(new SharedArrayBuffer(bytes));
+}
 const INFLIGHT = 8;
 const PERSIST_MS = 1000;
 const SYNC_SLACK = 64 * 1024 * 1024;
@@ -216,7 +224,7 @@ export class DiskMigration {
     let next = Math.floor(r.cursor / this.#unit);
     let prefix = next;
     const worker = async (): Promise<void> => {
-      const buf = new Uint8Array(this.#unit); // one per worker, reused: no allocation per unit
+      const buf = unitBuffer(this.#unit); // one per worker, reused: no allocation per unit
       while (next < units) {
         signal.throwIfAborted();
         const u = next++;
@@ -256,7 +264,7 @@ export class DiskMigration {
   async #copyUnits(list: number[], target: WriteTarget, signal?: AbortSignal): Promise<void> {
     let i = 0;
     const worker = async (): Promise<void> => {
-      const buf = new Uint8Array(this.#unit);
+      const buf = unitBuffer(this.#unit);
       while (i < list.length) {
         signal?.throwIfAborted();
         const u = list[i++]!;

@@ -37,6 +37,15 @@ export interface StoredChunk {
   size: number;
 }
 
+/**
+ * An open file a chunk can be written into from any thread (a restore's target file): its
+ * descriptor, valid until its owner closes it, and its path for messages.
+ */
+export interface FileSink {
+  readonly fd: number;
+  readonly path: string;
+}
+
 export interface ChunkBackend extends ChunkReader {
   readonly kind: 'local' | 's3';
   /** Where the chunks are: a directory, or s3://bucket/prefix/chunks. */
@@ -54,6 +63,13 @@ export interface ChunkBackend extends ChunkReader {
   put(digest: Uint8Array, raw: Uint8Array, claims?: ClaimSet): Promise<PutResult>;
   /** Reads and verifies a chunk from the store itself (never from a cache: verify uses it). */
   readChunk(digest: Uint8Array): Promise<Uint8Array>;
+  /**
+   * Reads and verifies a chunk as readChunk does and writes it into `sink` at `offset`, without
+   * handing it to the caller (local: on a chunk worker). A failure to write is a BlockError
+   * (ENOSPC or EIO) naming the sink; anything else is the chunk's error as in readChunk.
+   * Optional: a backend without it is read with readChunk and written by the caller.
+   */
+  copyChunkTo?(digest: Uint8Array, sink: FileSink, offset: number): Promise<void>;
   list(): AsyncGenerator<StoredChunk>;
   totals(): Promise<StoreTotals>;
   remove(hex: string, size?: number): Promise<boolean>;

@@ -19,17 +19,19 @@
  *  - An encrypted repository (repo-crypto.ts, `repo init --encrypt` without --s3) names chunks by
  *    HMAC and writes each file sealed: the same envelope as in a bucket.
  *  - Reads run on the chunk workers (chunk-worker.ts: read, decompress, sha256 and compare on a
- *    worker thread; the verified chunk is moved back, not copied). With workers disabled
+ *    worker thread; the verified chunk is moved back, not copied). A restore to a file has the
+ *    worker write the chunk into the file as well (`copyChunkTo`): nothing crosses threads. With workers disabled
  *    (`workers: 0`) the same steps run here, on libuv's pool (`#readInline`).
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
-import type { ChunkBackend, ClaimSet, PutResult, StoredChunk } from './backend.js';
+import type { ChunkBackend, ClaimSet, FileSink, PutResult, StoredChunk } from './backend.js';
 import { ChunkBookkeeping } from './chunk-bookkeeping.js';
-import { ReboundError } from '../errors.js';
-import { chunkPool, loadChunkOnWorker, sealOnWorker } from './chunk-worker.js';
+import { BlockError, ReboundError } from '../errors.js';
+import { chunkPool, loadChunkIntoOnWorker, loadChunkOnWorker, loadChunkToFileOnWorker, sealOnWorker } from './chunk-worker.js';
+import { pwrite } from '../util/file-io.js';
 import { codecById, NONE, type Codec } from './codec.js';
 import { WorkerPoolError } from '../util/worker-pool.js';
 import { CHUNK_HEADER_BYTES, decodeChunkHeader, digestHex, encodeChunkHeader } from './format.js';
@@ -106,12 +108,61 @@ export class ChunkStore extends ChunkBookkeeping implements ChunkBackend {
     try {
       return await loadChunkOnWorker(pool, this.pathOf(hex), digest, this.keys);
     } catch (err) {
-      const code = err instanceof WorkerPoolError ? err.code : '';
-      const details = { chunk: hex };
-      if (code === 'MISSING') throw new ReboundError('ERR_CHUNK_MISSING', `chunk ${hex} is missing from the repository`, { details });
-      if (code === 'CORRUPT') throw new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${hex} ${(err as Error).message}`, { details });
-      throw new ReboundError('ERR_REPO_IO', `reading chunk ${hex}: ${(err as Error).message}`, { cause: err, details });
+      throw this.#workerError(err, hex);
     }
+  }
+
+  /**
+   * readChunk into `dst`, which must hold exactly the chunk: a view of a SharedArrayBuffer is
+   * filled by the chunk worker itself (nothing allocated or moved per chunk), anything else gets
+   * a copy. ERR_CHUNK_CORRUPT if the chunk's length is not `dst`'s.
+   */
+  async readChunkInto(digest: Uint8Array, dst: Uint8Array): Promise<void> {
+    const pool = chunkPool();
+    const hex = digestHex(digest);
+    let n: number;
+    if (pool && dst.buffer instanceof SharedArrayBuffer) {
+      try {
+        n = await loadChunkIntoOnWorker(pool, this.pathOf(hex), digest, this.keys, dst);
+      } catch (err) {
+        throw this.#workerError(err, hex);
+      }
+    } else {
+      const raw = await this.readChunk(digest);
+      n = raw.length;
+      if (n <= dst.length) dst.set(raw);
+    }
+    if (n !== dst.length) throw new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${hex} has ${n} bytes where ${dst.length} were expected`, { details: { chunk: hex } });
+  }
+
+  /** readChunk, then the chunk written into `sink` at `offset`, on a chunk worker (backend.ts). */
+  async copyChunkTo(digest: Uint8Array, sink: FileSink, offset: number): Promise<void> {
+    const pool = chunkPool();
+    if (!pool) {
+      const raw = await this.#readInline(digest);
+      try {
+        await pwrite(sink.fd, raw, offset);
+      } catch (err) {
+        throw sinkError(err, sink);
+      }
+      return;
+    }
+    const hex = digestHex(digest);
+    try {
+      await loadChunkToFileOnWorker(pool, this.pathOf(hex), digest, this.keys, sink.fd, offset);
+    } catch (err) {
+      const code = err instanceof WorkerPoolError ? err.code : '';
+      if (code.startsWith('WRITE_')) throw sinkError(err, sink);
+      throw this.#workerError(err, hex);
+    }
+  }
+
+  #workerError(err: unknown, hex: string): ReboundError {
+    const code = err instanceof WorkerPoolError ? err.code : '';
+    const details = { chunk: hex };
+    if (code === 'MISSING') return new ReboundError('ERR_CHUNK_MISSING', `chunk ${hex} is missing from the repository`, { details });
+    if (code === 'CORRUPT') return new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${hex} ${(err as Error).message}`, { details });
+    return new ReboundError('ERR_REPO_IO', `reading chunk ${hex}: ${(err as Error).message}`, { cause: err, details });
   }
 
   async #readInline(digest: Uint8Array): Promise<Uint8Array> {
@@ -238,6 +289,13 @@ async function readdirSafe(dir: string): Promise<string[]> {
   } catch {
     return [];
   }
+}
+
+/** A failed write into a sink (the restore's target): ENOSPC stays ENOSPC, anything else is EIO. */
+function sinkError(err: unknown, sink: FileSink): BlockError {
+  const code = err instanceof WorkerPoolError ? err.code.slice('WRITE_'.length) : (err as NodeJS.ErrnoException).code;
+  const out = code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG' ? 'ENOSPC' : 'EIO';
+  return new BlockError(out, `writing ${sink.path}: ${(err as Error).message}`);
 }
 
 function storeError(err: unknown, what: string): ReboundError {

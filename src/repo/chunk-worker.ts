@@ -10,10 +10,19 @@
  *    is an error code (MISSING, CORRUPT, IO) the ChunkStore turns into ERR_CHUNK_MISSING /
  *    ERR_CHUNK_CORRUPT / ERR_REPO_IO. The check is the same full sha256 as before: moving it to a
  *    thread changes where it runs, not what it proves (docs/repository-format.md).
- *  - The uncompressed chunk is moved to the caller (a transferred ArrayBuffer), never copied; an
- *    uncompressed (codec 0) payload is read straight into the buffer that is moved. Compressed
- *    payloads are read into a few reused buffers per worker (a fresh 1 MiB allocation per chunk
- *    costs page faults and GC).
+ *  - Compressed payloads are read into a few reused buffers per worker (a fresh 1 MiB allocation
+ *    per chunk costs page faults and GC); an uncompressed (codec 0) payload is read straight into
+ *    the chunk's place (below).
+ *  - Where a chunk is decoded depends on who needs it (`placer`): `load` decodes into new memory
+ *    that is moved to the caller; `loadInto` into shared memory the caller owns (a
+ *    SharedArrayBuffer: a migration's buffer), so a copier streaming a disk allocates and moves
+ *    nothing per chunk; `loadTo` (restore to a file) into a spare buffer of the worker, then
+ *    writes it to a file descriptor the caller holds open: the chunk never reaches the event
+ *    loop. Write failures are WRITE_ENOSPC / WRITE_EIO, apart from the chunk's own errors.
+ *  - zstd: with the native addon (src/native/zstd-decode.c, libzstd) the frame is decompressed
+ *    synchronously, straight into that place. Without it, @mongodb-js/zstd's binding runs it on
+ *    libuv's pool and returns memory of its own (which V8 cannot move: it is copied once into
+ *    place). Measured on 2 cores, a 1 GiB VM-like point: see docs/repository-format.md.
  *  - `hash` takes a backup's chunk (moved in and back out), says whether it is all zero and gives
  *    its sha256 (HMAC-SHA256 with an encrypted repository's id key).
  *  - Encrypted repositories (repo-crypto.ts): `load` and `decode` (the stored bytes of an object
@@ -22,15 +31,14 @@
  *    The subkeys travel with each task (64 bytes, cloned): one pool serves any repository. The
  *    envelope code is a copy of repo-crypto.ts's (this runs from source text); a unit test checks
  *    that both agree.
- *  - zstd is @mongodb-js/zstd's binding (asynchronous: the decompression itself runs on libuv's
- *    thread pool, the worker awaits it and may take its next task meanwhile).
  *  - The worker is an eval worker (source text, see util/worker-pool.ts) that loads its modules
  *    with import(), so it runs whether the process treats eval code as CommonJS or as a module
- *    (`--input-type=module` is inherited by workers); the zstd binding is required by the
- *    absolute path the parent resolves.
+ *    (`--input-type=module` is inherited by workers); the zstd binding and the native addon are
+ *    required by the absolute paths the parent resolves.
  */
 import { createRequire } from 'node:module';
 import os from 'node:os';
+import { ADDON_PATH } from '../native/addon.js';
 import { WorkerPool } from '../util/worker-pool.js';
 import { CHUNK_FILE_VERSION, CHUNK_HEADER_BYTES, CHUNK_MAGIC } from './format.js';
 import { ENVELOPE_HEADER_BYTES, ENVELOPE_MAGIC, ENVELOPE_VERSION, ObjectKind, type ObjectKindName, type RepoKeys } from './repo-crypto.js';
@@ -43,6 +51,14 @@ const crypto = await import('node:crypto');
 const zlib = await import('node:zlib');
 const { createRequire } = await import('node:module');
 const zstd = createRequire(workerData.zstd)(workerData.zstd);
+// The native addon's zstdDecompressInto (src/native/zstd-decode.c), when it was built.
+let native;
+try {
+  native = workerData.addon ? createRequire(workerData.addon)(workerData.addon) : undefined;
+  if (typeof native?.zstdDecompressInto !== 'function') native = undefined;
+} catch {
+  native = undefined;
+}
 const HEADER = workerData.headerBytes, MAGIC = workerData.magic, VERSION = workerData.version;
 const ENV_HEADER = workerData.envHeaderBytes, ENV_MAGIC = workerData.envMagic, ENV_VERSION = workerData.envVersion;
 
@@ -64,11 +80,14 @@ function readFully(fd, buf, pos) {
     done += n;
   }
 }
-function owned(b) {
-  if (b.byteOffset === 0 && b.buffer.byteLength === b.length) return b;
-  const c = Buffer.allocUnsafeSlow(b.length);
-  b.copy(c);
-  return c;
+// Writes all of b at pos; a failure is WRITE_ENOSPC or WRITE_EIO (the target's, not the chunk's).
+function writeFully(fd, b, pos) {
+  let done = 0;
+  try {
+    while (done < b.length) done += fs.writeSync(fd, b, done, b.length - done, pos + done);
+  } catch (e) {
+    throw new TaskError(e.code === 'ENOSPC' || e.code === 'EDQUOT' || e.code === 'EFBIG' ? 'WRITE_ENOSPC' : 'WRITE_EIO', e.message);
+  }
 }
 // Encrypted repositories (repo-crypto.ts has the same envelope code; a unit test keeps them equal).
 function unsealChunk(encKey, digest, b) {
@@ -102,24 +121,45 @@ function seal(encKey, kind, id, b) {
 function digestOf(raw, keys) {
   return keys ? crypto.createHmac('sha256', keys.idKey).update(raw).digest() : crypto.createHash('sha256').update(raw).digest();
 }
-// A whole stored chunk (header + payload, sealed if keys) -> verified uncompressed bytes.
-async function decodeStored(stored, digest, keys) {
+// Decoding a chunk into the buffer its answer needs (see the design notes): place(n) gives a
+// Buffer of n bytes, once per task -- new memory to move ('load'), the caller's shared memory
+// ('loadInto'), or a spare buffer of this worker ('loadTo').
+function placer(make) {
+  let b;
+  return (n) => (b ??= make(n));
+}
+// The payload decompressed: into place(rawLength) with the native addon (zstd; exactly rawLength
+// bytes, all of which zstd may write), else new memory.
+async function decompress(codec, payload, rawLength, place) {
+  try {
+    if (codec === 2 && native) {
+      const dst = place(rawLength);
+      return dst.subarray(0, native.zstdDecompressInto(payload, dst));
+    }
+    return codec === 2 ? await zstd.decompress(payload) : zlib.inflateRawSync(payload, { maxOutputLength: Math.max(rawLength, 1) });
+  } catch (e) {
+    if (e instanceof TaskError) throw e;
+    throw new TaskError('CORRUPT', 'does not decompress');
+  }
+}
+// A verified chunk in place(): copied there unless it was decoded there.
+function settle(raw, rawLength, digest, keys, place) {
+  if (raw.length !== rawLength || !digestOf(raw, keys).equals(digest)) throw new TaskError('CORRUPT', 'is corrupt (content does not match its digest)');
+  const dst = place(raw.length);
+  if (dst.buffer !== raw.buffer || dst.byteOffset !== raw.byteOffset) raw.copy(dst);
+  return dst;
+}
+// A whole stored chunk (header + payload, sealed if keys) -> the verified chunk in place().
+async function decodeStored(stored, digest, keys, place) {
   const b = keys ? unsealChunk(keys.encKey, digest, stored) : stored;
   if (b.length < HEADER || b.readUInt32BE(0) !== MAGIC || b[4] !== VERSION) throw new TaskError('CORRUPT', 'has a bad header');
   const codec = b[5], rawLength = b.readUInt32BE(8), payload = b.subarray(HEADER);
-  let raw;
-  if (codec === 0) raw = payload;
-  else if (codec === 1 || codec === 2) {
-    try {
-      raw = codec === 2 ? await zstd.decompress(payload) : zlib.inflateRawSync(payload, { maxOutputLength: Math.max(rawLength, 1) });
-    } catch (e) {
-      throw new TaskError('CORRUPT', 'does not decompress');
-    }
-  } else throw new TaskError('CORRUPT', 'has unknown codec ' + codec);
-  if (raw.length !== rawLength || !digestOf(raw, keys).equals(digest)) throw new TaskError('CORRUPT', 'is corrupt (content does not match its digest)');
-  return owned(raw);
+  if (codec > 2) throw new TaskError('CORRUPT', 'has unknown codec ' + codec);
+  const raw = codec === 0 ? payload : await decompress(codec, payload, rawLength, place);
+  return settle(raw, rawLength, digest, keys, place);
 }
-async function load(file, digest, keys) {
+// A chunk file -> the verified chunk in place().
+async function load(file, digest, keys, place) {
   if (keys) {
     let stored;
     try {
@@ -127,7 +167,7 @@ async function load(file, digest, keys) {
     } catch (e) {
       throw new TaskError(e.code === 'ENOENT' ? 'MISSING' : 'IO', e.message);
     }
-    return decodeStored(stored, digest, keys);
+    return decodeStored(stored, digest, keys, place);
   }
   let fd;
   try {
@@ -135,7 +175,6 @@ async function load(file, digest, keys) {
   } catch (e) {
     throw new TaskError(e.code === 'ENOENT' ? 'MISSING' : e.code === 'ENOSPC' ? 'ENOSPC' : 'IO', e.message);
   }
-  let raw;
   try {
     const size = fs.fstatSync(fd).size;
     if (size < HEADER) throw new TaskError('CORRUPT', 'has a bad header');
@@ -143,30 +182,22 @@ async function load(file, digest, keys) {
     readFully(fd, h, 0);
     if (h.readUInt32BE(0) !== MAGIC || h[4] !== VERSION) throw new TaskError('CORRUPT', 'has a bad header');
     const codec = h[5], rawLength = h.readUInt32BE(8), plen = size - HEADER;
+    if (codec > 2) throw new TaskError('CORRUPT', 'has unknown codec ' + codec);
     if (codec === 0) {
       if (plen !== rawLength) throw new TaskError('CORRUPT', 'is corrupt (content does not match its digest)');
-      raw = Buffer.allocUnsafeSlow(rawLength);
+      const raw = place(rawLength);
       readFully(fd, raw, HEADER);
-    } else if (codec === 1 || codec === 2) {
-      const buf = take(plen);
-      try {
-        const payload = buf.subarray(0, plen);
-        readFully(fd, payload, HEADER);
-        fs.closeSync(fd);
-        fd = undefined;
-        try {
-          raw = codec === 2 ? await zstd.decompress(payload) : zlib.inflateRawSync(payload, { maxOutputLength: Math.max(rawLength, 1) });
-        } catch (e) {
-          throw new TaskError('CORRUPT', 'does not decompress');
-        }
-      } finally {
-        give(buf);
-      }
-    } else {
-      throw new TaskError('CORRUPT', 'has unknown codec ' + codec);
+      return settle(raw, rawLength, digest, undefined, place);
     }
-    if (raw.length !== rawLength || !crypto.createHash('sha256').update(raw).digest().equals(digest)) {
-      throw new TaskError('CORRUPT', 'is corrupt (content does not match its digest)');
+    const buf = take(plen);
+    try {
+      const payload = buf.subarray(0, plen);
+      readFully(fd, payload, HEADER);
+      fs.closeSync(fd);
+      fd = undefined;
+      return settle(await decompress(codec, payload, rawLength, place), rawLength, digest, undefined, place);
+    } finally {
+      give(buf);
     }
   } catch (e) {
     if (e instanceof TaskError) throw e;
@@ -174,7 +205,6 @@ async function load(file, digest, keys) {
   } finally {
     if (fd !== undefined) fs.closeSync(fd);
   }
-  return owned(raw);
 }
 const ZEROES = Buffer.alloc(1024 * 1024);
 function isZero(b) {
@@ -190,11 +220,27 @@ function keysOf(m) {
 parentPort.on('message', async (m) => {
   try {
     if (m.op === 'load') {
-      const raw = await load(m.file, Buffer.from(m.digest), keysOf(m));
+      const raw = await load(m.file, Buffer.from(m.digest), keysOf(m), placer((n) => Buffer.allocUnsafeSlow(n)));
       parentPort.postMessage({ id: m.id, ok: true, value: raw.buffer }, [raw.buffer]);
+    } else if (m.op === 'loadInto') {
+      const into = placer((n) => {
+        if (n > m.length) throw new TaskError('CORRUPT', 'has ' + n + ' bytes, more than ' + m.length);
+        return Buffer.from(m.sab, m.offset, n);
+      });
+      const raw = await load(m.file, Buffer.from(m.digest), keysOf(m), into);
+      parentPort.postMessage({ id: m.id, ok: true, value: raw.length });
+    } else if (m.op === 'loadTo') {
+      let spareBuf;
+      try {
+        const raw = await load(m.file, Buffer.from(m.digest), keysOf(m), placer((n) => (spareBuf = take(n)).subarray(0, n)));
+        writeFully(m.fd, raw, m.offset);
+        parentPort.postMessage({ id: m.id, ok: true, value: raw.length });
+      } finally {
+        if (spareBuf) give(spareBuf);
+      }
     } else if (m.op === 'decode') {
-      const raw = await decodeStored(Buffer.from(m.buf, m.offset, m.length), Buffer.from(m.digest), keysOf(m));
-      // The stored bytes go back too (the disk cache keeps them). raw owns its own memory (owned()).
+      const raw = await decodeStored(Buffer.from(m.buf, m.offset, m.length), Buffer.from(m.digest), keysOf(m), placer((n) => Buffer.allocUnsafeSlow(n)));
+      // The stored bytes go back too (the disk cache keeps them); raw is new memory, moved.
       parentPort.postMessage({ id: m.id, ok: true, value: { raw: raw.buffer, buf: m.buf } }, [raw.buffer, m.buf]);
     } else if (m.op === 'seal') {
       const out = seal(Buffer.from(m.encKey), m.kind, Buffer.from(m.name), Buffer.from(m.buf, m.offset, m.length));
@@ -216,6 +262,7 @@ parentPort.on('message', async (m) => {
 
 let pool: WorkerPool | undefined;
 let configured: number | undefined;
+let nativeZstd = true;
 
 /** Worker threads for chunk work: the configured count, else one per core (os.availableParallelism). */
 export function chunkWorkerCount(): number {
@@ -224,12 +271,14 @@ export function chunkWorkerCount(): number {
 
 /**
  * Sets the number of chunk worker threads (config `workers`); 0 runs everything on the main
- * thread (libuv's pool for zstd and WebCrypto, as before the pool existed). Takes effect for the
- * next pool created: a running pool is closed and replaced.
+ * thread (libuv's pool for zstd and WebCrypto, as before the pool existed). `nativeZstd: false`
+ * leaves the native addon's decoder unused (tests and benchmarks of the fallback). Takes effect
+ * for the next pool created: a running pool is closed and replaced.
  */
-export function setChunkWorkerCount(n: number | undefined): void {
+export function setChunkWorkerCount(n: number | undefined, opts: { nativeZstd?: boolean } = {}): void {
   if (n !== undefined && !(Number.isInteger(n) && n >= 0 && n <= 256)) throw new RangeError(`chunk workers must be 0..256 (got ${n})`);
   configured = n;
+  nativeZstd = opts.nativeZstd ?? true;
   const old = pool;
   pool = undefined;
   void old?.close();
@@ -244,6 +293,7 @@ export function chunkPool(): WorkerPool | undefined {
     size: n,
     workerData: {
       zstd: createRequire(import.meta.url).resolve('@mongodb-js/zstd/bindings.js'),
+      addon: nativeZstd ? ADDON_PATH : undefined,
       headerBytes: CHUNK_HEADER_BYTES,
       magic: CHUNK_MAGIC,
       version: CHUNK_FILE_VERSION,
@@ -272,6 +322,26 @@ function movable(buf: Uint8Array): Uint8Array {
 export async function loadChunkOnWorker(p: WorkerPool, file: string, digest: Uint8Array, keys?: RepoKeys): Promise<Buffer> {
   const ab = await p.run<ArrayBuffer>({ op: 'load', file, digest: Uint8Array.from(digest), ...keyFields(keys) });
   return Buffer.from(ab);
+}
+
+/**
+ * Reads, decrypts (with `keys`), decompresses and verifies one chunk file on a worker, which copies
+ * it into `dst` (a view of a SharedArrayBuffer); resolves with the chunk's length. Rejects with
+ * WorkerPoolError codes MISSING, CORRUPT (also for a chunk longer than `dst`), IO.
+ */
+export async function loadChunkIntoOnWorker(p: WorkerPool, file: string, digest: Uint8Array, keys: RepoKeys | undefined, dst: Uint8Array): Promise<number> {
+  if (!(dst.buffer instanceof SharedArrayBuffer)) throw new TypeError('loadChunkIntoOnWorker needs a view of a SharedArrayBuffer');
+  return p.run<number>({ op: 'loadInto', file, digest: Uint8Array.from(digest), sab: dst.buffer, offset: dst.byteOffset, length: dst.byteLength, ...keyFields(keys) });
+}
+
+/**
+ * Reads, decrypts (with `keys`), decompresses and verifies one chunk file on a worker, and writes
+ * the chunk to `fd` at `offset` there; resolves with its length. Rejects with WorkerPoolError codes
+ * MISSING, CORRUPT, IO (the chunk) or WRITE_ENOSPC, WRITE_EIO (the target). `fd` must stay open
+ * until this settles.
+ */
+export async function loadChunkToFileOnWorker(p: WorkerPool, file: string, digest: Uint8Array, keys: RepoKeys | undefined, fd: number, offset: number): Promise<number> {
+  return p.run<number>({ op: 'loadTo', file, digest: Uint8Array.from(digest), fd, offset, ...keyFields(keys) });
 }
 
 /**

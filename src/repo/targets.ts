@@ -15,6 +15,7 @@ import { BlockError, errorText, ReboundError } from '../errors.js';
 import { isNbdUri } from '../nbd/client.js';
 import { checkNbdSocket } from './sources.js';
 import type { PathGate } from '../util/path-policy.js';
+import type { FileSink } from './backend.js';
 
 export { zeroRange } from '../blockdev/emulate.js';
 
@@ -23,6 +24,8 @@ export interface WriteTarget extends BlockDevice {
   readonly spec: string;
   /** True when the target was left empty by this open (zero ranges need no writes). */
   readonly fresh: boolean;
+  /** A file target as a sink its chunks can be written into from other threads (backend.ts FileSink). */
+  fileSink?(): FileSink;
 }
 
 /**

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { afterEach, expect, it, vi } from 'vitest';
 import { MemoryDevice } from '../../src/blockdev/base/memory.js';
 import { backup } from '../../src/repo/ingest.js';
+import type { ChunkStore } from '../../src/repo/chunk-store.js';
 import { Repository } from '../../src/repo/repository.js';
 import { restore } from '../../src/repo/restore.js';
 import type { BackupSource } from '../../src/repo/sources.js';
@@ -62,10 +63,12 @@ it('an incremental backup pins its base point while it runs', async () => {
 it('a restore pins its point while it runs', async () => {
   const { d, repo, id, image } = await repoWithPoint();
   const pinnedDuringReads: boolean[] = [];
-  const readChunk = repo.store.readChunk.bind(repo.store);
-  vi.spyOn(repo.store, 'readChunk').mockImplementation(async (digest) => {
+  // A restore to a file has the chunk workers write each chunk (copyChunkTo).
+  const store = repo.store as ChunkStore;
+  const copyChunkTo = store.copyChunkTo.bind(store);
+  vi.spyOn(store, 'copyChunkTo').mockImplementation(async (digest, sink, offset) => {
     pinnedDuringReads.push(repo.isPinned('vm1', id));
-    return readChunk(digest);
+    return copyChunkTo(digest, sink, offset);
   });
   const to = path.join(d, 'restored.img');
   await restore(repo, { vm: 'vm1', point: id, disk: 'disk0', to });

@@ -70,6 +70,22 @@ export class ChunkCache implements ChunkReader {
     return pending;
   }
 
+  /**
+   * Fills `dst` with a whole chunk without caching it (a copier streaming a disk, repo-image.ts):
+   * from the cache or a load in flight if there is one, else from the reader (its own
+   * readChunkInto when it has one). Rejects unless the chunk's length is `dst`'s.
+   */
+  async readChunkInto(digest: Uint8Array, dst: Uint8Array): Promise<void> {
+    const key = Buffer.from(digest.buffer, digest.byteOffset, digest.byteLength).toString('hex');
+    const known = this.#lru.get(key) ?? (await this.#loading.get(key));
+    if (known) this.#hits++;
+    else this.#misses++;
+    if (!known && this.#reader.readChunkInto) return this.#reader.readChunkInto(Uint8Array.from(digest), dst);
+    const chunk = known ?? (await this.#reader.readChunk(Uint8Array.from(digest)));
+    if (chunk.length !== dst.length) throw new Error(`chunk ${key} has ${chunk.length} bytes where ${dst.length} were expected`);
+    dst.set(chunk);
+  }
+
   /** Drops everything (tests; after a repair). */
   clear(): void {
     this.#lru.clear();

@@ -167,6 +167,11 @@ export class DiskFile {
     return out;
   }
 
+  /** The open descriptor, for writers on other threads (it stays valid until close()). */
+  get fd(): number {
+    return this.#open();
+  }
+
   get closed(): boolean {
     return this.#fd === undefined;
   }

@@ -11,6 +11,11 @@
  *  - `onChunk` tells the opener which chunks clients needed (an S3 repository keeps them as the
  *    point's access map, for the next recovery's prefetch).
  *  - Extents come from the map: zero chunks are holes that read as zero; everything else is data.
+ *  - A read of whole chunks into shared memory (a SharedArrayBuffer: a copier's own buffer, such
+ *    as a migration's) asks the reader to fill it (`readChunkInto`) and reads nothing ahead: a
+ *    copier reads each chunk once and keeps its own requests in flight, and the chunk worker
+ *    writes straight into its buffer (repo/chunk-worker.ts), so streaming a disk allocates no
+ *    buffer per chunk and does not push the chunks a running VM needs out of the cache.
  *  - A chunk that is missing or fails its digest check fails the read with EIO and a message
  *    naming the chunk: never wrong data.
  */
@@ -22,6 +27,11 @@ import { ReadOnlyDevice } from './read-only.js';
 /** Fetches a chunk's uncompressed bytes by digest; rejects if it is missing or corrupt. */
 export interface ChunkReader {
   readChunk(digest: Uint8Array): Promise<Uint8Array>;
+  /**
+   * Optional: fills `dst` with the whole chunk (rejects unless its length is dst's). RepoImage uses
+   * it for whole-chunk reads into shared memory (see the design notes).
+   */
+  readChunkInto?(digest: Uint8Array, dst: Uint8Array): Promise<void>;
 }
 
 /** The disk layout: fixed-size chunks, each with a digest or none (all zero). */
@@ -90,6 +100,8 @@ export class RepoImage extends ReadOnlyDevice {
     const end = offset + dst.length;
     const first = Math.floor(offset / cs);
     const last = Math.floor((end - 1) / cs);
+    // Whole chunks into shared memory: filled by the reader, nothing read ahead (design notes).
+    const direct = this.#reader.readChunkInto !== undefined && dst.buffer instanceof SharedArrayBuffer && offset % cs === 0 && (end % cs === 0 || end === this.size);
     const jobs: Promise<void>[] = [];
     for (let i = first; i <= last; i++) {
       const s = Math.max(offset, i * cs);
@@ -100,9 +112,10 @@ export class RepoImage extends ReadOnlyDevice {
         part.fill(0);
         continue;
       }
-      jobs.push(this.#chunk(i, digest).then((chunk) => part.set(chunk.subarray(s - i * cs, e - i * cs))));
+      if (direct) jobs.push(this.#chunkInto(i, digest, part));
+      else jobs.push(this.#chunk(i, digest).then((chunk) => part.set(chunk.subarray(s - i * cs, e - i * cs))));
     }
-    if (offset === this.#lastEnd) this.#readahead(last + 1);
+    if (offset === this.#lastEnd && !direct) this.#readahead(last + 1);
     this.#lastEnd = end;
     await Promise.all(jobs);
   }
@@ -136,6 +149,15 @@ export class RepoImage extends ReadOnlyDevice {
         throw new Error(`chunk ${i} has ${chunk.length} bytes`);
       }
       return chunk;
+    } catch (err) {
+      throw new BlockError('EIO', `chunk ${i} of the restore point is unreadable: ${errorText(err)}`, { cause: err });
+    }
+  }
+
+  async #chunkInto(i: number, digest: Uint8Array, dst: Uint8Array): Promise<void> {
+    this.#onChunk?.(i);
+    try {
+      await this.#reader.readChunkInto!(digest, dst);
     } catch (err) {
       throw new BlockError('EIO', `chunk ${i} of the restore point is unreadable: ${errorText(err)}`, { cause: err });
     }

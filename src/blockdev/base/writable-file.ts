@@ -74,6 +74,14 @@ export class WritableFileDevice implements BlockDevice {
     }
   }
 
+  /**
+   * The file as a sink for writers on other threads (a restore's chunk workers write into it
+   * directly): its descriptor, valid until close(), and its path.
+   */
+  fileSink(): { fd: number; path: string } {
+    return { fd: this.#file.fd, path: this.#file.path };
+  }
+
   capabilities(): Capabilities {
     return { ...writableCapabilities(), canTrim: false, canFastZero: false, canExtents: false };
   }

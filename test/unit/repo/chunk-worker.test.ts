@@ -34,16 +34,18 @@ function content(kind: 'text' | 'random', size: number, seed: number): Buffer {
 }
 
 describe.each([
-  ['on 2 worker threads', 2],
-  ['inline (workers: 0)', 0],
-])('chunk reads %s', (_name, workers) => {
+  ['on 2 worker threads', 2, true],
+  ['on 2 worker threads without the native zstd decoder', 2, false],
+  ['inline (workers: 0)', 0, true],
+])('chunk reads %s', (_name, workers, nativeZstd) => {
+  const setChunkWorkers = (n: number): void => setChunkWorkerCount(n, { nativeZstd });
   it.each([
     ['zstd', ZSTD, 'text'],
     ['deflate', DEFLATE, 'text'],
     ['none', NONE, 'text'],
     ['zstd, incompressible (stored raw)', ZSTD, 'random'],
   ] as Array<[string, Codec, 'text' | 'random']>)('%s: every flipped bit tried is an error, never data', async (_c, codec, kind) => {
-    setChunkWorkerCount(workers);
+    setChunkWorkers(workers);
     const store = new ChunkStore(path.join(dir(), 'chunks'), codec);
     const data = content(kind, 256 * 1024, 1);
     const digest = sha(data);
@@ -51,6 +53,14 @@ describe.each([
     const file = store.pathOf(digest.toString('hex'));
     const good = fs.readFileSync(file);
     expect(Buffer.from(await store.readChunk(digest)).equals(data)).toBe(true);
+    const shared = new Uint8Array(new SharedArrayBuffer(data.length));
+    await store.readChunkInto(digest, shared);
+    expect(Buffer.from(shared).equals(data)).toBe(true);
+    const sinkPath = path.join(dir(), 'restored');
+    const sinkFd = fs.openSync(sinkPath, 'w+');
+    const sink = { fd: sinkFd, path: sinkPath };
+    await store.copyChunkTo(digest, sink, 4096);
+    expect(fs.readFileSync(sinkPath).subarray(4096).equals(data)).toBe(true);
     // Header bytes that matter (magic, version, codec, length) and 48 payload positions spread over the file.
     const positions = [0, 3, 4, 5, 8, 11, ...Array.from({ length: 48 }, (_, k) => 16 + Math.floor(((good.length - 17) * k) / 47))];
     let sameData = 0;
@@ -60,13 +70,24 @@ describe.each([
         bad[pos]! ^= 1 << bit;
         fs.writeFileSync(file, bad);
         const got = await store.readChunk(digest).catch((err: unknown) => err);
+        // The same chunk into shared memory (a migration's buffer) and into a file (a restore).
+        shared.fill(0);
+        const into = await store.readChunkInto(digest, shared).catch((err: unknown) => err);
+        fs.writeFileSync(sink.path, Buffer.alloc(0));
+        const copied = await store.copyChunkTo(digest, sink, 4096).catch((err: unknown) => err);
         if (got instanceof Uint8Array) {
           // Deflate's last byte has padding bits no decoder reads: the same data, never other data.
           expect(codec, `bit ${bit} of byte ${pos}`).toBe(DEFLATE);
           expect(Buffer.from(got).equals(data)).toBe(true);
+          expect(into).toBeUndefined();
+          expect(copied).toBeUndefined();
           sameData++;
         } else {
           expect(got, `bit ${bit} of byte ${pos}`).toMatchObject({ code: 'ERR_CHUNK_CORRUPT' });
+          expect(into, `bit ${bit} of byte ${pos}, readChunkInto`).toMatchObject({ code: 'ERR_CHUNK_CORRUPT' });
+          expect(copied, `bit ${bit} of byte ${pos}, copyChunkTo`).toMatchObject({ code: 'ERR_CHUNK_CORRUPT' });
+          // Nothing unverified reached the file (a worker writes only after the check).
+          expect(fs.statSync(sink.path).size, `bit ${bit} of byte ${pos}: bytes written`).toBe(0);
         }
       }
     }
@@ -79,10 +100,28 @@ describe.each([
     await expect(store.readChunk(digest)).rejects.toMatchObject({ code: 'ERR_CHUNK_MISSING' });
     fs.writeFileSync(file, good);
     expect(Buffer.from(await store.readChunk(digest)).equals(data)).toBe(true);
+    // Shared memory of the wrong size is refused, not overrun.
+    await expect(store.readChunkInto(digest, new Uint8Array(new SharedArrayBuffer(data.length - 1)))).rejects.toMatchObject({ code: 'ERR_CHUNK_CORRUPT' });
+    fs.closeSync(sinkFd);
+  });
+
+  it('a write to a sink that fails is the target’s error, not the chunk’s', async () => {
+    setChunkWorkers(workers);
+    const store = new ChunkStore(path.join(dir(), 'chunks'), ZSTD);
+    const data = content('text', 64 * 1024, 5);
+    await store.put(sha(data), data);
+    const p = path.join(dir(), 'ro');
+    fs.writeFileSync(p, '');
+    const fd = fs.openSync(p, 'r'); // not open for writing: EBADF
+    try {
+      await expect(store.copyChunkTo(sha(data), { fd, path: p }, 0)).rejects.toMatchObject({ name: 'BlockError', code: 'EIO', message: expect.stringContaining(p) });
+    } finally {
+      fs.closeSync(fd);
+    }
   });
 
   it('a chunk stored under another chunk’s name is corrupt', async () => {
-    setChunkWorkerCount(workers);
+    setChunkWorkers(workers);
     const store = new ChunkStore(path.join(dir(), 'chunks'), ZSTD);
     const a = content('text', 100_000, 2);
     const b = content('text', 100_000, 3);
@@ -93,7 +132,7 @@ describe.each([
   });
 
   it('many concurrent reads each get their own chunk', async () => {
-    setChunkWorkerCount(workers);
+    setChunkWorkers(workers);
     const store = new ChunkStore(path.join(dir(), 'chunks'), ZSTD);
     const chunks = Array.from({ length: 40 }, (_, i) => content(i % 3 === 0 ? 'random' : 'text', 64 * 1024 + i, i));
     for (const c of chunks) await store.put(sha(c), c);
