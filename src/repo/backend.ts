@@ -37,6 +37,14 @@ export interface StoredChunk {
   size: number;
 }
 
+export interface ReadChunkOptions {
+  /**
+   * Recompute the chunk's full digest (sha256, or HMAC-SHA256 when encrypted) even when its file
+   * carries the fast check (format.ts CHUNK_FLAG_CHECK): `rebound verify`.
+   */
+  full?: boolean;
+}
+
 /**
  * An open file a chunk can be written into from any thread (a restore's target file): its
  * descriptor, valid until its owner closes it, and its path for messages.
@@ -61,8 +69,11 @@ export interface ChunkBackend extends ChunkReader {
   claim(): { set: ClaimSet; release: () => void };
   isClaimed(hex: string): boolean;
   put(digest: Uint8Array, raw: Uint8Array, claims?: ClaimSet): Promise<PutResult>;
-  /** Reads and verifies a chunk from the store itself (never from a cache: verify uses it). */
-  readChunk(digest: Uint8Array): Promise<Uint8Array>;
+  /**
+   * Reads and verifies a chunk from the store itself (never from a cache: verify uses it, with
+   * `full`: the full digest even for a chunk that carries the fast check, format.ts).
+   */
+  readChunk(digest: Uint8Array, opts?: ReadChunkOptions): Promise<Uint8Array>;
   /**
    * Reads and verifies a chunk as readChunk does and writes it into `sink` at `offset`, without
    * handing it to the caller (local: on a chunk worker). A failure to write is a BlockError

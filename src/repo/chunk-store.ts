@@ -3,8 +3,10 @@
  * ChunkReader that RepoImage reads through.
  *
  * Design notes:
- *  - A chunk's name is the sha256 of its uncompressed bytes; every read re-hashes and compares, so
- *    a damaged or swapped file is ERR_CHUNK_CORRUPT, never wrong data.
+ *  - A chunk's name is the sha256 of its uncompressed bytes. Every read checks the chunk against its
+ *    name: by the CRC-32 of name and bytes its header carries (chunks written since the check
+ *    existed), or by re-hashing (older chunks; `full`: verify), so a damaged or swapped file is
+ *    ERR_CHUNK_CORRUPT, never wrong data (docs/repository-format.md, "What a read proves").
  *  - Writes go to a temp name in the same directory and are renamed into place: a chunk file is
  *    either complete or absent. Durability is batched: `syncAll()` (one syncfs of the filesystem)
  *    runs before a restore point that references new chunks is committed.
@@ -27,14 +29,14 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
-import type { ChunkBackend, ClaimSet, FileSink, PutResult, StoredChunk } from './backend.js';
+import type { ChunkBackend, ClaimSet, FileSink, PutResult, ReadChunkOptions, StoredChunk } from './backend.js';
 import { ChunkBookkeeping } from './chunk-bookkeeping.js';
 import { BlockError, ReboundError } from '../errors.js';
 import { chunkPool, loadChunkIntoOnWorker, loadChunkOnWorker, loadChunkToFileOnWorker, sealOnWorker } from './chunk-worker.js';
 import { pwrite } from '../util/file-io.js';
 import { codecById, NONE, type Codec } from './codec.js';
 import { WorkerPoolError } from '../util/worker-pool.js';
-import { CHUNK_HEADER_BYTES, decodeChunkHeader, digestHex, encodeChunkHeader } from './format.js';
+import { CHUNK_HEADER_BYTES, chunkCheck, decodeChunkHeader, digestHex, encodeChunkHeader } from './format.js';
 import { chunkDigest, seal, unseal, type RepoKeys } from './repo-crypto.js';
 
 /**
@@ -81,7 +83,7 @@ export class ChunkStore extends ChunkBookkeeping implements ChunkBackend {
     await this.#deleting.get(hex);
     const file = this.pathOf(hex);
     if (await exists(file)) return { stored: false, bytes: 0 };
-    const { header, payload } = await encodeChunkFile(raw, this.codec);
+    const { header, payload } = await encodeChunkFile(raw, this.codec, digest);
     const parts = this.keys ? [await sealChunk(this.keys, digest, header, payload)] : [header, payload];
     await fs.promises.mkdir(path.dirname(file), { recursive: true });
     const tmp = path.join(this.tmpDir, `chunk-${hex}-${crypto.randomBytes(4).toString('hex')}`);
@@ -101,12 +103,12 @@ export class ChunkStore extends ChunkBookkeeping implements ChunkBackend {
   }
 
   /** Reads, decompresses and verifies a chunk. */
-  async readChunk(digest: Uint8Array): Promise<Uint8Array> {
+  async readChunk(digest: Uint8Array, opts: ReadChunkOptions = {}): Promise<Uint8Array> {
     const pool = chunkPool();
-    if (!pool) return this.#readInline(digest);
+    if (!pool) return this.#readInline(digest, opts);
     const hex = digestHex(digest);
     try {
-      return await loadChunkOnWorker(pool, this.pathOf(hex), digest, this.keys);
+      return await loadChunkOnWorker(pool, this.pathOf(hex), digest, this.keys, opts.full);
     } catch (err) {
       throw this.#workerError(err, hex);
     }
@@ -165,7 +167,7 @@ export class ChunkStore extends ChunkBookkeeping implements ChunkBackend {
     return new ReboundError('ERR_REPO_IO', `reading chunk ${hex}: ${(err as Error).message}`, { cause: err, details });
   }
 
-  async #readInline(digest: Uint8Array): Promise<Uint8Array> {
+  async #readInline(digest: Uint8Array, opts: ReadChunkOptions = {}): Promise<Uint8Array> {
     const hex = digestHex(digest);
     let data: Buffer;
     try {
@@ -176,7 +178,7 @@ export class ChunkStore extends ChunkBookkeeping implements ChunkBackend {
       }
       throw storeError(err, `reading chunk ${hex}`);
     }
-    return decodeChunkFile(data, digest, this.keys);
+    return decodeChunkFile(data, digest, this.keys, opts);
   }
 
   /** Every stored chunk (hex digest and file mtime), for gc and verify. */
@@ -222,18 +224,19 @@ export class ChunkStore extends ChunkBookkeeping implements ChunkBackend {
 
 /**
  * Checks and decodes the bytes of a stored chunk (header + payload, format.ts; sealed in an
- * envelope with `keys`, repo-crypto.ts): decrypts, decompresses, re-hashes (sha256, or HMAC with
- * the id key) and compares with `digest`. ERR_CHUNK_CORRUPT for anything else. Runs here, on the
+ * envelope with `keys`, repo-crypto.ts): decrypts, decompresses and checks the chunk against
+ * `digest` (its fast check, or re-hashed: sha256, or HMAC with the id key, always with `full`).
+ * ERR_CHUNK_CORRUPT for anything else. Runs here, on the
  * calling thread (the chunk workers do the same when they exist: chunk-worker.ts).
  */
-export async function decodeChunkFile(data: Uint8Array, digest: Uint8Array, keys?: RepoKeys): Promise<Uint8Array> {
+export async function decodeChunkFile(data: Uint8Array, digest: Uint8Array, keys?: RepoKeys, opts: ReadChunkOptions = {}): Promise<Uint8Array> {
   const hex = digestHex(digest);
   if (keys) {
     const plain = unseal(keys.encKey, 'chunk', digest, data);
     if (!plain) throw new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${hex} does not decrypt (wrong key, damaged, or another object)`, { details: { chunk: hex } });
     data = plain;
   }
-  const { codecId, rawLength } = decodeChunkHeader(data, hex);
+  const { codecId, rawLength, check } = decodeChunkHeader(data, hex);
   let raw: Uint8Array;
   try {
     raw = await codecById(codecId).decompress(data.subarray(CHUNK_HEADER_BYTES), rawLength);
@@ -241,8 +244,9 @@ export async function decodeChunkFile(data: Uint8Array, digest: Uint8Array, keys
     if (err instanceof ReboundError) throw err;
     throw new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${hex} does not decompress`, { cause: err, details: { chunk: hex } });
   }
-  const actual = keys ? chunkDigest(raw, keys) : await sha256(raw);
-  if (raw.length !== rawLength || !actual.equals(digest)) {
+  // The fast check where the file has one (plaintext repositories; docs/repository-format.md).
+  const verified = raw.length === rawLength && (check !== undefined && !keys && !opts.full ? chunkCheck(digest, raw) === check : (keys ? chunkDigest(raw, keys) : await sha256(raw)).equals(digest));
+  if (!verified) {
     throw new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${hex} is corrupt (content does not match its digest)`, { details: { chunk: hex } });
   }
   return raw;
@@ -262,16 +266,16 @@ export async function sealChunk(keys: RepoKeys, digest: Uint8Array, header: Buff
 }
 
 /**
- * The bytes a chunk is stored as (header + payload): compressed with `codec` unless that does not
- * shrink it (then codec 0).
+ * The bytes chunk `digest` is stored as (header + payload): compressed with `codec` unless that does
+ * not shrink it (then codec 0), with the fast check of the chunk in its header (format.ts).
  */
-export async function encodeChunkFile(raw: Uint8Array, codec: Codec): Promise<{ header: Buffer; payload: Uint8Array }> {
+export async function encodeChunkFile(raw: Uint8Array, codec: Codec, digest: Uint8Array): Promise<{ header: Buffer; payload: Uint8Array }> {
   let payload = await codec.compress(raw);
   if (payload.length >= raw.length) {
     codec = NONE;
     payload = raw;
   }
-  return { header: encodeChunkHeader(codec.id, raw.length), payload };
+  return { header: encodeChunkHeader(codec.id, raw.length, chunkCheck(digest, raw)), payload };
 }
 
 async function exists(file: string): Promise<boolean> {

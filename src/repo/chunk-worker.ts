@@ -6,10 +6,11 @@
  * Design notes:
  *  - `load` does the whole read path of one chunk file in the worker: open, read the 16-byte header
  *    and the payload (synchronously: page-cache reads cost less than a thread-pool round trip),
- *    decompress, sha256, compare with the name. Only a verified chunk is answered; anything else
- *    is an error code (MISSING, CORRUPT, IO) the ChunkStore turns into ERR_CHUNK_MISSING /
- *    ERR_CHUNK_CORRUPT / ERR_REPO_IO. The check is the same full sha256 as before: moving it to a
- *    thread changes where it runs, not what it proves (docs/repository-format.md).
+ *    decompress, check against the name. Only a verified chunk is answered; anything else is an
+ *    error code (MISSING, CORRUPT, IO) the ChunkStore turns into ERR_CHUNK_MISSING /
+ *    ERR_CHUNK_CORRUPT / ERR_REPO_IO. The check is the CRC-32 of name and bytes a chunk's header
+ *    carries (format.ts), or the full sha256 for chunks without one, for encrypted repositories
+ *    (HMAC) and when the task says `full` (verify): docs/repository-format.md, "What a read proves".
  *  - Compressed payloads are read into a few reused buffers per worker (a fresh 1 MiB allocation
  *    per chunk costs page faults and GC); an uncompressed (codec 0) payload is read straight into
  *    the chunk's place (below).
@@ -40,7 +41,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import { ADDON_PATH } from '../native/addon.js';
 import { WorkerPool } from '../util/worker-pool.js';
-import { CHUNK_FILE_VERSION, CHUNK_HEADER_BYTES, CHUNK_MAGIC } from './format.js';
+import { CHUNK_FILE_VERSION, CHUNK_FLAG_CHECK, CHUNK_HEADER_BYTES, CHUNK_MAGIC } from './format.js';
 import { ENVELOPE_HEADER_BYTES, ENVELOPE_MAGIC, ENVELOPE_VERSION, ObjectKind, type ObjectKindName, type RepoKeys } from './repo-crypto.js';
 
 const SOURCE = String.raw`
@@ -59,7 +60,7 @@ try {
 } catch {
   native = undefined;
 }
-const HEADER = workerData.headerBytes, MAGIC = workerData.magic, VERSION = workerData.version;
+const HEADER = workerData.headerBytes, MAGIC = workerData.magic, VERSION = workerData.version, FLAG_CHECK = workerData.flagCheck;
 const ENV_HEADER = workerData.envHeaderBytes, ENV_MAGIC = workerData.envMagic, ENV_VERSION = workerData.envVersion;
 
 class TaskError extends Error {
@@ -142,24 +143,36 @@ async function decompress(codec, payload, rawLength, place) {
     throw new TaskError('CORRUPT', 'does not decompress');
   }
 }
+// A chunk file's header (format.ts): codec, raw length and the fast check (undefined: none).
+function header(h) {
+  const flags = h.readUInt16BE(6);
+  if (h.readUInt32BE(0) !== MAGIC || h[4] !== VERSION || (flags & ~FLAG_CHECK) !== 0) throw new TaskError('CORRUPT', 'has a bad header');
+  if (h[5] > 2) throw new TaskError('CORRUPT', 'has unknown codec ' + h[5]);
+  return { codec: h[5], rawLength: h.readUInt32BE(8), check: flags & FLAG_CHECK ? h.readUInt32BE(12) : undefined };
+}
+// Whether raw is the chunk named digest: by the fast check (CRC-32 of name and bytes) when the file
+// has one and neither encryption nor 'full' asks for the digest, else by the digest itself.
+function verified(raw, digest, keys, check, full) {
+  if (check !== undefined && !keys && !full) return (zlib.crc32(raw, zlib.crc32(digest)) >>> 0) === check;
+  return digestOf(raw, keys).equals(digest);
+}
 // A verified chunk in place(): copied there unless it was decoded there.
-function settle(raw, rawLength, digest, keys, place) {
-  if (raw.length !== rawLength || !digestOf(raw, keys).equals(digest)) throw new TaskError('CORRUPT', 'is corrupt (content does not match its digest)');
+function settle(raw, h, digest, keys, place, full) {
+  if (raw.length !== h.rawLength || !verified(raw, digest, keys, h.check, full)) throw new TaskError('CORRUPT', 'is corrupt (content does not match its digest)');
   const dst = place(raw.length);
   if (dst.buffer !== raw.buffer || dst.byteOffset !== raw.byteOffset) raw.copy(dst);
   return dst;
 }
 // A whole stored chunk (header + payload, sealed if keys) -> the verified chunk in place().
-async function decodeStored(stored, digest, keys, place) {
+async function decodeStored(stored, digest, keys, place, full) {
   const b = keys ? unsealChunk(keys.encKey, digest, stored) : stored;
-  if (b.length < HEADER || b.readUInt32BE(0) !== MAGIC || b[4] !== VERSION) throw new TaskError('CORRUPT', 'has a bad header');
-  const codec = b[5], rawLength = b.readUInt32BE(8), payload = b.subarray(HEADER);
-  if (codec > 2) throw new TaskError('CORRUPT', 'has unknown codec ' + codec);
-  const raw = codec === 0 ? payload : await decompress(codec, payload, rawLength, place);
-  return settle(raw, rawLength, digest, keys, place);
+  if (b.length < HEADER) throw new TaskError('CORRUPT', 'has a bad header');
+  const h = header(b), payload = b.subarray(HEADER);
+  const raw = h.codec === 0 ? payload : await decompress(h.codec, payload, h.rawLength, place);
+  return settle(raw, h, digest, keys, place, full);
 }
 // A chunk file -> the verified chunk in place().
-async function load(file, digest, keys, place) {
+async function load(file, digest, keys, place, full) {
   if (keys) {
     let stored;
     try {
@@ -167,7 +180,7 @@ async function load(file, digest, keys, place) {
     } catch (e) {
       throw new TaskError(e.code === 'ENOENT' ? 'MISSING' : 'IO', e.message);
     }
-    return decodeStored(stored, digest, keys, place);
+    return decodeStored(stored, digest, keys, place, full);
   }
   let fd;
   try {
@@ -178,16 +191,14 @@ async function load(file, digest, keys, place) {
   try {
     const size = fs.fstatSync(fd).size;
     if (size < HEADER) throw new TaskError('CORRUPT', 'has a bad header');
-    const h = Buffer.allocUnsafe(HEADER);
-    readFully(fd, h, 0);
-    if (h.readUInt32BE(0) !== MAGIC || h[4] !== VERSION) throw new TaskError('CORRUPT', 'has a bad header');
-    const codec = h[5], rawLength = h.readUInt32BE(8), plen = size - HEADER;
-    if (codec > 2) throw new TaskError('CORRUPT', 'has unknown codec ' + codec);
-    if (codec === 0) {
-      if (plen !== rawLength) throw new TaskError('CORRUPT', 'is corrupt (content does not match its digest)');
-      const raw = place(rawLength);
+    const hb = Buffer.allocUnsafe(HEADER);
+    readFully(fd, hb, 0);
+    const h = header(hb), plen = size - HEADER;
+    if (h.codec === 0) {
+      if (plen !== h.rawLength) throw new TaskError('CORRUPT', 'is corrupt (content does not match its digest)');
+      const raw = place(h.rawLength);
       readFully(fd, raw, HEADER);
-      return settle(raw, rawLength, digest, undefined, place);
+      return settle(raw, h, digest, undefined, place, full);
     }
     const buf = take(plen);
     try {
@@ -195,7 +206,7 @@ async function load(file, digest, keys, place) {
       readFully(fd, payload, HEADER);
       fs.closeSync(fd);
       fd = undefined;
-      return settle(await decompress(codec, payload, rawLength, place), rawLength, digest, undefined, place);
+      return settle(await decompress(h.codec, payload, h.rawLength, place), h, digest, undefined, place, full);
     } finally {
       give(buf);
     }
@@ -220,7 +231,7 @@ function keysOf(m) {
 parentPort.on('message', async (m) => {
   try {
     if (m.op === 'load') {
-      const raw = await load(m.file, Buffer.from(m.digest), keysOf(m), placer((n) => Buffer.allocUnsafeSlow(n)));
+      const raw = await load(m.file, Buffer.from(m.digest), keysOf(m), placer((n) => Buffer.allocUnsafeSlow(n)), m.full);
       parentPort.postMessage({ id: m.id, ok: true, value: raw.buffer }, [raw.buffer]);
     } else if (m.op === 'loadInto') {
       const into = placer((n) => {
@@ -239,7 +250,7 @@ parentPort.on('message', async (m) => {
         if (spareBuf) give(spareBuf);
       }
     } else if (m.op === 'decode') {
-      const raw = await decodeStored(Buffer.from(m.buf, m.offset, m.length), Buffer.from(m.digest), keysOf(m), placer((n) => Buffer.allocUnsafeSlow(n)));
+      const raw = await decodeStored(Buffer.from(m.buf, m.offset, m.length), Buffer.from(m.digest), keysOf(m), placer((n) => Buffer.allocUnsafeSlow(n)), m.full);
       // The stored bytes go back too (the disk cache keeps them); raw is new memory, moved.
       parentPort.postMessage({ id: m.id, ok: true, value: { raw: raw.buffer, buf: m.buf } }, [raw.buffer, m.buf]);
     } else if (m.op === 'seal') {
@@ -295,6 +306,7 @@ export function chunkPool(): WorkerPool | undefined {
       zstd: createRequire(import.meta.url).resolve('@mongodb-js/zstd/bindings.js'),
       addon: nativeZstd ? ADDON_PATH : undefined,
       headerBytes: CHUNK_HEADER_BYTES,
+      flagCheck: CHUNK_FLAG_CHECK,
       magic: CHUNK_MAGIC,
       version: CHUNK_FILE_VERSION,
       envHeaderBytes: ENVELOPE_HEADER_BYTES,
@@ -319,8 +331,8 @@ function movable(buf: Uint8Array): Uint8Array {
  * Reads, decrypts (with `keys`), decompresses and verifies one chunk file on a worker; rejects
  * with WorkerPoolError codes MISSING, CORRUPT, IO.
  */
-export async function loadChunkOnWorker(p: WorkerPool, file: string, digest: Uint8Array, keys?: RepoKeys): Promise<Buffer> {
-  const ab = await p.run<ArrayBuffer>({ op: 'load', file, digest: Uint8Array.from(digest), ...keyFields(keys) });
+export async function loadChunkOnWorker(p: WorkerPool, file: string, digest: Uint8Array, keys?: RepoKeys, full = false): Promise<Buffer> {
+  const ab = await p.run<ArrayBuffer>({ op: 'load', file, digest: Uint8Array.from(digest), full, ...keyFields(keys) });
   return Buffer.from(ab);
 }
 
@@ -349,10 +361,10 @@ export async function loadChunkToFileOnWorker(p: WorkerPool, file: string, diges
  * fetched from a bucket). `stored` is moved there and back: use the answer's `stored`, the
  * argument may be detached. Rejects with WorkerPoolError code CORRUPT.
  */
-export async function decodeChunkOnWorker(p: WorkerPool, stored: Uint8Array, digest: Uint8Array, keys?: RepoKeys): Promise<{ raw: Buffer; stored: Buffer }> {
+export async function decodeChunkOnWorker(p: WorkerPool, stored: Uint8Array, digest: Uint8Array, keys?: RepoKeys, full = false): Promise<{ raw: Buffer; stored: Buffer }> {
   const own = movable(stored);
   const ab = own.buffer as ArrayBuffer;
-  const r = await p.run<{ raw: ArrayBuffer; buf: ArrayBuffer }>({ op: 'decode', buf: ab, offset: 0, length: own.byteLength, digest: Uint8Array.from(digest), ...keyFields(keys) }, [ab]);
+  const r = await p.run<{ raw: ArrayBuffer; buf: ArrayBuffer }>({ op: 'decode', buf: ab, offset: 0, length: own.byteLength, digest: Uint8Array.from(digest), full, ...keyFields(keys) }, [ab]);
   return { raw: Buffer.from(r.raw), stored: Buffer.from(r.buf) };
 }
 

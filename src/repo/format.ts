@@ -21,6 +21,7 @@
  * synced before point.json is written and the point directory is renamed into place, so an
  * interrupted backup leaves at most a tmp/ directory and unreferenced chunks, which gc removes.
  */
+import zlib from 'node:zlib';
 import { ReboundError } from '../errors.js';
 
 export const REPO_FORMAT = 'rebound-repo';
@@ -30,26 +31,44 @@ export const ZERO_DIGEST = new Uint8Array(DIGEST_BYTES);
 
 // ---- chunk files ---------------------------------------------------------------------------
 
-/** Chunk file header: magic "RBCK", u8 version, u8 codec, u16 reserved, u32 raw length, u32 reserved. */
+/**
+ * Chunk file header: magic "RBCK", u8 version, u8 codec, u16 flags, u32 raw length, u32 check.
+ * Flag CHUNK_FLAG_CHECK: `check` is chunkCheck(name, chunk), and reads may verify that instead of
+ * the full digest (docs/repository-format.md, "What a read proves"). Chunks written before the flag
+ * existed have flags 0 and are verified by their full digest. Unknown flags make the file corrupt.
+ */
 export const CHUNK_MAGIC = 0x5242434b; // "RBCK"
 export const CHUNK_HEADER_BYTES = 16;
 export const CHUNK_FILE_VERSION = 1;
+export const CHUNK_FLAG_CHECK = 1;
 
-export function encodeChunkHeader(codecId: number, rawLength: number): Buffer {
+/**
+ * The fast check of a chunk: CRC-32 (zlib's) of its name followed by its uncompressed bytes, so
+ * it catches damage to the bytes and a file that carries another chunk.
+ */
+export function chunkCheck(digest: Uint8Array, raw: Uint8Array): number {
+  return zlib.crc32(raw, zlib.crc32(digest));
+}
+
+export function encodeChunkHeader(codecId: number, rawLength: number, check?: number): Buffer {
   const b = Buffer.alloc(CHUNK_HEADER_BYTES);
   b.writeUInt32BE(CHUNK_MAGIC, 0);
   b[4] = CHUNK_FILE_VERSION;
   b[5] = codecId;
+  if (check !== undefined) {
+    b.writeUInt16BE(CHUNK_FLAG_CHECK, 6);
+    b.writeUInt32BE(check >>> 0, 12);
+  }
   b.writeUInt32BE(rawLength, 8);
   return b;
 }
 
-export function decodeChunkHeader(b: Uint8Array, what: string): { codecId: number; rawLength: number } {
+export function decodeChunkHeader(b: Uint8Array, what: string): { codecId: number; rawLength: number; check: number | undefined } {
   const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
-  if (buf.length < CHUNK_HEADER_BYTES || buf.readUInt32BE(0) !== CHUNK_MAGIC || buf[4] !== CHUNK_FILE_VERSION) {
+  if (buf.length < CHUNK_HEADER_BYTES || buf.readUInt32BE(0) !== CHUNK_MAGIC || buf[4] !== CHUNK_FILE_VERSION || (buf.readUInt16BE(6) & ~CHUNK_FLAG_CHECK) !== 0) {
     throw new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${what} has a bad header`);
   }
-  return { codecId: buf[5]!, rawLength: buf.readUInt32BE(8) };
+  return { codecId: buf[5]!, rawLength: buf.readUInt32BE(8), check: buf.readUInt16BE(6) & CHUNK_FLAG_CHECK ? buf.readUInt32BE(12) : undefined };
 }
 
 // ---- fixed index -----------------------------------------------------------------------------

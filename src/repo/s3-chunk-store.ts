@@ -21,7 +21,7 @@
  *    gateways do is coordinated through the bucket (s3-lease.ts, gc-s3.ts).
  */
 import { ReboundError } from '../errors.js';
-import type { ChunkBackend, ClaimSet, PutResult, StoredChunk } from './backend.js';
+import type { ChunkBackend, ClaimSet, PutResult, ReadChunkOptions, StoredChunk } from './backend.js';
 import { ChunkBookkeeping } from './chunk-bookkeeping.js';
 import { decodeChunkFile, encodeChunkFile, sealChunk } from './chunk-store.js';
 import type { Codec } from './codec.js';
@@ -62,7 +62,7 @@ export class S3ChunkStore extends ChunkBookkeeping implements ChunkBackend {
     const hex = digestHex(digest);
     claims?.add(hex);
     if (await this.objects.head(chunkKey(hex))) return { stored: false, bytes: 0 };
-    const { header, payload } = await encodeChunkFile(raw, this.codec);
+    const { header, payload } = await encodeChunkFile(raw, this.codec, digest);
     const body = await this.#seal(digest, header, payload);
     await this.objects.put(chunkKey(hex), body);
     this.countStored(body.length);
@@ -70,8 +70,8 @@ export class S3ChunkStore extends ChunkBookkeeping implements ChunkBackend {
   }
 
   /** From the bucket, verified (never from a cache). */
-  async readChunk(digest: Uint8Array): Promise<Uint8Array> {
-    const { raw } = await this.#fetch(digest);
+  async readChunk(digest: Uint8Array, opts: ReadChunkOptions = {}): Promise<Uint8Array> {
+    const { raw } = await this.#fetch(digest, opts);
     return raw;
   }
 
@@ -92,7 +92,7 @@ export class S3ChunkStore extends ChunkBookkeeping implements ChunkBackend {
     return pending;
   }
 
-  async #fetch(digest: Uint8Array): Promise<{ raw: Uint8Array; stored: Buffer }> {
+  async #fetch(digest: Uint8Array, opts: ReadChunkOptions = {}): Promise<{ raw: Uint8Array; stored: Buffer }> {
     const hex = digestHex(digest);
     let stored: Buffer | undefined;
     try {
@@ -102,13 +102,12 @@ export class S3ChunkStore extends ChunkBookkeeping implements ChunkBackend {
       throw new ReboundError(code, `reading chunk ${hex}: ${(err as Error).message}`, { cause: err, details: { chunk: hex } });
     }
     if (!stored) throw new ReboundError('ERR_CHUNK_MISSING', `chunk ${hex} is missing from the repository (${this.pathOf(hex)})`, { details: { chunk: hex } });
-    if (!this.keys) return { raw: await decodeChunkFile(stored, digest), stored };
-    // Encrypted: decrypt, decompress and verify on a chunk worker (AES-GCM and the HMAC are CPU
-    // work that must not hold the event loop); inline only with workers off.
+    // Decrypt (if encrypted), decompress and verify on a chunk worker (CPU work that must not hold
+    // the event loop); inline only with workers off.
     const pool = chunkPool();
-    if (!pool) return { raw: await decodeChunkFile(stored, digest, this.keys), stored };
+    if (!pool) return { raw: await decodeChunkFile(stored, digest, this.keys, opts), stored };
     try {
-      return await decodeChunkOnWorker(pool, stored, digest, this.keys);
+      return await decodeChunkOnWorker(pool, stored, digest, this.keys, opts.full);
     } catch (err) {
       const details = { chunk: hex };
       if (err instanceof WorkerPoolError && err.code === 'CORRUPT') throw new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${hex} ${err.message}`, { details });

@@ -5,9 +5,10 @@
  * Design notes:
  *  - Pass 1 reads the selected points' indexes into one set of distinct digests (each chunk is
  *    checked once however many points share it), then checks them with a few concurrent
- *    `store.readChunk()` calls. That call decompresses and compares the sha256 with the chunk's
- *    name; the shared cache (and an S3 repository's disk cache) is bypassed on purpose, it would
- *    answer from memory or local disk rather than from the repository.
+ *    `store.readChunk(digest, { full: true })` calls. That call decompresses and compares the full
+ *    sha256 (not the fast check a chunk file also carries, format.ts) with the chunk's name; the
+ *    shared cache (and an S3 repository's disk cache) is bypassed on purpose, it would answer from
+ *    memory or local disk rather than from the repository.
  *  - Only if something is bad does pass 2 re-read indexes to find who references the bad chunks.
  *    It looks at *every* point in the repository, not just the selection: a bad chunk breaks all
  *    points that share it, and the operator needs the whole list. Keeping (point, disk, chunk#)
@@ -133,7 +134,7 @@ export async function verify(repo: Repository, opts: VerifyOptions = {}): Promis
       signal?.throwIfAborted();
       const hex = next.value;
       try {
-        const raw = await repo.store.readChunk(Buffer.from(hex, 'hex'));
+        const raw = await repo.store.readChunk(Buffer.from(hex, 'hex'), { full: true });
         bytes += raw.length;
       } catch (err) {
         problems.set(hex, { error: classify(err), message: errorText(err) });

@@ -59,7 +59,7 @@ function text(size: number, seed: number): Buffer {
 /** An encrypted chunk as an S3 repository stores it: sealed(header + compressed payload), named by the HMAC. */
 async function sealedChunk(raw: Buffer, k: RepoKeys = keys): Promise<{ digest: Buffer; hex: string; stored: Buffer }> {
   const digest = chunkDigest(raw, k);
-  const { header, payload } = await encodeChunkFile(raw, ZSTD);
+  const { header, payload } = await encodeChunkFile(raw, ZSTD, digest);
   return { digest, hex: digest.toString('hex'), stored: seal(k.encKey, 'chunk', digest, [header, payload]) };
 }
 
@@ -189,7 +189,7 @@ describe.each([
     const other = await sealedChunk(text(256 * 1024, 5));
     await expect(decode(other.stored, c.digest, keys)).rejects.toThrow(corrupt); // another chunk's object under this name
     // Right key, but an object not sealed: refused as well.
-    const { header, payload } = await encodeChunkFile(raw, ZSTD);
+    const { header, payload } = await encodeChunkFile(raw, ZSTD, c.digest);
     await expect(decode(Buffer.concat([header, payload]), c.digest, keys)).rejects.toThrow(corrupt);
   });
 
@@ -199,7 +199,7 @@ describe.each([
     if (!pool) return;
     const raw = text(100_000, 6);
     const digest = chunkDigest(raw, keys);
-    const { header, payload } = await encodeChunkFile(raw, ZSTD);
+    const { header, payload } = await encodeChunkFile(raw, ZSTD, digest);
     const plain = Buffer.concat([header, payload]);
     const onWorker = await sealOnWorker(pool, keys.encKey, 'chunk', digest, Buffer.from(plain));
     expect(unseal(keys.encKey, 'chunk', digest, onWorker)!.equals(plain)).toBe(true);

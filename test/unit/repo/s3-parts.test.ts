@@ -22,7 +22,7 @@ async function chunk(seed: number): Promise<{ digest: Buffer; hex: string; raw: 
   const raw = crypto.createHash('sha512').update(String(seed)).digest();
   const big = Buffer.concat(Array.from({ length: 256 }, (_, i) => Buffer.concat([raw, Buffer.from([i])])));
   const digest = crypto.createHash('sha256').update(big).digest();
-  const { header, payload } = await encodeChunkFile(big, ZSTD);
+  const { header, payload } = await encodeChunkFile(big, ZSTD, digest);
   return { digest, hex: digest.toString('hex'), raw: big, stored: Buffer.concat([header, payload]) };
 }
 
