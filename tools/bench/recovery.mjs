@@ -150,6 +150,8 @@ async function main() {
             q = await startServer({ name: 'qemu-nbd', cmd: 'qemu-nbd', args: ['-f', 'raw', '-t', '-k', qsock, out], sock: qsock, uri: `nbd+unix:///?socket=${qsock}`, dir: tmpDir, logName: `qemu-nbd-target-${i}-${who}` });
             to = q.uri;
           }
+          // No writeback of earlier steps (the image, the backup, the last copy) competes with this one.
+          await run('sync', [], { timeoutMs: 120_000 });
           try {
             if (who === 'rebound') {
               const name = `mig-${kind}-${i}`;

@@ -20,13 +20,14 @@
  *   5. the same 2 % change as a dirty-bitmap incremental: the base image converted to qcow2,
  *      full backup from `qemu-nbd -r -f qcow2`, `qemu-img bitmap --add`, the writes through
  *      qemu-io, `qemu-nbd -B`, `rebound backup --dirty-bitmap` -> bytes read vs dirty chunks
- *   6. full restore to a file against `qemu-img convert -O raw` of the raw image (best of 2 each)
+ *   6. full restore to a file against `qemu-img convert -O raw` of the raw image (best of 3 each),
+ *      and the same backups and restore with restic and a local repository (when restic is installed)
  *   7. random reads against `nbdkit -r file` of the changed raw image: cold and warm, queue
  *      depth 32 and 1, and warm with a small (--small-cache) chunk cache.
  * The page cache is warm for every server alike (the image and the repository's chunk files were
  * just written); "cold" means rebound's own chunk cache is empty.
  *
- * Targets (issue): restore >= 0.8x qemu-img convert; warm 4 KiB random read >= 0.7x nbdkit; the
+ * Targets (issue): restore >= 0.9x qemu-img convert; backup and restore >= 2x restic; warm 4 KiB random read >= 0.7x nbdkit; the
  * bitmap incremental reads only the dirty chunks.
  * Everything (servers, temp dir) is cleaned up on success, failure and Ctrl-C; every step has a
  * time limit. Unix sockets only, except the daemon's HTTP API on 127.0.0.1:0.
@@ -42,7 +43,9 @@ import {
   useDaemonToken,
 } from './lib.mjs';
 
-const TARGETS = { restoreVsConvert: 0.8, warmRandVsNbdkit: 0.7 };
+const TARGETS = { restoreVsConvert: 0.9, vsRestic: 2, warmRandVsNbdkit: 0.7 };
+/** Full restores per side (alternating with qemu-img convert); the best of each counts. */
+const RESTORE_ROUNDS = 3;
 const VM = 'vm';
 const VMQ = 'vmq';
 const BITMAP = 'cbt';
@@ -226,6 +229,40 @@ async function backup(ctx, daemon, vm, source, extra = []) {
   };
 }
 
+/**
+ * The same backups and restore with restic (Debian's) and a local repository beside rebound's:
+ * backup of the base image, backup of the changed one (restic's incremental), restore of the latest
+ * to a file, then `sync -f` (rebound's restore ends with its data synced, restic's does not).
+ */
+async function measureRestic(ctx, label) {
+  const repo = path.join(ctx.tmpDir, `restic-${label}`);
+  const env = { RESTIC_PASSWORD: 'bench', RESTIC_CACHE_DIR: path.join(ctx.tmpDir, 'restic-cache'), RESTIC_REPOSITORY: repo };
+  Object.assign(process.env, env);
+  const timeoutMs = 600_000 + (ctx.size / MiB) * 1000;
+  await run('restic', ['init'], { timeoutMs: 60_000 });
+  const out = { version: (await run('restic', ['version'], { timeoutMs: 30_000 })).stdout.trim().split(' ').slice(0, 2).join(' ') };
+  for (const [key, img] of [['full', ctx.base], ['changed', ctx.changed]]) {
+    await run('sync', [], { timeoutMs: 120_000 });
+    log(`[${label}] restic backup (${key})`);
+    const r = await run('restic', ['backup', '--quiet', img], { timeoutMs });
+    out[key] = { seconds: r.seconds, mibps: ctx.size / MiB / r.seconds };
+  }
+  const target = path.join(ctx.tmpDir, `restic-restore-${label}`);
+  await run('sync', [], { timeoutMs: 120_000 });
+  log(`[${label}] restic restore`);
+  const t = performance.now();
+  await run('restic', ['restore', 'latest', '--target', target], { timeoutMs });
+  const restored = path.join(target, ctx.changed);
+  await run('sync', ['-f', restored], { timeoutMs: 120_000 });
+  const seconds = (performance.now() - t) / 1000;
+  out.restore = { seconds, mibps: ctx.size / MiB / seconds };
+  await run('cmp', [restored, ctx.changed], { timeoutMs: 300_000 });
+  out.commands = ['restic init', `restic backup --quiet ${ctx.base}`, `restic backup --quiet ${ctx.changed}`, `restic restore latest --target DIR; sync -f FILE`];
+  fs.rmSync(target, { recursive: true, force: true });
+  fs.rmSync(repo, { recursive: true, force: true });
+  return out;
+}
+
 function indexBytes(dataDir, vm, id) {
   return fs.readFileSync(path.join(dataDir, 'repo', 'vms', vm, id, 'disk0.fidx'));
 }
@@ -305,11 +342,13 @@ async function measureRepo(ctx, chunkSize, main) {
       R.incrementalMatchesChanged = indexBytes(dataDir, VMQ, R.incremental.id).equals(indexBytes(dataDir, VM, R.changed.id));
       if (!R.incrementalMatchesChanged) throw new Error('the dirty-bitmap incremental point differs from the backup of the changed raw image');
 
-      // 6: full restore against qemu-img convert, interleaved, best of 2.
+      // 6: full restore against qemu-img convert, interleaved, best of RESTORE_ROUNDS; each starts
+      // after a sync, so no writeback of an earlier step competes with it.
       const out = path.join(ctx.tmpDir, 'restored.raw');
       R.restore = { rebound: [], convert: [] };
-      for (let i = 0; i < 2; i++) {
+      for (let i = 0; i < RESTORE_ROUNDS; i++) {
         fs.rmSync(out, { force: true });
+        await run('sync', [], { timeoutMs: 120_000 });
         log(`[${label}] restore #${i + 1}`);
         const r = await reboundJob(ctx, daemon, ['restore', `${VM}@latest`, '--disk', 'disk0', '--to', out], 120_000 + (ctx.size / (4 * MiB)) * 1000);
         R.restore.rebound.push({ seconds: r.job.result.seconds, wallSeconds: r.wallSeconds, mibps: ctx.size / MiB / r.job.result.seconds, daemonCpuSec: r.daemonCpuSec, writtenBytes: r.job.result.writtenBytes });
@@ -320,6 +359,7 @@ async function measureRepo(ctx, chunkSize, main) {
           R.restore.verified = true;
         }
         fs.rmSync(out, { force: true });
+        await run('sync', [], { timeoutMs: 120_000 });
         log(`[${label}] qemu-img convert #${i + 1}`);
         const args = ['convert', '-f', 'raw', '-O', 'raw', '-t', 'writeback', ctx.changed, out];
         const c = await run('qemu-img', args, { timeoutMs: 120_000 + (ctx.size / (4 * MiB)) * 1000 });
@@ -331,6 +371,7 @@ async function measureRepo(ctx, chunkSize, main) {
       const best = (xs) => xs.reduce((a, b) => (b.seconds < a.seconds ? b : a));
       R.restore.best = { rebound: best(R.restore.rebound), convert: best(R.restore.convert) };
       R.restore.ratio = R.restore.best.rebound.mibps / R.restore.best.convert.mibps;
+      if (which('restic')) R.restic = await measureRestic(ctx, label);
 
       const ksock = path.join(dir, 'k.sock');
       nbdkit = await startServer({
@@ -452,14 +493,27 @@ function report(out) {
 
   if (main.restore) {
     const r = main.restore;
-    p(`\n3. Full restore to a file (same filesystem), MiB/s of disk, best of 2; both end with the data synced\n`);
+    p(`\n3. Full restore to a file (same filesystem), MiB/s of disk, best of ${r.rebound.length}; both end with the data synced\n`);
     p(table([
-      ['restore', 'run 1', 'run 2', 'best', 'best s'],
+      ['restore', ...r.rebound.map((_, i) => `run ${i + 1}`), 'best', 'best s'],
       ['rebound restore (job time)', ...r.rebound.map((v) => fmt(v.mibps)), fmt(r.best.rebound.mibps), r.best.rebound.seconds.toFixed(2)],
       ['rebound restore (CLI wall time)', ...r.rebound.map((v) => fmt(c.size / MiB / v.wallSeconds)), '', ''],
+      ['rebound daemon CPU s per GiB', ...r.rebound.map((v) => fmt(v.daemonCpuSec / (c.size / GiB), 2)), '', ''],
       ['qemu-img convert -O raw -t writeback', ...r.convert.map((v) => fmt(v.mibps)), fmt(r.best.convert.mibps), r.best.convert.seconds.toFixed(2)],
     ]));
     p(`  rebound/qemu-img: ${x(r.ratio)}; restored file verified identical (cmp): ${r.verified ? 'yes' : 'no'}`);
+  }
+
+  if (main.restic) {
+    const rs = main.restic;
+    p(`\n3b. Against ${rs.version} with a local repository (same images, same filesystem)\n`);
+    p(table([
+      ['work', 'rebound s', `${rs.version} s`, 'rebound / restic (speed)', 'rebound daemon CPU s per GiB'],
+      ['backup of the raw image (first)', main.full.seconds.toFixed(2), rs.full.seconds.toFixed(2), x(rs.full.seconds / main.full.seconds), fmt(main.full.daemonCpuSec / (c.size / GiB), 2)],
+      ['backup of the changed image (second)', main.changed.seconds.toFixed(2), rs.changed.seconds.toFixed(2), x(rs.changed.seconds / main.changed.seconds), fmt(main.changed.daemonCpuSec / (c.size / GiB), 2)],
+      ['restore of the latest to a file, synced', main.restore.best.rebound.seconds.toFixed(2), rs.restore.seconds.toFixed(2), x(rs.restore.seconds / main.restore.best.rebound.seconds), fmt(main.restore.best.rebound.daemonCpuSec / (c.size / GiB), 2)],
+    ]));
+    p('  restic restore verified identical (cmp): yes; rebound: best of its restores, restic: one run');
   }
 
   if (main.nbdkit) {
@@ -634,6 +688,12 @@ async function main() {
       need: `>= ${TARGETS.restoreVsConvert}x`,
       met: main.restore.ratio >= TARGETS.restoreVsConvert,
     },
+    ...(main.restic
+      ? [
+          { key: 'backupVsRestic', label: 'full backup vs restic backup (local)', ratio: main.restic.full.seconds / main.full.seconds, need: `>= ${TARGETS.vsRestic}x` },
+          { key: 'restoreVsRestic', label: 'full restore vs restic restore (local)', ratio: main.restic.restore.seconds / main.restore.best.rebound.seconds, need: `>= ${TARGETS.vsRestic}x` },
+        ].map((t) => ({ ...t, value: `${t.ratio.toFixed(2)}x`, met: t.ratio >= TARGETS.vsRestic }))
+      : []),
     {
       key: 'warmRandVsNbdkit',
       label: 'warm-cache 4K random read vs nbdkit',
