@@ -9,5 +9,5 @@ void export_function(napi_env env, napi_value exports, const char *name, napi_ca
 void register_seek(napi_env env, napi_value exports);
 void register_tls_record(napi_env env, napi_value exports);
 void register_socket_buffer(napi_env env, napi_value exports);
-void register_zstd_decode(napi_env env, napi_value exports);
+void register_zstd(napi_env env, napi_value exports);
 #endif

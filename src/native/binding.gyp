@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "rebound_native",
-      "sources": ["addon.c", "seek.c", "tls-record.c", "socket-buffer.c", "zstd-decode.c"],
+      "sources": ["addon.c", "seek.c", "tls-record.c", "socket-buffer.c", "zstd.c"],
       "libraries": ["-lzstd"],
       "cflags": ["-O2", "-Wall", "-Wextra"]
     }

@@ -32,7 +32,7 @@ import { spawn } from 'node:child_process';
 import type { ChunkBackend, ClaimSet, FileSink, PutResult, ReadChunkOptions, StoredChunk } from './backend.js';
 import { ChunkBookkeeping } from './chunk-bookkeeping.js';
 import { BlockError, ReboundError } from '../errors.js';
-import { chunkPool, loadChunkIntoOnWorker, loadChunkOnWorker, loadChunkToFileOnWorker, sealOnWorker } from './chunk-worker.js';
+import { chunkPool, encodeOnWorker, loadChunkIntoOnWorker, loadChunkOnWorker, loadChunkToFileOnWorker, sealOnWorker } from './chunk-worker.js';
 import { pwrite } from '../util/file-io.js';
 import { codecById, NONE, type Codec } from './codec.js';
 import { WorkerPoolError } from '../util/worker-pool.js';
@@ -83,7 +83,7 @@ export class ChunkStore extends ChunkBookkeeping implements ChunkBackend {
     await this.#deleting.get(hex);
     const file = this.pathOf(hex);
     if (await exists(file)) return { stored: false, bytes: 0 };
-    const { header, payload } = await encodeChunkFile(raw, this.codec, digest);
+    const { header, payload } = await encodeChunk(raw, this.codec, digest);
     const parts = this.keys ? [await sealChunk(this.keys, digest, header, payload)] : [header, payload];
     await fs.promises.mkdir(path.dirname(file), { recursive: true });
     const tmp = path.join(this.tmpDir, `chunk-${hex}-${crypto.randomBytes(4).toString('hex')}`);
@@ -263,6 +263,17 @@ export async function sealChunk(keys: RepoKeys, digest: Uint8Array, header: Buff
   header.copy(plain, 0);
   plain.set(payload, header.length);
   return sealOnWorker(pool, keys.encKey, 'chunk', digest, plain);
+}
+
+/**
+ * encodeChunkFile on a chunk worker (compression and the check off the event loop; chunk-worker.ts),
+ * here with workers off.
+ */
+export async function encodeChunk(raw: Uint8Array, codec: Codec, digest: Uint8Array): Promise<{ header: Buffer; payload: Uint8Array }> {
+  const pool = chunkPool();
+  if (!pool) return encodeChunkFile(raw, codec, digest);
+  const file = await encodeOnWorker(pool, raw, codec.id, codec.level, digest);
+  return { header: file.subarray(0, CHUNK_HEADER_BYTES), payload: file.subarray(CHUNK_HEADER_BYTES) };
 }
 
 /**

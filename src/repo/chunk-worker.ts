@@ -20,10 +20,12 @@
  *    nothing per chunk; `loadTo` (restore to a file) into a spare buffer of the worker, then
  *    writes it to a file descriptor the caller holds open: the chunk never reaches the event
  *    loop. Write failures are WRITE_ENOSPC / WRITE_EIO, apart from the chunk's own errors.
- *  - zstd: with the native addon (src/native/zstd-decode.c, libzstd) the frame is decompressed
+ *  - zstd: with the native addon (src/native/zstd.c, libzstd) the frame is decompressed
  *    synchronously, straight into that place. Without it, @mongodb-js/zstd's binding runs it on
  *    libuv's pool and returns memory of its own (which V8 cannot move: it is copied once into
  *    place). Measured on 2 cores, a 1 GiB VM-like point: see docs/repository-format.md.
+ *  - `encode` compresses a backup's new chunk (zstd natively into a spare buffer) and answers the
+ *    chunk file's bytes, its fast check computed there too: the event loop only writes the file.
  *  - `hash` takes a backup's chunk (moved in and back out), says whether it is all zero and gives
  *    its sha256 (HMAC-SHA256 with an encrypted repository's id key).
  *  - Encrypted repositories (repo-crypto.ts): `load` and `decode` (the stored bytes of an object
@@ -52,11 +54,11 @@ const crypto = await import('node:crypto');
 const zlib = await import('node:zlib');
 const { createRequire } = await import('node:module');
 const zstd = createRequire(workerData.zstd)(workerData.zstd);
-// The native addon's zstdDecompressInto (src/native/zstd-decode.c), when it was built.
+// The native addon's zstd functions (src/native/zstd.c), when it was built.
 let native;
 try {
   native = workerData.addon ? createRequire(workerData.addon)(workerData.addon) : undefined;
-  if (typeof native?.zstdDecompressInto !== 'function') native = undefined;
+  if (typeof native?.zstdDecompressInto !== 'function' || typeof native?.zstdCompressInto !== 'function') native = undefined;
 } catch {
   native = undefined;
 }
@@ -217,6 +219,35 @@ async function load(file, digest, keys, place, full) {
     if (fd !== undefined) fs.closeSync(fd);
   }
 }
+// A chunk file's bytes (format.ts: header + payload, with the fast check): compressed with codec
+// (zstd natively into a spare buffer, else the binding; deflate by zlib) unless that does not
+// shrink it (then codec 0).
+async function encode(raw, codec, level, digest) {
+  const check = zlib.crc32(raw, zlib.crc32(digest)) >>> 0;
+  let payload = raw, spareBuf;
+  try {
+    if (codec === 2 && native) {
+      spareBuf = take(native.zstdCompressBound(raw.length));
+      payload = spareBuf.subarray(0, native.zstdCompressInto(raw, spareBuf, level));
+    } else if (codec === 2) payload = await zstd.compress(raw, level);
+    else if (codec === 1) payload = zlib.deflateRawSync(raw, { level: 1 });
+    if (payload.length >= raw.length) {
+      codec = 0;
+      payload = raw;
+    }
+    const out = Buffer.allocUnsafeSlow(HEADER + payload.length);
+    out.writeUInt32BE(MAGIC, 0);
+    out[4] = VERSION;
+    out[5] = codec;
+    out.writeUInt16BE(FLAG_CHECK, 6);
+    out.writeUInt32BE(raw.length, 8);
+    out.writeUInt32BE(check, 12);
+    payload.copy(out, HEADER);
+    return out;
+  } finally {
+    if (spareBuf) give(spareBuf);
+  }
+}
 const ZEROES = Buffer.alloc(1024 * 1024);
 function isZero(b) {
   for (let pos = 0; pos < b.length; pos += ZEROES.length) {
@@ -253,6 +284,9 @@ parentPort.on('message', async (m) => {
       const raw = await decodeStored(Buffer.from(m.buf, m.offset, m.length), Buffer.from(m.digest), keysOf(m), placer((n) => Buffer.allocUnsafeSlow(n)), m.full);
       // The stored bytes go back too (the disk cache keeps them); raw is new memory, moved.
       parentPort.postMessage({ id: m.id, ok: true, value: { raw: raw.buffer, buf: m.buf } }, [raw.buffer, m.buf]);
+    } else if (m.op === 'encode') {
+      const out = await encode(Buffer.from(m.raw.buffer, m.raw.byteOffset, m.raw.byteLength), m.codec, m.level, Buffer.from(m.digest));
+      parentPort.postMessage({ id: m.id, ok: true, value: out.buffer }, [out.buffer]);
     } else if (m.op === 'seal') {
       const out = seal(Buffer.from(m.encKey), m.kind, Buffer.from(m.name), Buffer.from(m.buf, m.offset, m.length));
       parentPort.postMessage({ id: m.id, ok: true, value: out.buffer }, [out.buffer]);
@@ -366,6 +400,15 @@ export async function decodeChunkOnWorker(p: WorkerPool, stored: Uint8Array, dig
   const ab = own.buffer as ArrayBuffer;
   const r = await p.run<{ raw: ArrayBuffer; buf: ArrayBuffer }>({ op: 'decode', buf: ab, offset: 0, length: own.byteLength, digest: Uint8Array.from(digest), full, ...keyFields(keys) }, [ab]);
   return { raw: Buffer.from(r.raw), stored: Buffer.from(r.buf) };
+}
+
+/**
+ * The stored bytes of chunk `digest` (header with the fast check + payload, format.ts), compressed
+ * on a worker with codec `codecId` at `level` (codec.ts) unless that does not shrink it. `raw` is
+ * copied to the worker (the caller keeps it).
+ */
+export async function encodeOnWorker(p: WorkerPool, raw: Uint8Array, codecId: number, level: number, digest: Uint8Array): Promise<Buffer> {
+  return Buffer.from(await p.run<ArrayBuffer>({ op: 'encode', raw, codec: codecId, level, digest: Uint8Array.from(digest) }));
 }
 
 /** Encrypts `plain` as an object of `kind` named `name` (repo-crypto.ts envelope) on a worker. `plain` is moved (detached). */

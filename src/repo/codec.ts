@@ -6,7 +6,9 @@
  * Default: zstd level 1 (@mongodb-js/zstd 1.2.2, a prebuilt binary in a registry package, no
  * install script). Measured on a VM-disk-like corpus at 1 MiB chunks: ratio 2.00 vs 1.95 for
  * deflate level 1, compression ~220-290 MB/s per core vs ~50, decompression ~500-880 vs ~190-265.
- * The raw binding is used because the package's public API ignores the level.
+ * The raw binding is used because the package's public API ignores the level. These functions
+ * serve the inline path (chunk workers off); the chunk workers compress and decompress with the
+ * native addon's libzstd at the codec's `level` (src/native/zstd.c, repo/chunk-worker.ts).
  */
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
@@ -16,6 +18,8 @@ import { ReboundError } from '../errors.js';
 export interface Codec {
   readonly id: number;
   readonly name: string;
+  /** The compression level `compress` uses (the chunk workers compress at the same level). */
+  readonly level: number;
   compress(raw: Uint8Array): Promise<Uint8Array>;
   decompress(data: Uint8Array, rawLength: number): Promise<Uint8Array>;
 }
@@ -26,6 +30,7 @@ const inflateRaw = promisify(zlib.inflateRaw);
 export const NONE: Codec = {
   id: 0,
   name: 'none',
+  level: 0,
   compress: async (raw) => raw,
   decompress: async (data) => data,
 };
@@ -33,6 +38,7 @@ export const NONE: Codec = {
 export const DEFLATE: Codec = {
   id: 1,
   name: 'deflate',
+  level: 1,
   compress: (raw) => deflateRaw(raw, { level: 1 }),
   decompress: (data, rawLength) => inflateRaw(data, { maxOutputLength: Math.max(rawLength, 1) }),
 };
@@ -40,6 +46,7 @@ export const DEFLATE: Codec = {
 export const ZSTD: Codec = {
   id: 2,
   name: 'zstd',
+  level: 1,
   compress: (raw) => zstd.compress(raw, 1),
   decompress: (data) => zstd.decompress(data),
 };

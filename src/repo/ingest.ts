@@ -61,7 +61,13 @@ export interface BackupOptions {
   sourceGate?: PathGate;
 }
 
-/** Chunks in flight per disk for a repository in a bucket (each is a HEAD and maybe a PUT). */
+/**
+ * Chunks in flight per disk: each passes the source read, a chunk worker (hash), the existence
+ * check, a chunk worker again (compress) and the file writes, so a few must overlap to keep both
+ * cores busy (1 GiB VM-like image, 2 cores: 4 in flight 4.4-4.6 s, 8 3.8 s, 16 3.5-3.6 s).
+ */
+const BACKUP_INFLIGHT = 8;
+/** The same for a repository in a bucket (each is a HEAD and maybe a PUT). */
 const S3_BACKUP_INFLIGHT = 16;
 
 /** Largest VM configuration file stored with a point (they are a few KiB: .vmx, libvirt XML, .conf). */
@@ -190,13 +196,17 @@ async function backupDisk(
 
   let next = 0;
   const worker = async (): Promise<void> => {
+    // This reader's buffer, reused chunk after chunk (a fresh 1 MiB per chunk cost page faults and
+    // garbage collection); it owns its memory, so it moves to a chunk worker and back, uncopied.
+    let spare: Buffer | undefined;
     for (;;) {
       while (next < index.count && !toRead[next]) next++;
       if (next >= index.count) return;
       const i = next++;
       opts.signal?.throwIfAborted();
       const len = index.chunkLength(i);
-      const read = Buffer.allocUnsafeSlow(len); // owns its memory: moved to a chunk worker, not copied
+      const read = spare?.length === len ? spare : Buffer.allocUnsafeSlow(len);
+      spare = undefined;
       await dev.read(read, i * cs);
       progress.readBytes += len;
       const { buf, zero, digest } = await hashChunk(read, repo.store.keys);
@@ -211,13 +221,14 @@ async function backupDisk(
         }
         index.setDigest(i, digest);
       }
+      spare = buf; // put() is done with it (a store copies or writes what it keeps)
       progress.doneBytes += len;
       opts.onProgress?.({ ...progress });
     }
   };
   // Every worker settles before an error is thrown: none may still write a chunk (into repo/tmp)
   // after the caller cleaned up.
-  const settled = await Promise.allSettled(Array.from({ length: req.concurrency ?? (repo.s3 ? S3_BACKUP_INFLIGHT : 4) }, worker));
+  const settled = await Promise.allSettled(Array.from({ length: req.concurrency ?? (repo.s3 ? S3_BACKUP_INFLIGHT : BACKUP_INFLIGHT) }, worker));
   const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;
   for (let i = 0; i < index.count; i++) if (!index.digest(i)) zeroChunks++;

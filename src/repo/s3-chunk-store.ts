@@ -23,7 +23,7 @@
 import { ReboundError } from '../errors.js';
 import type { ChunkBackend, ClaimSet, PutResult, ReadChunkOptions, StoredChunk } from './backend.js';
 import { ChunkBookkeeping } from './chunk-bookkeeping.js';
-import { decodeChunkFile, encodeChunkFile, sealChunk } from './chunk-store.js';
+import { decodeChunkFile, encodeChunk, sealChunk } from './chunk-store.js';
 import type { Codec } from './codec.js';
 import type { DiskChunkCache } from './disk-cache.js';
 import { digestHex } from './format.js';
@@ -62,7 +62,7 @@ export class S3ChunkStore extends ChunkBookkeeping implements ChunkBackend {
     const hex = digestHex(digest);
     claims?.add(hex);
     if (await this.objects.head(chunkKey(hex))) return { stored: false, bytes: 0 };
-    const { header, payload } = await encodeChunkFile(raw, this.codec, digest);
+    const { header, payload } = await encodeChunk(raw, this.codec, digest);
     const body = await this.#seal(digest, header, payload);
     await this.objects.put(chunkKey(hex), body);
     this.countStored(body.length);

@@ -1,5 +1,5 @@
 /**
- * native/zstd-decode.c: zstd frames (as the repository's codec writes them) decompressed into the
+ * native/zstd.c: zstd frames (as the repository's codec writes them) decompressed into the
  * caller's memory, a SharedArrayBuffer's view included; a frame that does not decode or does not
  * fit is an ECORRUPT error, never a write outside the destination.
  */
@@ -8,9 +8,14 @@ import { expect, it } from 'vitest';
 import { addonFunctions } from '../../../src/native/addon.js';
 import { ZSTD } from '../../../src/repo/codec.js';
 
-const fns = addonFunctions<{ zstdDecompressInto(src: Uint8Array, dst: Uint8Array): number }>('zstdDecompressInto');
+interface ZstdFns {
+  zstdDecompressInto(src: Uint8Array, dst: Uint8Array): number;
+  zstdCompressInto(src: Uint8Array, dst: Uint8Array, level: number): number;
+  zstdCompressBound(n: number): number;
+}
+const fns = addonFunctions<ZstdFns>('zstdDecompressInto', 'zstdCompressInto', 'zstdCompressBound');
 
-it('the native addon is built with the zstd decoder (tools/build-native.sh, libzstd-dev)', () => {
+it('the native addon is built with zstd (tools/build-native.sh, libzstd-dev)', () => {
   expect(fns).toBeDefined();
 });
 
@@ -35,4 +40,21 @@ it.runIf(fns)('decodes the codec’s frames into plain and shared memory, and re
   expect(() => fns!.zstdDecompressInto(Buffer.from('not a zstd frame'), plain)).toThrow(expect.objectContaining({ code: 'ECORRUPT' }));
   expect(() => fns!.zstdDecompressInto(frame.subarray(0, frame.length >> 1), plain)).toThrow(expect.objectContaining({ code: 'ECORRUPT' }));
   expect(() => (fns!.zstdDecompressInto as (a: unknown, b: unknown) => number)('x', plain)).toThrow(TypeError);
+});
+
+it.runIf(fns)('compresses into the caller’s memory frames the codec (and the decoder) read back; too small a destination is ENOSPC', async () => {
+  const data = Buffer.alloc(1024 * 1024);
+  for (let i = 0; i < data.length; i += 48) data.write(`record ${i} of a database page `, i);
+  const dst = Buffer.alloc(fns!.zstdCompressBound(data.length));
+  expect(dst.length).toBeGreaterThanOrEqual(data.length);
+  const n = fns!.zstdCompressInto(data, dst, 1);
+  expect(n).toBeGreaterThan(0);
+  expect(n).toBeLessThan(data.length / 4);
+  const frame = dst.subarray(0, n);
+  expect(Buffer.from(await ZSTD.decompress(frame, data.length)).equals(data)).toBe(true);
+  const back = Buffer.alloc(data.length);
+  expect(fns!.zstdDecompressInto(frame, back)).toBe(data.length);
+  expect(back.equals(data)).toBe(true);
+  const random = crypto.randomBytes(64 * 1024);
+  expect(() => fns!.zstdCompressInto(random, Buffer.alloc(1000), 1)).toThrow(expect.objectContaining({ code: 'ENOSPC' }));
 });
