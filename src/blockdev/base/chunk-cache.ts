@@ -30,8 +30,17 @@ export class ChunkCache implements ChunkReader {
   #hits = 0;
   #misses = 0;
 
+  /**
+   * Fills `dst` with a whole chunk without caching it (a copier streaming a disk, repo-image.ts):
+   * from the cache or a load in flight if there is one, else with the reader's own readChunkInto.
+   * Rejects unless the chunk's length is `dst`'s. Present only when the reader has readChunkInto
+   * (a local repository's chunk workers): a remote reader keeps the cached path and its readahead.
+   */
+  readonly readChunkInto: ((digest: Uint8Array, dst: Uint8Array) => Promise<void>) | undefined;
+
   constructor(reader: ChunkReader, maxBytes: number) {
     this.#reader = reader;
+    this.readChunkInto = reader.readChunkInto ? (digest, dst) => this.#readChunkInto(digest, dst) : undefined;
     this.#maxBytes = maxBytes;
     this.#lru = new LRUCache<string, Uint8Array>({ maxSize: Math.max(1, maxBytes), sizeCalculation: (v) => Math.max(1, v.length) });
   }
@@ -70,20 +79,16 @@ export class ChunkCache implements ChunkReader {
     return pending;
   }
 
-  /**
-   * Fills `dst` with a whole chunk without caching it (a copier streaming a disk, repo-image.ts):
-   * from the cache or a load in flight if there is one, else from the reader (its own
-   * readChunkInto when it has one). Rejects unless the chunk's length is `dst`'s.
-   */
-  async readChunkInto(digest: Uint8Array, dst: Uint8Array): Promise<void> {
+  async #readChunkInto(digest: Uint8Array, dst: Uint8Array): Promise<void> {
     const key = Buffer.from(digest.buffer, digest.byteOffset, digest.byteLength).toString('hex');
     const known = this.#lru.get(key) ?? (await this.#loading.get(key));
-    if (known) this.#hits++;
-    else this.#misses++;
-    if (!known && this.#reader.readChunkInto) return this.#reader.readChunkInto(Uint8Array.from(digest), dst);
-    const chunk = known ?? (await this.#reader.readChunk(Uint8Array.from(digest)));
-    if (chunk.length !== dst.length) throw new Error(`chunk ${key} has ${chunk.length} bytes where ${dst.length} were expected`);
-    dst.set(chunk);
+    if (!known) {
+      this.#misses++;
+      return this.#reader.readChunkInto!(Uint8Array.from(digest), dst);
+    }
+    this.#hits++;
+    if (known.length !== dst.length) throw new Error(`chunk ${key} has ${known.length} bytes where ${dst.length} were expected`);
+    dst.set(known);
   }
 
   /** Drops everything (tests; after a repair). */

@@ -64,3 +64,25 @@ it.each([2, 0])('whole chunks into shared memory bypass the cache (%i chunk work
   await expect(image.read(shared.subarray(0, CS), damaged * CS)).rejects.toMatchObject({ code: 'EIO', message: expect.stringContaining(`chunk ${damaged} `) });
   fs.writeFileSync(file, good);
 });
+
+it('a cache over a reader that cannot fill shared memory (a bucket) keeps the cached path and its readahead', async () => {
+  const CS = 64 * 1024;
+  const data = Buffer.alloc(8 * CS);
+  for (let i = 0; i < data.length; i += 512) data.writeUInt32BE(i + 1, i);
+  const chunks = new Map<string, Buffer>();
+  const digests: Uint8Array[] = [];
+  for (let i = 0; i < 8; i++) {
+    const d = Buffer.alloc(32, i + 1);
+    chunks.set(d.toString('hex'), data.subarray(i * CS, (i + 1) * CS));
+    digests.push(d);
+  }
+  const cache = new ChunkCache({ readChunk: async (d) => chunks.get(Buffer.from(d).toString('hex'))! }, 16 * 1024 * 1024);
+  expect(cache.readChunkInto).toBeUndefined();
+  const image = new RepoImage({ size: data.length, chunkSize: CS, count: 8, digest: (i) => digests[i] }, cache, { readahead: 2 });
+  const shared = new Uint8Array(new SharedArrayBuffer(CS));
+  await image.read(shared, 0);
+  await image.read(shared, CS);
+  expect(Buffer.from(shared).equals(data.subarray(CS, 2 * CS))).toBe(true);
+  await new Promise((r) => setTimeout(r, 10));
+  expect(cache.stats().chunks).toBe(4); // two read, two ahead
+});
