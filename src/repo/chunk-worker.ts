@@ -317,7 +317,7 @@ export function chunkWorkerCount(): number {
 /**
  * Sets the number of chunk worker threads (config `workers`); 0 runs everything on the main
  * thread (libuv's pool for zstd and WebCrypto, as before the pool existed). `nativeZstd: false`
- * leaves the native addon's decoder unused (tests and benchmarks of the fallback). Takes effect
+ * leaves the native addon's zstd unused (tests and benchmarks of the binding's fallback). Takes effect
  * for the next pool created: a running pool is closed and replaced.
  */
 export function setChunkWorkerCount(n: number | undefined, opts: { nativeZstd?: boolean } = {}): void {
@@ -362,8 +362,9 @@ function movable(buf: Uint8Array): Uint8Array {
 }
 
 /**
- * Reads, decrypts (with `keys`), decompresses and verifies one chunk file on a worker; rejects
- * with WorkerPoolError codes MISSING, CORRUPT, IO.
+ * Reads, decrypts (with `keys`), decompresses and verifies one chunk file on a worker (`full`: by
+ * the full digest even where the file carries the fast check); rejects with WorkerPoolError codes
+ * MISSING, CORRUPT, IO.
  */
 export async function loadChunkOnWorker(p: WorkerPool, file: string, digest: Uint8Array, keys?: RepoKeys, full = false): Promise<Buffer> {
   const ab = await p.run<ArrayBuffer>({ op: 'load', file, digest: Uint8Array.from(digest), full, ...keyFields(keys) });
