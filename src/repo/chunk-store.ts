@@ -307,7 +307,7 @@ async function readdirSafe(dir: string): Promise<string[]> {
 }
 
 /** A failed write into a sink (the restore's target): ENOSPC stays ENOSPC, anything else is EIO. */
-function sinkError(err: unknown, sink: FileSink): BlockError {
+export function sinkError(err: unknown, sink: FileSink): BlockError {
   const code = err instanceof WorkerPoolError ? err.code.slice('WRITE_'.length) : (err as NodeJS.ErrnoException).code;
   const out = code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG' ? 'ENOSPC' : 'EIO';
   return new BlockError(out, `writing ${sink.path}: ${(err as Error).message}`);

@@ -19,7 +19,8 @@
  *    SharedArrayBuffer: a migration's buffer), so a copier streaming a disk allocates and moves
  *    nothing per chunk; `loadTo` (restore to a file) into a spare buffer of the worker, then
  *    writes it to a file descriptor the caller holds open: the chunk never reaches the event
- *    loop. Write failures are WRITE_ENOSPC / WRITE_EIO, apart from the chunk's own errors.
+ *    loop (`decodeTo` does the same with an object fetched from a bucket). Write failures are
+ *    WRITE_ENOSPC / WRITE_EIO, apart from the chunk's own errors.
  *  - zstd: with the native addon (src/native/zstd.c, libzstd) the frame is decompressed
  *    synchronously, straight into that place. Without it, @mongodb-js/zstd's binding runs it on
  *    libuv's pool and returns memory of its own (which V8 cannot move: it is copied once into
@@ -284,6 +285,15 @@ parentPort.on('message', async (m) => {
       const raw = await decodeStored(Buffer.from(m.buf, m.offset, m.length), Buffer.from(m.digest), keysOf(m), placer((n) => Buffer.allocUnsafeSlow(n)), m.full);
       // The stored bytes go back too (the disk cache keeps them); raw is new memory, moved.
       parentPort.postMessage({ id: m.id, ok: true, value: { raw: raw.buffer, buf: m.buf } }, [raw.buffer, m.buf]);
+    } else if (m.op === 'decodeTo') {
+      let spareBuf;
+      try {
+        const raw = await decodeStored(Buffer.from(m.buf, m.offset, m.length), Buffer.from(m.digest), keysOf(m), placer((n) => (spareBuf = take(n)).subarray(0, n)));
+        writeFully(m.fd, raw, m.pos);
+        parentPort.postMessage({ id: m.id, ok: true, value: raw.length });
+      } finally {
+        if (spareBuf) give(spareBuf);
+      }
     } else if (m.op === 'encode') {
       const out = await encode(Buffer.from(m.raw.buffer, m.raw.byteOffset, m.raw.byteLength), m.codec, m.level, Buffer.from(m.digest));
       parentPort.postMessage({ id: m.id, ok: true, value: out.buffer }, [out.buffer]);
@@ -401,6 +411,17 @@ export async function decodeChunkOnWorker(p: WorkerPool, stored: Uint8Array, dig
   const ab = own.buffer as ArrayBuffer;
   const r = await p.run<{ raw: ArrayBuffer; buf: ArrayBuffer }>({ op: 'decode', buf: ab, offset: 0, length: own.byteLength, digest: Uint8Array.from(digest), full, ...keyFields(keys) }, [ab]);
   return { raw: Buffer.from(r.raw), stored: Buffer.from(r.buf) };
+}
+
+/**
+ * decodeChunkOnWorker, and the chunk written to `fd` at `offset` there (a restore from a bucket to a
+ * file); `stored` is moved there and not given back. Rejects with WorkerPoolError codes CORRUPT
+ * (the chunk) or WRITE_ENOSPC, WRITE_EIO (the target). `fd` must stay open until this settles.
+ */
+export async function decodeChunkToFileOnWorker(p: WorkerPool, stored: Uint8Array, digest: Uint8Array, keys: RepoKeys | undefined, fd: number, offset: number): Promise<number> {
+  const own = movable(stored);
+  const ab = own.buffer as ArrayBuffer;
+  return p.run<number>({ op: 'decodeTo', buf: ab, offset: 0, length: own.byteLength, digest: Uint8Array.from(digest), fd, pos: offset, ...keyFields(keys) }, [ab]);
 }
 
 /**

@@ -9,7 +9,8 @@
  *    under another nonce, equally valid). A chunk is visible only once
  *    complete (S3 PUTs are atomic), so a backup that loses the endpoint leaves whole chunks or
  *    none, and no point (the manifest is written last, s3-points.ts).
- *  - readChunk() always goes to the bucket and verifies (verify and restore use it);
+ *  - readChunk() always goes to the bucket and verifies (verify uses it; a restore to a file uses
+ *    copyChunkTo, the same fetch with the chunk decoded and written into the file by a worker);
  *    readCached() — what exports read through — tries the disk cache (disk-cache.ts, verified
  *    again) first, then fetches, verifies, and keeps the stored bytes in the disk cache.
  *    Concurrent fetches of one chunk share one request. Every read retries per S3Objects: a
@@ -21,16 +22,17 @@
  *    gateways do is coordinated through the bucket (s3-lease.ts, gc-s3.ts).
  */
 import { ReboundError } from '../errors.js';
-import type { ChunkBackend, ClaimSet, PutResult, ReadChunkOptions, StoredChunk } from './backend.js';
+import type { ChunkBackend, ClaimSet, FileSink, PutResult, ReadChunkOptions, StoredChunk } from './backend.js';
 import { ChunkBookkeeping } from './chunk-bookkeeping.js';
-import { decodeChunkFile, encodeChunk, sealChunk } from './chunk-store.js';
+import { decodeChunkFile, encodeChunk, sealChunk, sinkError } from './chunk-store.js';
 import type { Codec } from './codec.js';
 import type { DiskChunkCache } from './disk-cache.js';
 import { digestHex } from './format.js';
-import { chunkPool, decodeChunkOnWorker } from './chunk-worker.js';
+import { chunkPool, decodeChunkOnWorker, decodeChunkToFileOnWorker } from './chunk-worker.js';
 import type { RepoKeys } from './repo-crypto.js';
 import { WorkerPoolError } from '../util/worker-pool.js';
 import type { S3Objects } from './s3-objects.js';
+import { pwrite } from '../util/file-io.js';
 
 export function chunkKey(hex: string): string {
   return `chunks/${hex.slice(0, 2)}/${hex}`;
@@ -92,8 +94,29 @@ export class S3ChunkStore extends ChunkBookkeeping implements ChunkBackend {
     return pending;
   }
 
-  async #fetch(digest: Uint8Array, opts: ReadChunkOptions = {}): Promise<{ raw: Uint8Array; stored: Buffer }> {
+  /**
+   * From the bucket, verified, and written into `sink` at `offset` by a chunk worker (a restore to a
+   * file: the chunk does not come back to the event loop). A write failure is a BlockError naming
+   * the sink (backend.ts).
+   */
+  async copyChunkTo(digest: Uint8Array, sink: FileSink, offset: number): Promise<void> {
+    const pool = chunkPool();
+    if (!pool) {
+      const raw = await this.readChunk(digest);
+      await pwrite(sink.fd, raw, offset).catch((err: unknown) => Promise.reject(sinkError(err, sink)));
+      return;
+    }
     const hex = digestHex(digest);
+    const stored = await this.#get(hex);
+    try {
+      await decodeChunkToFileOnWorker(pool, stored, digest, this.keys, sink.fd, offset);
+    } catch (err) {
+      if (err instanceof WorkerPoolError && err.code.startsWith('WRITE_')) throw sinkError(err, sink);
+      throw decodeError(err, hex);
+    }
+  }
+
+  async #get(hex: string): Promise<Buffer> {
     let stored: Buffer | undefined;
     try {
       stored = await this.objects.get(chunkKey(hex));
@@ -102,6 +125,12 @@ export class S3ChunkStore extends ChunkBookkeeping implements ChunkBackend {
       throw new ReboundError(code, `reading chunk ${hex}: ${(err as Error).message}`, { cause: err, details: { chunk: hex } });
     }
     if (!stored) throw new ReboundError('ERR_CHUNK_MISSING', `chunk ${hex} is missing from the repository (${this.pathOf(hex)})`, { details: { chunk: hex } });
+    return stored;
+  }
+
+  async #fetch(digest: Uint8Array, opts: ReadChunkOptions = {}): Promise<{ raw: Uint8Array; stored: Buffer }> {
+    const hex = digestHex(digest);
+    const stored = await this.#get(hex);
     // Decrypt (if encrypted), decompress and verify on a chunk worker (CPU work that must not hold
     // the event loop); inline only with workers off.
     const pool = chunkPool();
@@ -109,9 +138,7 @@ export class S3ChunkStore extends ChunkBookkeeping implements ChunkBackend {
     try {
       return await decodeChunkOnWorker(pool, stored, digest, this.keys, opts.full);
     } catch (err) {
-      const details = { chunk: hex };
-      if (err instanceof WorkerPoolError && err.code === 'CORRUPT') throw new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${hex} ${err.message}`, { details });
-      throw new ReboundError('ERR_REPO_IO', `decoding chunk ${hex}: ${(err as Error).message}`, { cause: err, details });
+      throw decodeError(err, hex);
     }
   }
 
@@ -137,4 +164,11 @@ export class S3ChunkStore extends ChunkBookkeeping implements ChunkBackend {
 
   /** A completed PUT is durable on the endpoint: nothing to do. */
   async syncAll(): Promise<void> {}
+}
+
+/** A chunk worker's failure to decode a fetched chunk: ERR_CHUNK_CORRUPT, or ERR_REPO_IO. */
+function decodeError(err: unknown, hex: string): ReboundError {
+  const details = { chunk: hex };
+  if (err instanceof WorkerPoolError && err.code === 'CORRUPT') return new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${hex} ${err.message}`, { details });
+  return new ReboundError('ERR_REPO_IO', `decoding chunk ${hex}: ${(err as Error).message}`, { cause: err, details });
 }

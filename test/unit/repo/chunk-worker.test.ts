@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { ChunkStore, encodeChunkFile } from '../../../src/repo/chunk-store.js';
-import { chunkPool, hashOnWorker, setChunkWorkerCount } from '../../../src/repo/chunk-worker.js';
+import { chunkPool, decodeChunkToFileOnWorker, hashOnWorker, setChunkWorkerCount } from '../../../src/repo/chunk-worker.js';
 import { DEFLATE, NONE, ZSTD, type Codec } from '../../../src/repo/codec.js';
 import { WorkerPool } from '../../../src/util/worker-pool.js';
 import { tempDir } from '../../helpers/images.js';
@@ -197,6 +197,27 @@ describe('chunk worker pool', () => {
     const v = await hashOnWorker(pool, view);
     expect(v.digest!.equals(sha(Buffer.alloc(4096, 1)))).toBe(true);
     expect(big[0]).toBe(1);
+  });
+
+  it('decodes a fetched object into a file (restore from a bucket): verified before anything is written', async () => {
+    setChunkWorkerCount(2);
+    const pool = chunkPool()!;
+    const data = content('text', 300_000, 9);
+    const digest = sha(data);
+    const { header, payload } = await encodeChunkFile(data, ZSTD, digest);
+    const stored = Buffer.concat([header, payload]);
+    const p = path.join(dir(), 'restored');
+    const fd = fs.openSync(p, 'w+');
+    try {
+      const bad = Buffer.from(stored);
+      bad[bad.length >> 1]! ^= 0x20;
+      await expect(decodeChunkToFileOnWorker(pool, bad, digest, undefined, fd, 8192)).rejects.toMatchObject({ code: 'CORRUPT' });
+      expect(fs.fstatSync(fd).size).toBe(0);
+      expect(await decodeChunkToFileOnWorker(pool, stored, digest, undefined, fd, 8192)).toBe(data.length);
+      expect(fs.readFileSync(p).subarray(8192).equals(data)).toBe(true);
+    } finally {
+      fs.closeSync(fd);
+    }
   });
 
   it('spreads tasks over its workers and fails the tasks of a worker that dies', async () => {
