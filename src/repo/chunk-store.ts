@@ -20,10 +20,11 @@
  *    the chunk directories looks for leftovers.
  *  - An encrypted repository (repo-crypto.ts, `repo init --encrypt` without --s3) names chunks by
  *    HMAC and writes each file sealed: the same envelope as in a bucket.
- *  - Reads run on the chunk workers (chunk-worker.ts: read, decompress, sha256 and compare on a
- *    worker thread; the verified chunk is moved back, not copied). A restore to a file has the
- *    worker write the chunk into the file as well (`copyChunkTo`): nothing crosses threads. With workers disabled
- *    (`workers: 0`) the same steps run here, on libuv's pool (`#readInline`).
+ *  - Reads run on the chunk workers (chunk-worker.ts: read, decompress and check on a worker
+ *    thread; the verified chunk is moved back, not copied). A migration's shared buffer is filled
+ *    there (`readChunkInto`), and a restore to a file has the worker write the chunk into the file
+ *    as well (`copyChunkTo`): nothing crosses threads. With workers disabled (`workers: 0`) the
+ *    same steps run here, on libuv's pool (`#readInline`).
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';

@@ -8,7 +8,8 @@
  *  - read: everything else is read (several chunks in flight), hashed; an all-zero chunk is
  *    recorded as zero, any other is stored unless the repository already has it (dedup). The zero
  *    check and the sha256 run on a chunk worker (chunk-worker.ts; the buffer is moved, not
- *    copied), compression on libuv's pool (codec.ts): the event loop only moves data.
+ *    copied), and so do the compression and the fast check of a new chunk (`encode`): the event
+ *    loop only moves data and writes files.
  * Every restore point is still a complete map. The backup is built in repo/tmp and committed
  * atomically (Repository.commitPoint); an error or abort removes the temp directory, so an
  * interrupted backup leaves no half restore point (in a bucket too: the manifest is written last,
