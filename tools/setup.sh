@@ -46,9 +46,10 @@ if ((${#missing[@]})); then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
-if ((node_major < 20)); then
-  echo "setup: rebound needs Node.js 20 or newer (found $(node --version 2>/dev/null || echo none))" >&2
+# package.json's engines: Node 20.19 or newer (zlib.crc32, the chunk files' fast check, came in 20.15).
+node_ok=$(node -p 'const [a, b] = process.versions.node.split(".").map(Number); a > 20 || (a === 20 && b >= 19) ? 1 : 0' 2>/dev/null || echo 0)
+if ((node_ok != 1)); then
+  echo "setup: rebound needs Node.js 20.19 or newer (found $(node --version 2>/dev/null || echo none))" >&2
   exit 1
 fi
 
