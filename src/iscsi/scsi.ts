@@ -361,14 +361,14 @@ async function readInto(lu: LogicalUnit, dst: Buffer, offset: number, signal?: A
   }
 }
 
-const READ_BUFFERS = new BufferPool();
+const READ_BUFFERS = new BufferPool({ maxIdleBytes: 32 * 1024 * 1024 });
 
 /**
  * Gives the data buffer of a READ's result back for reuse, once nothing refers to it any more (its
  * Data-In PDUs handed to the kernel). Buffers that did not come from a READ are ignored.
  */
 export function recycleReadBuffer(data: Buffer): void {
-  READ_BUFFERS.give(data);
+  READ_BUFFERS.release(data);
 }
 
 async function read(lu: LogicalUnit, r: Range, cdb: Buffer, req: ScsiRequest): Promise<Buffer | undefined> {
@@ -377,7 +377,7 @@ async function read(lu: LogicalUnit, r: Range, cdb: Buffer, req: ScsiRequest): P
   if (r.blocks === 0) return undefined;
   const { offset, length } = byteRange(lu, r);
   // Lives until the Data-In PDUs carrying it are sent; the connection then recycles large ones.
-  const buf = length <= SLAB_MAX_BUFFER ? allocShortLived(length) : READ_BUFFERS.take(length);
+  const buf = length <= SLAB_MAX_BUFFER ? allocShortLived(length) : READ_BUFFERS.acquire(length);
   try {
     await readInto(lu, buf, offset, req.signal);
   } catch (err) {

@@ -18,7 +18,7 @@ import { Nfs3Program } from './nfs3/program.js';
 import { exportPolicy } from './policy.js';
 import { PortmapProgram, type PortMapping } from './portmap.js';
 import { IPPROTO_TCP, IPPROTO_UDP, PROG_MOUNT, PROG_NFS, PROG_PORTMAP } from './rpc/constants.js';
-import { BufferPool } from './rpc/buffers.js';
+import { BufferPool } from '../util/buffer-pool.js';
 import { RpcServer } from './rpc/server.js';
 import { recordLimit } from './rpc/constants.js';
 import { MAX_IO, MAX_IO_LIMIT, MIN_IO } from './nfs3/context.js';

@@ -1,58 +1,60 @@
 /**
- * BufferPool: large buffers handed back for reuse once their owner is done with them.
+ * BufferPool: large short-lived buffers (READ replies of NFS and iSCSI) handed back for reuse once
+ * their owner is done with them (the kernel has the bytes).
  *
  * A fresh 1 MiB buffer is an mmap'd allocation whose pages the kernel faults in and zeroes on first
- * touch, and an ArrayBuffer the GC has to account and sweep; a sequential reader paid that for every
- * MiB it read. Buffers taken from a pool and given back are reused as they are (contents
- * uninitialised, like Buffer.allocUnsafe).
+ * touch, and an ArrayBuffer the GC has to account and sweep; recycling keeps both out of the read
+ * path. Reused buffers come back as they are (contents uninitialised, like Buffer.allocUnsafe).
  *
- * Only power-of-two lengths in [MIN_POOLED, MAX_POOLED] are pooled (others are plain allocations),
- * at most `maxPerSize` buffers per length and `maxBytes` in all. `give` accepts only buffers this
- * pool handed out and not yet taken back (a WeakSet), so a buffer given twice, or one that came from
- * elsewhere, is ignored rather than handed to two owners. A buffer that is never given back is
- * simply garbage-collected.
+ * Design notes:
+ *  - `acquire(n)` gives a view of exactly n bytes; the buffer under it has n rounded up to 4 KiB
+ *    (a READ reply is the data plus ~100 bytes of header, so a 1 MiB NFS read uses 1 MiB + 4 KiB,
+ *    not 2 MiB). Lengths under MIN_POOLED (Node's own slab pool serves them) or over MAX_POOLED
+ *    are plain allocations.
+ *  - At most `maxIdleBytes` wait in the pool.
+ *  - `release` takes back only buffers this pool handed out and not yet taken back (a WeakSet of
+ *    their memory), so a buffer released twice, or one that came from elsewhere (an iSCSI answer
+ *    other than a READ's), is ignored rather than handed to two owners. A buffer never released is
+ *    simply garbage-collected.
  */
-export const MIN_POOLED = 32 * 1024;
-export const MAX_POOLED = 4 * 1024 * 1024;
+export const MIN_POOLED = 16 * 1024;
+export const MAX_POOLED = 8 * 1024 * 1024;
+const GRANULE = 4096;
 
 export class BufferPool {
   readonly #free = new Map<number, Buffer[]>();
-  readonly #out = new WeakSet<Buffer>();
-  readonly #maxPerSize: number;
-  readonly #maxBytes: number;
-  #freeBytes = 0;
+  readonly #out = new WeakSet<ArrayBufferLike>();
+  readonly #maxIdleBytes: number;
+  #idleBytes = 0;
 
-  constructor(opts: { maxPerSize?: number; maxBytes?: number } = {}) {
-    this.#maxPerSize = opts.maxPerSize ?? 8;
-    this.#maxBytes = opts.maxBytes ?? 32 * 1024 * 1024;
+  constructor(opts: { maxIdleBytes?: number } = {}) {
+    this.#maxIdleBytes = opts.maxIdleBytes ?? 64 * 1024 * 1024;
   }
 
-  /** Bytes held for reuse. */
-  get freeBytes(): number {
-    return this.#freeBytes;
+  /** Bytes waiting for reuse. */
+  get idleBytes(): number {
+    return this.#idleBytes;
   }
 
-  take(n: number): Buffer {
-    if (!pooled(n)) return Buffer.allocUnsafe(n);
-    const b = this.#free.get(n)?.pop();
-    if (b) this.#freeBytes -= n;
-    const out = b ?? Buffer.allocUnsafeSlow(n);
-    this.#out.add(out);
-    return out;
+  /** A buffer of exactly `length` bytes (a view of a pooled buffer when large enough). */
+  acquire(length: number): Buffer {
+    if (length < MIN_POOLED || length > MAX_POOLED) return Buffer.allocUnsafe(length);
+    const cap = Math.ceil(length / GRANULE) * GRANULE;
+    const b = this.#free.get(cap)?.pop();
+    if (b) this.#idleBytes -= cap;
+    const out = b ?? Buffer.allocUnsafeSlow(cap);
+    this.#out.add(out.buffer);
+    return out.subarray(0, length);
   }
 
-  /** Hands `b` back; the caller must not touch it afterwards. */
-  give(b: Buffer): void {
-    if (!this.#out.delete(b)) return;
-    if (this.#freeBytes + b.length > this.#maxBytes) return;
-    let list = this.#free.get(b.length);
-    if (!list) this.#free.set(b.length, (list = []));
-    if (list.length >= this.#maxPerSize) return;
-    list.push(b);
-    this.#freeBytes += b.length;
+  /** Gives a buffer from acquire() back; the caller must not touch it afterwards. */
+  release(view: Buffer): void {
+    if (view.byteOffset !== 0 || !this.#out.delete(view.buffer)) return;
+    const cap = view.buffer.byteLength;
+    if (this.#idleBytes + cap > this.#maxIdleBytes) return;
+    let list = this.#free.get(cap);
+    if (!list) this.#free.set(cap, (list = []));
+    list.push(Buffer.from(view.buffer, 0, cap));
+    this.#idleBytes += cap;
   }
-}
-
-function pooled(n: number): boolean {
-  return n >= MIN_POOLED && n <= MAX_POOLED && (n & (n - 1)) === 0;
 }

@@ -3,7 +3,7 @@ import type { Datastore } from '../datastore/datastore.js';
 import type { FileOps } from '../datastore/file-ops.js';
 import type { Mutations } from '../datastore/mutations.js';
 import type { Logger } from '../../util/log.js';
-import type { BufferPool } from '../rpc/buffers.js';
+import type { BufferPool } from '../../util/buffer-pool.js';
 import type { ByteBudget } from '../../util/byte-budget.js';
 import type { LogLimiter } from '../../util/log-limiter.js';
 

@@ -8,7 +8,6 @@ import { vmdkDescriptor } from '../../../src/nfs/datastore/vmdk.js';
 import { Nfs3Stat, NfsError, toNfsStat } from '../../../src/nfs/error-map.js';
 import { exportPolicy } from '../../../src/nfs/policy.js';
 import { parseAuthSys } from '../../../src/nfs/rpc/auth.js';
-import { BufferPool } from '../../../src/nfs/rpc/buffers.js';
 import { tempDir } from '../../helpers/images.js';
 import { authSys } from '../../helpers/nfs-rpc.js';
 
@@ -83,25 +82,5 @@ describe('parseAuthSys', () => {
     const long = authSys(5, 6, 'x');
     long.writeUInt32BE(1000, 4); // machine name longer than the body
     expect(parseAuthSys(long)).toBeUndefined();
-  });
-});
-
-describe('BufferPool', () => {
-  it('recycles large buffers by capacity and leaves small ones to Node', () => {
-    const pool = new BufferPool();
-    const a = pool.acquire(65536 + 104);
-    expect(a.length).toBe(65536 + 104);
-    expect(a.buffer.byteLength).toBe(65536 + 4096);
-    pool.release(a);
-    expect(pool.idleBytes).toBe(65536 + 4096);
-    const b = pool.acquire(65536 + 200);
-    expect(b.buffer).toBe(a.buffer);
-    expect(pool.idleBytes).toBe(0);
-    const big = Array.from({ length: 80 }, () => pool.acquire(1024 * 1024 + 104));
-    big.forEach((x) => pool.release(x));
-    expect(pool.idleBytes).toBeLessThanOrEqual(64 * 1024 * 1024);
-    const small = pool.acquire(100);
-    pool.release(small);
-    expect(pool.acquire(100).buffer).not.toBe(a.buffer);
   });
 });
