@@ -231,7 +231,7 @@ async function encode(raw, codec, level, digest) {
       spareBuf = take(native.zstdCompressBound(raw.length));
       payload = spareBuf.subarray(0, native.zstdCompressInto(raw, spareBuf, level));
     } else if (codec === 2) payload = await zstd.compress(raw, level);
-    else if (codec === 1) payload = zlib.deflateRawSync(raw, { level: 1 });
+    else if (codec === 1) payload = zlib.deflateRawSync(raw, { level });
     if (payload.length >= raw.length) {
       codec = 0;
       payload = raw;

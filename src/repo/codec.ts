@@ -35,19 +35,23 @@ export const NONE: Codec = {
   decompress: async (data) => data,
 };
 
+const DEFLATE_LEVEL = 1;
+
 export const DEFLATE: Codec = {
   id: 1,
   name: 'deflate',
-  level: 1,
-  compress: (raw) => deflateRaw(raw, { level: 1 }),
+  level: DEFLATE_LEVEL,
+  compress: (raw) => deflateRaw(raw, { level: DEFLATE_LEVEL }),
   decompress: (data, rawLength) => inflateRaw(data, { maxOutputLength: Math.max(rawLength, 1) }),
 };
+
+const ZSTD_LEVEL = 1;
 
 export const ZSTD: Codec = {
   id: 2,
   name: 'zstd',
-  level: 1,
-  compress: (raw) => zstd.compress(raw, 1),
+  level: ZSTD_LEVEL,
+  compress: (raw) => zstd.compress(raw, ZSTD_LEVEL),
   decompress: (data) => zstd.decompress(data),
 };
 

@@ -8,8 +8,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { ChunkStore, encodeChunkFile } from '../../../src/repo/chunk-store.js';
-import { chunkPool, decodeChunkToFileOnWorker, hashOnWorker, setChunkWorkerCount } from '../../../src/repo/chunk-worker.js';
+import { ChunkStore, decodeChunkFile, encodeChunkFile } from '../../../src/repo/chunk-store.js';
+import { chunkPool, decodeChunkOnWorker, decodeChunkToFileOnWorker, encodeOnWorker, hashOnWorker, setChunkWorkerCount } from '../../../src/repo/chunk-worker.js';
 import { DEFLATE, NONE, ZSTD, type Codec } from '../../../src/repo/codec.js';
 import { WorkerPool } from '../../../src/util/worker-pool.js';
 import { tempDir } from '../../helpers/images.js';
@@ -197,6 +197,20 @@ describe('chunk worker pool', () => {
     const v = await hashOnWorker(pool, view);
     expect(v.digest!.equals(sha(Buffer.alloc(4096, 1)))).toBe(true);
     expect(big[0]).toBe(1);
+  });
+
+  it('encodes chunk files as the module does (the worker runs a copy of the format): same header, same check, and either side reads the other', async () => {
+    setChunkWorkerCount(2);
+    const pool = chunkPool()!;
+    for (const [codec, data] of [[ZSTD, content('text', 200_000, 10)], [DEFLATE, content('text', 70_000, 11)], [ZSTD, content('random', 50_000, 12)], [NONE, content('text', 9_000, 13)]] as Array<[Codec, Buffer]>) {
+      const digest = sha(data);
+      const onWorker = await encodeOnWorker(pool, data, codec.id, codec.level, digest);
+      const here = await encodeChunkFile(data, codec, digest);
+      expect(onWorker.subarray(0, 16).equals(here.header), codec.name).toBe(true);
+      expect(Buffer.from(await decodeChunkFile(onWorker, digest)).equals(data), codec.name).toBe(true);
+      const stored = Buffer.concat([here.header, here.payload]);
+      expect((await decodeChunkOnWorker(pool, stored, digest)).raw.equals(data), codec.name).toBe(true);
+    }
   });
 
   it('decodes a fetched object into a file (restore from a bucket): verified before anything is written', async () => {
