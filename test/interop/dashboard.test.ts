@@ -51,6 +51,26 @@ interface MiniDocument {
 /** The page's globals inside page.waitForFunction callbacks (functions, not strings: the dashboard's CSP forbids eval). */
 type Win = { document: MiniDocument };
 
+/** What the page and the daemon show now, for a failed wait's message (the QoS steps raced once in CI). */
+async function pageState(): Promise<string> {
+  const ui = await page.evaluate(() => {
+    const doc = (globalThis as unknown as { document: { activeElement: { id?: string; tagName?: string } | null; querySelector(s: string): { textContent: string | null; value?: string } | null } }).document;
+    const text = (s: string): string | null | undefined => doc.querySelector(s)?.textContent;
+    return { focus: doc.activeElement?.id || doc.activeElement?.tagName, iops: doc.querySelector('#qos-iops')?.value, bps: doc.querySelector('#qos-bps')?.value, status: text('p.msg'), live: text('header .live') };
+  });
+  const s = await api('GET', '/v1/sessions/web1').catch((e: Error) => ({ error: e.message }));
+  return `page ${JSON.stringify(ui)}, daemon qos ${JSON.stringify((s as { qos?: unknown }).qos ?? s)}`;
+}
+
+/** Waits for a locator; a timeout names the page's and the daemon's state. */
+async function shows(l: ReturnType<Page['getByText']>): Promise<void> {
+  try {
+    await l.waitFor(WAIT);
+  } catch (e) {
+    throw new Error(`${(e as Error).message.split('\n')[0]} (${await pageState()})`);
+  }
+}
+
 async function shot(name: string): Promise<void> {
   await page.screenshot({ path: path.join(IMAGES, `dashboard-${name}.png`), fullPage: true });
 }
@@ -138,7 +158,7 @@ describe.skipIf(missing.length > 0)(`dashboard in chromium${missing.length ? ` (
     };
     for (const limit of [200, 500]) {
       await page.getByLabel(/IOPS limit/).fill(String(limit));
-      await page.getByTestId('qos-iops').getByText(String(limit)).waitFor(WAIT);
+      await shows(page.getByTestId('qos-iops').getByText(String(limit)));
       expect((await api('GET', '/v1/sessions/web1')).qos.iops).toBe(limit);
       const iops = await fio(limit * 3);
       expect(iops).toBeGreaterThan(limit * 0.9);
@@ -147,12 +167,12 @@ describe.skipIf(missing.length > 0)(`dashboard in chromium${missing.length ? ` (
     // Keyboard: the bandwidth slider moves by its step with an arrow key and applies at once.
     await page.getByLabel(/Bandwidth limit/).focus();
     await page.keyboard.press('ArrowRight');
-    await page.getByTestId('qos-bps').getByText('10.0 MiB/s').waitFor(WAIT);
+    await shows(page.getByTestId('qos-bps').getByText('10.0 MiB/s'));
     expect((await api('GET', '/v1/sessions/web1')).qos.bps).toBe(10 * 1024 * 1024);
     await page.keyboard.press('Home');
-    await page.getByTestId('qos-bps').getByText('none').waitFor(WAIT);
+    await shows(page.getByTestId('qos-bps').getByText('none'));
     await page.getByLabel(/IOPS limit/).fill('0');
-    await page.getByTestId('qos-iops').getByText('none').waitFor(WAIT);
+    await shows(page.getByTestId('qos-iops').getByText('none'));
     expect((await api('GET', '/v1/sessions/web1')).qos.iops).toBeUndefined();
   });
 
