@@ -123,6 +123,31 @@ export function cpuSeconds(pid) {
   }
 }
 
+/**
+ * Puts the machine in the same state before each timed copy: `sync` (no writeback of an earlier step
+ * competes), then `bytes` of page cache written to a scratch file in `dir` and freed again.
+ *
+ * Why the scratch write: a virtual machine with free page reporting (Firecracker, virtio-balloon)
+ * hands memory that stays free for a few seconds back to its host, and the next program to touch it
+ * pays the host's page faults inside its own copies. Measured here: two threads writing 1 GiB into
+ * the page cache took 4.8 s and 7.3 CPU-s on returned memory, 0.4 s and 0.7 CPU-s otherwise; in a
+ * benchmark, whichever side ran first after an idle step paid it (restore 0.25x qemu-img convert,
+ * then convert 0.3x after it when the order changed). The scratch write pays that cost before the clock
+ * starts and leaves the memory freed just now, which the page allocator hands out first.
+ */
+export async function settleBeforeTimedCopy(dir, bytes) {
+  await run('sync', [], { timeoutMs: 120_000 });
+  const file = path.join(dir, `.settle-${process.pid}`);
+  const fd = fs.openSync(file, 'w');
+  try {
+    const block = Buffer.alloc(4 * MiB, 0x5a);
+    for (let off = 0; off < bytes; off += block.length) fs.writeSync(fd, block, 0, Math.min(block.length, bytes - off), off);
+  } finally {
+    fs.closeSync(fd);
+    fs.rmSync(file, { force: true });
+  }
+}
+
 // ---- images ---------------------------------------------------------------------------------
 
 const TEXT = Buffer.from(

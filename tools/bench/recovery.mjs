@@ -20,7 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
-  api, bootGuestOnce as bootOnce, cpuSeconds, fmt, GiB, killAllSync, log, MiB, pathFlags, REBOUND_MAIN, removeTmpSync, rebound, ROOT, run, setTmpDir, startServer, stopServer, table, which, writeVmImage,
+  api, bootGuestOnce as bootOnce, cpuSeconds, fmt, GiB, killAllSync, log, MiB, pathFlags, REBOUND_MAIN, removeTmpSync, rebound, ROOT, run, setTmpDir, settleBeforeTimedCopy, startServer, stopServer, table, which, writeVmImage,
   useDaemonToken,
 } from './lib.mjs';
 
@@ -150,8 +150,9 @@ async function main() {
             q = await startServer({ name: 'qemu-nbd', cmd: 'qemu-nbd', args: ['-f', 'raw', '-t', '-k', qsock, out], sock: qsock, uri: `nbd+unix:///?socket=${qsock}`, dir: tmpDir, logName: `qemu-nbd-target-${i}-${who}` });
             to = q.uri;
           }
-          // No writeback of earlier steps (the image, the backup, the last copy) competes with this one.
-          await run('sync', [], { timeoutMs: 120_000 });
+          // No writeback of earlier steps (the image, the backup, the last copy) competes with this one,
+          // and both sides start on the same memory (lib.mjs settleBeforeTimedCopy).
+          await settleBeforeTimedCopy(tmpDir, Math.ceil((size * 1.25) / MiB) * MiB);
           try {
             if (who === 'rebound') {
               const name = `mig-${kind}-${i}`;

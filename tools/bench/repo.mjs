@@ -39,7 +39,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   cpuSeconds, dirUsage, firstLine, fmt, GiB, killAllSync, log, makeRng, measureFio, measureNbdcopy, MiB, REBOUND_MAIN,
-  pathFlags, removeTmpSync, ROOT, run, setTmpDir, startServer, stopServer, table, VM_IMAGE_MIX, waitNbd, warmPageCache, which, writeVmImage,
+  pathFlags, removeTmpSync, ROOT, run, setTmpDir, settleBeforeTimedCopy, startServer, stopServer, table, VM_IMAGE_MIX, waitNbd, warmPageCache, which, writeVmImage,
   useDaemonToken,
 } from './lib.mjs';
 
@@ -196,6 +196,9 @@ async function cacheStats(daemon) {
   return (await res.json()).cache;
 }
 
+/** Page cache to write and free before each timed step (lib.mjs settleBeforeTimedCopy): the image and a quarter more. */
+const settleBytes = (ctx) => Math.ceil((ctx.size * 1.25) / MiB) * MiB;
+
 /** Runs a rebound client command with --json; resolves with the finished job and the wall time. */
 async function reboundJob(ctx, daemon, args, timeoutMs) {
   const cpu0 = cpuSeconds(daemon.pid);
@@ -207,6 +210,7 @@ async function reboundJob(ctx, daemon, args, timeoutMs) {
 
 async function backup(ctx, daemon, vm, source, extra = []) {
   const timeoutMs = 120_000 + (ctx.size / (4 * MiB)) * 1000;
+  await settleBeforeTimedCopy(ctx.tmpDir, settleBytes(ctx));
   const r = await reboundJob(ctx, daemon, ['backup', vm, '--disk', `disk0=${source}`, ...extra], timeoutMs);
   const m = r.job.result;
   const d = m.disks[0];
@@ -242,13 +246,13 @@ async function measureRestic(ctx, label) {
   await run('restic', ['init'], { timeoutMs: 60_000 });
   const out = { version: (await run('restic', ['version'], { timeoutMs: 30_000 })).stdout.trim().split(' ').slice(0, 2).join(' ') };
   for (const [key, img] of [['full', ctx.base], ['changed', ctx.changed]]) {
-    await run('sync', [], { timeoutMs: 120_000 });
+    await settleBeforeTimedCopy(ctx.tmpDir, settleBytes(ctx));
     log(`[${label}] restic backup (${key})`);
     const r = await run('restic', ['backup', '--quiet', img], { timeoutMs });
     out[key] = { seconds: r.seconds, mibps: ctx.size / MiB / r.seconds };
   }
   const target = path.join(ctx.tmpDir, `restic-restore-${label}`);
-  await run('sync', [], { timeoutMs: 120_000 });
+  await settleBeforeTimedCopy(ctx.tmpDir, settleBytes(ctx));
   log(`[${label}] restic restore`);
   const t = performance.now();
   await run('restic', ['restore', 'latest', '--target', target], { timeoutMs });
@@ -343,12 +347,13 @@ async function measureRepo(ctx, chunkSize, main) {
       if (!R.incrementalMatchesChanged) throw new Error('the dirty-bitmap incremental point differs from the backup of the changed raw image');
 
       // 6: full restore against qemu-img convert, interleaved, best of RESTORE_ROUNDS; each starts
-      // after a sync, so no writeback of an earlier step competes with it.
+      // settled (lib.mjs settleBeforeTimedCopy): no writeback of an earlier step competes with it,
+      // and neither side pays for memory the VM gave back to its host.
       const out = path.join(ctx.tmpDir, 'restored.raw');
       R.restore = { rebound: [], convert: [] };
       for (let i = 0; i < RESTORE_ROUNDS; i++) {
         fs.rmSync(out, { force: true });
-        await run('sync', [], { timeoutMs: 120_000 });
+        await settleBeforeTimedCopy(ctx.tmpDir, settleBytes(ctx));
         log(`[${label}] restore #${i + 1}`);
         const r = await reboundJob(ctx, daemon, ['restore', `${VM}@latest`, '--disk', 'disk0', '--to', out], 120_000 + (ctx.size / (4 * MiB)) * 1000);
         R.restore.rebound.push({ seconds: r.job.result.seconds, wallSeconds: r.wallSeconds, mibps: ctx.size / MiB / r.job.result.seconds, daemonCpuSec: r.daemonCpuSec, writtenBytes: r.job.result.writtenBytes });
@@ -359,7 +364,7 @@ async function measureRepo(ctx, chunkSize, main) {
           R.restore.verified = true;
         }
         fs.rmSync(out, { force: true });
-        await run('sync', [], { timeoutMs: 120_000 });
+        await settleBeforeTimedCopy(ctx.tmpDir, settleBytes(ctx));
         log(`[${label}] qemu-img convert #${i + 1}`);
         const args = ['convert', '-f', 'raw', '-O', 'raw', '-t', 'writeback', ctx.changed, out];
         const c = await run('qemu-img', args, { timeoutMs: 120_000 + (ctx.size / (4 * MiB)) * 1000 });
