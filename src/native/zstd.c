@@ -34,26 +34,13 @@ static void free_cctx(void *arg) {
   if (thread_cctx == arg) thread_cctx = NULL;
 }
 
-static int bytes_of(napi_env env, napi_value v, void **data, size_t *length) {
-  napi_typedarray_type type;
-  size_t count;
-  napi_value ab;
-  size_t offset;
-  if (napi_get_typedarray_info(env, v, &type, &count, data, &ab, &offset) != napi_ok) return 0;
-  size_t unit = (type == napi_int16_array || type == napi_uint16_array) ? 2
-      : (type == napi_int32_array || type == napi_uint32_array || type == napi_float32_array) ? 4
-      : (type == napi_float64_array || type == napi_bigint64_array || type == napi_biguint64_array) ? 8 : 1;
-  *length = count * unit;
-  return 1;
-}
-
 static napi_value zstd_decompress_into(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
   void *src, *dst;
   size_t src_len, dst_len;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
-      !bytes_of(env, argv[0], &src, &src_len) || !bytes_of(env, argv[1], &dst, &dst_len)) {
+      !typed_array_bytes(env, argv[0], &src, &src_len) || !typed_array_bytes(env, argv[1], &dst, &dst_len)) {
     napi_throw_type_error(env, "EINVAL", "expected (src, dst): two typed arrays");
     return NULL;
   }
@@ -82,7 +69,7 @@ static napi_value zstd_compress_into(napi_env env, napi_callback_info info) {
   size_t src_len, dst_len;
   int32_t level;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 ||
-      !bytes_of(env, argv[0], &src, &src_len) || !bytes_of(env, argv[1], &dst, &dst_len) ||
+      !typed_array_bytes(env, argv[0], &src, &src_len) || !typed_array_bytes(env, argv[1], &dst, &dst_len) ||
       napi_get_value_int32(env, argv[2], &level) != napi_ok) {
     napi_throw_type_error(env, "EINVAL", "expected (src, dst, level): two typed arrays and a level");
     return NULL;
