@@ -16,6 +16,9 @@
  *    clears a unit before it reads it (see dirty-tracker.ts for why that misses nothing) and keeps
  *    copying dirty units. In step = pass 1 done and what is dirty fits SYNC_SLACK: the final copy
  *    under the switch's pause is then short.
+ *  - The target's writeback starts every 64 MiB written (targets.ts EarlyWriteback), so the disk
+ *    works while units are still decoded: the final flush of a 1 GiB copy to a file was 0.8 s of
+ *    1.8 s without it.
  *  - Progress (cursor) is saved about every PERSIST_MS after a target flush, asynchronously, so a
  *    migration resumes after a crash from `cursor`, with every unit the overlay shadows below it
  *    marked dirty (the dirty set itself is not saved; the overlay knows every write of the VM). A
@@ -33,7 +36,7 @@ import { DirtyTracker } from '../blockdev/layers/dirty-tracker.js';
 import type { SwitchableDevice } from '../blockdev/layers/switchable.js';
 import type { CowOverlay } from '../blockdev/layers/cow/cow-overlay.js';
 import { errorText, ReboundError } from '../errors.js';
-import { openTarget, zeroRange, type WriteTarget } from '../repo/targets.js';
+import { EarlyWriteback, openTarget, zeroRange, type WriteTarget } from '../repo/targets.js';
 import type { PathGate } from '../util/path-policy.js';
 import type { Logger } from '../util/log.js';
 import { TokenBucket } from '../util/token-bucket.js';
@@ -95,6 +98,8 @@ export class DiskMigration {
   readonly #unit: number;
   readonly #bucket: TokenBucket;
   #target: WriteTarget | undefined;
+  /** Starts the target's writeback while copying (targets.ts); one per opened target. */
+  #writeback: EarlyWriteback | undefined;
   readonly #targetGate: PathGate | undefined;
   #run: Promise<void> | undefined;
   #stop: AbortController | undefined;
@@ -193,8 +198,10 @@ export class DiskMigration {
   /** Stops the copier and closes the target (cancel, discard, shutdown before a switch). */
   async close(): Promise<void> {
     await this.halt();
+    await this.#writeback?.settled().catch(() => undefined);
     await this.#target?.close().catch(() => undefined);
     this.#target = undefined;
+    this.#writeback = undefined;
     this.#tracker.stop();
   }
 
@@ -206,6 +213,7 @@ export class DiskMigration {
     }
     this.#target ??= await openTarget(r.target, this.#disk.size, { startOver: !resume || r.cursor === 0, gate: this.#targetGate });
     const target = this.#target;
+    const writeback = (this.#writeback ??= new EarlyWriteback(target));
     this.#tracker.start();
     if (resume) for (const [off, len] of this.#overlay.changedRanges()) if (off < r.cursor) this.#tracker.mark(off, Math.min(len, r.cursor - off));
     const size = this.#disk.size;
@@ -214,6 +222,7 @@ export class DiskMigration {
     const persist = async (force = false): Promise<void> => {
       if (!force && Date.now() - lastPersist < PERSIST_MS) return;
       lastPersist = Date.now();
+      await writeback.settled();
       await target.flush();
       r.updatedAt = new Date().toISOString();
       await this.#disk.saveProgress().catch((err: unknown) => this.#log.warn('cannot save migration progress; will retry', { disk: this.#disk.name, err: errorText(err) }));
@@ -258,6 +267,7 @@ export class DiskMigration {
         continue;
       }
       await this.#copyUnits(dirty, target, signal);
+      await writeback.settled();
     }
   }
 
@@ -291,6 +301,7 @@ export class DiskMigration {
       const data = buf.subarray(0, len);
       await this.#overlay.read(data, off);
       await target.write(data, off);
+      this.#writeback?.written(len);
     }
     this.#record.copiedBytes += len;
     this.#rateWindow.push([Date.now(), len]);

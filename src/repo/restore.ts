@@ -10,20 +10,18 @@
  *    the chunk is read, decompressed, verified and written on one thread and never crosses to
  *    the event loop (moving 1 MiB buffers back and writing them from here cost more CPU than
  *    the decompression).
- *  - Writeback starts early: every WRITEBACK_BYTES written, a flush of the target starts unless one
- *    is running, so the disk works while chunks are still decoded and the final flush finds
- *    little left (a file's final fdatasync took 0.6-0.8 s of a 2 s restore).
+ *  - Writeback starts early (targets.ts EarlyWriteback), so the disk works while chunks are still
+ *    decoded and the final flush finds little left (a file's final fdatasync took 0.6-0.8 s of a
+ *    2 s restore).
  */
 import type { Repository } from './repository.js';
 import type { PathGate } from '../util/path-policy.js';
-import { openTarget, targetIoError, zeroRange, type WriteTarget } from './targets.js';
+import { EarlyWriteback, openTarget, targetIoError, zeroRange } from './targets.js';
 
 /** Chunks read, verified and written at once (see the design notes). */
 export const RESTORE_INFLIGHT = 8;
 /** The same from a repository in a bucket: each chunk is a request with a round trip. */
 export const S3_RESTORE_INFLIGHT = 16;
-/** Bytes written between the flushes that start the target's writeback early (see the design notes). */
-export const WRITEBACK_BYTES = 64 * 1024 * 1024;
 
 export interface RestoreRequest {
   vm: string;
@@ -98,7 +96,7 @@ export async function restore(
     const settled = await Promise.allSettled(Array.from({ length: req.concurrency ?? (repo.s3 ? S3_RESTORE_INFLIGHT : RESTORE_INFLIGHT) }, worker));
     const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
-    await writeback.settled();
+    await writeback.settled().catch((err: unknown) => Promise.reject(targetIoError(err)));
     await target.flush().catch((err: unknown) => Promise.reject(targetIoError(err)));
   } finally {
     await writeback.settled().catch(() => undefined);
@@ -107,40 +105,4 @@ export async function restore(
     unpin();
   }
   return { vm: m.vm, point: m.id, disk: req.disk, to: req.to, ...progress, seconds: (Date.now() - started) / 1000 };
-}
-
-/**
- * Starts a flush of the target after every WRITEBACK_BYTES written, one at a time, so its writeback
- * overlaps the copy (see the design notes). A failed flush is reported by `settled()`.
- */
-class EarlyWriteback {
-  readonly #target: WriteTarget;
-  #since = 0;
-  #running: Promise<void> | undefined;
-  #error: unknown;
-
-  constructor(target: WriteTarget) {
-    this.#target = target;
-  }
-
-  written(bytes: number): void {
-    this.#since += bytes;
-    if (this.#since < WRITEBACK_BYTES || this.#running) return;
-    this.#since = 0;
-    this.#running = this.#target.flush().then(
-      () => {
-        this.#running = undefined;
-      },
-      (err: unknown) => {
-        this.#running = undefined;
-        this.#error ??= err;
-      },
-    );
-  }
-
-  /** Waits for a running flush; rejects (as ERR_TARGET_IO) if any failed. */
-  async settled(): Promise<void> {
-    await this.#running;
-    if (this.#error !== undefined) throw targetIoError(this.#error);
-  }
 }

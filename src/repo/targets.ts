@@ -51,3 +51,44 @@ export async function openTarget(spec: string, size: number, opts: { startOver?:
 export function targetIoError(err: unknown): unknown {
   return err instanceof BlockError ? new ReboundError('ERR_TARGET_IO', err.message, { cause: err }) : err;
 }
+
+/** Bytes written between the flushes that start a target's writeback early (EarlyWriteback). */
+export const WRITEBACK_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Starts a flush of the target after every WRITEBACK_BYTES written, one at a time, so the target's
+ * writeback overlaps a long copy (restore, migration) and the copy's final flush finds little left
+ * to write: a file's final fdatasync was 0.6-0.8 s of a 2 s restore and of a 1.8 s migration.
+ * A failed flush is reported by `settled()`, as the target's own error.
+ */
+export class EarlyWriteback {
+  readonly #target: BlockDevice;
+  #since = 0;
+  #running: Promise<void> | undefined;
+  #error: unknown;
+
+  constructor(target: BlockDevice) {
+    this.#target = target;
+  }
+
+  written(bytes: number): void {
+    this.#since += bytes;
+    if (this.#since < WRITEBACK_BYTES || this.#running) return;
+    this.#since = 0;
+    this.#running = this.#target.flush().then(
+      () => {
+        this.#running = undefined;
+      },
+      (err: unknown) => {
+        this.#running = undefined;
+        this.#error ??= err;
+      },
+    );
+  }
+
+  /** Waits for a running flush; rejects with the first failed flush's error, if any. */
+  async settled(): Promise<void> {
+    await this.#running;
+    if (this.#error !== undefined) throw this.#error;
+  }
+}
