@@ -20,6 +20,10 @@
  *    the chunk directories looks for leftovers.
  *  - An encrypted repository (repo-crypto.ts, `repo init --encrypt` without --s3) names chunks by
  *    HMAC and writes each file sealed: the same envelope as in a bucket.
+ *  - A backup's new chunk in shared memory (ingest.ts reads into SharedArrayBuffers) is stored by a
+ *    chunk worker from start to end (`storeOnWorker`: exists? encode, temp file, rename, all
+ *    synchronous there): the event loop made five file-system round trips per chunk before and
+ *    copied the chunk into the message; on 2 cores it was the backup's bottleneck.
  *  - Reads run on the chunk workers (chunk-worker.ts: read, decompress and check on a worker
  *    thread; the verified chunk is moved back, not copied). A migration's shared buffer is filled
  *    there (`readChunkInto`), and a restore to a file has the worker write the chunk into the file
@@ -33,7 +37,7 @@ import { spawn } from 'node:child_process';
 import type { ChunkBackend, ClaimSet, FileSink, PutResult, ReadChunkOptions, StoredChunk } from './backend.js';
 import { ChunkBookkeeping } from './chunk-bookkeeping.js';
 import { BlockError, ReboundError } from '../errors.js';
-import { chunkPool, encodeOnWorker, loadChunkIntoOnWorker, loadChunkOnWorker, loadChunkToFileOnWorker, sealOnWorker } from './chunk-worker.js';
+import { chunkPool, encodeOnWorker, loadChunkIntoOnWorker, loadChunkOnWorker, loadChunkToFileOnWorker, sealOnWorker, storeOnWorker } from './chunk-worker.js';
 import { pwrite } from '../util/file-io.js';
 import { codecById, NONE, type Codec } from './codec.js';
 import { WorkerPoolError } from '../util/worker-pool.js';
@@ -83,6 +87,18 @@ export class ChunkStore extends ChunkBookkeeping implements ChunkBackend {
     claims?.add(hex);
     await this.#deleting.get(hex);
     const file = this.pathOf(hex);
+    const pool = chunkPool();
+    if (pool && !this.keys && raw.buffer instanceof SharedArrayBuffer) {
+      // A backup reader's shared buffer: the worker checks, encodes, writes and renames (see the design notes).
+      let bytes: number;
+      try {
+        bytes = await storeOnWorker(pool, raw, digest, this.codec.id, this.codec.level, file, this.tmpDir);
+      } catch (err) {
+        throw err instanceof WorkerPoolError ? storeError(err, `writing chunk ${hex}`) : err;
+      }
+      if (bytes > 0) this.countStored(bytes);
+      return { stored: bytes > 0, bytes };
+    }
     if (await exists(file)) return { stored: false, bytes: 0 };
     const { header, payload } = await encodeChunk(raw, this.codec, digest);
     const parts = this.keys ? [await sealChunk(this.keys, digest, header, payload)] : [header, payload];
@@ -316,5 +332,5 @@ export function sinkError(err: unknown, sink: FileSink): BlockError {
 
 function storeError(err: unknown, what: string): ReboundError {
   const code = (err as NodeJS.ErrnoException).code;
-  return new ReboundError(code === 'ENOSPC' ? 'ERR_REPO_FULL' : 'ERR_REPO_IO', `${what}: ${(err as Error).message}`, { cause: err });
+  return new ReboundError(code === 'ENOSPC' || code === 'STORE_ENOSPC' ? 'ERR_REPO_FULL' : 'ERR_REPO_IO', `${what}: ${(err as Error).message}`, { cause: err });
 }

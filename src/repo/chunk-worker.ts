@@ -255,6 +255,38 @@ async function encode(raw, codec, level, digest) {
     if (spareBuf) give(spareBuf);
   }
 }
+// Stores a chunk file as ChunkStore.put does (chunk-store.ts), all on this thread: nothing when
+// file exists; else encoded, written to a temp file in tmpDir and renamed into place. Answers the
+// file's size, or 0 when it was there. A failure to write is STORE_ENOSPC or STORE_EIO.
+const madeDirs = new Set();
+async function store(raw, codec, level, digest, file, tmpDir, again = false) {
+  if (fs.existsSync(file)) return 0;
+  const out = await encode(raw, codec, level, digest);
+  const tmp = tmpDir + '/chunk-' + digest.toString('hex') + '-' + crypto.randomBytes(4).toString('hex');
+  let fd;
+  try {
+    const dir = file.slice(0, file.lastIndexOf('/'));
+    if (!madeDirs.has(dir)) {
+      fs.mkdirSync(dir, { recursive: true });
+      madeDirs.add(dir);
+    }
+    fd = fs.openSync(tmp, 'w');
+    for (let done = 0; done < out.length; ) done += fs.writeSync(fd, out, done, out.length - done, done);
+    fs.closeSync(fd);
+    fd = undefined;
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    if (fd !== undefined) fs.closeSync(fd);
+    fs.rmSync(tmp, { force: true });
+    // A directory made earlier may have gone since (gc removes empty ones): once more, afresh.
+    if (e.code === 'ENOENT' && !again) {
+      madeDirs.clear();
+      return store(raw, codec, level, digest, file, tmpDir, true);
+    }
+    throw new TaskError(e.code === 'ENOSPC' || e.code === 'EDQUOT' ? 'STORE_ENOSPC' : 'STORE_EIO', e.message);
+  }
+  return out.length;
+}
 const ZEROES = Buffer.alloc(1024 * 1024);
 function isZero(b) {
   for (let pos = 0; pos < b.length; pos += ZEROES.length) {
@@ -306,11 +338,16 @@ parentPort.on('message', async (m) => {
     } else if (m.op === 'seal') {
       const out = seal(Buffer.from(m.encKey), m.kind, Buffer.from(m.name), Buffer.from(m.buf, m.offset, m.length));
       parentPort.postMessage({ id: m.id, ok: true, value: out.buffer }, [out.buffer]);
+    } else if (m.op === 'store') {
+      const bytes = await store(Buffer.from(m.sab, m.offset, m.length), m.codec, m.level, Buffer.from(m.digest), m.file, m.tmpDir);
+      parentPort.postMessage({ id: m.id, ok: true, value: bytes });
     } else if (m.op === 'hash') {
+      // A shared buffer stays where it is; an owned one is moved here and back.
       const b = Buffer.from(m.buf, m.offset, m.length);
       const zero = isZero(b);
       const digest = zero ? undefined : digestOf(b, m.idKey ? { idKey: Buffer.from(m.idKey) } : undefined);
-      parentPort.postMessage({ id: m.id, ok: true, value: { buf: m.buf, zero, digest } }, [m.buf]);
+      const shared = m.buf instanceof SharedArrayBuffer;
+      parentPort.postMessage({ id: m.id, ok: true, value: { buf: shared ? undefined : m.buf, zero, digest } }, shared ? [] : [m.buf]);
     } else {
       throw new TaskError('EINVAL', 'unknown op ' + m.op);
     }
@@ -454,8 +491,25 @@ export async function sealOnWorker(p: WorkerPool, encKey: Uint8Array, kind: Obje
  * ArrayBuffer from byteOffset 0 (Buffer.allocUnsafeSlow), else it is copied first.
  */
 export async function hashOnWorker(p: WorkerPool, buf: Uint8Array, idKey?: Uint8Array): Promise<{ buf: Buffer; zero: boolean; digest: Buffer | undefined }> {
+  const key = idKey ? { idKey: Uint8Array.from(idKey) } : {};
+  if (buf.buffer instanceof SharedArrayBuffer) {
+    // Shared memory (a backup reader's buffer): the worker reads it in place; nothing moves.
+    const r = await p.run<{ zero: boolean; digest?: Uint8Array }>({ op: 'hash', buf: buf.buffer, offset: buf.byteOffset, length: buf.byteLength, ...key });
+    return { buf: Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength), zero: r.zero, digest: r.digest ? Buffer.from(r.digest) : undefined };
+  }
   const own = movable(buf);
   const ab = own.buffer as ArrayBuffer;
-  const r = await p.run<{ buf: ArrayBuffer; zero: boolean; digest?: Uint8Array }>({ op: 'hash', buf: ab, offset: 0, length: own.byteLength, ...(idKey ? { idKey: Uint8Array.from(idKey) } : {}) }, [ab]);
+  const r = await p.run<{ buf: ArrayBuffer; zero: boolean; digest?: Uint8Array }>({ op: 'hash', buf: ab, offset: 0, length: own.byteLength, ...key }, [ab]);
   return { buf: Buffer.from(r.buf), zero: r.zero, digest: r.digest ? Buffer.from(r.digest) : undefined };
+}
+
+/**
+ * Stores a plaintext chunk in a local repository, all on a worker (ChunkStore.put's steps: nothing
+ * if `file` exists, else encoded, written to a temp file in `tmpDir` and renamed to `file`). `raw`
+ * is shared memory the worker reads in place. Resolves with the file's size, 0 when it existed;
+ * rejects with WorkerPoolError STORE_ENOSPC / STORE_EIO.
+ */
+export async function storeOnWorker(p: WorkerPool, raw: Uint8Array, digest: Uint8Array, codecId: number, level: number, file: string, tmpDir: string): Promise<number> {
+  if (!(raw.buffer instanceof SharedArrayBuffer)) throw new TypeError('storeOnWorker takes shared memory');
+  return p.run<number>({ op: 'store', sab: raw.buffer, offset: raw.byteOffset, length: raw.byteLength, digest: Uint8Array.from(digest), codec: codecId, level, file, tmpDir });
 }

@@ -199,7 +199,8 @@ async function backupDisk(
   let next = 0;
   const worker = async (): Promise<void> => {
     // This reader's buffer, reused chunk after chunk (a fresh 1 MiB per chunk cost page faults and
-    // garbage collection); it owns its memory, so it moves to a chunk worker and back, uncopied.
+    // garbage collection). With chunk workers it is shared memory: the worker hashes it, and a
+    // local store compresses and writes it, in place (nothing copied or moved per chunk).
     let spare: Buffer | undefined;
     for (;;) {
       while (next < index.count && !toRead[next]) next++;
@@ -207,7 +208,7 @@ async function backupDisk(
       const i = next++;
       opts.signal?.throwIfAborted();
       const len = index.chunkLength(i);
-      const read = spare?.length === len ? spare : Buffer.allocUnsafeSlow(len);
+      const read = spare?.length === len ? spare : readerBuffer(len);
       spare = undefined;
       await dev.read(read, i * cs);
       progress.readBytes += len;
@@ -297,9 +298,14 @@ function chunkFlags(ranges: Range[], index: FixedIndex, mode: 'any' | 'all'): Ui
   return flags;
 }
 
+/** A backup reader's buffer: shared memory when chunk workers run (see the reader loop), else owned memory. */
+function readerBuffer(len: number): Buffer {
+  return chunkPool() ? Buffer.from(new SharedArrayBuffer(len)) : Buffer.allocUnsafeSlow(len);
+}
+
 /**
  * Zero check and digest of a chunk (sha256, or HMAC-SHA256 with an encrypted repository's id key):
- * on a chunk worker (`buf` is moved there and back), or here if workers are off.
+ * on a chunk worker (`buf` is read there in place, or moved there and back), or here if workers are off.
  */
 async function hashChunk(buf: Buffer, keys: RepoKeys | undefined): Promise<{ buf: Buffer; zero: boolean; digest: Buffer | undefined }> {
   const pool = chunkPool();

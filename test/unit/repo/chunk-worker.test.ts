@@ -199,6 +199,37 @@ describe('chunk worker pool', () => {
     expect(big[0]).toBe(1);
   });
 
+  it('stores a backup’s chunk from shared memory on a worker: the same file as the event loop writes, once; the memory stays in place', async () => {
+    setChunkWorkerCount(2);
+    const pool = chunkPool()!;
+    for (const [codec, data] of [[ZSTD, content('text', 300_000, 20)], [DEFLATE, content('text', 70_000, 21)], [ZSTD, content('random', 50_000, 22)], [NONE, content('text', 9_000, 23)]] as Array<[Codec, Buffer]>) {
+      const shared = Buffer.from(new SharedArrayBuffer(data.length));
+      data.copy(shared);
+      const h = await hashOnWorker(pool, shared);
+      expect(shared.length).toBe(data.length); // read in place, not moved
+      expect(h.digest!.equals(sha(data))).toBe(true);
+      const onWorker = new ChunkStore(path.join(dir(), 'chunks'), codec);
+      const onLoop = new ChunkStore(path.join(dir(), 'chunks'), codec);
+      const put = await onWorker.put(h.digest!, shared);
+      expect(await onLoop.put(h.digest!, data)).toEqual(put);
+      const hex = h.digest!.toString('hex');
+      expect(fs.readFileSync(onWorker.pathOf(hex)).equals(fs.readFileSync(onLoop.pathOf(hex))), codec.name).toBe(true);
+      expect(put).toEqual({ stored: true, bytes: fs.statSync(onWorker.pathOf(hex)).size });
+      expect(await onWorker.put(h.digest!, shared)).toEqual({ stored: false, bytes: 0 });
+      expect(Buffer.from(await onWorker.readChunk(h.digest!)).equals(data)).toBe(true);
+      expect(fs.readdirSync(onWorker.tmpDir)).toEqual([]);
+    }
+    // A chunk directory that cannot be made (a file in its place) is the repository's I/O error; no temp file stays.
+    const store = new ChunkStore(path.join(dir(), 'chunks'), ZSTD);
+    const data = Buffer.from(new SharedArrayBuffer(4096)).fill(9);
+    const digest = sha(data);
+    const file = store.pathOf(digest.toString('hex'));
+    fs.mkdirSync(path.dirname(path.dirname(file)), { recursive: true });
+    fs.writeFileSync(path.dirname(file), 'in the way');
+    await expect(store.put(digest, data)).rejects.toMatchObject({ code: 'ERR_REPO_IO' });
+    expect(fs.readdirSync(store.tmpDir)).toEqual([]);
+  });
+
   it('encodes chunk files as the module does (the worker runs a copy of the format): same header, same check, and either side reads the other', async () => {
     setChunkWorkerCount(2);
     const pool = chunkPool()!;
