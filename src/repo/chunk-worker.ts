@@ -226,29 +226,36 @@ async function load(file, digest, keys, place, full) {
     if (fd !== undefined) fs.closeSync(fd);
   }
 }
-// A chunk file's bytes (format.ts: header + payload, with the fast check): compressed with codec
+// A chunk file's two parts (format.ts: header with the fast check, payload): compressed with codec
 // (zstd natively into a spare buffer, else the binding; deflate by zlib) unless that does not
-// shrink it (then codec 0).
-async function encode(raw, codec, level, digest) {
+// shrink it (then codec 0). spare, when set, is the buffer payload views: give() it back after use.
+async function encodeParts(raw, codec, level, digest) {
   const check = checkOf(raw, digest);
   let payload = raw, spareBuf;
+  if (codec === 2 && native) {
+    spareBuf = take(native.zstdCompressBound(raw.length));
+    payload = spareBuf.subarray(0, native.zstdCompressInto(raw, spareBuf, level));
+  } else if (codec === 2) payload = await zstd.compress(raw, level);
+  else if (codec === 1) payload = zlib.deflateRawSync(raw, { level });
+  if (payload.length >= raw.length) {
+    codec = 0;
+    payload = raw;
+  }
+  const header = Buffer.allocUnsafe(HEADER);
+  header.writeUInt32BE(MAGIC, 0);
+  header[4] = VERSION;
+  header[5] = codec;
+  header.writeUInt16BE(FLAG_CHECK, 6);
+  header.writeUInt32BE(raw.length, 8);
+  header.writeUInt32BE(check, 12);
+  return { header, payload, spare: spareBuf };
+}
+// A chunk file's bytes in new memory of their own (to be moved to the caller).
+async function encode(raw, codec, level, digest) {
+  const { header, payload, spare: spareBuf } = await encodeParts(raw, codec, level, digest);
   try {
-    if (codec === 2 && native) {
-      spareBuf = take(native.zstdCompressBound(raw.length));
-      payload = spareBuf.subarray(0, native.zstdCompressInto(raw, spareBuf, level));
-    } else if (codec === 2) payload = await zstd.compress(raw, level);
-    else if (codec === 1) payload = zlib.deflateRawSync(raw, { level });
-    if (payload.length >= raw.length) {
-      codec = 0;
-      payload = raw;
-    }
     const out = Buffer.allocUnsafeSlow(HEADER + payload.length);
-    out.writeUInt32BE(MAGIC, 0);
-    out[4] = VERSION;
-    out[5] = codec;
-    out.writeUInt16BE(FLAG_CHECK, 6);
-    out.writeUInt32BE(raw.length, 8);
-    out.writeUInt32BE(check, 12);
+    header.copy(out, 0);
     payload.copy(out, HEADER);
     return out;
   } finally {
@@ -261,7 +268,7 @@ async function encode(raw, codec, level, digest) {
 const madeDirs = new Set();
 async function store(raw, codec, level, digest, file, tmpDir, again = false) {
   if (fs.existsSync(file)) return 0;
-  const out = await encode(raw, codec, level, digest);
+  const { header, payload, spare: spareBuf } = await encodeParts(raw, codec, level, digest);
   const tmp = tmpDir + '/chunk-' + digest.toString('hex') + '-' + crypto.randomBytes(4).toString('hex');
   let fd;
   try {
@@ -271,7 +278,9 @@ async function store(raw, codec, level, digest, file, tmpDir, again = false) {
       madeDirs.add(dir);
     }
     fd = fs.openSync(tmp, 'w');
-    for (let done = 0; done < out.length; ) done += fs.writeSync(fd, out, done, out.length - done, done);
+    const n = fs.writevSync(fd, [header, payload], 0);
+    if (n < HEADER) writeFully(fd, header.subarray(n), n);
+    if (n < HEADER + payload.length) writeFully(fd, payload.subarray(Math.max(0, n - HEADER)), Math.max(n, HEADER));
     fs.closeSync(fd);
     fd = undefined;
     fs.renameSync(tmp, file);
@@ -283,9 +292,11 @@ async function store(raw, codec, level, digest, file, tmpDir, again = false) {
       madeDirs.clear();
       return store(raw, codec, level, digest, file, tmpDir, true);
     }
-    throw new TaskError(e.code === 'ENOSPC' || e.code === 'EDQUOT' ? 'STORE_ENOSPC' : 'STORE_EIO', e.message);
+    throw new TaskError(e.code === 'ENOSPC' || e.code === 'EDQUOT' || e.code === 'WRITE_ENOSPC' ? 'STORE_ENOSPC' : 'STORE_EIO', e.message);
+  } finally {
+    if (spareBuf) give(spareBuf);
   }
-  return out.length;
+  return HEADER + payload.length;
 }
 const ZEROES = Buffer.alloc(1024 * 1024);
 function isZero(b) {
