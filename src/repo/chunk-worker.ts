@@ -275,6 +275,7 @@ async function store(raw, codec, level, digest, file, tmpDir, again = false) {
     const dir = file.slice(0, file.lastIndexOf('/'));
     if (!madeDirs.has(dir)) {
       fs.mkdirSync(dir, { recursive: true });
+      if (madeDirs.size >= 65536) madeDirs.clear(); // a repository has at most 65,536 chunk directories
       madeDirs.add(dir);
     }
     fd = fs.openSync(tmp, 'w');
