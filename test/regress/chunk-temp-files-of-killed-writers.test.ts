@@ -42,9 +42,14 @@ describe('chunk temp files of killed writers', () => {
     const src = path.join(d, 'a.img');
     makeImage(src, { size: 32 * CS, data: [[0, 32 * CS]] });
     // A child process backs up and is killed with SIGKILL while it writes chunks (after the 4th).
+    // It writes them from the event loop (no chunk workers), where the kill can be placed between
+    // the temp file and its rename; chunk workers write their temp files into the same tmp/
+    // (chunk-worker.ts, store), which the same cleanup empties.
     const script = `
       const { Repository } = await import(${JSON.stringify(path.join(DIST, 'repo/repository.js'))});
       const { backup } = await import(${JSON.stringify(path.join(DIST, 'repo/ingest.js'))});
+      const { setChunkWorkerCount } = await import(${JSON.stringify(path.join(DIST, 'repo/chunk-worker.js'))});
+      setChunkWorkerCount(0);
       const repo = await Repository.open(${JSON.stringify(data)}, { chunkSize: ${CS} });
       const fs = await import('node:fs');
       const put = repo.store.put.bind(repo.store);
