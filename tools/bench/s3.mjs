@@ -26,7 +26,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { api, bootGuestOnce, fmt, killAllSync, log, MiB, pathFlags, REBOUND_MAIN, removeTmpSync, rebound, ROOT, run, setTmpDir, sleep, startServer, stopServer, table, which, writeVmImage, useDaemonToken } from './lib.mjs';
+import { api, bootGuestOnce, cpuSeconds, fmt, killAllSync, log, MiB, pathFlags, REBOUND_MAIN, removeTmpSync, rebound, ROOT, run, setTmpDir, sleep, startServer, stopServer, table, which, writeVmImage, useDaemonToken } from './lib.mjs';
 import { startRgw } from './rgw.mjs';
 
 const TARGETS = { backupVsRestic: 1.0, restoreVsRestic: 1.0, warmVsLocal: 1.5, coldVsLocal: 3 };
@@ -94,6 +94,21 @@ async function layoutRun(s3, bucket, objMiB, totalMiB, concurrency) {
   const del = await phase((Key) => s3.send(new DeleteObjectCommand({ Bucket: bucket, Key })));
   return { objMiB, concurrency, objects: n, putMiBs: (n * objMiB) / put, getMiBs: (n * objMiB) / get, deleteSeconds: del, requestsPerGiB: 1024 / objMiB };
 }
+
+/** CPU seconds of the Ceph daemons (radosgw, ceph-osd, ceph-mon): how busy the endpoint was. */
+function cephCpu() {
+  let sum = 0;
+  for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      if (/^(radosgw|ceph-osd|ceph-mon)$/.test(fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim())) sum += cpuSeconds(pid) || 0;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return sum;
+}
+const cpuNow = (pid) => ({ rebound: cpuSeconds(pid), ceph: cephCpu() });
+const cpuSince = (c, pid) => ({ rebound: cpuSeconds(pid) - c.rebound, ceph: cephCpu() - c.ceph });
 
 async function main() {
   const { values } = parseArgs({
@@ -173,19 +188,23 @@ async function main() {
       await run(process.execPath, [REBOUND_MAIN, '--data', data, 'repo', 'init', '--s3', rgw.endpoint, '--bucket', `bench-rebound-${tag}`, ...extra], { timeoutMs: 60_000 });
       const daemon = await serve(data);
       const out = {};
+      let cpu = cpuNow(daemon.server.pid);
       let t = performance.now();
       const bk = await rebound(daemon.http, ['backup', 'vm', '--disk', `disk0=${img}`]);
       out.backupMiBs = size / MiB / ((performance.now() - t) / 1000);
+      out.backupCpu = cpuSince(cpu, daemon.server.pid);
       out.storedBytes = bk.result.disks[0].newBytes;
       const restoreTo = path.join(tmpDir, 'restored.raw');
       // (a backup does not fill the disk cache: the restore reads every chunk from the bucket)
+      cpu = cpuNow(daemon.server.pid);
       t = performance.now();
       await rebound(daemon.http, ['restore', 'vm', '--disk', 'disk0', '--to', restoreTo]);
       out.restoreMiBs = size / MiB / ((performance.now() - t) / 1000);
+      out.restoreCpu = cpuSince(cpu, daemon.server.pid);
       if (!fs.readFileSync(restoreTo).equals(fs.readFileSync(img))) throw new Error(`rebound restore (${tag}) differs from the image`);
       fs.rmSync(restoreTo);
       out.requests = (await api(daemon.http, 'GET', '/v1/repo')).s3.requests;
-      log(`rebound${encrypted ? ' encrypted' : ''} (round ${round}): backup ${fmt(out.backupMiBs)} MiB/s, restore ${fmt(out.restoreMiBs)} MiB/s (load ${os.loadavg()[0].toFixed(1)})`);
+      log(`rebound${encrypted ? ' encrypted' : ''} (round ${round}): backup ${fmt(out.backupMiBs)} MiB/s, restore ${fmt(out.restoreMiBs)} MiB/s (load ${os.loadavg()[0].toFixed(1)}); CPU s backup rebound ${fmt(out.backupCpu.rebound, 2)} / Ceph ${fmt(out.backupCpu.ceph, 2)}, restore ${fmt(out.restoreCpu.rebound, 2)} / ${fmt(out.restoreCpu.ceph, 2)}`);
       return { out, daemon, data };
     };
     const resticRun = async (round) => {
