@@ -68,7 +68,12 @@ export interface ChunkBackend extends ChunkReader {
   pathOf(hex: string): string;
   claim(): { set: ClaimSet; release: () => void };
   isClaimed(hex: string): boolean;
-  put(digest: Uint8Array, raw: Uint8Array, claims?: ClaimSet): Promise<PutResult>;
+  /**
+   * Stores a chunk unless present. `expectNew`: the caller expects it absent, so a store may create
+   * it with one conditional request instead of a check and a create (S3: PUT If-None-Match: *);
+   * when it was there after all, the answer is still `stored: false`.
+   */
+  put(digest: Uint8Array, raw: Uint8Array, claims?: ClaimSet, opts?: { expectNew?: boolean }): Promise<PutResult>;
   /**
    * Reads and verifies a chunk from the store itself (never from a cache: verify uses it, with
    * `full`: the full digest even for a chunk that carries the fast check, format.ts).

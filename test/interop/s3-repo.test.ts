@@ -142,6 +142,10 @@ describe.skipIf(missing.length > 0)('S3 repository on Ceph RGW', () => {
     expect(web.disks[0]!.newChunks).toBeGreaterThan(20);
     const chunkKeys = await keys('site1/chunks/');
     expect(chunkKeys.length).toBe(web.disks[0]!.newChunks);
+    // A first backup creates each chunk with one conditional PUT, without a HEAD before it.
+    const requests = JSON.parse(await ok(a, ['repo', 'info', '--json'])).s3.requests as { head: number; put: number };
+    expect(requests.head).toBeLessThan(5);
+    expect(requests.put).toBeGreaterThanOrEqual(web.disks[0]!.newChunks);
     expect(await keys(`site1/vms/web1/${web.id}/`)).toEqual(expect.arrayContaining([`site1/vms/web1/${web.id}/point.json`, `site1/vms/web1/${web.id}/disk0.fidx`]));
     await compare(`nbd://${a.nbd}/web1@${web.id}/disk0`, img);
 

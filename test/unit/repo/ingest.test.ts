@@ -105,3 +105,41 @@ describe('backup from a BackupSource (a read-only device plus what may be skippe
     await repo.close();
   });
 });
+
+describe('which chunks a backup expects to be new (put with expectNew: one conditional create on S3)', () => {
+  it('every chunk of a first backup; none the previous point had at its place; after 16, not when most turn out to be there', async () => {
+    const d = dir();
+    const src = path.join(d, 'disk.img');
+    makeImage(src, { size: 200 * 64 * 1024, data: [[0, 200 * 64 * 1024]] });
+    const repo = await Repository.open(path.join(d, 'data'), { chunkSize: 64 * 1024 });
+    const calls: Array<{ expectNew: boolean | undefined; stored: boolean }> = [];
+    const put = repo.store.put.bind(repo.store);
+    repo.store.put = async (digest, raw, claims, opts) => {
+      const r = await put(digest, raw, claims, opts);
+      calls.push({ expectNew: opts?.expectNew, stored: r.stored });
+      return r;
+    };
+    try {
+      const first = await backup(repo, { vm: 'vm1', disks: [{ name: 'disk0', source: src }] });
+      expect(first.disks[0]!.newChunks).toBe(200);
+      expect(calls.filter((c) => c.expectNew)).toHaveLength(200);
+
+      // The same disk again: the previous point has every chunk at its place; nothing is expected new.
+      calls.length = 0;
+      await backup(repo, { vm: 'vm1', disks: [{ name: 'disk0', source: src }] });
+      expect(calls).toHaveLength(200);
+      expect(calls.filter((c) => c.expectNew)).toHaveLength(0);
+
+      // Another VM with the same data: the first guesses find their chunks there, and the rest are
+      // checked first (at most 16 guesses plus those already in flight: 8 readers).
+      calls.length = 0;
+      const other = await backup(repo, { vm: 'vm2', disks: [{ name: 'disk0', source: src }] });
+      expect(other.disks[0]!.newChunks).toBe(0);
+      const guessed = calls.filter((c) => c.expectNew).length;
+      expect(guessed).toBeGreaterThanOrEqual(16);
+      expect(guessed).toBeLessThanOrEqual(16 + 8);
+    } finally {
+      await repo.close();
+    }
+  });
+});
