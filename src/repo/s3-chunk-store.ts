@@ -6,12 +6,13 @@
  * Design notes:
  *  - put() is idempotent: a HEAD says whether the chunk is there; if not it is PUT whole (a
  *    concurrent writer of the same digest writes the same content; in an encrypted repository
- *    under another nonce, equally valid). A chunk the backup expects to be new (not in the disk's
- *    previous point, ingest.ts) skips the HEAD: one conditional PUT (If-None-Match: *) creates it
- *    or answers 412. Each request costs the event loop about 3 ms of SDK work, so a first backup
- *    made half its requests and spent much of its time on HEADs that all said 404. A chunk is visible only once
- *    complete (S3 PUTs are atomic), so a backup that loses the endpoint leaves whole chunks or
- *    none, and no point (the manifest is written last, s3-points.ts).
+ *    under another nonce, equally valid). A chunk is visible only once complete (S3 PUTs are
+ *    atomic), so a backup that loses the endpoint leaves whole chunks or none, and no point (the
+ *    manifest is written last, s3-points.ts).
+ *  - A chunk the backup expects to be new (not in the disk's previous point, ingest.ts) skips the
+ *    HEAD: one conditional PUT (If-None-Match: *, which point claims rely on already) creates it
+ *    or answers 412. Each request costs the event loop about 3 ms of SDK work, and a first backup
+ *    made half its requests on HEADs that all said 404.
  *  - readChunk() always goes to the bucket and verifies (verify uses it; a restore to a file uses
  *    copyChunkTo, the same fetch with the chunk decoded and written into the file by a worker);
  *    readCached() — what exports read through — tries the disk cache (disk-cache.ts, verified
