@@ -29,8 +29,9 @@
  *    place). Measured on 2 cores, a 1 GiB VM-like point: see docs/repository-format.md.
  *  - `encode` compresses a backup's new chunk (zstd natively into a spare buffer) and answers the
  *    chunk file's bytes, its fast check computed there too: the event loop only writes the file.
- *  - `hash` takes a backup's chunk (moved in and back out), says whether it is all zero and gives
- *    its sha256 (HMAC-SHA256 with an encrypted repository's id key).
+ *  - `hash` reads a backup's chunk in shared memory (the reader's buffer, ingest.ts), says whether
+ *    it is all zero and gives its sha256 (HMAC-SHA256 with an encrypted repository's id key);
+ *    `store` then compresses and writes it from the same memory (a local plaintext repository).
  *  - Encrypted repositories (repo-crypto.ts): `load` and `decode` (the stored bytes of an object
  *    fetched from a bucket, moved in and back) open the envelope (AES-256-GCM, bound to the
  *    digest) before decompressing, and compare the HMAC; `seal` encrypts a chunk file for upload.
@@ -266,38 +267,46 @@ async function encode(raw, codec, level, digest) {
 // file exists; else encoded, written to a temp file in tmpDir and renamed into place. Answers the
 // file's size, or 0 when it was there. A failure to write is STORE_ENOSPC or STORE_EIO.
 const madeDirs = new Set();
-async function store(raw, codec, level, digest, file, tmpDir, again = false) {
+async function store(raw, codec, level, digest, file, tmpDir) {
   if (fs.existsSync(file)) return 0;
   const { header, payload, spare: spareBuf } = await encodeParts(raw, codec, level, digest);
-  const tmp = tmpDir + '/chunk-' + digest.toString('hex') + '-' + crypto.randomBytes(4).toString('hex');
-  let fd;
   try {
-    const dir = file.slice(0, file.lastIndexOf('/'));
-    if (!madeDirs.has(dir)) {
-      fs.mkdirSync(dir, { recursive: true });
-      if (madeDirs.size >= 65536) madeDirs.clear(); // a repository has at most 65,536 chunk directories
-      madeDirs.add(dir);
-    }
-    fd = fs.openSync(tmp, 'w');
-    const n = fs.writevSync(fd, [header, payload], 0);
-    if (n < HEADER) writeFully(fd, header.subarray(n), n);
-    if (n < HEADER + payload.length) writeFully(fd, payload.subarray(Math.max(0, n - HEADER)), Math.max(n, HEADER));
-    fs.closeSync(fd);
-    fd = undefined;
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    if (fd !== undefined) fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
-    // A directory made earlier may have gone since (gc removes empty ones): once more, afresh.
-    if (e.code === 'ENOENT' && !again) {
+    const tmp = tmpDir + '/chunk-' + digest.toString('hex') + '-' + crypto.randomBytes(4).toString('hex');
+    try {
+      placeFile(header, payload, file, tmp);
+    } catch (e) {
+      // A directory made earlier may have gone since (gc removes empty ones): once more, afresh.
+      if (e.code !== 'ENOENT') throw e;
       madeDirs.clear();
-      return store(raw, codec, level, digest, file, tmpDir, true);
+      placeFile(header, payload, file, tmp);
     }
+    return HEADER + payload.length;
+  } catch (e) {
     throw new TaskError(e.code === 'ENOSPC' || e.code === 'EDQUOT' || e.code === 'WRITE_ENOSPC' ? 'STORE_ENOSPC' : 'STORE_EIO', e.message);
   } finally {
     if (spareBuf) give(spareBuf);
   }
-  return HEADER + payload.length;
+}
+// header + payload into tmp, renamed to file (its directory made first); tmp is gone on failure.
+function placeFile(header, payload, file, tmp) {
+  const dir = file.slice(0, file.lastIndexOf('/'));
+  if (!madeDirs.has(dir)) {
+    fs.mkdirSync(dir, { recursive: true });
+    if (madeDirs.size >= 65536) madeDirs.clear(); // a repository has at most 65,536 chunk directories
+    madeDirs.add(dir);
+  }
+  let fd = fs.openSync(tmp, 'w');
+  try {
+    writeFully(fd, header, 0);
+    writeFully(fd, payload, HEADER);
+    fs.closeSync(fd);
+    fd = undefined; // closed: never close a number another thread may have been given since
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    if (fd !== undefined) fs.closeSync(fd);
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
 }
 const ZEROES = Buffer.alloc(1024 * 1024);
 function isZero(b) {
@@ -354,12 +363,10 @@ parentPort.on('message', async (m) => {
       const bytes = await store(Buffer.from(m.sab, m.offset, m.length), m.codec, m.level, Buffer.from(m.digest), m.file, m.tmpDir);
       parentPort.postMessage({ id: m.id, ok: true, value: bytes });
     } else if (m.op === 'hash') {
-      // A shared buffer stays where it is; an owned one is moved here and back.
-      const b = Buffer.from(m.buf, m.offset, m.length);
+      const b = Buffer.from(m.sab, m.offset, m.length);
       const zero = isZero(b);
       const digest = zero ? undefined : digestOf(b, m.idKey ? { idKey: Buffer.from(m.idKey) } : undefined);
-      const shared = m.buf instanceof SharedArrayBuffer;
-      parentPort.postMessage({ id: m.id, ok: true, value: { buf: shared ? undefined : m.buf, zero, digest } }, shared ? [] : [m.buf]);
+      parentPort.postMessage({ id: m.id, ok: true, value: { zero, digest } });
     } else {
       throw new TaskError('EINVAL', 'unknown op ' + m.op);
     }
@@ -482,7 +489,7 @@ export async function decodeChunkToFileOnWorker(p: WorkerPool, stored: Uint8Arra
 /**
  * The stored bytes of chunk `digest` (header with the fast check + payload, format.ts), compressed
  * on a worker with codec `codecId` at `level` (codec.ts) unless that does not shrink it. `raw` is
- * copied to the worker (the caller keeps it).
+ * shared with the worker when it is shared memory, else copied (the caller keeps it either way).
  */
 export async function encodeOnWorker(p: WorkerPool, raw: Uint8Array, codecId: number, level: number, digest: Uint8Array): Promise<Buffer> {
   return Buffer.from(await p.run<ArrayBuffer>({ op: 'encode', raw, codec: codecId, level, digest: Uint8Array.from(digest) }));
@@ -498,21 +505,19 @@ export async function sealOnWorker(p: WorkerPool, encKey: Uint8Array, kind: Obje
 
 /**
  * Zero check and digest of `buf` on a worker: sha256, or HMAC-SHA256 with `idKey` (an encrypted
- * repository's chunk names). `buf` is moved there and back: the answer's `buf`
- * views the same memory; the argument is detached (empty) afterwards. `buf` must own its
- * ArrayBuffer from byteOffset 0 (Buffer.allocUnsafeSlow), else it is copied first.
+ * repository's chunk names). `buf` is read there in place when it is shared memory (a backup
+ * reader's buffer, ingest.ts); anything else is copied into shared memory first.
  */
-export async function hashOnWorker(p: WorkerPool, buf: Uint8Array, idKey?: Uint8Array): Promise<{ buf: Buffer; zero: boolean; digest: Buffer | undefined }> {
-  const key = idKey ? { idKey: Uint8Array.from(idKey) } : {};
-  if (buf.buffer instanceof SharedArrayBuffer) {
-    // Shared memory (a backup reader's buffer): the worker reads it in place; nothing moves.
-    const r = await p.run<{ zero: boolean; digest?: Uint8Array }>({ op: 'hash', buf: buf.buffer, offset: buf.byteOffset, length: buf.byteLength, ...key });
-    return { buf: Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength), zero: r.zero, digest: r.digest ? Buffer.from(r.digest) : undefined };
-  }
-  const own = movable(buf);
-  const ab = own.buffer as ArrayBuffer;
-  const r = await p.run<{ buf: ArrayBuffer; zero: boolean; digest?: Uint8Array }>({ op: 'hash', buf: ab, offset: 0, length: own.byteLength, ...key }, [ab]);
-  return { buf: Buffer.from(r.buf), zero: r.zero, digest: r.digest ? Buffer.from(r.digest) : undefined };
+export async function hashOnWorker(p: WorkerPool, buf: Uint8Array, idKey?: Uint8Array): Promise<{ zero: boolean; digest: Buffer | undefined }> {
+  const shared = buf.buffer instanceof SharedArrayBuffer ? buf : sharedCopy(buf);
+  const r = await p.run<{ zero: boolean; digest?: Uint8Array }>({ op: 'hash', sab: shared.buffer, offset: shared.byteOffset, length: shared.byteLength, ...(idKey ? { idKey: Uint8Array.from(idKey) } : {}) });
+  return { zero: r.zero, digest: r.digest ? Buffer.from(r.digest) : undefined };
+}
+
+function sharedCopy(buf: Uint8Array): Uint8Array {
+  const out = new Uint8Array(new SharedArrayBuffer(buf.byteLength));
+  out.set(buf);
+  return out;
 }
 
 /**

@@ -200,8 +200,8 @@ async function backupDisk(
   const absent = new AbsenceGuess();
   const worker = async (): Promise<void> => {
     // This reader's buffer, reused chunk after chunk (a fresh 1 MiB per chunk cost page faults and
-    // garbage collection). With chunk workers it is shared memory: the worker hashes it, and a
-    // local store compresses and writes it, in place (nothing copied or moved per chunk).
+    // garbage collection). It is shared memory: a chunk worker hashes it, and a local store's
+    // worker compresses and writes it, in place (nothing copied or moved per chunk).
     let spare: Buffer | undefined;
     for (;;) {
       while (next < index.count && !toRead[next]) next++;
@@ -209,18 +209,18 @@ async function backupDisk(
       const i = next++;
       opts.signal?.throwIfAborted();
       const len = index.chunkLength(i);
-      const read = spare?.length === len ? spare : readerBuffer(len);
+      const read = spare?.length === len ? spare : Buffer.from(new SharedArrayBuffer(len));
       spare = undefined;
       await dev.read(read, i * cs);
       progress.readBytes += len;
-      const { buf, zero, digest } = await hashChunk(read, repo.store.keys);
+      const { zero, digest } = await hashChunk(read, repo.store.keys);
       opts.signal?.throwIfAborted();
       if (zero || !digest) {
         index.setDigest(i, undefined);
       } else {
         const prev = prevIndex?.digest(i);
         const expectNew = !(prev && Buffer.compare(prev, digest) === 0) && absent.likely();
-        const put = await repo.store.put(digest, buf, claims, { expectNew });
+        const put = await repo.store.put(digest, read, claims, { expectNew });
         if (expectNew) absent.record(put.stored);
         if (put.stored) {
           newChunks++;
@@ -228,7 +228,7 @@ async function backupDisk(
         }
         index.setDigest(i, digest);
       }
-      spare = buf; // put() is done with it (a store copies or writes what it keeps)
+      spare = read; // put() is done with it (a store copies or writes what it keeps)
       progress.doneBytes += len;
       opts.onProgress?.({ ...progress });
     }
@@ -323,20 +323,15 @@ class AbsenceGuess {
   }
 }
 
-/** A backup reader's buffer: shared memory when chunk workers run (see the reader loop), else owned memory. */
-function readerBuffer(len: number): Buffer {
-  return chunkPool() ? Buffer.from(new SharedArrayBuffer(len)) : Buffer.allocUnsafeSlow(len);
-}
-
 /**
  * Zero check and digest of a chunk (sha256, or HMAC-SHA256 with an encrypted repository's id key):
- * on a chunk worker (`buf` is read there in place, or moved there and back), or here if workers are off.
+ * on a chunk worker, which reads the reader's shared buffer in place, or here if workers are off.
  */
-async function hashChunk(buf: Buffer, keys: RepoKeys | undefined): Promise<{ buf: Buffer; zero: boolean; digest: Buffer | undefined }> {
+async function hashChunk(buf: Buffer, keys: RepoKeys | undefined): Promise<{ zero: boolean; digest: Buffer | undefined }> {
   const pool = chunkPool();
   if (pool) return hashOnWorker(pool, buf, keys?.idKey);
-  if (isZero(buf)) return { buf, zero: true, digest: undefined };
-  return { buf, zero: false, digest: chunkDigest(buf, keys) };
+  if (isZero(buf)) return { zero: true, digest: undefined };
+  return { zero: false, digest: chunkDigest(buf, keys) };
 }
 
 const ZEROES = Buffer.alloc(1024 * 1024);
