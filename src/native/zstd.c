@@ -34,6 +34,17 @@ static void free_cctx(void *arg) {
   if (thread_cctx == arg) thread_cctx = NULL;
 }
 
+/* A zstd call's answer: the bytes it wrote, or an Error with `code` and zstd's reason. */
+static napi_value zstd_result(napi_env env, size_t n, const char *code) {
+  if (ZSTD_isError(n)) {
+    napi_throw_error(env, code, ZSTD_getErrorName(n));
+    return NULL;
+  }
+  napi_value out;
+  napi_create_double(env, (double)n, &out);
+  return out;
+}
+
 static napi_value zstd_decompress_into(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -52,14 +63,7 @@ static napi_value zstd_decompress_into(napi_env env, napi_callback_info info) {
     }
     napi_add_env_cleanup_hook(env, free_dctx, thread_dctx);
   }
-  size_t n = ZSTD_decompressDCtx(thread_dctx, dst, dst_len, src, src_len);
-  if (ZSTD_isError(n)) {
-    napi_throw_error(env, "ECORRUPT", ZSTD_getErrorName(n));
-    return NULL;
-  }
-  napi_value out;
-  napi_create_double(env, (double)n, &out);
-  return out;
+  return zstd_result(env, ZSTD_decompressDCtx(thread_dctx, dst, dst_len, src, src_len), "ECORRUPT");
 }
 
 static napi_value zstd_compress_into(napi_env env, napi_callback_info info) {
@@ -82,14 +86,7 @@ static napi_value zstd_compress_into(napi_env env, napi_callback_info info) {
     }
     napi_add_env_cleanup_hook(env, free_cctx, thread_cctx);
   }
-  size_t n = ZSTD_compressCCtx(thread_cctx, dst, dst_len, src, src_len, level);
-  if (ZSTD_isError(n)) {
-    napi_throw_error(env, "ENOSPC", ZSTD_getErrorName(n));
-    return NULL;
-  }
-  napi_value out;
-  napi_create_double(env, (double)n, &out);
-  return out;
+  return zstd_result(env, ZSTD_compressCCtx(thread_cctx, dst, dst_len, src, src_len, level), "ENOSPC");
 }
 
 static napi_value zstd_compress_bound(napi_env env, napi_callback_info info) {

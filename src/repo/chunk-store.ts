@@ -157,15 +157,7 @@ export class ChunkStore extends ChunkBookkeeping implements ChunkBackend {
   /** readChunk, then the chunk written into `sink` at `offset`, on a chunk worker (backend.ts). */
   async copyChunkTo(digest: Uint8Array, sink: FileSink, offset: number): Promise<void> {
     const pool = chunkPool();
-    if (!pool) {
-      const raw = await this.#readInline(digest);
-      try {
-        await pwrite(sink.fd, raw, offset);
-      } catch (err) {
-        throw sinkError(err, sink);
-      }
-      return;
-    }
+    if (!pool) return writeToSink(await this.#readInline(digest), sink, offset);
     const hex = digestHex(digest);
     try {
       await loadChunkToFileOnWorker(pool, this.pathOf(hex), digest, this.keys, sink.fd, offset);
@@ -320,6 +312,15 @@ async function readdirSafe(dir: string): Promise<string[]> {
     return await fs.promises.readdir(dir);
   } catch {
     return [];
+  }
+}
+
+/** copyChunkTo with chunk workers off: the chunk read here is written into `sink` from here. */
+export async function writeToSink(raw: Uint8Array, sink: FileSink, offset: number): Promise<void> {
+  try {
+    await pwrite(sink.fd, raw, offset);
+  } catch (err) {
+    throw sinkError(err, sink);
   }
 }
 

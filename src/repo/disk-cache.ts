@@ -6,8 +6,8 @@
  * Design notes:
  *  - Layout: DIR/ab/<sha256 hex> — the same chunk file format as a local repository's chunks, so
  *    a cached chunk is read and verified by the same chunk-worker code (decompress, check against
- *    the name: the file's fast check or the full digest, docs/repository-format.md). A cached file is never trusted: one that fails the check is deleted
- *    and the chunk is fetched again.
+ *    the name: the file's fast check or the full digest, docs/repository-format.md). A cached file
+ *    is never trusted: one that fails the check is deleted and the chunk is fetched again.
  *  - LRU order lives in memory (a Map in use order) and survives restarts through the files'
  *    mtimes: a hit touches its file, and opening the cache lists the files oldest first. The
  *    bytes used are the sum of the file sizes; storing past `maxBytes` evicts the least recently

@@ -28,7 +28,7 @@
 import { ReboundError } from '../errors.js';
 import type { ChunkBackend, ClaimSet, FileSink, PutResult, ReadChunkOptions, StoredChunk } from './backend.js';
 import { ChunkBookkeeping } from './chunk-bookkeeping.js';
-import { decodeChunkFile, encodeChunk, sealChunk, sinkError } from './chunk-store.js';
+import { decodeChunkFile, encodeChunk, sealChunk, sinkError, writeToSink } from './chunk-store.js';
 import type { Codec } from './codec.js';
 import type { DiskChunkCache } from './disk-cache.js';
 import { digestHex } from './format.js';
@@ -36,7 +36,6 @@ import { chunkPool, decodeChunkOnWorker, decodeChunkToFileOnWorker } from './chu
 import type { RepoKeys } from './repo-crypto.js';
 import { WorkerPoolError } from '../util/worker-pool.js';
 import type { S3Objects } from './s3-objects.js';
-import { pwrite } from '../util/file-io.js';
 
 export function chunkKey(hex: string): string {
   return `chunks/${hex.slice(0, 2)}/${hex}`;
@@ -106,11 +105,7 @@ export class S3ChunkStore extends ChunkBookkeeping implements ChunkBackend {
    */
   async copyChunkTo(digest: Uint8Array, sink: FileSink, offset: number): Promise<void> {
     const pool = chunkPool();
-    if (!pool) {
-      const raw = await this.readChunk(digest);
-      await pwrite(sink.fd, raw, offset).catch((err: unknown) => Promise.reject(sinkError(err, sink)));
-      return;
-    }
+    if (!pool) return writeToSink(await this.readChunk(digest), sink, offset);
     const hex = digestHex(digest);
     const stored = await this.#get(hex);
     try {
