@@ -503,6 +503,37 @@ export async function measureNbdcopy(server, size, { timeoutMs = 60_000 + (size 
   return { seconds, mibps: size / MiB / seconds, serverCpuSecPerGiB: cpu / (size / GiB), command: `nbdcopy ${server.uri} null:` };
 }
 
+/**
+ * Measures every server the same way, round after round: one untimed warm-up round (unless
+ * `warmup` is false), then `rounds` rounds, each running `measure(server)` against every server in
+ * turn, so slow drift on the machine hits all of them alike. Resolves to { name: { runs, best,
+ * median } }, best and median by `score` (higher is better). `describe(result)` makes the log line.
+ *
+ * Why a warm-up round: on this project's 2-core VM a server's first copy after it started (or after
+ * an idle step) runs at half speed or less, for every server alike but by different amounts: the
+ * client's and server's buffers are first touched then, and memory the VM handed back to its host
+ * (free page reporting) costs a host page fault per page (tools/bench/README.md). A daemon that
+ * serves recovered VMs is warm; the warm-up measures that state. Why several rounds: one run of
+ * nbdcopy or fio on this machine varies by 10-25 % from the next, more than the gaps measured.
+ */
+export async function roundRobin(servers, { label, rounds, warmup = true, measure, score, describe }) {
+  const results = Object.fromEntries(servers.map((s) => [s.name, { runs: [] }]));
+  for (let round = warmup ? 0 : 1; round <= rounds; round++) {
+    for (const s of servers) {
+      log(`${label} ${round === 0 ? 'warm-up' : `#${round}`} ${s.name}`);
+      const r = await measure(s);
+      log(`  ${describe(r)}`);
+      if (round > 0) results[s.name].runs.push(r);
+    }
+  }
+  for (const entry of Object.values(results)) {
+    const sorted = [...entry.runs].sort((a, b) => score(b) - score(a));
+    entry.best = sorted[0];
+    entry.median = sorted[Math.floor(sorted.length / 2)]; // of an even count, the lower of the middle two
+  }
+  return results;
+}
+
 // ---- output ---------------------------------------------------------------------------------
 
 export function fmt(v, digits = 0) {

@@ -7,12 +7,14 @@
  * One run: writes a fully allocated raw image (random bytes mixed with compressible text, every
  * 4 KiB sector distinct) into a temp dir, reads it once so the page cache holds it for every
  * server alike, starts the three servers read-only on Unix sockets in that dir, and measures
- *   - nbdcopy URI null:            whole image, best of 2, MiB/s
+ *   - nbdcopy URI null:            whole image, MiB/s
  *   - fio nbd 4 KiB randread qd32  IOPS
  *   - fio nbd 1 MiB seq read qd8   MiB/s
- * plus each server's CPU time (from /proc) per request / per GiB. Measurements are interleaved
- * metric by metric across servers so slow drift on the machine hits all of them alike. Client and
- * servers share the machine's cores; on a small box expect run-to-run variance of 5-15 %.
+ * plus each server's CPU time (from /proc) per request / per GiB. Each metric runs against every
+ * server in turn, --rounds times (after one untimed nbdcopy per server to warm it: see roundRobin in
+ * lib.mjs), so slow drift on the machine hits all of them alike; the tables show each server's best
+ * round and the targets also its median. Client and servers share the machine's cores; on a small
+ * box one run differs from the next by 10-25 %.
  *
  * Everything (servers, temp dir) is cleaned up on success, failure and Ctrl-C, and every step
  * has a time limit. The rebound process inherits the environment (e.g. UV_THREADPOOL_SIZE);
@@ -25,7 +27,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
-  cpuSeconds, firstLine, fmt, GiB, killAllSync, log, measureFio, MiB, REBOUND_MAIN, removeTmpSync, ROOT, run,
+  firstLine, fmt, killAllSync, log, measureFio, measureNbdcopy, MiB, REBOUND_MAIN, removeTmpSync, ROOT, roundRobin, run,
   setTmpDir, startServer, stopServer, table, which, writeImage,
 } from './lib.mjs';
 
@@ -36,6 +38,7 @@ const TARGETS = { randIops: 1.0, seq: 0.9 };
 const USAGE = `usage: node tools/bench/nbd-read.mjs [options]
   --size SIZE               image size (default 1G; units K, M, G as everywhere in rebound)
   --runtime SECONDS         duration of each fio job (default 10)
+  --rounds N                rounds of each metric against every server (default 3)
   --json                    print the results as JSON instead of tables
   --check                   exit 1 when a target is not met
   --servers LIST            comma-separated subset of ${SERVER_NAMES.join(',')} (default all)
@@ -78,14 +81,6 @@ function uriFor(sock) {
 
 // ---- measurements ---------------------------------------------------------------------------
 
-async function measureNbdcopy(server, size) {
-  const timeoutMs = 60_000 + (size / (20 * MiB)) * 1000; // far slower than 20 MiB/s is a failure anyway
-  const cpu0 = cpuSeconds(server.pid);
-  const { seconds } = await run('nbdcopy', [server.uri, 'null:'], { timeoutMs });
-  const cpu = cpuSeconds(server.pid) - cpu0;
-  return { seconds, mibps: size / MiB / seconds, serverCpuSecPerGiB: cpu / (size / GiB) };
-}
-
 // ---- main -----------------------------------------------------------------------------------
 
 async function main() {
@@ -93,6 +88,7 @@ async function main() {
     options: {
       size: { type: 'string', default: '1G' },
       runtime: { type: 'string', default: '10' },
+      rounds: { type: 'string', default: '3' },
       json: { type: 'boolean', default: false },
       check: { type: 'boolean', default: false },
       servers: { type: 'string', default: SERVER_NAMES.join(',') },
@@ -111,6 +107,8 @@ async function main() {
   if (size < MiB || size % 4096 !== 0) throw new Error('--size must be at least 1M and a multiple of 4K');
   const runtime = Number(values.runtime);
   if (!Number.isInteger(runtime) || runtime < 1) throw new Error('--runtime must be a whole number of seconds >= 1');
+  const rounds = Number(values.rounds);
+  if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds must be a whole number >= 1');
   const reboundNodeArgs = values['rebound-node-args'].split(/\s+/).filter(Boolean);
 
   for (const tool of ['nbdinfo', 'nbdcopy', 'fio']) {
@@ -126,7 +124,7 @@ async function main() {
   });
 
   // Hard bound on the whole run, whatever hangs.
-  const perServer = 2 * (60 + size / (20 * MiB)) + 2 * (runtime + 60) + 60;
+  const perServer = (rounds + 1) * (60 + size / (20 * MiB)) + 2 * rounds * (runtime + 60) + 60;
   const budgetMs = (300 + names.length * perServer) * 1000;
   const watchdog = setTimeout(() => {
     log(`run exceeded its time limit of ${Math.round(budgetMs / 1000)} s; aborting`);
@@ -162,36 +160,40 @@ async function main() {
     }
 
     const results = Object.fromEntries(servers.map((s) => [s.name, { command: s.commandLine, uri: s.uri, canMultiConn: s.canMultiConn }]));
-    // Metric-major order: each metric runs against every server before the next metric starts.
-    for (let i = 0; i < 2; i++) {
-      for (const s of servers) {
-        log(`nbdcopy #${i + 1} ${s.name}`);
-        const r = await measureNbdcopy(s, size);
-        log(`  ${fmt(r.mibps)} MiB/s`);
-        const prev = results[s.name].nbdcopy;
-        const runs = [...(prev?.runs ?? []), r];
-        const best = runs.reduce((a, b) => (b.mibps > a.mibps ? b : a));
-        results[s.name].nbdcopy = { runs, mibps: best.mibps, serverCpuSecPerGiB: best.serverCpuSecPerGiB, command: `nbdcopy ${s.uri} null:` };
-      }
+    // Metric-major order: each metric runs against every server, round by round, before the next starts.
+    const copies = await roundRobin(servers, {
+      label: 'nbdcopy',
+      rounds,
+      measure: (s) => measureNbdcopy(s, size),
+      score: (r) => r.mibps,
+      describe: (r) => `${fmt(r.mibps)} MiB/s, server ${fmt(r.serverCpuSecPerGiB, 2)} CPU s/GiB`,
+    });
+    for (const s of servers) {
+      const { runs, best, median } = copies[s.name];
+      results[s.name].nbdcopy = { ...best, medianMibps: median.mibps, runs: runs.map((r) => r.mibps) };
     }
     for (const [key, job] of [
       ['randread4k', { name: 'rr', rw: 'randread', bs: '4k', iodepth: 32, runtime }],
       ['seqread1m', { name: 'sr', rw: 'read', bs: '1m', iodepth: 8, runtime }],
     ]) {
-      for (const s of servers) {
-        log(`fio ${key} ${s.name} (${runtime} s)`);
-        const r = await measureFio(s, job);
-        log(key === 'randread4k' ? `  ${fmt(r.iops)} IOPS` : `  ${fmt(r.mibps)} MiB/s`);
-        results[s.name][key] = r;
-      }
+      const score = key === 'randread4k' ? (r) => r.iops : (r) => r.mibps;
+      const runs = await roundRobin(servers, {
+        label: `fio ${key} (${runtime} s)`,
+        rounds,
+        warmup: false, // the nbdcopy rounds warmed every server
+        measure: (s) => measureFio(s, job),
+        score,
+        describe: (r) => (key === 'randread4k' ? `${fmt(r.iops)} IOPS` : `${fmt(r.mibps)} MiB/s`) + `, server ${fmt(r.serverCpuUsPerIo, 1)} CPU us/request`,
+      });
+      for (const s of servers) results[s.name][key] = { ...runs[s.name].best, median: score(runs[s.name].median), runs: runs[s.name].runs.map(score) };
     }
 
     const ratio = (other, pick) =>
       results.rebound && results[other] ? pick(results.rebound) / pick(results[other]) : NaN;
     const metrics = [
-      { key: 'nbdcopy', label: 'nbdcopy whole image, MiB/s (best of 2)', pick: (r) => r.nbdcopy.mibps, digits: 0, target: TARGETS.seq },
-      { key: 'randread4k', label: 'fio 4K randread qd32, IOPS', pick: (r) => r.randread4k.iops, digits: 0, target: TARGETS.randIops },
-      { key: 'seqread1m', label: 'fio 1M seq read qd8, MiB/s', pick: (r) => r.seqread1m.mibps, digits: 0, target: TARGETS.seq },
+      { key: 'nbdcopy', label: `nbdcopy whole image, MiB/s (best of ${rounds})`, pick: (r) => r.nbdcopy.mibps, median: (r) => r.nbdcopy.medianMibps, digits: 0, target: TARGETS.seq },
+      { key: 'randread4k', label: `fio 4K randread qd32, IOPS (best of ${rounds})`, pick: (r) => r.randread4k.iops, median: (r) => r.randread4k.median, digits: 0, target: TARGETS.randIops },
+      { key: 'seqread1m', label: `fio 1M seq read qd8, MiB/s (best of ${rounds})`, pick: (r) => r.seqread1m.mibps, median: (r) => r.seqread1m.median, digits: 0, target: TARGETS.seq },
     ];
     const costs = [
       { label: 'server CPU s per GiB, nbdcopy', pick: (r) => r.nbdcopy.serverCpuSecPerGiB, digits: 2 },
@@ -202,7 +204,7 @@ async function main() {
     ];
     const targets = metrics.map((m) => {
       const r = ratio('nbdkit', m.pick);
-      return { metric: m.key, vsNbdkit: r, required: m.target, met: r >= m.target };
+      return { metric: m.key, vsNbdkit: r, medianVsNbdkit: ratio('nbdkit', m.median), required: m.target, met: r >= m.target };
     });
 
     const out = {
@@ -252,7 +254,7 @@ async function main() {
       console.log('\nTargets:');
       for (const t of targets) {
         const m = metrics.find((mm) => mm.key === t.metric);
-        console.log(`  ${m.label}: rebound/nbdkit ${x(t.vsNbdkit)} (need >= ${t.required}x)  ${t.met ? 'met' : 'NOT met'}`);
+        console.log(`  ${m.label}: rebound/nbdkit ${x(t.vsNbdkit)} (need >= ${t.required}x)  ${t.met ? 'met' : 'NOT met'}; medians ${x(t.medianVsNbdkit)}`);
       }
       console.log('\nServers:');
       for (const s of servers) console.log(`  ${s.name.padEnd(8)} ${s.commandLine}${s.canMultiConn ? '' : '  (no multi-conn)'}`);

@@ -10,8 +10,10 @@
  *   nbdkit-tls    nbdkit -r --tls=require --tls-certificates=DIR file IMG
  * and, unless --no-plain, the same two without TLS (to show what TLS itself costs each server).
  * Metrics, each run against every server before the next starts:
- *   - nbdcopy nbds+unix://...&tls-certificates=DIR null:   whole image, best of 2, MiB/s
+ *   - nbdcopy nbds+unix://...&tls-certificates=DIR null:   whole image, MiB/s
  *   - fio --ioengine=nbd 4 KiB randread qd32                 IOPS
+ * each --rounds times (default 3) against every server in turn, after one untimed nbdcopy per server
+ * (roundRobin in lib.mjs says why); tables show each server's best round, targets also the medians.
  * fio's nbd engine cannot read local files from its URI (libnbd refuses tls-certificates= there
  * unless the program allows it, and fio does not), so fio connects with `tls-verify-peer=false`:
  * the traffic is encrypted the same way, only the client does not check the server's certificate.
@@ -28,7 +30,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
-  cpuSeconds, firstLine, fmt, GiB, killAllSync, log, measureFio, MiB, REBOUND_MAIN, removeTmpSync, ROOT, run,
+  firstLine, fmt, killAllSync, log, measureFio, measureNbdcopy, MiB, REBOUND_MAIN, removeTmpSync, ROOT, roundRobin, run,
   setTmpDir, startServer, stopServer, table, which, writeImage,
 } from './lib.mjs';
 
@@ -38,6 +40,7 @@ const TARGET = 0.9;
 const USAGE = `usage: node tools/bench/tls.mjs [options]
   --size SIZE      image size (default 1G; K, M, G suffixes)
   --runtime SEC    duration of the fio job (default 10)
+  --rounds N       rounds of each metric against every server (default 3)
   --no-plain       skip the plain-text (no TLS) baselines
   --rebound-node-args=ARGS  extra node flags for the rebound processes (space-separated), e.g.
                    "--cpu-prof --cpu-prof-dir=/tmp/prof"
@@ -89,18 +92,12 @@ function servers({ image, dir, certs, plain, reboundNodeArgs }) {
   return list;
 }
 
-async function measureNbdcopy(server, size) {
-  const cpu0 = cpuSeconds(server.pid);
-  const { seconds } = await run('nbdcopy', [server.uri, 'null:'], { timeoutMs: 60_000 + (size / (10 * MiB)) * 1000 });
-  const cpu = cpuSeconds(server.pid) - cpu0;
-  return { seconds, mibps: size / MiB / seconds, serverCpuSecPerGiB: cpu / (size / GiB) };
-}
-
 async function main() {
   const { values } = parseArgs({
     options: {
       size: { type: 'string', default: '1G' },
       runtime: { type: 'string', default: '10' },
+      rounds: { type: 'string', default: '3' },
       'no-plain': { type: 'boolean', default: false },
       'rebound-node-args': { type: 'string', default: '' },
       json: { type: 'boolean', default: false },
@@ -119,12 +116,14 @@ async function main() {
   if (size < MiB || size % 4096 !== 0) throw new Error('--size must be at least 1M and a multiple of 4K');
   const runtime = Number(values.runtime);
   if (!Number.isInteger(runtime) || runtime < 1) throw new Error('--runtime must be a whole number of seconds >= 1');
+  const rounds = Number(values.rounds);
+  if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds must be a whole number >= 1');
   for (const tool of ['nbdinfo', 'nbdcopy', 'fio', 'nbdkit', 'openssl']) {
     if (!which(tool)) throw new Error(`${tool} is not installed (tools/setup.sh installs it)`);
   }
 
   const plain = !values['no-plain'];
-  const budgetMs = (300 + (plain ? 4 : 2) * (2 * (60 + size / (10 * MiB)) + runtime + 60)) * 1000;
+  const budgetMs = (300 + (plain ? 4 : 2) * ((rounds + 1) * (60 + size / (10 * MiB)) + rounds * (runtime + 60))) * 1000;
   const watchdog = setTimeout(() => {
     log(`run exceeded its time limit of ${Math.round(budgetMs / 1000)} s; aborting`);
     process.exit(3);
@@ -158,26 +157,32 @@ async function main() {
     }
 
     const results = Object.fromEntries(started.map((s) => [s.name, { command: s.commandLine, uri: s.uri }]));
-    for (let i = 0; i < 2; i++) {
-      for (const s of started) {
-        log(`nbdcopy #${i + 1} ${s.name}`);
-        const r = await measureNbdcopy(s, size);
-        log(`  ${fmt(r.mibps)} MiB/s, server ${fmt(r.serverCpuSecPerGiB, 2)} CPU s/GiB`);
-        const prev = results[s.name].nbdcopy;
-        const best = prev && prev.mibps >= r.mibps ? prev : r;
-        results[s.name].nbdcopy = { ...best, runs: [...(prev?.runs ?? []), r.mibps] };
-      }
-    }
+    // Each metric against every server, round by round (after one untimed nbdcopy each: see roundRobin in lib.mjs).
+    const copies = await roundRobin(started, {
+      label: 'nbdcopy',
+      rounds,
+      measure: (s) => measureNbdcopy(s, size, { timeoutMs: 60_000 + (size / (10 * MiB)) * 1000 }),
+      score: (r) => r.mibps,
+      describe: (r) => `${fmt(r.mibps)} MiB/s, server ${fmt(r.serverCpuSecPerGiB, 2)} CPU s/GiB`,
+    });
+    const reads = await roundRobin(started, {
+      label: `fio 4K randread qd32 (${runtime} s)`,
+      rounds,
+      warmup: false,
+      measure: (s) => measureFio({ ...s, uri: s.fioUri }, { name: 'rr', rw: 'randread', bs: '4k', iodepth: 32, runtime }),
+      score: (r) => r.iops,
+      describe: (r) => `${fmt(r.iops)} IOPS, server ${fmt(r.serverCpuUsPerIo, 1)} CPU us/read`,
+    });
     for (const s of started) {
-      log(`fio 4K randread qd32 ${s.name} (${runtime} s)`);
-      const r = await measureFio({ ...s, uri: s.fioUri }, { name: 'rr', rw: 'randread', bs: '4k', iodepth: 32, runtime });
-      log(`  ${fmt(r.iops)} IOPS, server ${fmt(r.serverCpuUsPerIo, 1)} CPU us/read`);
-      results[s.name].randread4k = r;
+      const c = copies[s.name];
+      const f = reads[s.name];
+      results[s.name].nbdcopy = { ...c.best, medianMibps: c.median.mibps, runs: c.runs.map((r) => r.mibps) };
+      results[s.name].randread4k = { ...f.best, median: f.median.iops, runs: f.runs.map((r) => r.iops) };
     }
 
     const metrics = [
-      { key: 'nbdcopy', label: 'nbdcopy whole image, MiB/s (best of 2)', pick: (r) => r.nbdcopy.mibps, digits: 0 },
-      { key: 'randread4k', label: 'fio 4K randread qd32, IOPS', pick: (r) => r.randread4k.iops, digits: 0 },
+      { key: 'nbdcopy', label: `nbdcopy whole image, MiB/s (best of ${rounds})`, pick: (r) => r.nbdcopy.mibps, median: (r) => r.nbdcopy.medianMibps, digits: 0 },
+      { key: 'randread4k', label: `fio 4K randread qd32, IOPS (best of ${rounds})`, pick: (r) => r.randread4k.iops, median: (r) => r.randread4k.median, digits: 0 },
     ];
     const costs = [
       { label: 'server CPU s per GiB, nbdcopy', pick: (r) => r.nbdcopy.serverCpuSecPerGiB, digits: 2 },
@@ -187,7 +192,7 @@ async function main() {
     const ratio = (a, b, pick) => (results[a] && results[b] ? pick(results[a]) / pick(results[b]) : NaN);
     const targets = metrics.map((m) => {
       const r = ratio('rebound-tls', 'nbdkit-tls', m.pick);
-      return { metric: m.key, vsNbdkit: r, required: TARGET, met: r >= TARGET };
+      return { metric: m.key, vsNbdkit: r, medianVsNbdkit: ratio('rebound-tls', 'nbdkit-tls', m.median), required: TARGET, met: r >= TARGET };
     });
     // Which record layer carried rebound's TLS connections (its log line per connection says).
     const rb = started.find((s) => s.name === 'rebound-tls');
@@ -224,7 +229,7 @@ async function main() {
       console.log('\nTargets:');
       for (const t of targets) {
         const m = metrics.find((mm) => mm.key === t.metric);
-        console.log(`  ${m.label}: rebound-tls/nbdkit-tls ${x(t.vsNbdkit)} (need >= ${t.required}x)  ${t.met ? 'met' : 'NOT met'}`);
+        console.log(`  ${m.label}: rebound-tls/nbdkit-tls ${x(t.vsNbdkit)} (need >= ${t.required}x)  ${t.met ? 'met' : 'NOT met'}; medians ${x(t.medianVsNbdkit)}`);
       }
       if (rb) {
         const l = results[rb.name].recordLayer;
