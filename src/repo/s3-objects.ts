@@ -1,6 +1,7 @@
 /**
  * S3Objects: the few object operations the S3 repository needs (get, head, put, conditional
- * create, delete, list) over @aws-sdk/client-s3, with rebound's own retry policy.
+ * create, delete, list) over @aws-sdk/client-s3 (GET on its own signed requests: s3-signed-get.ts),
+ * with rebound's own retry policy.
  *
  * Design notes:
  *  - The SDK's retries are off (maxAttempts 1); every call retries here instead, with exponential
@@ -16,7 +17,6 @@
  */
 import {
   DeleteObjectCommand,
-  GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
@@ -26,6 +26,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { ReboundError } from '../errors.js';
 import type { S3Link } from './s3-link.js';
+import { SignedGet } from './s3-signed-get.js';
 
 export interface ObjectInfo {
   key: string;
@@ -63,6 +64,8 @@ export class S3Objects {
   readonly prefix: string;
   readonly counters: S3Counters = { get: 0, head: 0, put: 0, delete: 0, list: 0, retries: 0, bytesIn: 0, bytesOut: 0 };
   readonly #client: S3Client;
+  /** GETs of objects (the hot path: restores, boots) go around the SDK's command stack (s3-signed-get.ts). */
+  readonly #getter: SignedGet;
   readonly #opts: S3ObjectsOptions;
   readonly #storageClass: string | undefined;
 
@@ -90,6 +93,13 @@ export class S3Objects {
     // its SDK version (package.json), so the warning says nothing about this installation.
     process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     this.#client = new S3Client(config);
+    this.#getter = new SignedGet({
+      endpoint: link.endpoint,
+      region: link.region,
+      bucket: link.bucket,
+      addressing: link.addressing,
+      credentials: () => this.#client.config.credentials(),
+    });
   }
 
   /** s3://bucket/prefix+key */
@@ -101,15 +111,9 @@ export class S3Objects {
   async get(key: string): Promise<Buffer | undefined> {
     return this.#retry(`GET ${this.url(key)}`, async () => {
       this.counters.get++;
-      try {
-        const r = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }));
-        const body = Buffer.from(await r.Body!.transformToByteArray());
-        this.counters.bytesIn += body.length;
-        return body;
-      } catch (err) {
-        if (status(err) === 404) return undefined;
-        throw err;
-      }
+      const body = await this.#getter.get(this.prefix + key);
+      if (body) this.counters.bytesIn += body.length;
+      return body;
     });
   }
 
@@ -184,6 +188,7 @@ export class S3Objects {
   }
 
   close(): void {
+    this.#getter.close();
     this.#client.destroy();
   }
 
