@@ -253,8 +253,9 @@ export async function decodeChunkFile(data: Uint8Array, digest: Uint8Array, keys
     if (err instanceof ReboundError) throw err;
     throw new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${hex} does not decompress`, { cause: err, details: { chunk: hex } });
   }
-  // The fast check where the file has one (plaintext repositories; docs/repository-format.md).
-  const verified = raw.length === rawLength && (check !== undefined && !keys && !opts.full ? chunkCheck(digest, raw) === check : (keys ? chunkDigest(raw, keys) : await sha256(raw)).equals(digest));
+  // The fast check where the file has one (in an encrypted repository, inside the envelope whose tag
+  // was just checked; docs/repository-format.md, "What a read proves").
+  const verified = raw.length === rawLength && (check !== undefined && !opts.full ? chunkCheck(digest, raw) === check : (keys ? chunkDigest(raw, keys) : await sha256(raw)).equals(digest));
   if (!verified) {
     throw new ReboundError('ERR_CHUNK_CORRUPT', `chunk ${hex} is corrupt (content does not match its digest)`, { details: { chunk: hex } });
   }

@@ -107,7 +107,9 @@ function unsealChunk(encKey, digest, b) {
     const d = crypto.createDecipheriv('aes-256-gcm', encKey, b.subarray(ENV_HEADER, ENV_HEADER + 12));
     d.setAAD(Buffer.concat([b.subarray(0, ENV_HEADER), digest]));
     d.setAuthTag(b.subarray(b.length - 16));
-    return Buffer.concat([d.update(b.subarray(ENV_HEADER + 12, b.length - 16)), d.final()]);
+    const plain = d.update(b.subarray(ENV_HEADER + 12, b.length - 16));
+    d.final(); // checks the tag; GCM has no bytes left to give here
+    return plain;
   } catch (e) {
     throw new TaskError('CORRUPT', 'does not decrypt (wrong key, damaged, or another object)');
   }
@@ -161,9 +163,10 @@ function header(h) {
   return { codec: h[5], rawLength: h.readUInt32BE(8), check: flags & FLAG_CHECK ? h.readUInt32BE(12) : undefined };
 }
 // Whether raw is the chunk named digest: by the fast check (CRC-32 of name and bytes) when the file
-// has one and neither encryption nor 'full' asks for the digest, else by the digest itself.
+// has one and 'full' does not ask for the digest, else by the digest itself (sha256, or the HMAC of
+// an encrypted repository, whose envelope's tag has already authenticated the file and its check).
 function verified(raw, digest, keys, check, full) {
-  if (check !== undefined && !keys && !full) return checkOf(raw, digest) === check;
+  if (check !== undefined && !full) return checkOf(raw, digest) === check;
   return digestOf(raw, keys).equals(digest);
 }
 // A verified chunk in place(): copied there unless it was decoded there.

@@ -1,6 +1,6 @@
 /**
  * S3Objects: the few object operations the S3 repository needs (get, head, put, conditional
- * create, delete, list) over @aws-sdk/client-s3 (GET on its own signed requests: s3-signed-get.ts),
+ * create, delete, list) over @aws-sdk/client-s3 (GET and PUT on their own signed requests: s3-signed-http.ts),
  * with rebound's own retry policy.
  *
  * Design notes:
@@ -19,14 +19,12 @@ import {
   DeleteObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
-  PutObjectCommand,
   S3Client,
   type S3ClientConfig,
-  type StorageClass,
 } from '@aws-sdk/client-s3';
 import { ReboundError } from '../errors.js';
 import type { S3Link } from './s3-link.js';
-import { SignedGet } from './s3-signed-get.js';
+import { SignedHttp } from './s3-signed-http.js';
 
 export interface ObjectInfo {
   key: string;
@@ -64,8 +62,8 @@ export class S3Objects {
   readonly prefix: string;
   readonly counters: S3Counters = { get: 0, head: 0, put: 0, delete: 0, list: 0, retries: 0, bytesIn: 0, bytesOut: 0 };
   readonly #client: S3Client;
-  /** GETs of objects (the hot path: restores, boots) go around the SDK's command stack (s3-signed-get.ts). */
-  readonly #getter: SignedGet;
+  /** GETs and PUTs of objects (the hot path: backups, restores, boots) go around the SDK's command stack (s3-signed-http.ts). */
+  readonly #http: SignedHttp;
   readonly #opts: S3ObjectsOptions;
   readonly #storageClass: string | undefined;
 
@@ -93,7 +91,7 @@ export class S3Objects {
     // its SDK version (package.json), so the warning says nothing about this installation.
     process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     this.#client = new S3Client(config);
-    this.#getter = new SignedGet({
+    this.#http = new SignedHttp({
       endpoint: link.endpoint,
       region: link.region,
       bucket: link.bucket,
@@ -111,7 +109,7 @@ export class S3Objects {
   async get(key: string): Promise<Buffer | undefined> {
     return this.#retry(`GET ${this.url(key)}`, async () => {
       this.counters.get++;
-      const body = await this.#getter.get(this.prefix + key);
+      const body = await this.#http.get(this.prefix + key);
       if (body) this.counters.bytesIn += body.length;
       return body;
     });
@@ -139,16 +137,7 @@ export class S3Objects {
     return this.#retry(`PUT ${this.url(key)}`, async () => {
       this.counters.put++;
       try {
-        await this.#client.send(
-          new PutObjectCommand({
-            Bucket: this.bucket,
-            Key: this.prefix + key,
-            Body: bytes,
-            ContentLength: bytes.length,
-            ...(opts.ifAbsent ? { IfNoneMatch: '*' } : {}),
-            ...(this.#storageClass ? { StorageClass: this.#storageClass as StorageClass } : {}),
-          }),
-        );
+        await this.#http.put(this.prefix + key, bytes, { ifAbsent: opts.ifAbsent, storageClass: this.#storageClass });
         this.counters.bytesOut += bytes.length;
         return true;
       } catch (err) {
@@ -188,7 +177,7 @@ export class S3Objects {
   }
 
   close(): void {
-    this.#getter.close();
+    this.#http.close();
     this.#client.destroy();
   }
 

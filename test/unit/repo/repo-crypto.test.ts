@@ -161,12 +161,12 @@ describe.each([
   ['on 2 worker threads', 2],
   ['inline (workers: 0)', 0],
 ])('encrypted chunks %s', (_name, workers) => {
-  const decode = async (stored: Buffer, digest: Buffer, k: RepoKeys): Promise<Uint8Array> => {
+  const decode = async (stored: Buffer, digest: Buffer, k: RepoKeys, full = false): Promise<Uint8Array> => {
     setChunkWorkerCount(workers);
     const pool = chunkPool();
-    if (!pool) return decodeChunkFile(stored, digest, k);
+    if (!pool) return decodeChunkFile(stored, digest, k, { full });
     try {
-      return (await decodeChunkOnWorker(pool, Buffer.from(stored), digest, k)).raw;
+      return (await decodeChunkOnWorker(pool, Buffer.from(stored), digest, k, full)).raw;
     } catch (err) {
       // What S3ChunkStore makes of it.
       if (err instanceof WorkerPoolError && err.code === 'CORRUPT') throw Object.assign(new Error(`chunk ${digest.toString('hex')} ${err.message}`), { code: 'ERR_CHUNK_CORRUPT' });
@@ -191,6 +191,19 @@ describe.each([
     // Right key, but an object not sealed: refused as well.
     const { header, payload } = await encodeChunkFile(raw, ZSTD, c.digest);
     await expect(decode(Buffer.concat([header, payload]), c.digest, keys)).rejects.toThrow(corrupt);
+  });
+
+  it('reads check the fast check inside the opened envelope; verify (full) compares the HMAC and refuses a key holder\'s forgery', async () => {
+    const raw = text(128 * 1024, 7);
+    const c = await sealedChunk(raw);
+    expect(Buffer.from(await decode(c.stored, c.digest, keys, true)).equals(raw)).toBe(true);
+    // Someone with the key seals other content, with a matching check, under this chunk's name
+    // (docs/repository-format.md, "What a read proves": without the key nobody can).
+    const forged = text(128 * 1024, 8);
+    const { header, payload } = await encodeChunkFile(forged, ZSTD, c.digest);
+    const stored = seal(keys.encKey, 'chunk', c.digest, Buffer.concat([header, payload]));
+    expect(Buffer.from(await decode(stored, c.digest, keys)).equals(forged)).toBe(true);
+    await expect(decode(stored, c.digest, keys, true)).rejects.toThrow(expect.objectContaining({ code: 'ERR_CHUNK_CORRUPT' }));
   });
 
   it('the worker and the module agree: sealed on one, opened on the other; keyed hashing', async () => {

@@ -1,15 +1,16 @@
 /**
- * repo/s3-signed-get.ts SignedGet and S3Objects.get on it: what goes on the wire (a SigV4-signed GET
- * of the percent-encoded key, path- or virtual-host-style) and how each answer maps (200 body, 404
- * undefined, an S3 error code with its status, a short or oversized body an error), and that
- * S3Objects' retry policy still applies (503 SlowDown is retried). The endpoint here is a small
+ * repo/s3-signed-http.ts SignedHttp and S3Objects.get/put on it: what goes on the wire (SigV4-signed
+ * GETs and PUTs of the percent-encoded key, path- or virtual-host-style; a PUT's body, length,
+ * If-None-Match and storage class) and how each answer maps (200 body, 404 undefined, an S3 error
+ * code with its status, a short or oversized body an error), and that S3Objects' retry policy and
+ * conditional create still work (503 SlowDown is retried; 412 means the object exists). The endpoint here is a small
  * HTTP server in the test: it checks rebound's side of the exchange; that real endpoints accept the
  * signature is test/interop/s3-repo.test.ts's job (Ceph RGW).
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { S3HttpError, SignedGet } from '../../../src/repo/s3-signed-get.js';
+import { S3HttpError, SignedHttp } from '../../../src/repo/s3-signed-http.js';
 import { S3Objects } from '../../../src/repo/s3-objects.js';
 import { makeLink } from '../../../src/repo/s3-link.js';
 
@@ -17,6 +18,7 @@ interface Seen {
   method?: string;
   url?: string;
   headers: http.IncomingHttpHeaders;
+  body: Buffer;
 }
 
 /** What the endpoint answers next (a queue; the last one repeats). */
@@ -27,9 +29,13 @@ let endpoint: string;
 
 beforeAll(async () => {
   server = http.createServer((req, res) => {
-    seen.push({ method: req.method, url: req.url, headers: req.headers });
-    const answer = answers.length > 1 ? answers.shift()! : answers[0]!;
-    answer(res);
+    const parts: Buffer[] = [];
+    req.on('data', (b: Buffer) => parts.push(b));
+    req.on('end', () => {
+      seen.push({ method: req.method, url: req.url, headers: req.headers, body: Buffer.concat(parts) });
+      const answer = answers.length > 1 ? answers.shift()! : answers[0]!;
+      answer(res);
+    });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -42,9 +48,9 @@ const ok = (body: Buffer) => (res: http.ServerResponse) => res.writeHead(200, { 
 const s3Error = (status: number, code: string) => (res: http.ServerResponse) =>
   res.writeHead(status, { 'content-type': 'application/xml' }).end(`<?xml version="1.0"?><Error><Code>${code}</Code><Message>try ${code}</Message></Error>`);
 
-function getter(addressing: 'path' | 'virtual' = 'path'): SignedGet {
+function getter(addressing: 'path' | 'virtual' = 'path'): SignedHttp {
   seen = [];
-  return new SignedGet({ endpoint, region: 'eu-test-1', bucket: 'bkt', addressing, credentials });
+  return new SignedHttp({ endpoint, region: 'eu-test-1', bucket: 'bkt', addressing, credentials });
 }
 
 it('sends a signed GET of the percent-encoded key and returns the body', async () => {
@@ -108,6 +114,44 @@ it('refuses a body shorter than announced and one larger than any object', async
     await expect(g.get('chunks/huge')).rejects.toThrow(/more than any object/);
   } finally {
     g.close();
+  }
+});
+
+it('sends a PUT with its body unsigned (UNSIGNED-PAYLOAD), its length, If-None-Match and storage class', async () => {
+  answers = [(res) => res.writeHead(200, { 'content-length': 0 }).end()];
+  const g = getter();
+  const body = Buffer.from('sealed chunk object');
+  try {
+    await g.put('chunks/ab/k', body, { ifAbsent: true, storageClass: 'STANDARD_IA' });
+  } finally {
+    g.close();
+  }
+  const r = seen[0]!;
+  expect(r).toMatchObject({ method: 'PUT', url: '/bkt/chunks/ab/k' });
+  expect(r.body).toEqual(body);
+  expect(r.headers).toMatchObject({
+    'content-length': String(body.length),
+    'x-amz-content-sha256': 'UNSIGNED-PAYLOAD',
+    'if-none-match': '*',
+    'x-amz-storage-class': 'STANDARD_IA',
+  });
+  expect(r.headers.authorization).toMatch(/SignedHeaders=[^,]*if-none-match[^,]*x-amz-content-sha256/);
+});
+
+it('S3Objects.put: a conditional create answered 412 is false (the object exists); a 500 is retried', async () => {
+  const link = makeLink({ url: endpoint, bucket: 'bkt', accessKeyId: 'AKIDTEST', secretAccessKey: 'secret' });
+  const objects = new S3Objects(link, { retryMs: 10_000 });
+  try {
+    answers = [s3Error(412, 'PreconditionFailed')];
+    expect(await objects.put('chunks/k', Buffer.from('x'), { ifAbsent: true })).toBe(false);
+    answers = [s3Error(500, 'InternalError'), (res) => res.writeHead(200, { 'content-length': 0 }).end()];
+    seen = [];
+    expect(await objects.put('chunks/k', Buffer.from('xy'))).toBe(true);
+    expect(seen.map((r) => r.body.toString())).toEqual(['xy', 'xy']);
+    answers = [s3Error(403, 'AccessDenied')];
+    await expect(objects.put('chunks/k', Buffer.from('x'))).rejects.toMatchObject({ code: 'ERR_REPO_IO', message: expect.stringContaining('HTTP 403') });
+  } finally {
+    objects.close();
   }
 });
 

@@ -1,20 +1,25 @@
 /**
- * SignedGet: the S3 repository's hot request, GET of one object, without the AWS SDK's
- * per-request machinery: a SigV4-signed request (@smithy/signature-v4, the SDK's own signer) on
- * Node's http(s) client with a keep-alive agent. Every other request (PUT, HEAD, LIST, DELETE,
- * bucket creation) stays on the SDK (s3-objects.ts).
+ * SignedHttp: the S3 repository's hot requests, GET and PUT of one object, without the AWS SDK's
+ * per-request machinery: SigV4-signed requests (@smithy/signature-v4, the SDK's own signer) on
+ * Node's http(s) client with a keep-alive agent. The other requests (HEAD, LIST, DELETE, bucket
+ * creation) stay on the SDK (s3-objects.ts).
  *
- * Why: a restore or a cold boot reads one object per chunk, hundreds a second, and the SDK's
- * command stack (middleware, endpoint rules, a fresh signing context, response parsing) cost about
- * 3 ms of event-loop time per GET against Ceph RGW: the loop was saturated and the restore ran below
- * restic's (tools/bench/s3.mjs). Here a GET costs the signing (HMACs of a few hundred bytes; the
+ * Why: a backup writes and a restore or a cold boot reads one object per chunk, hundreds a second,
+ * and the SDK's command stack (middleware, endpoint rules, a fresh signing context, response
+ * parsing; for a PUT over http also a sha256 of the body to sign it) cost about 3 ms of event-loop
+ * time per request against Ceph RGW: the loop was saturated and restores ran below restic's
+ * (tools/bench/s3.mjs). Here a request costs the signing (HMACs of a few hundred bytes; the
  * signing key is cached per day) and one HTTP exchange.
  *
  * Design notes:
- *  - The answer is what the SDK's would be, so S3Objects' retry policy applies unchanged: a body
- *    for 200, undefined for 404, and for any other status an error carrying the SDK's shape
+ *  - The answer is what the SDK's would be, so S3Objects' retry policy applies unchanged: GET gives
+ *    the body for 200 and undefined for 404; any other status is an error carrying the SDK's shape
  *    ($metadata.httpStatusCode, and name = the S3 error code from the XML body, e.g. SlowDown).
  *    Network errors and timeouts are thrown as they come (no status: retryable).
+ *  - A PUT's body is not part of the signature (x-amz-content-sha256: UNSIGNED-PAYLOAD, which S3
+ *    and RGW accept with header signing): every chunk object carries its own check (CRC-32 or, when
+ *    encrypted, the GCM tag), verified on every read, so a body damaged in transit is caught there,
+ *    and hashing each MiB to sign it cost the event loop more than the request.
  *  - Credentials come from the SDK client's resolved provider (the link's keys, AWS_* variables,
  *    a profile) and are asked for on every request: the provider caches them and refreshes
  *    expiring ones.
@@ -22,9 +27,8 @@
  *    the form S3 signs; the signer is told not to encode it again (uriEscapePath false, as S3
  *    requires).
  *  - Timeouts: 15 s without a byte (connecting included), 60 s for the whole request; a timeout is
- *    a network error (retried). A body longer than
- *    MAX_OBJECT_BYTES is refused (no object rebound writes is that large): a hostile endpoint
- *    cannot make the daemon buffer without bound.
+ *    a network error (retried). A body longer than MAX_OBJECT_BYTES is refused (no object rebound
+ *    writes is that large): a hostile endpoint cannot make the daemon buffer without bound.
  */
 import http from 'node:http';
 import https from 'node:https';
@@ -40,7 +44,7 @@ const MAX_OBJECT_BYTES = 256 * 1024 * 1024;
 /** SHA-256 of the empty payload (a GET has none). */
 const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 
-export interface SignedGetTarget {
+export interface SignedHttpTarget {
   /** http(s)://host[:port] */
   endpoint: string;
   region: string;
@@ -60,7 +64,18 @@ export class S3HttpError extends Error {
   }
 }
 
-export class SignedGet {
+export interface PutOptions {
+  /** Only if no object has the key (If-None-Match: *): a 412 answer is then an S3HttpError with status 412. */
+  ifAbsent?: boolean;
+  storageClass?: string;
+}
+
+interface Answer {
+  status: number;
+  body: Buffer;
+}
+
+export class SignedHttp {
   readonly #url: URL;
   readonly #virtual: boolean;
   readonly #bucket: string;
@@ -68,7 +83,7 @@ export class SignedGet {
   readonly #agent: http.Agent;
   readonly #request: typeof http.request;
 
-  constructor(target: SignedGetTarget) {
+  constructor(target: SignedHttpTarget) {
     this.#url = new URL(target.endpoint);
     this.#virtual = target.addressing === 'virtual';
     this.#bucket = target.bucket;
@@ -88,23 +103,48 @@ export class SignedGet {
 
   /** The object's bytes, or undefined when the bucket has no such key. */
   async get(key: string): Promise<Buffer | undefined> {
+    const { status, body } = await this.#exchange('GET', key, { 'x-amz-content-sha256': EMPTY_SHA256 });
+    if (status === 200) return body;
+    if (status === 404) return undefined;
+    throw answerError(status, body);
+  }
+
+  /** Writes the object (S3 PUTs are atomic: readers see the old object or the whole new one). */
+  async put(key: string, body: Uint8Array, opts: PutOptions = {}): Promise<void> {
+    const headers: Record<string, string> = {
+      'x-amz-content-sha256': 'UNSIGNED-PAYLOAD',
+      'content-length': String(body.length),
+      'content-type': 'application/octet-stream',
+    };
+    if (opts.ifAbsent) headers['if-none-match'] = '*';
+    if (opts.storageClass) headers['x-amz-storage-class'] = opts.storageClass;
+    const answer = await this.#exchange('PUT', key, headers, body);
+    if (answer.status !== 200) throw answerError(answer.status, answer.body);
+  }
+
+  close(): void {
+    this.#agent.destroy();
+  }
+
+  async #exchange(method: 'GET' | 'PUT', key: string, headers: Record<string, string>, payload?: Uint8Array): Promise<Answer> {
     const hostname = this.#virtual ? `${this.#bucket}.${this.#url.hostname}` : this.#url.hostname;
     const port = this.#url.port;
     const encodedKey = key.split('/').map(encodeSegment).join('/');
     const signed = await this.#signer.sign({
-      method: 'GET',
+      method,
       protocol: this.#url.protocol,
       hostname,
       port: port ? Number(port) : undefined,
       path: this.#virtual ? `/${encodedKey}` : `/${this.#bucket}/${encodedKey}`,
       query: {},
-      headers: { host: port ? `${hostname}:${port}` : hostname, 'x-amz-content-sha256': EMPTY_SHA256 },
+      headers: { ...headers, host: port ? `${hostname}:${port}` : hostname },
     });
-    return new Promise<Buffer | undefined>((resolve, reject) => {
+    const what = `${method} ${key}`;
+    return new Promise<Answer>((resolve, reject) => {
       const req = this.#request(
         {
           agent: this.#agent,
-          method: 'GET',
+          method,
           // Connect to the endpoint's host even for virtual-host addressing (the Host header names the bucket).
           hostname: this.#url.hostname,
           port: port || undefined,
@@ -115,52 +155,48 @@ export class SignedGet {
         (res) => {
           const status = res.statusCode ?? 0;
           const length = Number(res.headers['content-length']);
-          if (status === 200 && Number.isSafeInteger(length) && length > MAX_OBJECT_BYTES) {
+          if (Number.isSafeInteger(length) && length > MAX_OBJECT_BYTES) {
             res.destroy();
-            return reject(new Error(`GET ${key}: the endpoint announced ${length} bytes, more than any object rebound writes`));
+            return reject(new Error(`${what}: the endpoint announced ${length} bytes, more than any object rebound writes`));
           }
           const parts: Buffer[] = [];
           let received = 0;
           res.on('data', (b: Buffer) => {
             received += b.length;
-            if (received > MAX_OBJECT_BYTES) res.destroy(new Error(`GET ${key}: the answer exceeds ${MAX_OBJECT_BYTES} bytes`));
+            if (received > MAX_OBJECT_BYTES) res.destroy(new Error(`${what}: the answer exceeds ${MAX_OBJECT_BYTES} bytes`));
             else parts.push(b);
           });
           res.on('error', reject);
           // A connection that closed mid-body ends without 'end' (and not always with 'error').
           res.on('close', () => {
-            if (!res.complete) reject(Object.assign(new Error(`GET ${key}: the connection closed after ${received} bytes of the answer`), { code: 'ECONNRESET' }));
+            if (!res.complete) reject(Object.assign(new Error(`${what}: the connection closed after ${received} bytes of the answer`), { code: 'ECONNRESET' }));
           });
           res.on('end', () => {
-            const body = parts.length === 1 ? parts[0]! : Buffer.concat(parts, received);
-            if (status === 200) {
-              if (Number.isSafeInteger(length) && length !== received) {
-                return reject(new Error(`GET ${key}: the answer ended after ${received} of ${length} bytes`));
-              }
-              return resolve(body);
+            if (Number.isSafeInteger(length) && length !== received) {
+              return reject(new Error(`${what}: the answer ended after ${received} of ${length} bytes`));
             }
-            if (status === 404) return resolve(undefined);
-            const text = body.toString('utf8', 0, Math.min(body.length, 4096));
-            const code = /<Code>([^<]{1,64})<\/Code>/.exec(text)?.[1];
-            const message = /<Message>([^<]{0,512})<\/Message>/.exec(text)?.[1];
-            reject(new S3HttpError(status, code, message || code || `HTTP ${status} ${res.statusMessage ?? ''}`.trim()));
+            resolve({ status, body: parts.length === 1 ? parts[0]! : Buffer.concat(parts, received) });
           });
         },
       );
-      req.on('timeout', () => req.destroy(Object.assign(new Error(`GET ${key}: the endpoint sent nothing for ${IDLE_TIMEOUT_MS / 1000} s`), { code: 'ETIMEDOUT' })));
+      req.on('timeout', () => req.destroy(Object.assign(new Error(`${what}: the endpoint sent nothing for ${IDLE_TIMEOUT_MS / 1000} s`), { code: 'ETIMEDOUT' })));
       const whole = setTimeout(
-        () => req.destroy(Object.assign(new Error(`GET ${key}: not done within ${REQUEST_TIMEOUT_MS / 1000} s`), { code: 'ETIMEDOUT' })),
+        () => req.destroy(Object.assign(new Error(`${what}: not done within ${REQUEST_TIMEOUT_MS / 1000} s`), { code: 'ETIMEDOUT' })),
         REQUEST_TIMEOUT_MS,
       );
       req.on('close', () => clearTimeout(whole));
       req.on('error', reject);
-      req.end();
+      req.end(payload);
     });
   }
+}
 
-  close(): void {
-    this.#agent.destroy();
-  }
+/** The S3 error of a non-success answer: its code and message from the XML body. */
+function answerError(status: number, body: Buffer): S3HttpError {
+  const text = body.toString('utf8', 0, Math.min(body.length, 4096));
+  const code = /<Code>([^<]{1,64})<\/Code>/.exec(text)?.[1];
+  const message = /<Message>([^<]{0,512})<\/Message>/.exec(text)?.[1];
+  return new S3HttpError(status, code, message || code || `HTTP ${status}`);
 }
 
 /** RFC 3986 percent-encoding of one path segment (S3's canonical form: unreserved characters kept). */
