@@ -11,8 +11,9 @@
  *    manifest is written last, s3-points.ts).
  *  - A chunk the backup expects to be new (not in the disk's previous point, ingest.ts) skips the
  *    HEAD: one conditional PUT (If-None-Match: *, which point claims rely on already) creates it
- *    or answers 412. Each request costs the event loop about 3 ms of SDK work, and a first backup
- *    made half its requests on HEADs that all said 404.
+ *    or answers 412. A first backup made half its requests on HEADs that all said 404, and a HEAD
+ *    still goes through the SDK (about 3 ms of event-loop work; GET and PUT no longer do:
+ *    s3-signed-http.ts).
  *  - readChunk() always goes to the bucket and verifies (verify uses it; a restore to a file uses
  *    copyChunkTo, the same fetch with the chunk decoded and written into the file by a worker);
  *    readCached() — what exports read through — tries the disk cache (disk-cache.ts, verified
