@@ -312,23 +312,13 @@ export class Transmission {
     const { cookie, offset, length } = req;
     const caps = this.#device.capabilities();
     const structured = this.#session.structuredReplies;
+    this.#checkReadLength(length);
     if (!structured || length < SPARSE_READ_MIN || (req.flags & CmdFlag.DF) || !caps.canExtents) {
-      this.#checkReadLength(length);
-      const { buf, data } = structured
-        ? allocDataChunk(cookie, offset, length, true, this.#alloc)
-        : allocSimpleReadReply(cookie, length, this.#alloc);
-      try {
-        await this.#device.read(data, offset, { signal: this.#gone.signal });
-      } catch (err) {
-        this.#buffers.release(buf);
-        throw err;
-      }
-      this.#sendPooled(sent, [buf]);
-      return;
+      return this.#readWhole(req, structured, sent);
     }
     // Sparse read: hole chunks where the device knows the range reads as zero.
-    this.#checkReadLength(length);
     const extents = await this.#allExtents(offset, length);
+    if (extents.length === 1 && !extents[0]!.zero) return this.#readWhole(req, true, sent); // all data: one chunk
     const pooled: Buffer[] = [];
     // allSettled, not all: a buffer goes back to the pool only when no read still fills it.
     const settled = await Promise.allSettled(
@@ -347,6 +337,20 @@ export class Transmission {
       throw failed.reason;
     }
     this.#sendPooled(sent, settled.map((r) => (r as PromiseFulfilledResult<Buffer>).value), pooled);
+  }
+
+  /** A READ answered with all its bytes: one data chunk (structured) or a simple reply. */
+  async #readWhole(req: RequestHeader, structured: boolean, sent: () => void): Promise<void> {
+    const { buf, data } = structured
+      ? allocDataChunk(req.cookie, req.offset, req.length, true, this.#alloc)
+      : allocSimpleReadReply(req.cookie, req.length, this.#alloc);
+    try {
+      await this.#device.read(data, req.offset, { signal: this.#gone.signal });
+    } catch (err) {
+      this.#buffers.release(buf);
+      throw err;
+    }
+    this.#sendPooled(sent, [buf]);
   }
 
   #checkReadLength(length: number): number {
