@@ -227,14 +227,13 @@ describe('gc', () => {
     const chunks = await chunksOf(repo, m);
     expect(chunks.size).toBe(384);
     expect(await verify(repo)).toMatchObject({ ok: true, points: 1, chunks: 384 });
-    // The race was real: the first run found the head claimed and deleted tail chunks the backup
-    // had not reached yet (it wrote them again). Whether a later run also catches chunks the backup
-    // is writing at that moment (keptNew > 0) depends on the two's relative speed, so it is not
-    // asserted (it failed 1 run in 7 on a fresh clone): the point above is complete either way.
-    expect(runs[0]!.keptClaimed).toBeGreaterThan(0);
-    expect(runs[0]!.removedChunks).toBeGreaterThan(0);
+    // The first run kept each garbage chunk the backup had claimed by then and deleted the others
+    // (the backup wrote those again). How many fall on each side, and whether a later run catches
+    // chunks being written (keptNew), depends on the two's relative speed, so only the sum is
+    // asserted: asserting a split failed on fresh clones (keptNew > 0: 1 run in 7; removed > 0: on
+    // 2026-12-07 the backup had claimed all 96 before the first sweep): the point above is complete
+    // either way.
     expect(runs[0]!.keptClaimed + runs[0]!.removedChunks).toBe(96);
-    expect(runs.length).toBeGreaterThan(1);
     await settle();
     expect(await gc(repo)).toMatchObject({ removedChunks: 0, markedChunks: 384 });
     expect(await verify(repo)).toMatchObject({ ok: true });
