@@ -28,7 +28,6 @@ import { errorText, ReboundError } from '../errors.js';
 import { JobRegistry } from '../api/jobs.js';
 import { Repository } from '../repo/repository.js';
 import { setChunkWorkerCount } from '../repo/chunk-worker.js';
-import { limitMallocArenas } from '../native/malloc-arenas.js';
 import { PointPublisher } from '../recovery/point-publisher.js';
 import { SessionManager } from '../recovery/session-manager.js';
 import { backup } from '../repo/ingest.js';
@@ -161,7 +160,6 @@ export class Daemon {
   }
 
   async #open(): Promise<void> {
-    limitMallocArenas(); // before the chunk workers start: the daemon's RSS stays flat (native/malloc-arenas.ts)
     await this.#setUpNbdTls();
     setChunkWorkerCount(this.config.chunkWorkers > 0 ? this.config.chunkWorkers : undefined);
     this.#repo = await Repository.open(this.config.dataDir, {

@@ -5,7 +5,6 @@
  *   socket-buffer.c  a connected socket's send buffer size (src/native/socket-buffer.ts)
  *   zstd.c        zstd into the caller's memory, both ways (libzstd; src/repo/chunk-worker.ts)
  *   crc32.c       CRC-32 with carry-less multiplication (libdeflate; src/repo/chunk-worker.ts)
- *   malloc-arenas.c  glibc's malloc arena limit (src/native/malloc-arenas.ts)
  * Built by tools/build-native.sh with node-gyp against the installed Node's headers (no download).
  * N-API only, so it loads in any Node >= 20 and in worker threads. OpenSSL comes from the Node
  * binary itself (Node exports its libcrypto symbols for addons); libzstd and libdeflate are Debian's
@@ -38,6 +37,5 @@ NAPI_MODULE_INIT() {
   register_socket_buffer(env, exports);
   register_zstd(env, exports);
   register_crc32(env, exports);
-  register_malloc_arenas(env, exports);
   return exports;
 }

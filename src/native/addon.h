@@ -14,5 +14,4 @@ void register_tls_record(napi_env env, napi_value exports);
 void register_socket_buffer(napi_env env, napi_value exports);
 void register_zstd(napi_env env, napi_value exports);
 void register_crc32(napi_env env, napi_value exports);
-void register_malloc_arenas(napi_env env, napi_value exports);
 #endif
