@@ -9,8 +9,9 @@
  *    decompress, check against the name. Only a verified chunk is answered; anything else is an
  *    error code (MISSING, CORRUPT, IO) the ChunkStore turns into ERR_CHUNK_MISSING /
  *    ERR_CHUNK_CORRUPT / ERR_REPO_IO. The check is the CRC-32 of name and bytes a chunk's header
- *    carries (format.ts), or the full sha256 for chunks without one, for encrypted repositories
- *    (HMAC) and when the task says `full` (verify): docs/repository-format.md, "What a read proves".
+ *    carries (format.ts; in an encrypted repository, inside the envelope the GCM tag authenticated),
+ *    or the full digest (sha256, or the HMAC of an encrypted repository) for chunks without one and
+ *    when the task says `full` (verify): docs/repository-format.md, "What a read proves".
  *  - Compressed payloads are read into a few reused buffers per worker (a fresh 1 MiB allocation
  *    per chunk costs page faults and GC); an uncompressed (codec 0) payload is read straight into
  *    the chunk's place (below).
@@ -34,7 +35,7 @@
  *    `store` then compresses and writes it from the same memory (a local plaintext repository).
  *  - Encrypted repositories (repo-crypto.ts): `load` and `decode` (the stored bytes of an object
  *    fetched from a bucket, moved in and back) open the envelope (AES-256-GCM, bound to the
- *    digest) before decompressing, and compare the HMAC; `seal` encrypts a chunk file for upload.
+ *    digest) before decompressing, then check as above; `seal` encrypts a chunk file for upload.
  *    The subkeys travel with each task (64 bytes, cloned): one pool serves any repository. The
  *    envelope code is a copy of repo-crypto.ts's (this runs from source text); a unit test checks
  *    that both agree.
