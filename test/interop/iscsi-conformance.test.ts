@@ -30,6 +30,10 @@ const WRITING = new Set([
   'ALL.ExtendedCopy',
   'ALL.OrWrite',
   'ALL.ProutReserve', // checks that the reservation holder can write
+  // AbortTaskSimpleAsync aborts an UNMAP in flight: on a read-only LUN the UNMAP may be refused
+  // (WRITE_PROTECTED) before the abort lands, which the test counts as a failure. Runs on the
+  // session LUN, where the UNMAP is allowed.
+  'ALL.iSCSITMF',
   'ALL.Write10',
   'ALL.Write12',
   'ALL.Write16',
