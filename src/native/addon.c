@@ -5,6 +5,8 @@
  *   socket-buffer.c  a connected socket's send buffer size (src/native/socket-buffer.ts)
  *   zstd.c        zstd into the caller's memory, both ways (libzstd; src/repo/chunk-worker.ts)
  *   crc32.c       CRC-32 with carry-less multiplication (libdeflate; src/repo/chunk-worker.ts)
+ *   send-file.c   file bytes to a socket with sendfile(2), on the thread pool (src/native/send-file.ts)
+ *   memory.c      malloc_trim(3): free heap memory back to the kernel (src/util/memory-trim.ts)
  * Built by tools/build-native.sh with node-gyp against the installed Node's headers (no download).
  * N-API only, so it loads in any Node >= 20 and in worker threads. OpenSSL comes from the Node
  * binary itself (Node exports its libcrypto symbols for addons); libzstd and libdeflate are Debian's
@@ -37,5 +39,7 @@ NAPI_MODULE_INIT() {
   register_socket_buffer(env, exports);
   register_zstd(env, exports);
   register_crc32(env, exports);
+  register_send_file(env, exports);
+  register_memory(env, exports);
   return exports;
 }

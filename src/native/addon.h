@@ -14,4 +14,6 @@ void register_tls_record(napi_env env, napi_value exports);
 void register_socket_buffer(napi_env env, napi_value exports);
 void register_zstd(napi_env env, napi_value exports);
 void register_crc32(napi_env env, napi_value exports);
+void register_send_file(napi_env env, napi_value exports);
+void register_memory(napi_env env, napi_value exports);
 #endif

@@ -23,15 +23,20 @@ interface SocketBufferFns {
   setSendBuffer(fd: number, bytes: number): number;
 }
 
+/** The descriptor of a connected net.Socket's libuv handle (TCP or pipe), or undefined. */
+export function handleDescriptor(socket: net.Socket): number | undefined {
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}
+
 /**
  * Asks for a send buffer of `bytes` on `socket`; resolves to the size the kernel reports afterwards
  * (twice the request on Linux: it counts its bookkeeping), or undefined when it could not be set.
  */
 export function enlargeSendBuffer(socket: net.Socket, bytes: number): number | undefined {
   const fns = addonFunctions<SocketBufferFns>('setSendBuffer');
-  // libuv's handle of a connected net.Socket (TCP or pipe) carries its descriptor on Unix.
-  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
-  if (!fns || typeof fd !== 'number' || fd < 0) return undefined;
+  const fd = handleDescriptor(socket);
+  if (!fns || fd === undefined) return undefined;
   try {
     return fns.setSendBuffer(fd, bytes);
   } catch {
