@@ -17,6 +17,7 @@ import type {
   BlockDevice,
   Capabilities,
   Extent,
+  FileSpan,
   IoOptions,
   WriteOptions,
   ZeroOptions,
@@ -84,6 +85,20 @@ export class CheckedDevice implements BlockDevice {
       this.#checkPayload(dst.length);
       if (dst.length === 0) return;
       await this.next.read(dst, offset, opts);
+    });
+  }
+
+  /**
+   * Runs `send` with where [offset, offset + length) lies in a file (BlockDevice.withFileSpan of the
+   * device below), after the same checks as a read; the device stays open until `send` settled.
+   * Resolves false, without calling `send`, when the device cannot say (the caller reads instead).
+   */
+  withFileSpan(offset: number, length: number, send: (span: FileSpan) => Promise<void>): Promise<boolean> {
+    return this.#run('read', async () => {
+      this.#checkRange(offset, length, 'EINVAL', 'read');
+      this.#checkPayload(length);
+      if (length === 0 || !this.next.withFileSpan) return false;
+      return this.next.withFileSpan(offset, length, send);
     });
   }
 

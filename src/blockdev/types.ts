@@ -74,6 +74,22 @@ export interface BlockDevice {
   zero(offset: number, length: number, opts?: ZeroOptions): Promise<void>;
   extents(offset: number, length: number, opts?: IoOptions): Promise<Extent[]>;
   close(): Promise<void>;
+  /**
+   * Optional. When bytes [offset, offset + length) are one stretch of a file this device holds
+   * open and never changes (a read-only raw image), calls `send` with where they lie and resolves
+   * true once it settled; resolves false at once, without calling `send`, otherwise. A front end
+   * may then send them from the file (sendfile) instead of `read`ing them. The span is valid until
+   * `send` settled. Layers that transform or throttle reads do not offer it; a layer that only
+   * observes reads (metering) may pass it through. Called through checked(), which validates the
+   * range as for a read.
+   */
+  withFileSpan?(offset: number, length: number, send: (span: FileSpan) => Promise<void>): Promise<boolean>;
+}
+
+/** A stretch of an open file: `fd` stays valid while the device that answered is open. */
+export interface FileSpan {
+  fd: number;
+  position: number;
 }
 
 /** The widest request any device in rebound accepts: 64 MiB, as nbdkit (MAX_REQUEST_SIZE). */

@@ -14,7 +14,7 @@
  *    still draining keep their DiskIo object, which is simply no longer exported.
  */
 import { Layer } from '../blockdev/layer.js';
-import type { BlockDevice, Extent, IoOptions, WriteOptions, ZeroOptions } from '../blockdev/types.js';
+import type { BlockDevice, Extent, FileSpan, IoOptions, WriteOptions, ZeroOptions } from '../blockdev/types.js';
 
 export const IO_OPS = ['read', 'write', 'flush', 'trim', 'zero', 'extents'] as const;
 export type IoOp = (typeof IO_OPS)[number];
@@ -118,6 +118,22 @@ export class MeteredDevice extends Layer {
 
   override read(dst: Uint8Array, offset: number, opts?: IoOptions): Promise<void> {
     return metered(this.io, READ, dst.length, performance.now(), this.next.read(dst, offset, opts));
+  }
+
+  /** Passed through when the device below offers it, and counted as the read it replaces. */
+  async withFileSpan(offset: number, length: number, send: (span: FileSpan) => Promise<void>): Promise<boolean> {
+    const below = this.next.withFileSpan?.bind(this.next);
+    if (!below) return false;
+    const start = performance.now();
+    let used = false;
+    let failed = true;
+    try {
+      used = await below(offset, length, (span) => ((used = true), send(span)));
+      failed = false;
+      return used;
+    } finally {
+      if (used) this.io.done(READ, length, start, failed);
+    }
   }
 
   write(src: Uint8Array, offset: number, opts?: WriteOptions): Promise<void> {

@@ -190,6 +190,14 @@ export function allocDataChunk(
   return { buf, data: buf.subarray(CHUNK_HEADER_BYTES + 8) };
 }
 
+/** The header of an OFFSET_DATA chunk whose `length` bytes follow separately (sent from a file). */
+export function encodeDataChunkHeader(cookie: bigint, offset: number, length: number, done: boolean): Buffer {
+  const buf = Buffer.allocUnsafe(CHUNK_HEADER_BYTES + 8);
+  writeChunkHeader(buf, done ? ReplyFlag.DONE : 0, ChunkType.OFFSET_DATA, cookie, 8 + length);
+  writeU64(buf, offset, CHUNK_HEADER_BYTES);
+  return buf;
+}
+
 export function encodeHoleChunk(cookie: bigint, offset: number, length: number, done: boolean): Buffer {
   const buf = Buffer.allocUnsafe(CHUNK_HEADER_BYTES + 12);
   writeChunkHeader(buf, done ? ReplyFlag.DONE : 0, ChunkType.OFFSET_HOLE, cookie, 12);

@@ -3,8 +3,9 @@
  * device concurrently, send replies as they complete (out of order).
  *
  * Invariants:
- *  - Each reply is handed to the socket in one synchronous step (a single write, or several
- *    inside cork/uncork), so bytes of two replies never interleave.
+ *  - Replies reach the socket through one ReplyWriter (reply-writer.ts), in the order they are
+ *    handed over, so bytes of two replies never interleave. Large READs of a device that can name
+ *    their file (a raw image) on a plain connection are sent from the file (sendfile), not read.
  *  - Memory per connection is bounded: a request counts from the moment its header is read until
  *    its reply has been handed to the kernel (the socket's write callback), so unsent replies
  *    count too. At most `maxInflight` requests count at once, their payload bytes (READ lengths,
@@ -38,6 +39,7 @@ import {
   allocDataChunk,
   allocSimpleReadReply,
   decodeRequestHeader,
+  encodeDataChunkHeader,
   encodeBlockStatusChunk,
   encodeErrorChunk,
   encodeHoleChunk,
@@ -61,12 +63,15 @@ import { ProtocolViolation } from './handshake.js';
 import { BlockError } from '../errors.js';
 import type { ReplyBufferPool } from './reply-buffers.js';
 import type { ByteBudget } from '../util/byte-budget.js';
-import { TickCork } from '../util/tick-cork.js';
+import { ReplyWriter } from './reply-writer.js';
+import { fileSender, socketDescriptor } from '../native/send-file.js';
 
 const WRITE_COMMANDS = new Set<number>([Cmd.WRITE, Cmd.TRIM, Cmd.WRITE_ZEROES]);
 
 /** Reads at least this long are answered sparsely (hole chunks for zero extents). */
 const SPARSE_READ_MIN = 64 * 1024;
+/** Reads at least this long of a device that can name their file (raw images) are sent from it (sendfile). */
+const FILE_REPLY_MIN = 64 * 1024;
 /** Stop reading requests while this much reply data waits in the socket. */
 const SEND_BUFFER_LIMIT = 32 * 1024 * 1024;
 /** A WRITE payload over MAX_PAYLOAD up to this size is skipped and refused; beyond, the connection drops (as nbdkit). */
@@ -107,7 +112,7 @@ export class Transmission {
   readonly #flags: number;
   readonly #buffers: ReplyBufferPool;
   readonly #alloc: (size: number) => Buffer;
-  readonly #tickCork: TickCork;
+  readonly #replies: ReplyWriter;
   #inflight = 0;
   #inflightBytes = 0;
   #stopping = false;
@@ -117,7 +122,9 @@ export class Transmission {
   /** `device` is the export opened for this connection (its own gate; the caller closes it). */
   constructor(socket: Duplex, reader: ByteReader, session: Negotiated, device: CheckedDevice, log: Logger, opts: TransmissionOptions) {
     this.#socket = socket;
-    this.#tickCork = new TickCork(socket);
+    const fd = socketDescriptor(socket);
+    const send = fileSender();
+    this.#replies = new ReplyWriter(socket, log, fd !== undefined && send ? { fd, send } : undefined);
     this.#reader = reader;
     this.#session = session;
     this.#device = device;
@@ -341,6 +348,7 @@ export class Transmission {
 
   /** A READ answered with all its bytes: one data chunk (structured) or a simple reply. */
   async #readWhole(req: RequestHeader, structured: boolean, sent: () => void): Promise<void> {
+    if (req.length >= FILE_REPLY_MIN && this.#replies.canSendFiles && (await this.#readFromFile(req, structured, sent))) return;
     const { buf, data } = structured
       ? allocDataChunk(req.cookie, req.offset, req.length, true, this.#alloc)
       : allocSimpleReadReply(req.cookie, req.length, this.#alloc);
@@ -351,6 +359,20 @@ export class Transmission {
       throw err;
     }
     this.#sendPooled(sent, [buf]);
+  }
+
+  /** Sends a READ's bytes from the device's file when it can name one (sendfile); false when it cannot. */
+  #readFromFile(req: RequestHeader, structured: boolean, sent: () => void): Promise<boolean> {
+    const header = structured ? encodeDataChunkHeader(req.cookie, req.offset, req.length, true) : encodeSimpleReply(NbdErrno.OK, req.cookie);
+    const readRest = async (from: number, length: number): Promise<Buffer> => {
+      const rest = Buffer.allocUnsafe(length);
+      await this.#device.read(rest, req.offset + from, { signal: this.#gone.signal });
+      return rest;
+    };
+    return this.#device.withFileSpan(req.offset, req.length, async (span) => {
+      await this.#replies.sendFile(header, span, req.length, readRest);
+      sent();
+    });
   }
 
   #checkReadLength(length: number): number {
@@ -402,33 +424,16 @@ export class Transmission {
     else this.#send(sent, encodeSimpleReply(errno, req.cookie));
   }
 
-  /**
-   * Queues one reply. Replies completed in the same tick go out together: the socket is corked on
-   * the first and uncorked on the next tick (one writev instead of a write per reply).
-   */
+  /** Queues one reply (replies completed in the same tick leave in one writev: see ReplyWriter). */
   #send(sent: () => void, ...buffers: Buffer[]): void {
-    const s = this.#socket;
-    if (s.destroyed) return sent();
-    this.#tickCork.hold();
-    buffers.forEach((b, i) => s.write(b, i === buffers.length - 1 ? sent : undefined));
+    this.#replies.send(buffers, sent);
   }
 
   /** Like #send; `pooled` buffers (default: all) return to the pool once the kernel has them. */
   #sendPooled(sent: () => void, buffers: Buffer[], pooled: Buffer[] = buffers): void {
-    const s = this.#socket;
-    if (s.destroyed) {
+    this.#replies.send(buffers, () => {
       for (const b of pooled) this.#buffers.release(b);
-      return sent();
-    }
-    this.#tickCork.hold();
-    buffers.forEach((b, i) => {
-      const last = i === buffers.length - 1;
-      if (pooled.includes(b)) {
-        s.write(b, () => {
-          this.#buffers.release(b);
-          if (last) sent();
-        });
-      } else s.write(b, last ? sent : undefined);
+      sent();
     });
   }
 

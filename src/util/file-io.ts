@@ -76,6 +76,20 @@ export function syncReadsEnabled(): boolean {
 }
 
 /**
+ * Runs `call`, which reads `bytes` from a file (sendfile from the page cache, say), synchronously
+ * when the read switch is on and `bytes` is at most SYNC_READ_MAX, timed against the same stall
+ * budget as pread; returns undefined, without calling it, otherwise (the caller uses the pool).
+ */
+export function syncFileRead<T>(bytes: number, call: () => T): T | undefined {
+  if (bytes > SYNC_READ_MAX) return undefined;
+  const start = performance.now();
+  if (!syncReads.allowed(start)) return undefined;
+  const result = call();
+  syncReads.record(start, performance.now(), bytes);
+  return result;
+}
+
+/**
  * Reads `dst.length` bytes at `position`, or fewer only at end of file. Resolves with the number
  * of bytes read; rejects with the system error (callers map it to a BlockError).
  */

@@ -183,6 +183,11 @@ export class DiskFile {
     if (fd !== undefined) await close(fd).catch(() => undefined);
   }
 
+  /** The open descriptor (for sendfile by a front end: see BlockDevice.fileSpan); ESHUTDOWN once closed. */
+  get descriptor(): number {
+    return this.#open();
+  }
+
   #open(): number {
     if (this.#fd === undefined) throw new BlockError('ESHUTDOWN', `${this.path} is closed`);
     return this.#fd;

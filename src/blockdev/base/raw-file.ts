@@ -9,13 +9,17 @@
  * always correct, only less efficient (clients read zeroes instead of skipping holes). Data is
  * never reported as a hole.
  *
+ * `withFileSpan` lets the NBD server send READ replies from the file with sendfile(2) (no copy in the
+ * process); the image is opened read-only, so what is sent is what a read would have returned
+ * (a file changed by someone else behind rebound's back is the operator's problem either way).
+ *
  * Reads go through DiskFile (disk-file.ts) and util/file-io.ts: small ones synchronously while the
  * page cache serves them, everything else on libuv's thread pool, so many requests proceed in
  * parallel.
  */
 import { errorText, ReboundError } from '../../errors.js';
 import { allData } from '../emulate.js';
-import type { Capabilities, Extent } from '../types.js';
+import type { Capabilities, Extent, FileSpan } from '../types.js';
 import { DiskFile, isGateRefusal, type OpenGate } from './disk-file.js';
 import { ReadOnlyDevice } from './read-only.js';
 
@@ -48,6 +52,12 @@ export class RawFileDevice extends ReadOnlyDevice {
 
   read(dst: Uint8Array, offset: number): Promise<void> {
     return this.#file.read(dst, offset);
+  }
+
+  /** Every range is itself in the file, which this device never changes (it is opened read-only). */
+  async withFileSpan(offset: number, _length: number, send: (span: FileSpan) => Promise<void>): Promise<boolean> {
+    await send({ fd: this.#file.descriptor, position: offset });
+    return true;
   }
 
   #caps: Capabilities | undefined;

@@ -103,4 +103,33 @@ describe('checked()', () => {
     await b.close();
     expect(released).toBe(2);
   });
+  it('withFileSpan: false for a device without it; a range check as for a read; the device stays open until the send settled', async () => {
+    expect(await checked(new MemoryDevice(4096)).withFileSpan(0, 512, async () => undefined)).toBe(false);
+    const spans: Array<[number, number]> = [];
+    let closedBelow = false;
+    const below = wrap(new MemoryDevice(8192), {
+      withFileSpan: async (offset, _length, send) => {
+        await send({ fd: 42, position: offset });
+        return true;
+      },
+      close: async () => void (closedBelow = true),
+    });
+    const dev = checked(below);
+    expect(await code(dev.withFileSpan(8000, 512, async () => undefined))).toBe('EINVAL');
+    expect(await dev.withFileSpan(0, 0, async () => undefined)).toBe(false); // nothing to send
+    let finish!: () => void;
+    const sending = dev.withFileSpan(4096, 1024, (span) => {
+      spans.push([span.fd, span.position]);
+      return new Promise<void>((r) => (finish = r));
+    });
+    await new Promise((r) => setImmediate(r));
+    const closing = dev.close();
+    await new Promise((r) => setImmediate(r));
+    expect(closedBelow).toBe(false); // the send still uses the descriptor
+    finish();
+    expect(await sending).toBe(true);
+    await closing;
+    expect(closedBelow).toBe(true);
+    expect(spans).toEqual([[42, 4096]]);
+  });
 });

@@ -1,0 +1,168 @@
+/**
+ * ReplyWriter: the one way replies of an NBD connection reach its socket, in the order they are
+ * handed over. Replies are buffers written through the socket (Node's stream), or a header plus
+ * a stretch of a file sent by the kernel (sendfile on the thread pool, native/send-file.ts) for
+ * READs of raw file exports on plain connections.
+ *
+ * Design notes:
+ *  - Bytes of two replies never interleave. Buffer replies are written at once (corked per tick,
+ *    one writev) unless a file send is running or waiting; then they queue behind it.
+ *  - A file send writes to the descriptor from another thread, so it starts only when the stream
+ *    has nothing unwritten (`writableLength` 0: the bytes before it are in the kernel), and the
+ *    stream is written again only after it ended. One file send at a time per connection.
+ *  - While the page cache serves the file (util/file-io.ts's switch for synchronous reads), a file
+ *    reply is sent at once on the event loop, without waiting for room in the socket; what does not
+ *    fit, or all of it when the switch is off, goes on the thread pool.
+ *  - A reader that takes nothing for STALL_MS ends the file send early; the rest of that reply is
+ *    then read into a buffer (`readRest`) and written through the stream, whose backpressure the
+ *    transmission loop already honours (no pool thread waits on a client that stopped reading).
+ *  - A socket error during a file send (the client left) destroys the socket; the reply counts as
+ *    handed over, as a write to a destroyed stream does. The file ending early (truncated behind
+ *    rebound's back) cannot be answered within the stream: the connection is dropped and logged.
+ */
+import type { Duplex } from 'node:stream';
+import type { FileSpan } from '../blockdev/types.js';
+import { FileShrank, type FileSender } from '../native/send-file.js';
+import type { Logger } from '../util/log.js';
+import { syncFileRead } from '../util/file-io.js';
+import { TickCork } from '../util/tick-cork.js';
+
+/** How long a file send waits for a reader that takes no bytes before the stream takes over. */
+export const STALL_MS = 10;
+
+interface BufferReply {
+  kind: 'buffers';
+  buffers: Buffer[];
+  written: () => void;
+}
+
+interface FileReply {
+  kind: 'file';
+  header: Buffer;
+  span: FileSpan;
+  length: number;
+  /** Reads `length` bytes of the reply's data from `offset` into it (relative to the span). */
+  readRest: (from: number, length: number) => Promise<Buffer>;
+  written: () => void;
+}
+
+type Reply = BufferReply | FileReply;
+
+export class ReplyWriter {
+  readonly #socket: Duplex;
+  readonly #cork: TickCork;
+  readonly #log: Logger;
+  readonly #fileSend: { fd: number; send: FileSender } | undefined;
+  /** Replies waiting behind a file send (running or waiting for the stream to empty). */
+  readonly #queue: Reply[] = [];
+  #fileBusy = false;
+  #waitingForStream = false;
+
+  /** `fileSend`: the socket's descriptor and the native sender, when file replies are possible. */
+  constructor(socket: Duplex, log: Logger, fileSend?: { fd: number; send: FileSender }) {
+    this.#socket = socket;
+    this.#cork = new TickCork(socket);
+    this.#log = log;
+    this.#fileSend = fileSend;
+  }
+
+  /** Whether `sendFile` may be used on this connection. */
+  get canSendFiles(): boolean {
+    return this.#fileSend !== undefined;
+  }
+
+  /** Queues a reply of buffers; `written` runs once the kernel has all of them (or the socket is gone). */
+  send(buffers: Buffer[], written: () => void): void {
+    if (this.#queue.length > 0 || this.#fileBusy) this.#queue.push({ kind: 'buffers', buffers, written });
+    else this.#write(buffers, written);
+  }
+
+  /**
+   * Queues a reply of `header` then `length` bytes of the file at `span`; resolves once it was
+   * handed over (or the socket is gone). The span must stay valid until then.
+   */
+  sendFile(header: Buffer, span: FileSpan, length: number, readRest: FileReply['readRest']): Promise<void> {
+    return new Promise((written) => {
+      this.#queue.push({ kind: 'file', header, span, length, readRest, written });
+      this.#pump();
+    });
+  }
+
+  #write(buffers: Buffer[], written: () => void): void {
+    const s = this.#socket;
+    if (s.destroyed) return written();
+    this.#cork.hold();
+    buffers.forEach((b, i) => s.write(b, i === buffers.length - 1 ? written : undefined));
+  }
+
+  /** Starts what the queue allows: buffer replies up to the next file reply, which waits for an empty stream. */
+  #pump(): void {
+    while (this.#queue.length > 0 && !this.#fileBusy) {
+      const next = this.#queue[0]!;
+      if (next.kind === 'buffers') {
+        this.#queue.shift();
+        this.#write(next.buffers, next.written);
+        continue;
+      }
+      if (this.#socket.destroyed) {
+        this.#queue.shift();
+        next.written();
+        continue;
+      }
+      if (this.#socket.writableLength > 0) {
+        this.#waitForStream();
+        return;
+      }
+      this.#queue.shift();
+      this.#fileBusy = true;
+      void this.#sendFile(next).finally(() => {
+        this.#fileBusy = false;
+        next.written();
+        this.#pump();
+      });
+    }
+  }
+
+  /** Calls #pump again once what the stream holds has reached the kernel. */
+  #waitForStream(): void {
+    if (this.#waitingForStream) return;
+    this.#waitingForStream = true;
+    // An empty write's callback runs after every earlier write's (the stream keeps order).
+    this.#socket.write(Buffer.alloc(0), () => {
+      this.#waitingForStream = false;
+      this.#pump();
+    });
+  }
+
+  /** Sends one file reply; resolves once all of it is in the kernel (or the socket is gone). */
+  async #sendFile(r: FileReply): Promise<void> {
+    const { fd, send } = this.#fileSend!;
+    const { header, span, length } = r;
+    let sent = 0;
+    try {
+      // While the page cache serves the file, at once: no thread hand-off (most replies end here).
+      sent = syncFileRead(length, () => send.sendNow(fd, header, span.fd, span.position, length)) ?? 0;
+      if (sent < header.length + length) {
+        const skip = Math.max(0, sent - header.length);
+        const result = await send.send(fd, header.subarray(Math.min(sent, header.length)), span.fd, span.position + skip, length - skip, STALL_MS);
+        sent += result.sent;
+        if (!result.stalled) return;
+      } else return;
+    } catch (err) {
+      if (err instanceof FileShrank) this.#log.error('exported file shrank during a read; closing the connection', { err: err.message });
+      this.#socket.destroy(); // otherwise the client left (EPIPE, ECONNRESET): nothing more to send
+      return;
+    }
+    // The reader stalled: the rest goes through the stream, which waits for it without a thread.
+    try {
+      const rest: Buffer[] = [];
+      if (sent < header.length) rest.push(header.subarray(sent));
+      const from = Math.max(0, sent - header.length);
+      if (from < length) rest.push(await r.readRest(from, length - from));
+      await new Promise<void>((resolve) => this.#write(rest, resolve));
+    } catch (err) {
+      if (!this.#socket.destroyed) this.#log.error('reading the rest of a reply failed; closing the connection', { err: String(err) });
+      this.#socket.destroy();
+    }
+  }
+}
