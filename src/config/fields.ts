@@ -349,6 +349,14 @@ export const CONFIG_SCHEMA = {
       'READ/WRITE data, shared first come first served. A request over it waits and its connection reads nothing more ' +
       'meanwhile; a single larger request still runs, alone. Bounds the memory many clients together can hold.',
   }),
+  memoryTrimIntervalMs: field({
+    type: integerType('ms', { min: 0, placeholder: 'MS' }),
+    default: 10_000,
+    flag: 'memory-trim-interval',
+    doc:
+      'Every this long the daemon gives memory that malloc holds free back to the kernel (malloc_trim), so its resident size ' +
+      'falls after a burst of large requests instead of staying at the peak; 0 turns it off.',
+  }),
   nbdMaxConnections: field({
     type: integerType('connections', { min: 1 }),
     default: 1024,

@@ -13,6 +13,7 @@ import { MemoryDevice } from '../blockdev/base/memory.js';
 import type { BlockDevice } from '../blockdev/types.js';
 import { buildStack } from '../blockdev/layer.js';
 import type { ExportSpec } from '../config/export-spec.js';
+import { MemoryTrim } from '../util/memory-trim.js';
 import { plainConfig, type ValidatedConfig } from '../config/schema.js';
 import { createApi } from '../api/server.js';
 import { Catalog } from '../exports/catalog.js';
@@ -82,6 +83,7 @@ export class Daemon {
   #tokens: TokenStore | undefined;
   #endpoints: DaemonEndpoints = { nbd: [], nbdSocket: [], http: undefined };
   #closing: Promise<void> | undefined;
+  readonly #memoryTrim: MemoryTrim;
   #metrics: Metrics | undefined;
   #verifier: Verifier | undefined;
   #alerts: { sender: WebhookSender; monitor: AlertMonitor } | undefined;
@@ -108,6 +110,7 @@ export class Daemon {
     });
     this.catalog.openerLayer = this.#metrics.openerLayer;
     this.inflightBudget = new ByteBudget(config.maxInflightBytesTotal);
+    this.#memoryTrim = new MemoryTrim(config.memoryTrimIntervalMs);
     this.jobs = new JobRegistry(log.child({ component: 'jobs' }));
     this.nbd = new NbdServer({
       exports: this.catalog.view('nbd'),
@@ -404,6 +407,7 @@ export class Daemon {
       await Promise.allSettled([this.#api?.close(), this.nbd.close(this.config.shutdownTimeoutMs), this.jobs.close(), this.#nfs?.close(this.config.shutdownTimeoutMs), this.#iscsi?.close()]);
       await this.#tokens?.close();
       this.#metrics?.close();
+      this.#memoryTrim.stop();
       this.#alerts?.monitor.stop();
       this.#verifier?.close();
       this.#alerts?.sender.close();

@@ -4,7 +4,10 @@
  * be built) instead of an in-process server, so its memory can be read from /proc without the
  * fuzzer's own heap in it. The liveness probe (a well-behaved client) keeps running every 50
  * inputs; the target reports the daemon's RSS at start, after a warm-up of WARMUP inputs, at the
- * end, and its peak (VmHWM).
+ * end, and its peak (VmHWM). After the warm-up and at the end it also pauses the inputs for
+ * SETTLE_MS, so the daemon's periodic malloc_trim (every TRIM_MS here, util/memory-trim.ts) has run
+ * while idle, and reads the RSS again: the settled figures compare like with like (memory the
+ * daemon still holds, not free memory malloc keeps).
  */
 import fs from 'node:fs';
 import { startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
@@ -14,12 +17,16 @@ export const daemonMode = process.env.REBOUND_FUZZ_DAEMON === '1';
 export const WARMUP = 10_000;
 
 const MiB = 1024 * 1024;
+/** The daemon's --memory-trim-interval in daemon mode (the default is 10 s; shorter keeps the pauses short). */
+const TRIM_MS = 1000;
+const SETTLE_MS = 2 * TRIM_MS + 500;
 
 export class FuzzDaemon {
   readonly proc: DaemonProcess;
   readonly pid: number;
   readonly rssAtStart: number;
   rssAfterWarmup: number | undefined;
+  rssAfterWarmupSettled: number | undefined;
   readonly #baselineSockets: number;
 
   private constructor(proc: DaemonProcess) {
@@ -30,7 +37,7 @@ export class FuzzDaemon {
   }
 
   static async start(args: string[]): Promise<FuzzDaemon> {
-    return new FuzzDaemon(await startDaemonProcess([...args, '--http', 'off', '--log-level', 'error']));
+    return new FuzzDaemon(await startDaemonProcess([...args, '--http', 'off', '--log-level', 'error', '--memory-trim-interval', String(TRIM_MS)]));
   }
 
   status(key: 'VmRSS' | 'VmHWM'): number {
@@ -58,20 +65,33 @@ export class FuzzDaemon {
     return Math.max(0, this.sockets() - this.#baselineSockets);
   }
 
-  /** Called from the liveness check with the number of inputs done. */
-  sample(done: number): void {
-    if (this.rssAfterWarmup === undefined && done >= WARMUP) this.rssAfterWarmup = this.status('VmRSS');
+  /** Called from the liveness check with the number of inputs done; pauses once, after the warm-up. */
+  async sample(done: number): Promise<void> {
+    if (this.rssAfterWarmup !== undefined || done < WARMUP) return;
+    this.rssAfterWarmup = this.status('VmRSS');
+    this.rssAfterWarmupSettled = await this.#settled();
   }
 
-  report(): Record<string, unknown> {
+  /** The RSS after SETTLE_MS without inputs. */
+  async #settled(): Promise<number> {
+    await new Promise((r) => setTimeout(r, SETTLE_MS));
+    return this.status('VmRSS');
+  }
+
+  async report(): Promise<Record<string, unknown>> {
     const after = this.status('VmRSS');
+    const afterSettled = await this.#settled();
     const mib = (n: number): number => Math.round((n / MiB) * 10) / 10;
+    const settledGrowth = this.rssAfterWarmupSettled === undefined ? null : mib(afterSettled - this.rssAfterWarmupSettled);
     return {
       daemonPid: this.pid,
       daemonRssAtStartMiB: mib(this.rssAtStart),
       daemonRssAfterWarmupMiB: this.rssAfterWarmup === undefined ? null : mib(this.rssAfterWarmup),
       daemonRssAfterMiB: mib(after),
       daemonRssGrowthAfterWarmupMiB: this.rssAfterWarmup === undefined ? null : mib(after - this.rssAfterWarmup),
+      daemonRssSettledAfterWarmupMiB: this.rssAfterWarmupSettled === undefined ? null : mib(this.rssAfterWarmupSettled),
+      daemonRssSettledAfterMiB: mib(afterSettled),
+      daemonRssSettledGrowthMiB: settledGrowth,
       daemonPeakMiB: mib(this.status('VmHWM')),
       daemonExitedDuringRun: this.proc.child.exitCode !== null,
     };

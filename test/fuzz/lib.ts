@@ -24,7 +24,7 @@ export interface FuzzTarget<T, C = unknown> {
   liveness?: { every: number; check(ctx: C, done: number): Promise<void> };
   teardown?(ctx: C): Promise<void>;
   /** Extra figures for the summary (daemon mode: the daemon's RSS), taken before teardown. */
-  report?(ctx: C): Record<string, unknown>;
+  report?(ctx: C): Record<string, unknown> | Promise<Record<string, unknown>>;
   /** Per input (default 5 s). */
   timeoutMs?: number;
 }
@@ -90,7 +90,7 @@ export async function runFuzz<T, C>(target: FuzzTarget<T, C>, opts: FuzzOptions)
     }
     else await live();
   } finally {
-    report = target.report?.(ctx);
+    report = await target.report?.(ctx);
     if (target.teardown) await target.teardown(ctx);
   }
   return { target: target.name, seed: opts.seed, runs: done, ms: Date.now() - t0, livenessChecks, rssBefore, rssAfter: process.memoryUsage().rss, failure, report };

@@ -167,7 +167,7 @@ export function nbdTarget(): FuzzTarget<Input, Ctx> {
     liveness: {
       every: 50,
       check: async (ctx, done) => {
-        ctx.daemon?.sample(done);
+        await ctx.daemon?.sample(done);
         const c = await RawNbdClient.connect({ path: ctx.socket });
         try {
           await c.handshake(EXPORT, { structured: false });

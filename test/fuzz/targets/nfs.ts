@@ -163,7 +163,7 @@ export function nfsTarget(): FuzzTarget<Input, Ctx> {
     liveness: {
       every: 50,
       check: async (ctx, done) => {
-        ctx.daemon?.sample(done);
+        await ctx.daemon?.sample(done);
         if (ctx.daemon && ctx.daemon.proc.child.exitCode !== null) throw new OracleFailure(`the daemon exited (${ctx.daemon.proc.child.exitCode}): ${ctx.daemon.proc.stderr().slice(-2000)}`);
         const c = await RpcTestClient.connect(ctx.port);
         try {
