@@ -6,6 +6,7 @@
  *   zstd.c        zstd into the caller's memory, both ways (libzstd; src/repo/chunk-worker.ts)
  *   crc32.c       CRC-32 with carry-less multiplication (libdeflate; src/repo/chunk-worker.ts)
  *   send-file.c   file bytes to a socket with sendfile(2), on the thread pool (src/native/send-file.ts)
+ *   read-cached.c preadv2(RWF_NOWAIT): what the page cache holds, never waiting (src/util/file-io.ts)
  *   memory.c      malloc_trim(3): free heap memory back to the kernel (src/util/memory-trim.ts)
  * Built by tools/build-native.sh with node-gyp against the installed Node's headers (no download).
  * N-API only, so it loads in any Node >= 20 and in worker threads. OpenSSL comes from the Node
@@ -41,5 +42,6 @@ NAPI_MODULE_INIT() {
   register_crc32(env, exports);
   register_send_file(env, exports);
   register_memory(env, exports);
+  register_read_cached(env, exports);
   return exports;
 }

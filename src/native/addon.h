@@ -16,4 +16,5 @@ void register_zstd(napi_env env, napi_value exports);
 void register_crc32(napi_env env, napi_value exports);
 void register_send_file(napi_env env, napi_value exports);
 void register_memory(napi_env env, napi_value exports);
+void register_read_cached(napi_env env, napi_value exports);
 #endif

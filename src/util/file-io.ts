@@ -20,6 +20,10 @@
  */
 import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
+import { addonFunctions } from '../native/addon.js';
+
+/** preadv2(RWF_NOWAIT) from the native addon: bytes read, 0 at end of file, -1 when not cached. */
+let readCached = addonFunctions<{ readCached(fd: number, dst: Uint8Array, position: number): number }>('readCached')?.readCached;
 
 export const SYNC_READ_MAX = 256 * 1024;
 /** Small writes only: a write may wait for the kernel's dirty-page throttling. */
@@ -76,6 +80,20 @@ export function syncReadsEnabled(): boolean {
 }
 
 /**
+ * Fills `dst` from `position` at once if the page cache holds all of it (preadv2 RWF_NOWAIT through
+ * the addon); false otherwise (not cached, end of file, an error, no addon), having changed
+ * nothing the caller relies on: it reads the ordinary way then, which reports any error.
+ */
+export function readCachedNow(fd: number, dst: Uint8Array, position: number): boolean {
+  if (!readCached) return false;
+  try {
+    return readCached(fd, dst, position) === dst.length;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Runs `call`, which reads `bytes` from a file (sendfile from the page cache, say), synchronously
  * when the read switch is on and `bytes` is at most SYNC_READ_MAX, timed against the same stall
  * budget as pread; returns undefined, without calling it, otherwise (the caller uses the pool).
@@ -92,6 +110,11 @@ export function syncFileRead<T>(bytes: number, call: () => T): T | undefined {
 /**
  * Reads `dst.length` bytes at `position`, or fewer only at end of file. Resolves with the number
  * of bytes read; rejects with the system error (callers map it to a BlockError).
+ *
+ * With the native addon, a small read takes from the page cache what it holds without ever
+ * waiting for the disk (preadv2 RWF_NOWAIT, native/read-cached.c) and sends only what missed to the
+ * thread pool: a cold disk then never stalls the event loop, and the reads that hit the cache stay
+ * cheap. Without it, the synchronous read is timed against the stall budget (SyncSwitch).
  */
 export function pread(fd: number, dst: Uint8Array, position: number): Promise<number> {
   if (dst.length <= SYNC_READ_MAX) {
@@ -99,20 +122,34 @@ export function pread(fd: number, dst: Uint8Array, position: number): Promise<nu
     if (syncReads.allowed(start)) {
       let done = 0;
       try {
+        if (readCached) {
+          const n = readCached(fd, dst, position);
+          if (n === dst.length || n === 0) return Promise.resolve(n);
+          if (n < 0) return poolRead(fd, dst, position, 0); // not cached: the disk answers on the pool
+          return poolRead(fd, dst, position, n); // only the start was cached (or the file ends early)
+        }
         while (done < dst.length) {
           const n = fs.readSync(fd, dst, done, dst.length - done, position + done);
           if (n === 0) break;
           done += n;
         }
       } catch (err) {
+        if (readCached && (err as NodeJS.ErrnoException).code === 'EOPNOTSUPP') {
+          readCached = undefined; // a file system without non-blocking reads: the timed path from now on
+          return pread(fd, dst, position);
+        }
         return Promise.reject(err);
       }
       syncReads.record(start, performance.now(), dst.length);
       return Promise.resolve(done);
     }
   }
+  return poolRead(fd, dst, position, 0);
+}
+
+/** Reads the rest of `dst` from byte `done` on libuv's thread pool; resolves with the total read. */
+function poolRead(fd: number, dst: Uint8Array, position: number, done: number): Promise<number> {
   return new Promise((resolve, reject) => {
-    let done = 0;
     const step = (): void =>
       fs.read(fd, dst, done, dst.length - done, position + done, (err, n) => {
         if (err) return reject(err);

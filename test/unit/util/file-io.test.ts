@@ -1,5 +1,10 @@
-import { describe, expect, it } from 'vitest';
-import { BACKOFF_MS, STALL_BUDGET_MS, SyncSwitch } from '../../../src/util/file-io.js';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { addonFunctions } from '../../../src/native/addon.js';
+import { BACKOFF_MS, pread, readCachedNow, STALL_BUDGET_MS, SyncSwitch } from '../../../src/util/file-io.js';
 
 const KiB4 = 4096;
 
@@ -52,5 +57,42 @@ describe('SyncSwitch (when small file I/O stops running synchronously)', () => {
     const MiB = 1024 * 1024;
     for (let i = 0; i < 100; i++) sw.record(i * 10, i * 10 + 1, MiB); // 1 ms for 1 MiB: a page-cache copy
     expect(sw.allowed(2000)).toBe(true);
+  });
+});
+
+describe('pread and readCachedNow (page-cache reads that never wait, with the addon)', () => {
+  const cached = addonFunctions('readCached') !== undefined;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rebound-file-io-'));
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'data');
+  const content = crypto.randomBytes(256 * 1024 + 100);
+  fs.writeFileSync(file, content);
+
+  it.skipIf(!cached)('readCachedNow fills a buffer from a cached file, and says false past the end instead of reading short', () => {
+    const fd = fs.openSync(file, 'r');
+    try {
+      fs.readFileSync(file); // in the page cache now
+      const dst = Buffer.alloc(4096);
+      expect(readCachedNow(fd, dst, 8192)).toBe(true);
+      expect(dst.equals(content.subarray(8192, 8192 + 4096))).toBe(true);
+      expect(readCachedNow(fd, Buffer.alloc(4096), content.length - 100)).toBe(false); // only 100 bytes left
+      expect(readCachedNow(1_000_000, Buffer.alloc(16), 0)).toBe(false); // EBADF is false: the ordinary read reports it
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+  it('pread returns every byte and the true count at the end of the file', async () => {
+    const fd = fs.openSync(file, 'r');
+    try {
+      for (const [at, len] of [[0, 4096], [4096 * 3 + 17, 65536], [0, 256 * 1024], [content.length - 100, 4096]] as const) {
+        const dst = Buffer.alloc(len);
+        const n = await pread(fd, dst, at);
+        expect(n).toBe(Math.min(len, content.length - at));
+        expect(dst.subarray(0, n).equals(content.subarray(at, at + n))).toBe(true);
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
   });
 });
