@@ -102,6 +102,26 @@ export class CheckedDevice implements BlockDevice {
     });
   }
 
+  /** Whether the device below can answer reads synchronously (readNow); asked once by a front end. */
+  get canReadNow(): boolean {
+    return this.next.readNow !== undefined;
+  }
+
+  /**
+   * BlockDevice.readNow of the device below, for a request that passes a read's checks; false when
+   * it fails them (the caller's ordinary read then reports why), when the gate is closing, or when
+   * the device cannot answer at once. Synchronous, so nothing is in flight afterwards.
+   */
+  readNow(dst: Uint8Array, offset: number): boolean {
+    if (this.#closing || !this.next.readNow || dst.length === 0 || dst.length > this.#caps.blockSize.max) return false;
+    if (this.#rangeProblem(offset, dst.length, 'EINVAL', 'read')) return false;
+    try {
+      return this.next.readNow(dst, offset);
+    } catch {
+      return false;
+    }
+  }
+
   write(src: Uint8Array, offset: number, opts?: WriteOptions): Promise<void> {
     return this.#run('write', async () => {
       this.#checkWritable('write');
@@ -200,16 +220,23 @@ export class CheckedDevice implements BlockDevice {
   }
 
   #checkRange(offset: number, length: number, pastEndCode: 'EINVAL' | 'ENOSPC', op: string): void {
+    const problem = this.#rangeProblem(offset, length, pastEndCode, op);
+    if (problem) throw problem;
+  }
+
+  /** What is wrong with a range, or undefined when it is valid for this device. */
+  #rangeProblem(offset: number, length: number, pastEndCode: 'EINVAL' | 'ENOSPC', op: string): BlockError | undefined {
     if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
-      throw new BlockError('EINVAL', `${op}: invalid offset or length`);
+      return new BlockError('EINVAL', `${op}: invalid offset or length`);
     }
     if (offset + length > this.size) {
-      throw new BlockError(pastEndCode, `${op} past the end of the device (${offset}+${length} > ${this.size})`);
+      return new BlockError(pastEndCode, `${op} past the end of the device (${offset}+${length} > ${this.size})`);
     }
     const min = this.#caps.blockSize.min;
     if (min > 1 && (offset % min !== 0 || (length % min !== 0 && offset + length !== this.size))) {
-      throw new BlockError('EINVAL', `${op}: offset and length must be multiples of ${min}`);
+      return new BlockError('EINVAL', `${op}: offset and length must be multiples of ${min}`);
     }
+    return undefined;
   }
 }
 

@@ -84,6 +84,13 @@ export interface BlockDevice {
    * range as for a read.
    */
   withFileSpan?(offset: number, length: number, send: (span: FileSpan) => Promise<void>): Promise<boolean>;
+  /**
+   * Optional. Fills `dst` from `offset` synchronously when that costs no waiting (the bytes are in
+   * memory or the page cache) and returns true; otherwise returns false, and the caller `read`s as
+   * usual (which also reports any error). Lets a front end answer a small read without a promise.
+   * Same rules as withFileSpan for layers; called through checked().
+   */
+  readNow?(dst: Uint8Array, offset: number): boolean;
 }
 
 /** A stretch of an open file: `fd` stays valid while the device that answered is open. */

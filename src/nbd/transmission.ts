@@ -113,6 +113,7 @@ export class Transmission {
   readonly #buffers: ReplyBufferPool;
   readonly #alloc: (size: number) => Buffer;
   readonly #replies: ReplyWriter;
+  readonly #canReadNow: boolean;
   #inflight = 0;
   #inflightBytes = 0;
   #stopping = false;
@@ -128,6 +129,7 @@ export class Transmission {
     this.#reader = reader;
     this.#session = session;
     this.#device = device;
+    this.#canReadNow = device.canReadNow;
     this.#log = log;
     this.#maxInflight = opts.maxInflight;
     this.#maxInflightBytes = opts.maxInflightBytes ?? DEFAULT_MAX_INFLIGHT_BYTES;
@@ -224,6 +226,10 @@ export class Transmission {
       },
     };
     this.#holds.add(hold);
+    if (req.type === Cmd.READ && this.#canReadNow && this.#readNow(req, hold.release)) {
+      hold.queued = true;
+      return;
+    }
     this.#execute(req, payload, hold.release)
       .catch((err) => {
         this.#log.error('reply failed', { err: String(err) });
@@ -344,6 +350,30 @@ export class Transmission {
       throw failed.reason;
     }
     this.#sendPooled(sent, settled.map((r) => (r as PromiseFulfilledResult<Buffer>).value), pooled);
+  }
+
+  /**
+   * A small READ answered at once, without a promise, when the device has the bytes at hand
+   * (readNow: a raw image's pages in the page cache); false when it must go the ordinary way,
+   * which also answers every error. 4 KiB random reads: about 1 us of CPU less per request.
+   */
+  #readNow(req: RequestHeader, sent: () => void): boolean {
+    const { length } = req;
+    if (this.#stopping || length === 0 || length >= SPARSE_READ_MIN || length >= FILE_REPLY_MIN || req.offset < 0) return false;
+    try {
+      this.#checkFlags(req);
+    } catch {
+      return false;
+    }
+    const { buf, data } = this.#session.structuredReplies
+      ? allocDataChunk(req.cookie, req.offset, length, true, this.#alloc)
+      : allocSimpleReadReply(req.cookie, length, this.#alloc);
+    if (!this.#device.readNow(data, req.offset)) {
+      this.#buffers.release(buf);
+      return false;
+    }
+    this.#sendPooled(sent, [buf]);
+    return true;
   }
 
   /** A READ answered with all its bytes: one data chunk (structured) or a simple reply. */

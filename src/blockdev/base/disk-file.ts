@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import { promisify } from 'node:util';
 import nodePath from 'node:path';
 import { BlockError, ReboundError } from '../../errors.js';
-import { fdatasync, pread, pwrite } from '../../util/file-io.js';
+import { fdatasync, pread, pwrite, readCachedNow } from '../../util/file-io.js';
 import { seeker } from '../../native/seek.js';
 import { allData } from '../emulate.js';
 import type { Extent } from '../types.js';
@@ -89,6 +89,11 @@ export class DiskFile {
       throw ioError(err, `reading ${this.path}`);
     }
     if (n < dst.length) throw new BlockError('EIO', `${this.path} is shorter than expected (truncated while in use?)`);
+  }
+
+  /** Fills `dst` from `offset` at once when the page cache holds all of it; false otherwise (see BlockDevice.readNow). */
+  readNow(dst: Uint8Array, offset: number): boolean {
+    return this.#fd !== undefined && readCachedNow(this.#fd, dst, offset);
   }
 
   async write(src: Uint8Array, offset: number): Promise<void> {

@@ -54,6 +54,10 @@ export class RawFileDevice extends ReadOnlyDevice {
     return this.#file.read(dst, offset);
   }
 
+  readNow(dst: Uint8Array, offset: number): boolean {
+    return this.#file.readNow(dst, offset);
+  }
+
   /** Every range is itself in the file, which this device never changes (it is opened read-only). */
   async withFileSpan(offset: number, _length: number, send: (span: FileSpan) => Promise<void>): Promise<boolean> {
     await send({ fd: this.#file.descriptor, position: offset });

@@ -132,4 +132,26 @@ describe('checked()', () => {
     expect(closedBelow).toBe(true);
     expect(spans).toEqual([[42, 4096]]);
   });
+  it('readNow: false without device support, for a request a read would refuse, and once closing; the answer otherwise', async () => {
+    const plain = checked(new MemoryDevice(8192));
+    expect(plain.canReadNow).toBe(false);
+    expect(plain.readNow(Buffer.alloc(512), 0)).toBe(false);
+    const mem = new MemoryDevice(8192);
+    await mem.write(Buffer.alloc(512, 7), 512);
+    let asked = 0;
+    const dev = checked(wrap(mem, { readNow: (dst, offset) => (asked++, mem.read(dst, offset), true) }, { blockSize: { min: 512, preferred: 4096, max: 4096 } }));
+    expect(dev.canReadNow).toBe(true);
+    expect(dev.readNow(Buffer.alloc(512), 8000)).toBe(false); // past the end
+    expect(dev.readNow(Buffer.alloc(512), 100)).toBe(false); // misaligned
+    expect(dev.readNow(Buffer.alloc(8192), 0)).toBe(false); // over the maximum payload
+    expect(dev.readNow(Buffer.alloc(0), 0)).toBe(false);
+    expect(asked).toBe(0);
+    const got = Buffer.alloc(512);
+    expect(dev.readNow(got, 512)).toBe(true);
+    expect(got.every((b) => b === 7)).toBe(true);
+    expect(dev.inflight).toBe(0);
+    await dev.close();
+    expect(dev.readNow(Buffer.alloc(512), 0)).toBe(false);
+    expect(asked).toBe(1);
+  });
 });
