@@ -19,7 +19,13 @@ export const WARMUP = 10_000;
 const MiB = 1024 * 1024;
 /** The daemon's --memory-trim-interval in daemon mode (the default is 10 s; shorter keeps the pauses short). */
 const TRIM_MS = 1000;
-const SETTLE_MS = 2 * TRIM_MS + 500;
+/**
+ * The pause: long enough for V8's memory reducer (a full GC once the allocation rate has been low
+ * for about 8 s) and a trim after it. Under load the old space and the Buffers' malloc memory hold
+ * garbage until the next major GC, 15-45 MiB here depending on when the last one ran, so an RSS
+ * read under load says when V8 last collected, not what the daemon keeps.
+ */
+const SETTLE_MS = 20_000;
 
 export class FuzzDaemon {
   readonly proc: DaemonProcess;

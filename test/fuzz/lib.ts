@@ -20,8 +20,11 @@ export interface FuzzTarget<T, C = unknown> {
   setup?(): Promise<C>;
   /** Throws if the oracle does not hold for `input`. */
   check(input: T, ctx: C): unknown;
-  /** `done`: inputs run so far. */
-  liveness?: { every: number; check(ctx: C, done: number): Promise<void> };
+  /**
+   * `done`: inputs run so far. `measure`, if any, runs before each check and outside its time
+   * limit (daemon mode: RSS samples that pause the inputs for a while).
+   */
+  liveness?: { every: number; check(ctx: C, done: number): Promise<void>; measure?(ctx: C, done: number): Promise<void> };
   teardown?(ctx: C): Promise<void>;
   /** Extra figures for the summary (daemon mode: the daemon's RSS), taken before teardown. */
   report?(ctx: C): Record<string, unknown> | Promise<Record<string, unknown>>;
@@ -69,6 +72,7 @@ export async function runFuzz<T, C>(target: FuzzTarget<T, C>, opts: FuzzOptions)
   const live = async (): Promise<void> => {
     if (!target.liveness) return;
     livenessChecks++;
+    await target.liveness.measure?.(ctx, done);
     await withTimeout(target.liveness.check(ctx, done), 10_000, `${target.name} liveness check`);
   };
   const rssBefore = process.memoryUsage().rss;

@@ -166,8 +166,8 @@ export function nbdTarget(): FuzzTarget<Input, Ctx> {
     check: async ({ bytes, linger }, ctx) => feedConnection(ctx.socket, bytes, linger, 3000),
     liveness: {
       every: 50,
+      measure: async (ctx, done) => ctx.daemon?.sample(done),
       check: async (ctx, done) => {
-        await ctx.daemon?.sample(done);
         const c = await RawNbdClient.connect({ path: ctx.socket });
         try {
           await c.handshake(EXPORT, { structured: false });

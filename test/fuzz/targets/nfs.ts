@@ -162,8 +162,8 @@ export function nfsTarget(): FuzzTarget<Input, Ctx> {
     check: async (inp, ctx) => feedConnection({ port: inp.toPortmap ? ctx.portmap : ctx.port }, records(inp, ctx.fh), false, 3000),
     liveness: {
       every: 50,
+      measure: async (ctx, done) => ctx.daemon?.sample(done),
       check: async (ctx, done) => {
-        await ctx.daemon?.sample(done);
         if (ctx.daemon && ctx.daemon.proc.child.exitCode !== null) throw new OracleFailure(`the daemon exited (${ctx.daemon.proc.child.exitCode}): ${ctx.daemon.proc.stderr().slice(-2000)}`);
         const c = await RpcTestClient.connect(ctx.port);
         try {
