@@ -28,6 +28,14 @@ export interface TlsRecordFunctions {
   tlsSeal(ctx: CipherContext, iv: Buffer, seq: bigint, type: number, chunks: Buffer[], out: Buffer): number;
   /** tlsSeal on libuv's thread pool; the chunks and `out` must stay unchanged until `done`. */
   tlsSealAsync(ctx: CipherContext, iv: Buffer, seq: bigint, type: number, chunks: Buffer[], out: Buffer, done: (err: Error | null, records: number) => void): void;
+  /**
+   * tlsSealAsync of `header` followed by `length` bytes of the file `fd` from `position`, read record
+   * by record on the thread pool (never into a reply buffer); `out` must stay unchanged until `done`.
+   * A file that ends early fails with code ENODATA. Absent from an addon built before it existed.
+   */
+  /** tlsSealFileAsync at once, on the calling thread; returns the records written. */
+  tlsSealFile?(ctx: CipherContext, iv: Buffer, seq: bigint, type: number, header: Buffer, fd: number, position: number, length: number, out: Buffer): number;
+  tlsSealFileAsync?(ctx: CipherContext, iv: Buffer, seq: bigint, type: number, header: Buffer, fd: number, position: number, length: number, out: Buffer, done: (err: Error | null, records: number) => void): void;
   /** Opens one whole record into out[outOffset...]; the inner length, or -1 when it is not authentic. */
   tlsOpen(ctx: CipherContext, iv: Buffer, seq: bigint, record: Buffer, out: Buffer, outOffset: number): number;
 }

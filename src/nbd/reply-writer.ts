@@ -1,15 +1,18 @@
 /**
  * ReplyWriter: the one way replies of an NBD connection reach its socket, in the order they are
  * handed over. Replies are buffers written through the socket (Node's stream), or a header plus
- * a stretch of a file sent by the kernel (sendfile on the thread pool, native/send-file.ts) for
- * READs of raw file exports on plain connections.
+ * a stretch of a file (READs of raw file exports): on a plain connection sent by the kernel
+ * (sendfile, native/send-file.ts), on rebound's TLS record stream sealed straight from the file
+ * (tls/record-stream.ts sendFile).
  *
  * Design notes:
  *  - Bytes of two replies never interleave. Buffer replies are written at once (corked per tick,
  *    one writev) unless a file send is running or waiting; then they queue behind it.
- *  - A file send writes to the descriptor from another thread, so it starts only when the stream
- *    has nothing unwritten (`writableLength` 0: the bytes before it are in the kernel), and the
- *    stream is written again only after it ended. One file send at a time per connection.
+ *  - A file send bypasses the stream's own buffer (sendfile writes to the descriptor from another
+ *    thread; the record stream queues sealed records itself), so it starts only when the stream
+ *    has nothing unwritten (`writableLength` 0: the bytes before it are in the kernel or sealed in
+ *    order), and the stream is written again only after it ended. One file send at a time per
+ *    connection.
  *  - While the page cache serves the file (util/file-io.ts's switch for synchronous reads), a file
  *    reply is sent at once on the event loop, without waiting for room in the socket; what does not
  *    fit, or all of it when the switch is off, goes on the thread pool.
@@ -22,7 +25,8 @@
  */
 import type { Duplex } from 'node:stream';
 import type { FileSpan } from '../blockdev/types.js';
-import { FileShrank, type FileSender } from '../native/send-file.js';
+import { fileSender, FileShrank, socketDescriptor, type FileSender } from '../native/send-file.js';
+import { TlsRecordStream } from '../tls/record-stream.js';
 import type { Logger } from '../util/log.js';
 import { syncFileRead } from '../util/file-io.js';
 import { TickCork } from '../util/tick-cork.js';
@@ -48,27 +52,84 @@ interface FileReply {
 
 type Reply = BufferReply | FileReply;
 
+/** How one connection sends file replies. */
+export interface FileReplies {
+  /**
+   * Sends `header` then `length` bytes of the file at `span`; resolves with how many bytes of both
+   * went out: all of them, or fewer when the reader stalled (the caller sends the rest). Rejects
+   * with FileShrank when the file ended early, or with the socket's error.
+   */
+  send(header: Buffer, span: FileSpan, length: number): Promise<number>;
+}
+
+/** File replies on a plain socket: sendfile at once while the page cache serves it, else on the thread pool. */
+class SocketFileReplies implements FileReplies {
+  readonly #fd: number;
+  readonly #sender: FileSender;
+
+  constructor(fd: number, sender: FileSender) {
+    this.#fd = fd;
+    this.#sender = sender;
+  }
+
+  async send(header: Buffer, span: FileSpan, length: number): Promise<number> {
+    // While the page cache serves the file, at once: no thread hand-off (most replies end here).
+    const sent = syncFileRead(length, () => this.#sender.sendNow(this.#fd, header, span.fd, span.position, length)) ?? 0;
+    if (sent === header.length + length) return sent;
+    const skip = Math.max(0, sent - header.length);
+    const result = await this.#sender.send(this.#fd, header.subarray(Math.min(sent, header.length)), span.fd, span.position + skip, length - skip, STALL_MS);
+    return sent + result.sent;
+  }
+}
+
+/** File replies on rebound's TLS record stream: records sealed from the file on the thread pool. */
+class RecordStreamFileReplies implements FileReplies {
+  readonly #stream: TlsRecordStream;
+
+  constructor(stream: TlsRecordStream) {
+    this.#stream = stream;
+  }
+
+  async send(header: Buffer, span: FileSpan, length: number): Promise<number> {
+    try {
+      await this.#stream.sendFile(header, span.fd, span.position, length);
+    } catch (err) {
+      throw (err as NodeJS.ErrnoException).code === 'ENODATA' ? new FileShrank() : err;
+    }
+    return header.length + length;
+  }
+}
+
+/** How `socket` can send file replies, or undefined (Node's TLS socket, no addon): then READs are read. */
+export function fileRepliesFor(socket: Duplex): FileReplies | undefined {
+  const fd = socketDescriptor(socket);
+  const sender = fileSender();
+  if (fd !== undefined && sender) return new SocketFileReplies(fd, sender);
+  if (socket instanceof TlsRecordStream && socket.canSendFiles) return new RecordStreamFileReplies(socket);
+  return undefined;
+}
+
 export class ReplyWriter {
   readonly #socket: Duplex;
   readonly #cork: TickCork;
   readonly #log: Logger;
-  readonly #fileSend: { fd: number; send: FileSender } | undefined;
+  readonly #files: FileReplies | undefined;
   /** Replies waiting behind a file send (running or waiting for the stream to empty). */
   readonly #queue: Reply[] = [];
   #fileBusy = false;
   #waitingForStream = false;
 
-  /** `fileSend`: the socket's descriptor and the native sender, when file replies are possible. */
-  constructor(socket: Duplex, log: Logger, fileSend?: { fd: number; send: FileSender }) {
+  /** `files`: how this socket sends file replies (fileRepliesFor), when it can. */
+  constructor(socket: Duplex, log: Logger, files?: FileReplies) {
     this.#socket = socket;
     this.#cork = new TickCork(socket);
     this.#log = log;
-    this.#fileSend = fileSend;
+    this.#files = files;
   }
 
   /** Whether `sendFile` may be used on this connection. */
   get canSendFiles(): boolean {
-    return this.#fileSend !== undefined;
+    return this.#files !== undefined;
   }
 
   /** Queues a reply of buffers; `written` runs once the kernel has all of them (or the socket is gone). */
@@ -136,18 +197,11 @@ export class ReplyWriter {
 
   /** Sends one file reply; resolves once all of it is in the kernel (or the socket is gone). */
   async #sendFile(r: FileReply): Promise<void> {
-    const { fd, send } = this.#fileSend!;
     const { header, span, length } = r;
-    let sent = 0;
+    let sent: number;
     try {
-      // While the page cache serves the file, at once: no thread hand-off (most replies end here).
-      sent = syncFileRead(length, () => send.sendNow(fd, header, span.fd, span.position, length)) ?? 0;
-      if (sent < header.length + length) {
-        const skip = Math.max(0, sent - header.length);
-        const result = await send.send(fd, header.subarray(Math.min(sent, header.length)), span.fd, span.position + skip, length - skip, STALL_MS);
-        sent += result.sent;
-        if (!result.stalled) return;
-      } else return;
+      sent = await this.#files!.send(header, span, length);
+      if (sent === header.length + length) return;
     } catch (err) {
       if (err instanceof FileShrank) this.#log.error('exported file shrank during a read; closing the connection', { err: err.message });
       this.#socket.destroy(); // otherwise the client left (EPIPE, ECONNRESET): nothing more to send

@@ -5,7 +5,8 @@
  * Invariants:
  *  - Replies reach the socket through one ReplyWriter (reply-writer.ts), in the order they are
  *    handed over, so bytes of two replies never interleave. Large READs of a device that can name
- *    their file (a raw image) on a plain connection are sent from the file (sendfile), not read.
+ *    their file (a raw image) are sent from the file, not read: sendfile on a plain connection,
+ *    records sealed from the file on rebound's TLS record stream.
  *  - Memory per connection is bounded: a request counts from the moment its header is read until
  *    its reply has been handed to the kernel (the socket's write callback), so unsent replies
  *    count too. At most `maxInflight` requests count at once, their payload bytes (READ lengths,
@@ -63,8 +64,7 @@ import { ProtocolViolation } from './handshake.js';
 import { BlockError } from '../errors.js';
 import type { ReplyBufferPool } from './reply-buffers.js';
 import type { ByteBudget } from '../util/byte-budget.js';
-import { ReplyWriter } from './reply-writer.js';
-import { fileSender, socketDescriptor } from '../native/send-file.js';
+import { fileRepliesFor, ReplyWriter } from './reply-writer.js';
 
 const WRITE_COMMANDS = new Set<number>([Cmd.WRITE, Cmd.TRIM, Cmd.WRITE_ZEROES]);
 
@@ -123,9 +123,7 @@ export class Transmission {
   /** `device` is the export opened for this connection (its own gate; the caller closes it). */
   constructor(socket: Duplex, reader: ByteReader, session: Negotiated, device: CheckedDevice, log: Logger, opts: TransmissionOptions) {
     this.#socket = socket;
-    const fd = socketDescriptor(socket);
-    const send = fileSender();
-    this.#replies = new ReplyWriter(socket, log, fd !== undefined && send ? { fd, send } : undefined);
+    this.#replies = new ReplyWriter(socket, log, fileRepliesFor(socket));
     this.#reader = reader;
     this.#session = session;
     this.#device = device;

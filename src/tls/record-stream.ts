@@ -28,6 +28,7 @@ import {
   sealedSize,
 } from '../native/tls-record.js';
 import type { TrafficKeys } from './tls13-keys.js';
+import { syncFileRead } from '../util/file-io.js';
 
 export const ContentType = { Alert: 21, Handshake: 22, ApplicationData: 23 } as const;
 const KEY_UPDATE = 24;
@@ -164,6 +165,45 @@ export class TlsRecordStream extends Duplex {
     if (segmentBytes > 0 || type !== ContentType.ApplicationData) flush();
     this.#sendSealed();
     written();
+  }
+
+  /** Whether sendFile can be used (the addon seals from files). */
+  get canSendFiles(): boolean {
+    return this.#tx.canSealFiles;
+  }
+
+  /**
+   * Sends `header` then `length` bytes of the file `fd` from `position` as application data, sealed
+   * straight from the file (no reply buffer), at once while the page cache serves it, otherwise on
+   * the thread pool; resolves once the socket took the
+   * records. Records go out in the order of the calls to this and to write(): the caller makes sure
+   * that nothing written before is still buffered in the stream (writableLength 0).
+   */
+  sendFile(header: Buffer, fd: number, position: number, length: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (this.#raw.destroyed) return reject(new Error('the connection is closed'));
+      const out = this.#buffers.acquire(sealedSize(header.length + length));
+      const slot: SealSlot = { out, sealed: false, written: (err) => (err ? reject(err) : resolve()) };
+      this.#sealing.push(slot);
+      try {
+        // While the page cache serves the file, at once (as util/file-io.ts's small reads): no thread hand-off.
+        if (syncFileRead(length, () => this.#tx.sealFile(ContentType.ApplicationData, header, fd, position, length, out)) !== undefined) {
+          slot.sealed = true;
+          this.#sendSealed();
+          return;
+        }
+      } catch (err) {
+        slot.sealed = true;
+        slot.error = err as Error;
+        this.#sendSealed();
+        return;
+      }
+      this.#tx.sealFileAsync(ContentType.ApplicationData, header, fd, position, length, out, (err) => {
+        slot.sealed = true;
+        slot.error = err;
+        this.#sendSealed();
+      });
+    });
   }
 
   /** Hands the sealed segments at the head of the queue to the socket, in the order they were issued. */

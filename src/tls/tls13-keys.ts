@@ -83,6 +83,25 @@ export class TrafficKeys {
     this.#fns.tlsSealAsync(this.ctx, this.iv, seq, type, chunks, out, (err) => done(err));
   }
 
+  /** Whether sealFileAsync is available (the addon has tlsSealFileAsync). */
+  get canSealFiles(): boolean {
+    return this.#fns.tlsSealFileAsync !== undefined && this.#fns.tlsSealFile !== undefined;
+  }
+
+  /** sealFileAsync at once, on the event loop (for what the page cache serves); returns the records. */
+  sealFile(type: number, header: Buffer, fd: number, position: number, length: number, out: Buffer): number {
+    const n = this.#fns.tlsSealFile!(this.ctx, this.iv, this.seq, type, header, fd, position, length, out);
+    this.seq += BigInt(n);
+    return n;
+  }
+
+  /** sealAsync of `header` followed by `length` bytes of the file `fd` from `position` (see tlsSealFileAsync). */
+  sealFileAsync(type: number, header: Buffer, fd: number, position: number, length: number, out: Buffer, done: (err: Error | null) => void): void {
+    const seq = this.seq;
+    this.seq += BigInt(recordCount(header.length + length));
+    this.#fns.tlsSealFileAsync!(this.ctx, this.iv, seq, type, header, fd, position, length, out, (err) => done(err));
+  }
+
   /** Opens one record into out[offset...]: the inner length, or -1 (and no step) when not authentic. */
   open(record: Buffer, out: Buffer, offset: number): number {
     const n = this.#fns.tlsOpen(this.ctx, this.iv, this.seq, record, out, offset);

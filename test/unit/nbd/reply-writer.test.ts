@@ -11,7 +11,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileSender, socketDescriptor } from '../../../src/native/send-file.js';
-import { ReplyWriter } from '../../../src/nbd/reply-writer.js';
+import { fileRepliesFor, ReplyWriter } from '../../../src/nbd/reply-writer.js';
 import { silentLogger } from '../../../src/util/log.js';
 import { tempDir } from '../../helpers/images.js';
 
@@ -77,7 +77,7 @@ describe.skipIf(!send)('ReplyWriter with file replies (native sendfile)', () => 
   it('keeps the order of buffer and file replies, small (sent at once) and large (thread pool)', async () => {
     const { server, client, close } = await unixPair();
     try {
-      const writer = new ReplyWriter(server, silentLogger, { fd: socketDescriptor(server)!, send: send! });
+      const writer = new ReplyWriter(server, silentLogger, fileRepliesFor(server));
       expect(writer.canSendFiles).toBe(true);
       const expected: Buffer[] = [];
       const done: Array<Promise<void>> = [];
@@ -113,7 +113,7 @@ describe.skipIf(!send)('ReplyWriter with file replies (native sendfile)', () => 
     const { server, client, close } = await unixPair();
     try {
       client.pause(); // the kernel buffers fill; nothing more is taken
-      const writer = new ReplyWriter(server, silentLogger, { fd: socketDescriptor(server)!, send: send! });
+      const writer = new ReplyWriter(server, silentLogger, fileRepliesFor(server));
       const position = 8192;
       const length = 12 * 1024 * 1024; // far more than both sockets' buffers hold
       const rests: Array<[number, number]> = [];
@@ -147,7 +147,7 @@ describe.skipIf(!send)('ReplyWriter with file replies (native sendfile)', () => 
     const { server, client, close } = await unixPair();
     try {
       client.pause();
-      const writer = new ReplyWriter(server, silentLogger, { fd: socketDescriptor(server)!, send: send! });
+      const writer = new ReplyWriter(server, silentLogger, fileRepliesFor(server));
       let restAsked!: () => void;
       const asked = new Promise<void>((r) => (restAsked = r));
       const sent = writer.sendFile(Buffer.from('H'), { fd, position: 0 }, 12 * 1024 * 1024, async (from, n) => {

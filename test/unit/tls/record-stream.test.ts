@@ -6,6 +6,9 @@
  * test/interop/nbd-tls.test.ts.
  */
 import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { Duplex } from 'node:stream';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -123,6 +126,41 @@ describe.skipIf(!fns)('TLS 1.3 record stream', () => {
     await turn();
     expect(got.errors).toEqual([]);
     expect(Buffer.concat(got.b).equals(Buffer.concat(parts))).toBe(true);
+  });
+
+  it('sendFile seals a header and a file range in order with writes; a file that ends early fails the stream', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rebound-record-file-'));
+    try {
+      const content = crypto.randomBytes(300_000);
+      const file = path.join(dir, 'image.raw');
+      fs.writeFileSync(file, content);
+      const fd = fs.openSync(file, 'r');
+      try {
+        const { a, b, wa, wb, got } = pair(fns!);
+        expect(a.canSendFiles).toBe(true);
+        await write(a, Buffer.from('before'));
+        const header = Buffer.from('HEADER-28-BYTES-OF-NBD-CHUNK');
+        for (const [at, len] of [[0, 16_384 - header.length], [12_345, 65_536], [4096, 200_000], [299_000, 1000]] as const) {
+          await a.sendFile(header, fd, at, len);
+        }
+        await write(a, Buffer.from('after'));
+        wb.push(wa.drain());
+        await turn();
+        const want = Buffer.concat([
+          Buffer.from('before'),
+          ...[[0, 16_384 - header.length], [12_345, 65_536], [4096, 200_000], [299_000, 1000]].flatMap(([at, len]) => [header, content.subarray(at!, at! + len!)]),
+          Buffer.from('after'),
+        ]);
+        expect(got.errors).toEqual([]);
+        expect(Buffer.concat(got.b).equals(want)).toBe(true);
+        await expect(a.sendFile(header, fd, 299_000, 5000)).rejects.toMatchObject({ code: 'ENODATA' });
+        expect(a.destroyed).toBe(true);
+      } finally {
+        fs.closeSync(fd);
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('answers a KeyUpdate that asks for one, and both sides go on with new keys', async () => {
