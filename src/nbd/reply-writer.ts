@@ -16,9 +16,11 @@
  *  - While the page cache serves the file (util/file-io.ts's switch for synchronous reads), a file
  *    reply is sent at once on the event loop, without waiting for room in the socket; what does not
  *    fit, or all of it when the switch is off, goes on the thread pool.
- *  - A reader that takes nothing for STALL_MS ends the file send early; the rest of that reply is
+ *  - On a plain connection, a reader that takes nothing for STALL_MS ends the file send early; the rest of that reply is
  *    then read into a buffer (`readRest`) and written through the stream, whose backpressure the
  *    transmission loop already honours (no pool thread waits on a client that stopped reading).
+ *    The record stream never stalls a thread: sealed records wait in the raw socket's buffer, and
+ *    the reply counts until the socket took them, like any write.
  *  - A socket error during a file send (the client left) destroys the socket; the reply counts as
  *    handed over, as a write to a destroyed stream does. The file ending early (truncated behind
  *    rebound's back) cannot be answered within the stream: the connection is dropped and logged.
@@ -45,7 +47,7 @@ interface FileReply {
   header: Buffer;
   span: FileSpan;
   length: number;
-  /** Reads `length` bytes of the reply's data from `offset` into it (relative to the span). */
+  /** Reads `length` bytes of the reply's data, starting `from` bytes into it (after a stall). */
   readRest: (from: number, length: number) => Promise<Buffer>;
   written: () => void;
 }
