@@ -61,10 +61,13 @@ it('PREEMPT AND ABORT ends the preempted node\'s running READ before it complete
     const c = await RawIscsiClient.connect(port);
     try {
       await c.login(sessionIqn('s1'), 'iqn.2026-12.org.rebound.test:observer');
+      // B's PDU and C's polls race on the event loop: on a loaded machine C can ask many times
+      // before B's command is read, so the polls pause in between (up to 1,000 polls, 10 s).
       let keys: bigint[] = [];
-      for (let i = 0; i < 200; i++) {
+      for (let i = 0; i < 1000; i++) {
         keys = keysOf((await c.command(readKeys, { read: 256 })).data);
         if (keys.length === 1) break;
+        await new Promise((r) => setTimeout(r, 10));
       }
       expect(keys).toEqual([0xbbn]);
     } finally {
