@@ -2,18 +2,18 @@
  * Sends file bytes to a socket without copying them through the process (part of rebound's
  * native addon, see addon.c; src/native/send-file.ts loads it).
  *
- *   sendFileSpanNow(socketFd, header, fileFd, position, length) -> sent
+ *   sendFileSpanNow(socketFd, header, fileFd, position, length) -> sent, or -errno
  *     The same, at once on the calling thread, without waiting: it stops when the socket is full and
- *     returns how many bytes went out. Throws an Error whose `code` is the errno name, or ENODATA
- *     when the file ended early. For the caller to use while the page cache serves the file (it
- *     times the call like its other synchronous reads, util/file-io.ts).
+ *     returns how many bytes went out, or minus the errno of a failure. For the caller to use while
+ *     the page cache serves the file (it times the call like its other synchronous reads,
+ *     util/file-io.ts).
  *
  *   sendFileSpan(socketFd, header, fileFd, position, length, stallMs, callback)
  *     On libuv's thread pool: sends `header` (a Buffer, at most 64 bytes), then `length` bytes of
  *     the file from `position` with sendfile(2) (on a Unix socket the kernel passes page-cache pages
  *     to the reader, on TCP it copies once; a read()+write() pair copies twice, in the process's
  *     time). callback(errno, sent): `sent` counts header and file bytes that reached the socket;
- *     errno is 0, an errno number, or -1 when the file ended before `length` bytes.
+ *     errno is 0 or an errno number; ENODATA when the file ended before `length` bytes.
  *
  * The socket is non-blocking (libuv's). When it is full the job waits for room with poll(2), for at
  * most `stallMs` at a time: a reader that takes no bytes for that long ends the job early (errno 0,
@@ -73,7 +73,7 @@ static void send_span(SendJob *j) {
       size_t want = total - j->sent;
       n = sendfile(j->sock, j->file, &at, want > (size_t)MAX_CALL ? (size_t)MAX_CALL : want);
       if (n == 0) {
-        j->err = -1; /* the file is shorter than it was */
+        j->err = ENODATA; /* the file is shorter than it was */
         return;
       }
     }
@@ -143,13 +143,8 @@ static napi_value send_file_span_now(napi_env env, napi_callback_info info) {
   }
   if (!span_args(env, argv, &j)) return NULL;
   send_span(&j);
-  if (j.err) {
-    napi_throw_error(env, j.err == -1 ? "ENODATA" : j.err == EPIPE ? "EPIPE" : j.err == ECONNRESET ? "ECONNRESET" : "EIO",
-                     j.err == -1 ? "the file ended before the requested range" : strerror(j.err));
-    return NULL;
-  }
   napi_value out;
-  napi_create_double(env, (double)j.sent, &out);
+  napi_create_double(env, j.err ? -(double)j.err : (double)j.sent, &out);
   return out;
 }
 

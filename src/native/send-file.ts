@@ -44,6 +44,12 @@ export class FileShrank extends Error {
   }
 }
 
+/** A failed send as an Error: FileShrank for ENODATA (the file ended early), else coded with the errno's name. */
+function sendFailure(errno: number): Error {
+  const code = ERRNO_NAMES.get(errno) ?? `errno ${errno}`;
+  return code === 'ENODATA' ? new FileShrank() : Object.assign(new Error(`sendfile: ${code}`), { code, errno });
+}
+
 let sender: FileSender | null | undefined;
 
 /** The native sender; undefined when the addon is missing. Failures are errno-coded Errors, or FileShrank. */
@@ -55,19 +61,14 @@ export function fileSender(): FileSender | undefined {
           send: (socketFd, header, fileFd, position, length, stallMs) =>
             new Promise<FileSendResult>((resolve, reject) => {
               fns.sendFileSpan(socketFd, header, fileFd, position, length, stallMs, (errno, sent) => {
-                if (errno === 0) return resolve({ sent, stalled: sent < header.length + length });
-                if (errno === -1) return reject(new FileShrank());
-                const code = ERRNO_NAMES.get(errno) ?? `errno ${errno}`;
-                reject(Object.assign(new Error(`sendfile: ${code}`), { code, errno }));
+                if (errno === 0) resolve({ sent, stalled: sent < header.length + length });
+                else reject(sendFailure(errno));
               });
             }),
           sendNow: (socketFd, header, fileFd, position, length) => {
-            try {
-              return fns.sendFileSpanNow(socketFd, header, fileFd, position, length);
-            } catch (err) {
-              if ((err as NodeJS.ErrnoException).code === 'ENODATA') throw new FileShrank();
-              throw err;
-            }
+            const sent = fns.sendFileSpanNow(socketFd, header, fileFd, position, length);
+            if (sent < 0) throw sendFailure(-sent);
+            return sent;
           },
         }
       : null;

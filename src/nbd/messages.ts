@@ -185,17 +185,21 @@ export function allocDataChunk(
   alloc: Allocate = allocUnsafe,
 ): { buf: Buffer; data: Buffer } {
   const buf = alloc(CHUNK_HEADER_BYTES + 8 + length);
-  writeChunkHeader(buf, done ? ReplyFlag.DONE : 0, ChunkType.OFFSET_DATA, cookie, 8 + length);
-  writeU64(buf, offset, CHUNK_HEADER_BYTES);
+  writeDataChunkHeader(buf, cookie, offset, length, done);
   return { buf, data: buf.subarray(CHUNK_HEADER_BYTES + 8) };
 }
 
 /** The header of an OFFSET_DATA chunk whose `length` bytes follow separately (sent from a file). */
 export function encodeDataChunkHeader(cookie: bigint, offset: number, length: number, done: boolean): Buffer {
   const buf = Buffer.allocUnsafe(CHUNK_HEADER_BYTES + 8);
+  writeDataChunkHeader(buf, cookie, offset, length, done);
+  return buf;
+}
+
+/** An OFFSET_DATA chunk's header and offset field at the start of `buf`, for `length` data bytes. */
+function writeDataChunkHeader(buf: Buffer, cookie: bigint, offset: number, length: number, done: boolean): void {
   writeChunkHeader(buf, done ? ReplyFlag.DONE : 0, ChunkType.OFFSET_DATA, cookie, 8 + length);
   writeU64(buf, offset, CHUNK_HEADER_BYTES);
-  return buf;
 }
 
 export function encodeHoleChunk(cookie: bigint, offset: number, length: number, done: boolean): Buffer {

@@ -84,7 +84,7 @@ class SocketFileReplies implements FileReplies {
   }
 }
 
-/** File replies on rebound's TLS record stream: records sealed from the file on the thread pool. */
+/** File replies on rebound's TLS record stream: records sealed from the file (tls/record-stream.ts sendFile). */
 class RecordStreamFileReplies implements FileReplies {
   readonly #stream: TlsRecordStream;
 

@@ -357,15 +357,14 @@ export class Transmission {
    */
   #readNow(req: RequestHeader, sent: () => void): boolean {
     const { length } = req;
-    if (this.#stopping || length === 0 || length >= SPARSE_READ_MIN || length >= FILE_REPLY_MIN || req.offset < 0) return false;
+    // Below both thresholds: such a read is never sparse and never sent from a file.
+    if (this.#stopping || length === 0 || length >= Math.min(SPARSE_READ_MIN, FILE_REPLY_MIN) || req.offset < 0) return false;
     try {
       this.#checkFlags(req);
     } catch {
       return false;
     }
-    const { buf, data } = this.#session.structuredReplies
-      ? allocDataChunk(req.cookie, req.offset, length, true, this.#alloc)
-      : allocSimpleReadReply(req.cookie, length, this.#alloc);
+    const { buf, data } = this.#allocReadReply(req, this.#session.structuredReplies);
     if (!this.#device.readNow(data, req.offset)) {
       this.#buffers.release(buf);
       return false;
@@ -377,9 +376,7 @@ export class Transmission {
   /** A READ answered with all its bytes: one data chunk (structured) or a simple reply. */
   async #readWhole(req: RequestHeader, structured: boolean, sent: () => void): Promise<void> {
     if (req.length >= FILE_REPLY_MIN && this.#replies.canSendFiles && (await this.#readFromFile(req, structured, sent))) return;
-    const { buf, data } = structured
-      ? allocDataChunk(req.cookie, req.offset, req.length, true, this.#alloc)
-      : allocSimpleReadReply(req.cookie, req.length, this.#alloc);
+    const { buf, data } = this.#allocReadReply(req, structured);
     try {
       await this.#device.read(data, req.offset, { signal: this.#gone.signal });
     } catch (err) {
@@ -387,6 +384,13 @@ export class Transmission {
       throw err;
     }
     this.#sendPooled(sent, [buf]);
+  }
+
+  /** A pooled reply buffer for all of a READ's bytes: its header, and `data` to read them into. */
+  #allocReadReply(req: RequestHeader, structured: boolean): { buf: Buffer; data: Buffer } {
+    return structured
+      ? allocDataChunk(req.cookie, req.offset, req.length, true, this.#alloc)
+      : allocSimpleReadReply(req.cookie, req.length, this.#alloc);
   }
 
   /** Sends a READ's bytes from the device's file when it can name one (sendfile); false when it cannot. */

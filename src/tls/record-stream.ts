@@ -175,9 +175,9 @@ export class TlsRecordStream extends Duplex {
   /**
    * Sends `header` then `length` bytes of the file `fd` from `position` as application data, sealed
    * straight from the file (no reply buffer), at once while the page cache serves it, otherwise on
-   * the thread pool; resolves once the socket took the
-   * records. Records go out in the order of the calls to this and to write(): the caller makes sure
-   * that nothing written before is still buffered in the stream (writableLength 0).
+   * the thread pool; resolves once the socket took the records. Records go out in the order of the
+   * calls to this and to write(): the caller makes sure that nothing written before is still
+   * buffered in the stream (writableLength 0).
    */
   sendFile(header: Buffer, fd: number, position: number, length: number): Promise<void> {
     return new Promise((resolve, reject) => {

@@ -114,30 +114,34 @@ export function syncFileRead<T>(bytes: number, call: () => T): T | undefined {
  * With the native addon, a small read takes from the page cache what it holds without ever
  * waiting for the disk (preadv2 RWF_NOWAIT, native/read-cached.c) and sends only what missed to the
  * thread pool: a cold disk then never stalls the event loop, and the reads that hit the cache stay
- * cheap. Without it, the synchronous read is timed against the stall budget (SyncSwitch).
+ * cheap. Without it, the synchronous read is timed against the stall budget (SyncSwitch); sendfile
+ * and sealing from a file draw on that budget too (syncFileRead), since neither can refuse to wait.
  */
 export function pread(fd: number, dst: Uint8Array, position: number): Promise<number> {
   if (dst.length <= SYNC_READ_MAX) {
+    if (readCached) {
+      // Never waits for the disk, so it needs no stall budget.
+      let n: number;
+      try {
+        n = readCached(fd, dst, position);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EOPNOTSUPP') return Promise.reject(err);
+        readCached = undefined; // a file system without non-blocking reads: the timed path from now on
+        return pread(fd, dst, position);
+      }
+      if (n === dst.length || n === 0) return Promise.resolve(n);
+      return poolRead(fd, dst, position, Math.max(n, 0)); // not cached (-1), or only its start: the pool reads the rest
+    }
     const start = performance.now();
     if (syncReads.allowed(start)) {
       let done = 0;
       try {
-        if (readCached) {
-          const n = readCached(fd, dst, position);
-          if (n === dst.length || n === 0) return Promise.resolve(n);
-          if (n < 0) return poolRead(fd, dst, position, 0); // not cached: the disk answers on the pool
-          return poolRead(fd, dst, position, n); // only the start was cached (or the file ends early)
-        }
         while (done < dst.length) {
           const n = fs.readSync(fd, dst, done, dst.length - done, position + done);
           if (n === 0) break;
           done += n;
         }
       } catch (err) {
-        if (readCached && (err as NodeJS.ErrnoException).code === 'EOPNOTSUPP') {
-          readCached = undefined; // a file system without non-blocking reads: the timed path from now on
-          return pread(fd, dst, position);
-        }
         return Promise.reject(err);
       }
       syncReads.record(start, performance.now(), dst.length);

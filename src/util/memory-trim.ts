@@ -3,12 +3,13 @@
  * (malloc_trim through the native addon, src/native/memory.c).
  *
  * Why: Node allocates Buffers (READ replies, TLS records, WRITE payloads, chunk data) with glibc's
- * malloc, which keeps freed memory in its arenas for reuse, one arena per thread that allocated.
- * After bursts of odd sizes a long-lived daemon's resident size stays near its peak though the
- * memory is free: 10^6 fuzzed NBD inputs left a daemon 33 MiB above its size after the warm-up,
- * and malloc_trim gave back 34 MiB of the 198 it held in the middle of such a run (tools/fuzz/README.md).
- * A trim costs a walk over the arenas (about a millisecond for a few hundred MiB) and the page
- * faults of memory used again afterwards; every 10 s that is noise beside a busy daemon's work.
+ * malloc, which keeps freed memory in its arenas for reuse. Once V8 has collected a burst's
+ * Buffers, the memory is free but still resident: 4,000 Buffers of 16-80 KiB (160 MiB), half of them
+ * dropped and collected, left the RSS at 204 MiB until malloc_trim brought it to 134 MiB
+ * (test/unit/util/memory-trim.test.ts checks the same effect). That trim took 8-9 ms; one with
+ * nothing to give back about 1 ms (measured on the 2-core development VM, busy with other work).
+ * Every 10 s that is a short pause of the event loop, and the page faults of memory used again
+ * afterwards; the fuzzed daemon's RSS figures with and without it are in tools/fuzz/README.md.
  *
  * Without the addon, or with intervalMs 0, nothing runs.
  */

@@ -188,7 +188,7 @@ export class DiskFile {
     if (fd !== undefined) await close(fd).catch(() => undefined);
   }
 
-  /** The open descriptor (for sendfile by a front end: see BlockDevice.fileSpan); ESHUTDOWN once closed. */
+  /** The open descriptor (for sendfile by a front end: see BlockDevice.withFileSpan); ESHUTDOWN once closed. */
   get descriptor(): number {
     return this.#open();
   }

@@ -137,9 +137,11 @@ describe('checked()', () => {
     expect(plain.canReadNow).toBe(false);
     expect(plain.readNow(Buffer.alloc(512), 0)).toBe(false);
     const mem = new MemoryDevice(8192);
-    await mem.write(Buffer.alloc(512, 7), 512);
+    const bytes = Buffer.alloc(8192);
+    bytes.fill(7, 512, 1024);
     let asked = 0;
-    const dev = checked(wrap(mem, { readNow: (dst, offset) => (asked++, mem.read(dst, offset), true) }, { blockSize: { min: 512, preferred: 4096, max: 4096 } }));
+    const readNow = (dst: Uint8Array, offset: number): boolean => (asked++, dst.set(bytes.subarray(offset, offset + dst.length)), true);
+    const dev = checked(wrap(mem, { readNow }, { blockSize: { min: 512, preferred: 4096, max: 4096 } }));
     expect(dev.canReadNow).toBe(true);
     expect(dev.readNow(Buffer.alloc(512), 8000)).toBe(false); // past the end
     expect(dev.readNow(Buffer.alloc(512), 100)).toBe(false); // misaligned
