@@ -28,6 +28,7 @@ PACKAGES=(
   g++ make python3          # node-gyp: rebound's native addon (src/native, tools/build-native.sh)
   libzstd-dev              # the native addon links libzstd (src/native/zstd.c: chunk encoding and decoding on the workers)
   libdeflate-dev           # the native addon links libdeflate (src/native/crc32.c: the chunks' fast check on the workers)
+  libipsec-mb-dev          # the native addon links intel-ipsec-mb (src/native/tls-record.c: AES-GCM of NBD TLS records)
   chromium                 # headless browser for the dashboard's end-to-end test (playwright-core drives it; no browser download)
   openssl                  # test CAs and certificates for NBD TLS (test/helpers/tls-certs.ts, tools/bench/tls.mjs)
   ceph-mon ceph-osd radosgw ceph-common  # one-node Ceph RGW: the S3 endpoint of the S3 repository tests (test/helpers/rgw.ts)

@@ -1,6 +1,7 @@
 /**
  * TLS 1.3 record protection through rebound's native addon (src/native/tls-record.c): seal a batch
- * of plaintext into records, open one record. Used by src/tls/record-stream.ts. Optional like the
+ * of plaintext into records, open one record or all the records of a socket read (AES-GCM with
+ * intel-ipsec-mb, ChaCha20-Poly1305 with OpenSSL). Used by src/tls/record-stream.ts. Optional like the
  * whole addon: undefined when it is not built, and TLS connections then stay on Node's TLS socket.
  */
 import { addonFunctions } from './addon.js';
@@ -22,6 +23,8 @@ export const RECORD_TAG = 16;
 export type CipherContext = { readonly __cipherContext: unique symbol };
 
 export interface TlsRecordFunctions {
+  /** Which code seals and opens AES-GCM records: "intel-ipsec-mb VERSION ARCH", or "openssl" when it could not start. */
+  tlsAeadEngine(): string;
   /** A context for `key`; the key schedule is done here once. */
   tlsCipher(cipher: RecordCipher, key: Buffer, encrypt: boolean): CipherContext;
   /** Seals the chunks' bytes into records numbered from `seq` in `out`; returns how many. */
@@ -38,12 +41,28 @@ export interface TlsRecordFunctions {
   tlsSealFileAsync?(ctx: CipherContext, iv: Buffer, seq: bigint, type: number, header: Buffer, fd: number, position: number, length: number, out: Buffer, done: (err: Error | null, records: number) => void): void;
   /** Opens one whole record into out[outOffset...]; the inner length, or -1 when it is not authentic. */
   tlsOpen(ctx: CipherContext, iv: Buffer, seq: bigint, record: Buffer, out: Buffer, outOffset: number): number;
+  /**
+   * Opens the whole records in data[from, end) into out[outOffset...] (application data back to
+   * back) until one of another inner type; returns how many authenticated, and fills `result`
+   * (see OpenedRecords).
+   */
+  tlsOpenRecords(ctx: CipherContext, iv: Buffer, seq: bigint, data: Buffer, from: number, end: number, out: Buffer, outOffset: number, result: Float64Array): number;
 }
 
 /** The addon's record functions, or undefined when it is not built. */
 export function tlsRecordFunctions(): TlsRecordFunctions | undefined {
-  return addonFunctions<TlsRecordFunctions>('tlsCipher', 'tlsSeal', 'tlsSealAsync', 'tlsOpen');
+  return addonFunctions<TlsRecordFunctions>('tlsCipher', 'tlsSeal', 'tlsSealAsync', 'tlsOpen', 'tlsOpenRecords', 'tlsAeadEngine');
 }
+
+/**
+ * What tlsOpenRecords did, in its `result` array: [0] OPENED_ALL, the inner content type of the
+ * record it stopped after, OPENED_NOT_AUTHENTIC or OPENED_NO_CONTENT_TYPE; [1] where the records
+ * not opened start in `data`; [2] where the application data ends in `out`; [3] where the content
+ * of the record it stopped after ends in `out` (it starts at [2]).
+ */
+export const OPENED_ALL = 0;
+export const OPENED_NOT_AUTHENTIC = -1;
+export const OPENED_NO_CONTENT_TYPE = -2;
 
 /** Records that `plaintext` bytes make (an empty record still makes one). */
 export function recordCount(plaintext: number): number {

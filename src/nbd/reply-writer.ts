@@ -7,7 +7,10 @@
  *
  * Design notes:
  *  - Bytes of two replies never interleave. Buffer replies are written at once (corked per tick,
- *    one writev) unless a file send is running or waiting; then they queue behind it.
+ *    one writev) unless a file send is running or waiting; then they queue behind it. On rebound's
+ *    TLS record stream a tick's buffer replies are collected here instead and handed over in one
+ *    sendChunks call (sealed together, without the stream's per-chunk bookkeeping); the batch
+ *    leaves before any file reply that follows it.
  *  - A file send bypasses the stream's own buffer (sendfile writes to the descriptor from another
  *    thread; the record stream queues sealed records itself), so it starts only when the stream
  *    has nothing unwritten (`writableLength` 0: the bytes before it are in the kernel or sealed in
@@ -120,6 +123,12 @@ export class ReplyWriter {
   readonly #queue: Reply[] = [];
   #fileBusy = false;
   #waitingForStream = false;
+  /** The socket when it is rebound's TLS record stream: buffer replies then go in per-tick batches. */
+  readonly #records: TlsRecordStream | undefined;
+  /** This tick's buffer replies for #records, and their `written` callbacks. */
+  #batch: Buffer[] = [];
+  #batchBytes = 0;
+  #batchWritten: (() => void)[] = [];
 
   /** `files`: how this socket sends file replies (fileRepliesFor), when it can. */
   constructor(socket: Duplex, log: Logger, files?: FileReplies) {
@@ -127,11 +136,17 @@ export class ReplyWriter {
     this.#cork = new TickCork(socket);
     this.#log = log;
     this.#files = files;
+    this.#records = socket instanceof TlsRecordStream ? socket : undefined;
   }
 
   /** Whether `sendFile` may be used on this connection. */
   get canSendFiles(): boolean {
     return this.#files !== undefined;
+  }
+
+  /** Reply bytes handed over and not yet taken by the kernel (file replies excepted). */
+  get unsentBytes(): number {
+    return this.#records ? this.#records.unsentBytes + this.#batchBytes : this.#socket.writableLength;
   }
 
   /** Queues a reply of buffers; `written` runs once the kernel has all of them (or the socket is gone). */
@@ -154,8 +169,30 @@ export class ReplyWriter {
   #write(buffers: Buffer[], written: () => void): void {
     const s = this.#socket;
     if (s.destroyed) return written();
+    if (this.#records) {
+      if (this.#batchWritten.length === 0) process.nextTick(() => this.#sendBatch());
+      for (const b of buffers) {
+        this.#batch.push(b);
+        this.#batchBytes += b.length;
+      }
+      this.#batchWritten.push(written);
+      return;
+    }
     this.#cork.hold();
     buffers.forEach((b, i) => s.write(b, i === buffers.length - 1 ? written : undefined));
+  }
+
+  /** Hands this tick's batch of buffer replies to the record stream (at the end of the tick, or before a file reply). */
+  #sendBatch(): void {
+    const written = this.#batchWritten;
+    if (written.length === 0) return;
+    const chunks = this.#batch;
+    this.#batch = [];
+    this.#batchBytes = 0;
+    this.#batchWritten = [];
+    this.#records!.sendChunks(chunks, () => {
+      for (const w of written) w();
+    });
   }
 
   /** Starts what the queue allows: buffer replies up to the next file reply, which waits for an empty stream. */
@@ -176,6 +213,7 @@ export class ReplyWriter {
         this.#waitForStream();
         return;
       }
+      this.#sendBatch();
       this.#queue.shift();
       this.#fileBusy = true;
       void this.#sendFile(next).finally(() => {

@@ -471,7 +471,7 @@ export class Transmission {
 
   /** Whether the next request must wait (too many running, too much unsent) or the loop must stop. */
   #mustWaitForSlot(): boolean {
-    return this.#stopping || this.#inflight >= this.#maxInflight || this.#socket.writableLength > SEND_BUFFER_LIMIT;
+    return this.#stopping || this.#inflight >= this.#maxInflight || this.#replies.unsentBytes > SEND_BUFFER_LIMIT;
   }
 
   async #waitForSlot(): Promise<void> {

@@ -127,6 +127,8 @@ export class NbdTls {
       mode: t.mode,
       ...(certs ? { certificates: certs.dir, verifyPeer: t.verifyPeer } : {}),
       ...(psk ? { pskFile: psk.file, pskUsers: psk.keys.size } : {}),
+      // Who seals and opens TLS 1.3 records after the handshake (record-stream.ts), when the addon is built.
+      records: tlsRecordFunctions()?.tlsAeadEngine() ?? "Node's TLS socket (no native addon)",
     });
     return t;
   }

@@ -102,6 +102,16 @@ export class TrafficKeys {
     this.#fns.tlsSealFileAsync!(this.ctx, this.iv, seq, type, header, fd, position, length, out, (err) => done(err));
   }
 
+  /**
+   * Opens the whole records in data[from, end) into out[offset...] until one that is not
+   * application data (tlsOpenRecords; `result` says where it stopped and why); steps past the
+   * records that authenticated.
+   */
+  openRecords(data: Buffer, from: number, end: number, out: Buffer, offset: number, result: Float64Array): void {
+    const n = this.#fns.tlsOpenRecords(this.ctx, this.iv, this.seq, data, from, end, out, offset, result);
+    if (n > 0) this.seq += BigInt(n);
+  }
+
   /** Opens one record into out[offset...]: the inner length, or -1 (and no step) when not authentic. */
   open(record: Buffer, out: Buffer, offset: number): number {
     const n = this.#fns.tlsOpen(this.ctx, this.iv, this.seq, record, out, offset);

@@ -198,6 +198,7 @@ async function main() {
     const rb = started.find((s) => s.name === 'rebound-tls');
     if (rb) {
       const logged = fs.readFileSync(rb.logFile, 'utf8');
+      results[rb.name].recordsBy = logged.match(/NBD TLS enabled.*?records=("[^"]*"|\S+)/)?.[1]?.replace(/"/g, '') ?? '?';
       results[rb.name].recordLayer = { rebound: (logged.match(/records=rebound/g) ?? []).length, node: (logged.match(/records=node/g) ?? []).length };
     }
     const out = {
@@ -233,7 +234,7 @@ async function main() {
       }
       if (rb) {
         const l = results[rb.name].recordLayer;
-        console.log(`\nrebound-tls connections: ${l.rebound} on rebound's TLS record layer, ${l.node} on Node's TLS socket`);
+        console.log(`\nrebound-tls connections: ${l.rebound} on rebound's TLS record layer, ${l.node} on Node's TLS socket; records by ${results[rb.name].recordsBy}`);
       }
       console.log('\nServers:');
       for (const s of started) console.log(`  ${s.name.padEnd(13)} ${s.commandLine}`);

@@ -3,7 +3,8 @@
  * arrive whole and in the order they were handed over, whether they are buffers or file spans, sent
  * at once or on the thread pool; a reader that stops reading makes the file send hand the rest to
  * the stream (readRest), and nothing is lost once it reads again; a reader that leaves ends the
- * send without harm.
+ * send without harm. On rebound's TLS record stream a tick's buffer replies leave as one sealed
+ * batch, still in order with file replies, and count as unsent until the socket took them.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -11,7 +12,10 @@ import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileSender, socketDescriptor } from '../../../src/native/send-file.js';
+import { tlsRecordFunctions } from '../../../src/native/tls-record.js';
 import { fileRepliesFor, ReplyWriter } from '../../../src/nbd/reply-writer.js';
+import { TlsRecordStream } from '../../../src/tls/record-stream.js';
+import { tls13Suite, TrafficKeys } from '../../../src/tls/tls13-keys.js';
 import { silentLogger } from '../../../src/util/log.js';
 import { tempDir } from '../../helpers/images.js';
 
@@ -168,5 +172,44 @@ describe.skipIf(!send)('ReplyWriter with file replies (native sendfile)', () => 
   it('offers no file replies on a stream without a descriptor of its own', async () => {
     const { PassThrough } = await import('node:stream');
     expect(socketDescriptor(new PassThrough())).toBeUndefined();
+  });
+});
+
+const records = tlsRecordFunctions();
+
+describe.skipIf(!records)("ReplyWriter on rebound's TLS record stream", () => {
+  it("a tick's buffer replies leave as one batch, in order with file replies; unsentBytes counts them until the socket took them", async () => {
+    const { server, client, close } = await unixPair();
+    try {
+      const suite = tls13Suite('TLS_AES_128_GCM_SHA256')!;
+      const [s1, s2] = [crypto.randomBytes(32), crypto.randomBytes(32)];
+      const keys = (tx: Buffer, rx: Buffer) => ({ tx: new TrafficKeys(records!, suite, tx, { seal: true }), rx: new TrafficKeys(records!, suite, rx, { seal: false }), pending: Buffer.alloc(0) });
+      const ours = new TlsRecordStream(server, keys(s1, s2));
+      const peer = new TlsRecordStream(client, keys(s2, s1));
+      const writer = new ReplyWriter(ours, silentLogger, fileRepliesFor(ours));
+      expect(writer.canSendFiles).toBe(true);
+      const expected: Buffer[] = [];
+      const done: Array<Promise<void>> = [];
+      const buffer = (text: string): void => {
+        const b = Buffer.from(text);
+        expected.push(b);
+        done.push(new Promise((r) => writer.send([b], r)));
+      };
+      for (let i = 0; i < 40; i++) buffer(`small reply ${i};`);
+      const batch = expected.reduce((n, b) => n + b.length, 0);
+      expect(writer.unsentBytes).toBe(batch); // collected for the end of the tick
+      const header = Buffer.from('file reply:');
+      expected.push(header, content.subarray(8192, 8192 + 200_000));
+      done.push(writer.sendFile(header, { fd, position: 8192 }, 200_000, readRestFromFile(8192)));
+      buffer('after the file reply');
+      const want = Buffer.concat(expected);
+      const got = receive(peer as unknown as net.Socket, want.length);
+      expect(writer.unsentBytes).toBeGreaterThanOrEqual(batch); // the batch left before the file reply, the socket has not taken all yet
+      await Promise.all(done);
+      expect(writer.unsentBytes).toBe(0);
+      expect((await got).equals(want)).toBe(true);
+    } finally {
+      close();
+    }
   });
 });
