@@ -4,10 +4,18 @@
  * be built) instead of an in-process server, so its memory can be read from /proc without the
  * fuzzer's own heap in it. The liveness probe (a well-behaved client) keeps running every 50
  * inputs; the target reports the daemon's RSS at start, after a warm-up of WARMUP inputs, at the
- * end, and its peak (VmHWM). After the warm-up and at the end it also pauses the inputs for
- * SETTLE_MS, so the daemon's periodic malloc_trim (every TRIM_MS here, util/memory-trim.ts) has run
- * while idle, and reads the RSS again: the settled figures compare like with like (memory the
- * daemon still holds, not free memory malloc keeps).
+ * end, and its peak (VmHWM). After the warm-up and at the end it also pauses the inputs and reads
+ * a settled RSS: what the daemon still holds, not garbage V8 has not collected yet nor free memory
+ * malloc keeps.
+ *
+ * Settling: the daemon runs with its inspector on loopback (`--inspect=127.0.0.1:0`, daemon mode
+ * only); the pause asks it for full garbage collections (HeapProfiler.collectGarbage) and then
+ * waits for its periodic malloc_trim (every TRIM_MS here, util/memory-trim.ts). Under load the old
+ * space and the Buffers' malloc memory hold 15-45 MiB of garbage until the next major GC, and
+ * without the forced collection a reading said when V8 last collected (100,000-input runs: -14.5
+ * and +14.2 MiB). The inspector is reached with the WebSocket client that Node 20 has behind
+ * --experimental-websocket (tools/fuzz/run.mjs passes it in daemon mode); without it the pause
+ * falls back to waiting IDLE_SETTLE_MS for V8's memory reducer.
  */
 import fs from 'node:fs';
 import { startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
@@ -19,13 +27,12 @@ export const WARMUP = 10_000;
 const MiB = 1024 * 1024;
 /** The daemon's --memory-trim-interval in daemon mode (the default is 10 s; shorter keeps the pauses short). */
 const TRIM_MS = 1000;
-/**
- * The pause: long enough for V8's memory reducer (a full GC once the allocation rate has been low
- * for about 8 s) and a trim after it. Under load the old space and the Buffers' malloc memory hold
- * garbage until the next major GC, 15-45 MiB here depending on when the last one ran, so an RSS
- * read under load says when V8 last collected, not what the daemon keeps.
- */
-const SETTLE_MS = 20_000;
+/** Before the forced collections: connections of the last inputs close, their requests end. */
+const QUIET_MS = 2000;
+/** After them: the Buffers' memory is freed (ArrayBufferSweeper) and a trim has run. */
+const TRIM_WAIT_MS = 3 * TRIM_MS;
+/** Without the inspector: long enough for V8's memory reducer (a full GC after ~8 s of low allocation) and a trim. */
+const IDLE_SETTLE_MS = 20_000;
 
 export class FuzzDaemon {
   readonly proc: DaemonProcess;
@@ -43,7 +50,42 @@ export class FuzzDaemon {
   }
 
   static async start(args: string[]): Promise<FuzzDaemon> {
-    return new FuzzDaemon(await startDaemonProcess([...args, '--http', 'off', '--log-level', 'error', '--memory-trim-interval', String(TRIM_MS)]));
+    const env = { NODE_OPTIONS: [process.env.NODE_OPTIONS, '--inspect=127.0.0.1:0'].filter(Boolean).join(' ') };
+    return new FuzzDaemon(await startDaemonProcess([...args, '--http', 'off', '--log-level', 'error', '--memory-trim-interval', String(TRIM_MS)], { env }));
+  }
+
+  /** The daemon's inspector (its stderr names it), when this process has a WebSocket client. */
+  #inspector(): string | undefined {
+    if (typeof WebSocket !== 'function') return undefined;
+    return /Debugger listening on (ws:\/\/127\.0\.0\.1:\d+\/[\w-]+)/.exec(this.proc.stderr())?.[1];
+  }
+
+  /** Runs full garbage collections in the daemon through its inspector; false when it cannot. */
+  async #collectGarbage(): Promise<boolean> {
+    const url = this.#inspector();
+    if (!url) return false;
+    const ws = new WebSocket(url);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        ws.onopen = () => resolve();
+        ws.onerror = () => reject(new Error(`cannot reach the daemon's inspector at ${url}`));
+      });
+      // Twice: what the first one finalizes (weak callbacks, Buffers' backing stores) goes in the second.
+      for (let id = 1; id <= 2; id++) {
+        await new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error('HeapProfiler.collectGarbage did not answer')), 30_000);
+          ws.onmessage = (ev) => {
+            if ((JSON.parse(String(ev.data)) as { id?: number }).id !== id) return;
+            clearTimeout(timer);
+            resolve();
+          };
+          ws.send(JSON.stringify({ id, method: 'HeapProfiler.collectGarbage' }));
+        });
+      }
+      return true;
+    } finally {
+      ws.close();
+    }
   }
 
   status(key: 'VmRSS' | 'VmHWM'): number {
@@ -78,9 +120,11 @@ export class FuzzDaemon {
     this.rssAfterWarmupSettled = await this.#settled();
   }
 
-  /** The RSS after SETTLE_MS without inputs. */
+  /** The RSS after a pause without inputs, full garbage collections and a trim (see the top of this file). */
   async #settled(): Promise<number> {
-    await new Promise((r) => setTimeout(r, SETTLE_MS));
+    const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+    await sleep(QUIET_MS);
+    await sleep((await this.#collectGarbage()) ? TRIM_WAIT_MS : IDLE_SETTLE_MS - QUIET_MS);
     return this.status('VmRSS');
   }
 
@@ -99,6 +143,7 @@ export class FuzzDaemon {
       daemonRssSettledAfterMiB: mib(afterSettled),
       daemonRssSettledGrowthMiB: settledGrowth,
       daemonPeakMiB: mib(this.status('VmHWM')),
+      daemonSettledBy: this.#inspector() ? 'forced full GC (inspector) + malloc_trim' : `${IDLE_SETTLE_MS / 1000} s idle + malloc_trim`,
       daemonExitedDuringRun: this.proc.child.exitCode !== null,
     };
   }

@@ -78,7 +78,9 @@ async function child() {
 
 async function parent() {
   const env = opts.daemon ? { ...process.env, REBOUND_FUZZ_DAEMON: '1' } : process.env;
-  const c = spawn(process.execPath, [fileURLToPath(import.meta.url), ...process.argv.slice(2), '--child'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env });
+  // Daemon mode: the child reaches the daemon's inspector to settle its memory (test/fuzz/daemon.ts).
+  const nodeFlags = opts.daemon ? ['--experimental-websocket'] : [];
+  const c = spawn(process.execPath, [...nodeFlags, fileURLToPath(import.meta.url), ...process.argv.slice(2), '--child'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env });
   const t0 = Date.now();
   let done = 0;
   let lastChange = Date.now();
