@@ -578,7 +578,6 @@ static napi_value tls_open(napi_env env, napi_callback_info info) {
   return number(env, authentic ? (int64_t)clen : -1);
 }
 
-
 static napi_value tls_open_records(napi_env env, napi_callback_info info) {
   size_t argc = 9;
   napi_value argv[9];

@@ -43,7 +43,8 @@ const SEAL_SEGMENT = 1024 * 1024;
 /**
  * Segments this large are sealed on the thread pool (smaller ones cost less than the hand-off).
  * Above a tick's worth of small replies (32 replies of 4 KiB: 129 KiB): sealed on the pool, such
- * batches cost 4 us more CPU per request (tools/bench/tls.mjs, fio 4K: 0.77x nbdkit against 0.85x).
+ * batches cost 4 us more CPU per request (fio 4 KiB random reads at queue depth 32, as in
+ * tools/bench/tls.mjs: 0.77x nbdkit's IOPS against 0.85x sealed at once, 2026-12-07).
  */
 const ASYNC_SEAL_MIN = 512 * 1024;
 
