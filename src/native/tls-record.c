@@ -45,6 +45,7 @@
  * a small record in its provider layer). tlsAeadEngine() says which code runs.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -650,17 +651,21 @@ static napi_value tls_aead_engine(napi_env env, napi_callback_info info) {
   return out;
 }
 
-void register_tls_record(napi_env env, napi_value exports) {
-  if (!imb) {
-    imb = alloc_mb_mgr(0);
-    if (imb) {
-      init_mb_mgr_auto(imb, &imb_arch);
-      if (imb_get_errno(imb) != 0) {
-        free_mb_mgr(imb);
-        imb = NULL;
-      }
-    }
+/* Sets `imb` up once per process: the addon is loaded by the main thread and by every chunk worker thread, possibly at once. */
+static pthread_once_t imb_once = PTHREAD_ONCE_INIT;
+static void imb_setup(void) {
+  IMB_MGR *m = alloc_mb_mgr(0);
+  if (!m) return;
+  init_mb_mgr_auto(m, &imb_arch);
+  if (imb_get_errno(m) != 0) {
+    free_mb_mgr(m);
+    return;
   }
+  imb = m; /* published only once ready */
+}
+
+void register_tls_record(napi_env env, napi_value exports) {
+  pthread_once(&imb_once, imb_setup);
   export_function(env, exports, "tlsAeadEngine", tls_aead_engine);
   export_function(env, exports, "tlsOpenRecords", tls_open_records);
   export_function(env, exports, "tlsCipher", tls_cipher);
