@@ -10,6 +10,9 @@
  *       The plaintext (the chunks, one after the other) becomes records of at most 16384 bytes,
  *       each `header | AEAD(plaintext | type) | tag`, written to `out` back to back with sequence
  *       numbers seq, seq+1, ... `out` must hold total + records * 22 bytes.
+ *   tlsSealSend(ctx, iv, seq, type, chunks, out, fd) -> bytes sent, or -errno
+ *       tlsSeal, then as much of the records as the socket `fd` takes at once (never waits): one
+ *       call seals and sends a batch of replies, without Node's stream and write request.
  *   tlsSealAsync(ctx, iv, seq, type, chunks, out, callback(err, records))
  *       The same on libuv's thread pool (for large batches: the event loop goes on meanwhile). The
  *       chunks and `out` must not change until the callback.
@@ -49,6 +52,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include "addon.h"
 #include <intel-ipsec-mb.h>
@@ -347,6 +351,36 @@ static napi_value tls_seal(napi_env env, napi_callback_info info) {
     return NULL;
   }
   return number(env, (int64_t)a.records);
+}
+
+/*
+ * tlsSealSend: tlsSeal, then as much of the records as the socket `fd` takes now (send() with
+ * MSG_DONTWAIT: never waits). Returns the bytes sent, or -errno when the socket failed.
+ */
+static napi_value tls_seal_send(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  struct seal_args a;
+  int32_t fd;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 7 || !get_seal_args(env, argv, &a) ||
+      napi_get_value_int32(env, argv[6], &fd) != napi_ok || fd < 0) {
+    free(a.pieces);
+    return type_error(env, "expected (sealing ctx, iv, seq, type, chunks, out, fd) with out large enough");
+  }
+  int ok = seal_records(a.k.c, a.k.ctx, a.k.iv, a.k.seq, a.type, a.pieces, a.total, a.records, a.out);
+  free(a.pieces);
+  if (!ok) {
+    napi_throw_error(env, "EIO", "sealing a TLS record failed");
+    return NULL;
+  }
+  size_t size = a.total + a.records * (HEADER + 1 + TAG), sent = 0;
+  while (sent < size) {
+    ssize_t n = send(fd, a.out + sent, size - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n >= 0) sent += (size_t)n;
+    else if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+    else if (errno != EINTR) return number(env, -(int64_t)errno);
+  }
+  return number(env, (int64_t)sent);
 }
 
 /* tlsSealAsync: the same on the thread pool; the JS values it reads stay referenced until it ends. */
@@ -670,6 +704,7 @@ void register_tls_record(napi_env env, napi_value exports) {
   export_function(env, exports, "tlsOpenRecords", tls_open_records);
   export_function(env, exports, "tlsCipher", tls_cipher);
   export_function(env, exports, "tlsSeal", tls_seal);
+  export_function(env, exports, "tlsSealSend", tls_seal_send);
   export_function(env, exports, "tlsSealAsync", tls_seal_async);
   export_function(env, exports, "tlsSealFileAsync", tls_seal_file_async);
   export_function(env, exports, "tlsSealFile", tls_seal_file);

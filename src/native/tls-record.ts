@@ -29,6 +29,11 @@ export interface TlsRecordFunctions {
   tlsCipher(cipher: RecordCipher, key: Buffer, encrypt: boolean): CipherContext;
   /** Seals the chunks' bytes into records numbered from `seq` in `out`; returns how many. */
   tlsSeal(ctx: CipherContext, iv: Buffer, seq: bigint, type: number, chunks: Buffer[], out: Buffer): number;
+  /**
+   * tlsSeal, then as much of the records as the socket `fd` takes at once (never waits); returns the
+   * bytes sent, or -errno when the socket failed. Absent from an addon built before it existed.
+   */
+  tlsSealSend?(ctx: CipherContext, iv: Buffer, seq: bigint, type: number, chunks: Buffer[], out: Buffer, fd: number): number;
   /** tlsSeal on libuv's thread pool; the chunks and `out` must stay unchanged until `done`. */
   tlsSealAsync(ctx: CipherContext, iv: Buffer, seq: bigint, type: number, chunks: Buffer[], out: Buffer, done: (err: Error | null, records: number) => void): void;
   /**

@@ -21,9 +21,15 @@
  *  - sendChunks() is the fast way in for a batch of replies (nbd/reply-writer.ts): sealed at once,
  *    without the Writable's per-chunk bookkeeping (about 1.5 us of CPU per 4 KiB READ reply).
  *    Its bytes count in `unsentBytes`, not in writableLength (which stays the Writable's own).
+ *    When nothing else waits to be sent, a batch below ASYNC_SEAL_MIN is sealed and sent to the
+ *    socket in one native call (tlsSealSend), past Node's socket stream and its write request;
+ *    only what the socket does not take at once goes through the stream (+1.7 % IOPS, -2.4 % CPU
+ *    per 4 KiB READ over TLS, A/B of the same build, 2026-12-07).
  *  - end() sends close_notify, then ends the socket; destroy() destroys it.
  */
+import net from 'node:net';
 import { Duplex } from 'node:stream';
+import { getSystemErrorName } from 'node:util';
 import {
   OPENED_ALL,
   OPENED_NO_CONTENT_TYPE,
@@ -34,6 +40,7 @@ import {
   sealedSize,
 } from '../native/tls-record.js';
 import type { TrafficKeys } from './tls13-keys.js';
+import { handleDescriptor } from '../native/socket-buffer.js';
 import { syncFileRead } from '../util/file-io.js';
 
 export const ContentType = { Alert: 21, Handshake: 22, ApplicationData: 23 } as const;
@@ -47,6 +54,12 @@ const SEAL_SEGMENT = 1024 * 1024;
  * tools/bench/tls.mjs: 0.77x nbdkit's IOPS against 0.85x sealed at once, 2026-12-07).
  */
 const ASYNC_SEAL_MIN = 512 * 1024;
+
+/**
+ * Where sealSend builds a batch's records (shared by the thread's streams: each call sends or
+ * copies out all of it before it returns). Grows up to sealedSize(ASYNC_SEAL_MIN).
+ */
+let sendScratch = Buffer.alloc(0);
 
 /** One sealed (or being sealed) segment waiting for its turn on the socket. */
 interface SealSlot {
@@ -95,6 +108,8 @@ export class TlsRecordStream extends Duplex {
   readonly #opened = new Float64Array(4);
   /** Bytes handed to sendChunks that the socket has not taken yet. */
   #chunksUnsent = 0;
+  /** The raw socket's descriptor, for sealSend (undefined: not a socket with one, or no addon support). */
+  readonly #fd: number | undefined;
 
   constructor(raw: Duplex, state: RecordStreamState, buffers: SealBuffers = UNPOOLED) {
     super({ allowHalfOpen: true });
@@ -102,6 +117,7 @@ export class TlsRecordStream extends Duplex {
     this.#buffers = buffers;
     this.#tx = state.tx;
     this.#rx = state.rx;
+    this.#fd = raw instanceof net.Socket && state.tx.canSealSend ? handleDescriptor(raw) : undefined;
     raw.on('data', (chunk: Buffer) => this.#received(chunk));
     raw.on('end', () => this.#peerEnded());
     raw.on('error', (err) => this.destroy(err));
@@ -194,9 +210,36 @@ export class TlsRecordStream extends Duplex {
     }
     let bytes = 0;
     for (const c of chunks) bytes += c.length;
+    if (this.#fd !== undefined && bytes < ASYNC_SEAL_MIN && this.#sealing.length === 0 && this.#raw.writableLength === 0 && !this.#raw.destroyed) {
+      return this.#sealSend(chunks, bytes, done);
+    }
     this.#chunksUnsent += bytes;
     this.#seal(ContentType.ApplicationData, chunks, (err) => {
       this.#chunksUnsent -= bytes;
+      done(err);
+    });
+  }
+
+  /**
+   * sendChunks when nothing else waits to be sent: seals the batch and sends it to the socket in one
+   * native call (no stream write, no write request); what the socket does not take at once is
+   * copied out and written through the socket's stream. `done` runs at once when all was sent.
+   */
+  #sealSend(chunks: Buffer[], bytes: number, done: (err?: Error | null) => void): void {
+    const size = sealedSize(bytes);
+    if (sendScratch.length < size) sendScratch = Buffer.allocUnsafe(Math.max(size, Math.min(2 * sendScratch.length, sealedSize(ASYNC_SEAL_MIN))));
+    const sent = this.#tx.sealSend(ContentType.ApplicationData, chunks, bytes, sendScratch, this.#fd!);
+    if (sent < 0) {
+      const err: NodeJS.ErrnoException = new Error(`sending TLS records failed (${getSystemErrorName(sent)})`);
+      err.code = getSystemErrorName(sent);
+      this.destroy(err);
+      return done(err);
+    }
+    if (sent === size) return done();
+    const rest = Buffer.from(sendScratch.subarray(sent, size)); // a copy: the scratch is reused at once
+    this.#chunksUnsent += rest.length;
+    this.#raw.write(rest, (err) => {
+      this.#chunksUnsent -= rest.length;
       done(err);
     });
   }

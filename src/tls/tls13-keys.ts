@@ -73,6 +73,21 @@ export class TrafficKeys {
     return n;
   }
 
+  /** Whether sealSend is available (the addon has tlsSealSend). */
+  get canSealSend(): boolean {
+    return this.#fns.tlsSealSend !== undefined;
+  }
+
+  /**
+   * Seals the chunks (`bytes` in all) into `out` as records of `type` and sends what the socket
+   * `fd` takes at once; returns the bytes of `out` sent, or -errno when the socket failed.
+   */
+  sealSend(type: number, chunks: Buffer[], bytes: number, out: Buffer, fd: number): number {
+    const sent = this.#fns.tlsSealSend!(this.ctx, this.iv, this.seq, type, chunks, out, fd);
+    this.seq += BigInt(recordCount(bytes));
+    return sent;
+  }
+
   /**
    * The same on the thread pool: the sequence numbers are taken now, so seals issued one after the
    * other may finish in any order and still be sent in the order they were issued.

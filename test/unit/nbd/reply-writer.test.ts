@@ -204,7 +204,32 @@ describe.skipIf(!records)("ReplyWriter on rebound's TLS record stream", () => {
       buffer('after the file reply');
       const want = Buffer.concat(expected);
       const got = receive(peer as unknown as net.Socket, want.length);
-      expect(writer.unsentBytes).toBeGreaterThanOrEqual(batch); // the batch left before the file reply, the socket has not taken all yet
+      await Promise.all(done);
+      expect(writer.unsentBytes).toBe(0);
+      expect((await got).equals(want)).toBe(true);
+    } finally {
+      close();
+    }
+  });
+
+  it('a batch larger than the socket takes at once: the rest waits in the stream, counts in unsentBytes, and arrives whole and in order', async () => {
+    const { server, client, close } = await unixPair();
+    try {
+      const suite = tls13Suite('TLS_AES_128_GCM_SHA256')!;
+      const [s1, s2] = [crypto.randomBytes(32), crypto.randomBytes(32)];
+      const keys = (tx: Buffer, rx: Buffer) => ({ tx: new TrafficKeys(records!, suite, tx, { seal: true }), rx: new TrafficKeys(records!, suite, rx, { seal: false }), pending: Buffer.alloc(0) });
+      const ours = new TlsRecordStream(server, keys(s1, s2));
+      const peer = new TlsRecordStream(client, keys(s2, s1));
+      client.pause(); // nothing is read until `receive` below
+      const writer = new ReplyWriter(ours, silentLogger, fileRepliesFor(ours));
+      // 100 replies of 4 KiB: one batch, more than a Unix socket's default send buffer (208 KiB).
+      const replies = Array.from({ length: 100 }, () => crypto.randomBytes(4096));
+      const done = replies.map((b) => new Promise<void>((r) => writer.send([b], r)));
+      await new Promise((r) => setImmediate(r)); // the batch left at the end of the tick
+      expect(writer.unsentBytes).toBeGreaterThan(0);
+      expect(writer.unsentBytes).toBeLessThan(100 * 4096 + 7 * 22);
+      const want = Buffer.concat(replies);
+      const got = receive(peer as unknown as net.Socket, want.length);
       await Promise.all(done);
       expect(writer.unsentBytes).toBe(0);
       expect((await got).equals(want)).toBe(true);
