@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   allocDataChunk,
+  Cookie,
   clipUtf8,
   decodeReplyHeader,
   decodeRequestHeader,
@@ -21,7 +22,10 @@ describe('NBD message codec', () => {
   it('round-trips request headers, including offsets above 4 GiB', () => {
     const b = encodeRequest(1, 0, 0xfeedfacecafebeefn, 5 * 1024 ** 4 + 3, 4096);
     expect(b.length).toBe(28);
-    expect(decodeRequestHeader(b)).toEqual({ flags: 1, type: 0, cookie: 0xfeedfacecafebeefn, offset: 5 * 1024 ** 4 + 3, length: 4096 });
+    const req = decodeRequestHeader(b)!;
+    expect(req).toMatchObject({ flags: 1, type: 0, offset: 5 * 1024 ** 4 + 3, length: 4096 });
+    expect(req.cookie.value).toBe(0xfeedfacecafebeefn);
+    expect(Cookie.of(0xfeedfacecafebeefn)).toEqual(req.cookie);
   });
   it('flags offsets beyond 2^53 and bad magics', () => {
     const b = encodeRequest(0, 0, 1n, 0, 1);
@@ -37,16 +41,16 @@ describe('NBD message codec', () => {
     expect(encodeExportNameReply(10, 1, false).length).toBe(134);
   });
   it('builds data, hole, error and block-status chunks with correct headers', () => {
-    const { buf, data } = allocDataChunk(9n, 4096, 100, true);
+    const { buf, data } = allocDataChunk(Cookie.of(9n), 4096, 100, true);
     expect(data.length).toBe(100);
     const h = decodeReplyHeader(buf)!;
     expect(h).toMatchObject({ structured: true, flags: 1, type: ChunkType.OFFSET_DATA, cookie: 9n, length: 108 });
     expect(readU64(buf, 20)).toBe(4096);
-    const hole = encodeHoleChunk(1n, 8192, 512, false);
+    const hole = encodeHoleChunk(Cookie.of(1n), 8192, 512, false);
     expect(decodeReplyHeader(hole)).toMatchObject({ flags: 0, type: ChunkType.OFFSET_HOLE, length: 12 });
-    const err = encodeErrorChunk(1n, 22, 'x'.repeat(5000));
+    const err = encodeErrorChunk(Cookie.of(1n), 22, 'x'.repeat(5000));
     expect(err.length).toBe(20 + 6 + MAX_ERROR_MESSAGE_BYTES);
-    const bs = encodeBlockStatusChunk(1n, 1, [{ length: 512, flags: 3 }, { length: 1024, flags: 0 }], true);
+    const bs = encodeBlockStatusChunk(Cookie.of(1n), 1, [{ length: 512, flags: 3 }, { length: 1024, flags: 0 }], true);
     expect(decodeReplyHeader(bs)!.length).toBe(4 + 16);
   });
   it('clips UTF-8 at a character boundary', () => {
