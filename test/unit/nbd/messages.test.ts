@@ -10,6 +10,7 @@ import {
   encodeExportNameReply,
   encodeGoData,
   encodeHoleChunk,
+  encodeSimpleReply,
   encodeInfoBlockSize,
   encodeInfoExport,
   encodeRequest,
@@ -26,6 +27,9 @@ describe('NBD message codec', () => {
     expect(req).toMatchObject({ flags: 1, type: 0, offset: 5 * 1024 ** 4 + 3, length: 4096 });
     expect(req.cookie.value).toBe(0xfeedfacecafebeefn);
     expect(Cookie.of(0xfeedfacecafebeefn)).toEqual(req.cookie);
+    // The reply carries the client's 8 bytes back unchanged, high bits included.
+    expect(decodeReplyHeader(encodeSimpleReply(0, req.cookie))!.cookie).toBe(0xfeedfacecafebeefn);
+    expect(decodeReplyHeader(allocDataChunk(req.cookie, 0, 1, true).buf)!.cookie).toBe(0xfeedfacecafebeefn);
   });
   it('flags offsets beyond 2^53 and bad magics', () => {
     const b = encodeRequest(0, 0, 1n, 0, 1);
