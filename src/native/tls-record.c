@@ -336,20 +336,29 @@ static int get_seal_args(napi_env env, napi_value *argv, struct seal_args *a) {
   return out_len >= a->total + a->records * (HEADER + 1 + TAG);
 }
 
+/*
+ * The calls of tlsSeal and tlsSealSend: reads `want` arguments (the first six tlsSeal's) into argv
+ * and a, and seals; 1 when sealed, 0 when it threw (`usage` says what was expected).
+ */
+static int seal_call(napi_env env, napi_callback_info info, size_t want, napi_value *argv, struct seal_args *a, const char *usage) {
+  size_t argc = want;
+  a->pieces = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want || !get_seal_args(env, argv, a)) {
+    free(a->pieces);
+    type_error(env, usage);
+    return 0;
+  }
+  int ok = seal_records(a->k.c, a->k.ctx, a->k.iv, a->k.seq, a->type, a->pieces, a->total, a->records, a->out);
+  free(a->pieces);
+  a->pieces = NULL;
+  if (!ok) napi_throw_error(env, "EIO", "sealing a TLS record failed");
+  return ok;
+}
+
 static napi_value tls_seal(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
   napi_value argv[6];
   struct seal_args a;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 6 || !get_seal_args(env, argv, &a)) {
-    free(a.pieces);
-    return type_error(env, "expected (sealing ctx, iv, seq, type, chunks, out) with out large enough");
-  }
-  int ok = seal_records(a.k.c, a.k.ctx, a.k.iv, a.k.seq, a.type, a.pieces, a.total, a.records, a.out);
-  free(a.pieces);
-  if (!ok) {
-    napi_throw_error(env, "EIO", "sealing a TLS record failed");
-    return NULL;
-  }
+  if (!seal_call(env, info, 6, argv, &a, "expected (sealing ctx, iv, seq, type, chunks, out) with out large enough")) return NULL;
   return number(env, (int64_t)a.records);
 }
 
@@ -358,21 +367,11 @@ static napi_value tls_seal(napi_env env, napi_callback_info info) {
  * MSG_DONTWAIT: never waits). Returns the bytes sent, or -errno when the socket failed.
  */
 static napi_value tls_seal_send(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
   napi_value argv[7];
   struct seal_args a;
   int32_t fd;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 7 || !get_seal_args(env, argv, &a) ||
-      napi_get_value_int32(env, argv[6], &fd) != napi_ok || fd < 0) {
-    free(a.pieces);
-    return type_error(env, "expected (sealing ctx, iv, seq, type, chunks, out, fd) with out large enough");
-  }
-  int ok = seal_records(a.k.c, a.k.ctx, a.k.iv, a.k.seq, a.type, a.pieces, a.total, a.records, a.out);
-  free(a.pieces);
-  if (!ok) {
-    napi_throw_error(env, "EIO", "sealing a TLS record failed");
-    return NULL;
-  }
+  if (!seal_call(env, info, 7, argv, &a, "expected (sealing ctx, iv, seq, type, chunks, out, fd) with out large enough")) return NULL;
+  if (napi_get_value_int32(env, argv[6], &fd) != napi_ok || fd < 0) return type_error(env, "expected (sealing ctx, iv, seq, type, chunks, out, fd)");
   size_t size = a.total + a.records * (HEADER + 1 + TAG), sent = 0;
   while (sent < size) {
     ssize_t n = send(fd, a.out + sent, size - sent, MSG_DONTWAIT | MSG_NOSIGNAL);

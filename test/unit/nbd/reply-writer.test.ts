@@ -177,15 +177,19 @@ describe.skipIf(!send)('ReplyWriter with file replies (native sendfile)', () => 
 
 const records = tlsRecordFunctions();
 
+/** Two TLS record streams talking over a Unix socket pair: ours (the server's side) and the peer's. */
+async function recordStreamPair(): Promise<{ client: net.Socket; ours: TlsRecordStream; peer: TlsRecordStream; close: () => void }> {
+  const { server, client, close } = await unixPair();
+  const suite = tls13Suite('TLS_AES_128_GCM_SHA256')!;
+  const [s1, s2] = [crypto.randomBytes(32), crypto.randomBytes(32)];
+  const keys = (tx: Buffer, rx: Buffer) => ({ tx: new TrafficKeys(records!, suite, tx, { seal: true }), rx: new TrafficKeys(records!, suite, rx, { seal: false }), pending: Buffer.alloc(0) });
+  return { client, ours: new TlsRecordStream(server, keys(s1, s2)), peer: new TlsRecordStream(client, keys(s2, s1)), close };
+}
+
 describe.skipIf(!records)("ReplyWriter on rebound's TLS record stream", () => {
   it("a tick's buffer replies leave as one batch, in order with file replies; unsentBytes counts them until the socket took them", async () => {
-    const { server, client, close } = await unixPair();
+    const { ours, peer, close } = await recordStreamPair();
     try {
-      const suite = tls13Suite('TLS_AES_128_GCM_SHA256')!;
-      const [s1, s2] = [crypto.randomBytes(32), crypto.randomBytes(32)];
-      const keys = (tx: Buffer, rx: Buffer) => ({ tx: new TrafficKeys(records!, suite, tx, { seal: true }), rx: new TrafficKeys(records!, suite, rx, { seal: false }), pending: Buffer.alloc(0) });
-      const ours = new TlsRecordStream(server, keys(s1, s2));
-      const peer = new TlsRecordStream(client, keys(s2, s1));
       const writer = new ReplyWriter(ours, silentLogger, fileRepliesFor(ours));
       expect(writer.canSendFiles).toBe(true);
       const expected: Buffer[] = [];
@@ -213,13 +217,8 @@ describe.skipIf(!records)("ReplyWriter on rebound's TLS record stream", () => {
   });
 
   it('a batch larger than the socket takes at once: the rest waits in the stream, counts in unsentBytes, and arrives whole and in order', async () => {
-    const { server, client, close } = await unixPair();
+    const { client, ours, peer, close } = await recordStreamPair();
     try {
-      const suite = tls13Suite('TLS_AES_128_GCM_SHA256')!;
-      const [s1, s2] = [crypto.randomBytes(32), crypto.randomBytes(32)];
-      const keys = (tx: Buffer, rx: Buffer) => ({ tx: new TrafficKeys(records!, suite, tx, { seal: true }), rx: new TrafficKeys(records!, suite, rx, { seal: false }), pending: Buffer.alloc(0) });
-      const ours = new TlsRecordStream(server, keys(s1, s2));
-      const peer = new TlsRecordStream(client, keys(s2, s1));
       client.pause(); // nothing is read until `receive` below
       const writer = new ReplyWriter(ours, silentLogger, fileRepliesFor(ours));
       // 100 replies of 4 KiB: one batch, more than a Unix socket's default send buffer (208 KiB).
