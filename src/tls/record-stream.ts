@@ -57,9 +57,9 @@ const ASYNC_SEAL_MIN = 512 * 1024;
 
 /**
  * Where sealSend builds a batch's records (shared by the thread's streams: each call sends or
- * copies out all of it before it returns). Grows up to sealedSize(ASYNC_SEAL_MIN).
+ * copies out all of it before it returns); made at the first such batch.
  */
-let sendScratch = Buffer.alloc(0);
+let sendScratch: Buffer | undefined;
 
 /** One sealed (or being sealed) segment waiting for its turn on the socket. */
 interface SealSlot {
@@ -227,16 +227,16 @@ export class TlsRecordStream extends Duplex {
    */
   #sealSend(chunks: Buffer[], bytes: number, done: (err?: Error | null) => void): void {
     const size = sealedSize(bytes);
-    if (sendScratch.length < size) sendScratch = Buffer.allocUnsafe(Math.max(size, Math.min(2 * sendScratch.length, sealedSize(ASYNC_SEAL_MIN))));
-    const sent = this.#tx.sealSend(ContentType.ApplicationData, chunks, bytes, sendScratch, this.#fd!);
+    const scratch = (sendScratch ??= Buffer.allocUnsafe(sealedSize(ASYNC_SEAL_MIN)));
+    const sent = this.#tx.sealSend(ContentType.ApplicationData, chunks, bytes, scratch, this.#fd!);
     if (sent < 0) {
-      const err: NodeJS.ErrnoException = new Error(`sending TLS records failed (${getSystemErrorName(sent)})`);
-      err.code = getSystemErrorName(sent);
+      const code = getSystemErrorName(sent);
+      const err: NodeJS.ErrnoException = Object.assign(new Error(`sending TLS records failed (${code})`), { code });
       this.destroy(err);
       return done(err);
     }
     if (sent === size) return done();
-    const rest = Buffer.from(sendScratch.subarray(sent, size)); // a copy: the scratch is reused at once
+    const rest = Buffer.from(scratch.subarray(sent, size)); // a copy: the scratch is reused at once
     this.#chunksUnsent += rest.length;
     this.#raw.write(rest, (err) => {
       this.#chunksUnsent -= rest.length;

@@ -40,6 +40,8 @@ export class FuzzDaemon {
   readonly rssAtStart: number;
   rssAfterWarmup: number | undefined;
   rssAfterWarmupSettled: number | undefined;
+  /** How the settled readings were taken (the report says so); both pauses settle the same way unless the inspector failed. */
+  #settledBy = new Set<string>();
   readonly #baselineSockets: number;
 
   private constructor(proc: DaemonProcess) {
@@ -124,7 +126,9 @@ export class FuzzDaemon {
   async #settled(): Promise<number> {
     const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
     await sleep(QUIET_MS);
-    await sleep((await this.#collectGarbage()) ? TRIM_WAIT_MS : IDLE_SETTLE_MS - QUIET_MS);
+    const forced = await this.#collectGarbage();
+    this.#settledBy.add(forced ? 'forced full GC (inspector) + malloc_trim' : `${IDLE_SETTLE_MS / 1000} s idle + malloc_trim`);
+    await sleep(forced ? TRIM_WAIT_MS : IDLE_SETTLE_MS - QUIET_MS);
     return this.status('VmRSS');
   }
 
@@ -143,7 +147,7 @@ export class FuzzDaemon {
       daemonRssSettledAfterMiB: mib(afterSettled),
       daemonRssSettledGrowthMiB: settledGrowth,
       daemonPeakMiB: mib(this.status('VmHWM')),
-      daemonSettledBy: this.#inspector() ? 'forced full GC (inspector) + malloc_trim' : `${IDLE_SETTLE_MS / 1000} s idle + malloc_trim`,
+      daemonSettledBy: [...this.#settledBy].join('; '),
       daemonExitedDuringRun: this.proc.child.exitCode !== null,
     };
   }

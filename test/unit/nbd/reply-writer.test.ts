@@ -77,14 +77,31 @@ function receive(client: net.Socket, bytes: number): Promise<Buffer> {
 
 const readRestFromFile = (position: number) => async (from: number, length: number): Promise<Buffer> => Buffer.from(content.subarray(position + from, position + from + length));
 
+/** Replies handed to `writer` as they are sent: the bytes a reader must get, in order, and a promise per reply. */
+function replyLog(writer: ReplyWriter) {
+  const expected: Buffer[] = [];
+  const done: Array<Promise<void>> = [];
+  return {
+    expected,
+    done,
+    buffer(b: Buffer): void {
+      expected.push(b);
+      done.push(new Promise((r) => writer.send([b], r)));
+    },
+    file(header: Buffer, position: number, length: number): void {
+      expected.push(header, content.subarray(position, position + length));
+      done.push(writer.sendFile(header, { fd, position }, length, readRestFromFile(position)));
+    },
+  };
+}
+
 describe.skipIf(!send)('ReplyWriter with file replies (native sendfile)', () => {
   it('keeps the order of buffer and file replies, small (sent at once) and large (thread pool)', async () => {
     const { server, client, close } = await unixPair();
     try {
       const writer = new ReplyWriter(server, silentLogger, fileRepliesFor(server));
       expect(writer.canSendFiles).toBe(true);
-      const expected: Buffer[] = [];
-      const done: Array<Promise<void>> = [];
+      const { expected, done, buffer, file } = replyLog(writer);
       const spans = [
         [0, 64 * 1024],
         [4096, 256 * 1024],
@@ -93,16 +110,10 @@ describe.skipIf(!send)('ReplyWriter with file replies (native sendfile)', () => 
         [FILE_SIZE - 4 * 1024 * 1024, 4 * 1024 * 1024],
       ] as const;
       spans.forEach(([position, length], i) => {
-        const before = Buffer.from(`buffer reply ${i} `);
-        expected.push(before);
-        done.push(new Promise((r) => writer.send([before], r)));
-        const header = Buffer.from(`header ${i}:`);
-        expected.push(header, content.subarray(position, position + length));
-        done.push(writer.sendFile(header, { fd, position }, length, readRestFromFile(position)));
+        buffer(Buffer.from(`buffer reply ${i} `));
+        file(Buffer.from(`header ${i}:`), position, length);
       });
-      const tail = Buffer.from('the last buffer reply');
-      expected.push(tail);
-      done.push(new Promise((r) => writer.send([tail], r)));
+      buffer(Buffer.from('the last buffer reply'));
       const want = Buffer.concat(expected);
       const got = await receive(client, want.length);
       await Promise.all(done);
@@ -192,20 +203,12 @@ describe.skipIf(!records)("ReplyWriter on rebound's TLS record stream", () => {
     try {
       const writer = new ReplyWriter(ours, silentLogger, fileRepliesFor(ours));
       expect(writer.canSendFiles).toBe(true);
-      const expected: Buffer[] = [];
-      const done: Array<Promise<void>> = [];
-      const buffer = (text: string): void => {
-        const b = Buffer.from(text);
-        expected.push(b);
-        done.push(new Promise((r) => writer.send([b], r)));
-      };
-      for (let i = 0; i < 40; i++) buffer(`small reply ${i};`);
+      const { expected, done, buffer, file } = replyLog(writer);
+      for (let i = 0; i < 40; i++) buffer(Buffer.from(`small reply ${i};`));
       const batch = expected.reduce((n, b) => n + b.length, 0);
       expect(writer.unsentBytes).toBe(batch); // collected for the end of the tick
-      const header = Buffer.from('file reply:');
-      expected.push(header, content.subarray(8192, 8192 + 200_000));
-      done.push(writer.sendFile(header, { fd, position: 8192 }, 200_000, readRestFromFile(8192)));
-      buffer('after the file reply');
+      file(Buffer.from('file reply:'), 8192, 200_000);
+      buffer(Buffer.from('after the file reply'));
       const want = Buffer.concat(expected);
       const got = receive(peer as unknown as net.Socket, want.length);
       await Promise.all(done);
@@ -222,12 +225,12 @@ describe.skipIf(!records)("ReplyWriter on rebound's TLS record stream", () => {
       client.pause(); // nothing is read until `receive` below
       const writer = new ReplyWriter(ours, silentLogger, fileRepliesFor(ours));
       // 100 replies of 4 KiB: one batch, more than a Unix socket's default send buffer (208 KiB).
-      const replies = Array.from({ length: 100 }, () => crypto.randomBytes(4096));
-      const done = replies.map((b) => new Promise<void>((r) => writer.send([b], r)));
+      const { expected, done, buffer } = replyLog(writer);
+      for (let i = 0; i < 100; i++) buffer(crypto.randomBytes(4096));
       await new Promise((r) => setImmediate(r)); // the batch left at the end of the tick
       expect(writer.unsentBytes).toBeGreaterThan(0);
       expect(writer.unsentBytes).toBeLessThan(100 * 4096 + 7 * 22);
-      const want = Buffer.concat(replies);
+      const want = Buffer.concat(expected);
       const got = receive(peer as unknown as net.Socket, want.length);
       await Promise.all(done);
       expect(writer.unsentBytes).toBe(0);
